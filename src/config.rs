@@ -1,0 +1,430 @@
+//! Configuration: defaults, the TOML file, `FANHUB_*` environment overrides, and validation.
+//!
+//! Every key has a default, so an empty file (or none) is a working development setup. An
+//! environment variable `FANHUB_SECTION__KEY=value` overrides `[section] key` (double
+//! underscore between levels; the value is parsed as TOML, falling back to a string).
+//! [`Config::validate`] reports every problem at once, each naming the key, the value and the
+//! allowed range.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::hub::{HubConfig, HubLimits, TopicsConfig};
+
+/// The development HS256 secret used when no key is configured. Tokens signed with it are
+/// worthless outside a developer's machine; the server warns loudly when it is in use.
+pub const DEV_SECRET: &str = "fanhub-development-secret-do-not-use-in-production";
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// This node's id (empty: generated at start).
+    pub node_id: String,
+    /// Listeners and shutdown.
+    pub server: ServerConfig,
+    /// WebSocket transport.
+    pub websocket: WsConfig,
+    /// Authentication.
+    pub auth: AuthConfig,
+    /// Connection and enforcement limits.
+    pub limits: HubLimits,
+    /// Topics, policies and history.
+    pub topics: TopicsConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Public listener: WebSocket, health, sessions, demo.
+    pub listen: SocketAddr,
+    /// Admin listener: admin API and metrics.
+    pub admin_listen: SocketAddr,
+    /// The WebSocket URL clients are given (empty: `ws://<listen>/ws`).
+    pub public_url: String,
+    /// Other nodes' WebSocket URLs, offered as reconnect advice on shutdown and drain.
+    pub reconnect_urls: Vec<String>,
+    /// How long a graceful shutdown may spend draining queues, ms.
+    pub shutdown_grace_ms: u64,
+    /// How often idle topics are swept, ms.
+    pub topic_sweep_interval_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            public_url: String::new(),
+            reconnect_urls: Vec::new(),
+            shutdown_grace_ms: 5000,
+            topic_sweep_interval_ms: 30_000,
+        }
+    }
+}
+
+/// `[websocket]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WsConfig {
+    /// Server ping interval, ms.
+    pub ping_interval_ms: u64,
+    /// A connection with no inbound frame for this long is closed, ms.
+    pub idle_timeout_ms: u64,
+    /// Time allowed between the upgrade and a successful `connect`, ms.
+    pub auth_timeout_ms: u64,
+    /// Server-initiated time sync interval, ms (0: off).
+    pub time_sync_interval_ms: u64,
+    /// Most records in one binary data message.
+    pub batch_max_records: usize,
+    /// Target size of one binary data message, bytes (a single larger record still goes alone).
+    pub batch_max_bytes: usize,
+    /// How long a closing connection may take to flush, ms.
+    pub close_timeout_ms: u64,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        Self {
+            ping_interval_ms: 20_000,
+            idle_timeout_ms: 60_000,
+            auth_timeout_ms: 10_000,
+            time_sync_interval_ms: 30_000,
+            batch_max_records: 512,
+            batch_max_bytes: 256 * 1024,
+            close_timeout_ms: 5000,
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `HS256`, `RS256` or `ES256`.
+    pub algorithm: String,
+    /// HS256 shared secret (unset with no public key: development mode).
+    pub hs256_secret: Option<String>,
+    /// PEM public key for RS256/ES256 verification.
+    pub public_key_pem: Option<PathBuf>,
+    /// PEM private key for RS256/ES256 minting (`POST /v1/sessions`, `fanhub token`).
+    pub private_key_pem: Option<PathBuf>,
+    /// Required `iss`, if set.
+    pub issuer: Option<String>,
+    /// Required `aud`, if set.
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp`/`nbf`, seconds.
+    pub leeway_secs: u64,
+    /// API keys allowed to create sessions (`POST /v1/sessions`) and publish over HTTP.
+    pub api_keys: Vec<String>,
+    /// Bearer tokens of the admin API.
+    pub admin_tokens: Vec<String>,
+    /// Subscribe patterns for tokens without a `subscribe` claim.
+    pub default_subscribe: Vec<String>,
+    /// Publish patterns for tokens without a `publish` claim.
+    pub default_publish: Vec<String>,
+    /// How long before expiry the client is warned, seconds.
+    pub expiry_warning_secs: u64,
+    /// Default TTL of sessions created over HTTP, seconds.
+    pub session_ttl_secs: u64,
+    /// Longest TTL a session may ask for, seconds.
+    pub max_session_ttl_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            algorithm: "HS256".into(),
+            hs256_secret: None,
+            public_key_pem: None,
+            private_key_pem: None,
+            issuer: None,
+            audience: None,
+            leeway_secs: 5,
+            api_keys: Vec::new(),
+            admin_tokens: Vec::new(),
+            default_subscribe: Vec::new(),
+            default_publish: Vec::new(),
+            expiry_warning_secs: 60,
+            session_ttl_secs: 3600,
+            max_session_ttl_secs: 86_400,
+        }
+    }
+}
+
+impl AuthConfig {
+    /// True when no key is configured and the built-in development secret is used.
+    pub fn is_dev(&self) -> bool {
+        self.hs256_secret.is_none() && self.public_key_pem.is_none()
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `human` or `json`.
+    pub format: String,
+    /// A tracing filter: `info`, or per module `info,fanhub::transport=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: "human".into(), level: "info".into() }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            node_id: String::new(),
+            server: ServerConfig::default(),
+            websocket: WsConfig::default(),
+            auth: AuthConfig::default(),
+            limits: HubLimits::default(),
+            topics: TopicsConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// One invalid setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Dotted key, e.g. `websocket.idle_timeout_ms`.
+    pub key: String,
+    /// The value given.
+    pub value: String,
+    /// What is allowed.
+    pub allowed: String,
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} = {}: allowed {}", self.key, self.value, self.allowed)
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// TOML syntax or an unknown key or a wrong type.
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    /// Values out of range.
+    #[error("invalid configuration:\n  {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
+    Invalid(Vec<ConfigProblem>),
+}
+
+impl Config {
+    /// Loads the file at `path` (if any), applies `FANHUB_*` variables from `env`, and
+    /// validates.
+    ///
+    /// # Errors
+    /// [`ConfigError`] describing every problem.
+    pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Io { path: p.to_owned(), source })?,
+            None => String::new(),
+        };
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        for (k, v) in env {
+            let Some(rest) = k.strip_prefix("FANHUB_") else { continue };
+            if rest == "CONFIG" || rest.is_empty() {
+                continue;
+            }
+            let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
+            set_path(&mut table, &path, parse_env_value(&v));
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        config.validate().map_err(ConfigError::Invalid)?;
+        Ok(config)
+    }
+
+    /// Parses a TOML string (no environment), and validates.
+    ///
+    /// # Errors
+    /// [`ConfigError`].
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate().map_err(ConfigError::Invalid)?;
+        Ok(config)
+    }
+
+    /// Checks every value's range; returns all problems.
+    ///
+    /// # Errors
+    /// The list of problems.
+    pub fn validate(&self) -> Result<(), Vec<ConfigProblem>> {
+        let mut p = Vec::new();
+        let mut range = |key: &str, v: u64, lo: u64, hi: u64| {
+            if v < lo || v > hi {
+                p.push(ConfigProblem { key: key.into(), value: v.to_string(), allowed: format!("{lo}..={hi}") });
+            }
+        };
+        let ws = &self.websocket;
+        range("websocket.ping_interval_ms", ws.ping_interval_ms, 100, 600_000);
+        range("websocket.idle_timeout_ms", ws.idle_timeout_ms, 200, 3_600_000);
+        range("websocket.auth_timeout_ms", ws.auth_timeout_ms, 100, 600_000);
+        range("websocket.time_sync_interval_ms", ws.time_sync_interval_ms, 0, 3_600_000);
+        range("websocket.batch_max_records", ws.batch_max_records as u64, 1, 1000);
+        range("websocket.batch_max_bytes", ws.batch_max_bytes as u64, 1024, 64 << 20);
+        range("websocket.close_timeout_ms", ws.close_timeout_ms, 10, 600_000);
+        range("server.shutdown_grace_ms", self.server.shutdown_grace_ms, 0, 600_000);
+        range("server.topic_sweep_interval_ms", self.server.topic_sweep_interval_ms, 100, 86_400_000);
+        let l = &self.limits;
+        range("limits.max_connections", l.max_connections as u64, 1, 10_000_000);
+        range("limits.max_connections_per_user", l.max_connections_per_user as u64, 1, 10_000_000);
+        range("limits.max_connections_per_ip", l.max_connections_per_ip as u64, 1, 10_000_000);
+        range("limits.max_subscriptions_per_connection", l.max_subscriptions_per_connection as u64, 1, 100_000);
+        range("limits.max_message_size", l.max_message_size as u64, 64, 64 << 20);
+        range("limits.publish_rate_per_second", l.publish_rate_per_second.into(), 1, 10_000_000);
+        range("limits.publish_burst", l.publish_burst.into(), 1, 10_000_000);
+        range("limits.violations_window_ms", l.violations_window_ms, 1, 86_400_000);
+        range("limits.violations_to_monitor", l.violations_to_monitor.into(), 1, 1_000_000);
+        range("limits.violations_to_close", l.violations_to_close.into(), 1, 1_000_000);
+        range("limits.queue.max_messages", l.queue.max_messages as u64, 1, 10_000_000);
+        range("limits.queue.max_bytes", l.queue.max_bytes as u64, 1024, 1 << 32);
+        range("limits.queue.max_control", l.queue.max_control as u64, 8, 1_000_000);
+        range("topics.max_topics", self.topics.max_topics as u64, 1, 100_000_000);
+        range("topics.default_history.max_messages", self.topics.default_history.max_messages as u64, 0, 10_000_000);
+        range("auth.expiry_warning_secs", self.auth.expiry_warning_secs, 0, 86_400);
+        range("auth.leeway_secs", self.auth.leeway_secs, 0, 3600);
+        range("auth.session_ttl_secs", self.auth.session_ttl_secs, 1, self.auth.max_session_ttl_secs.max(1));
+        if self.limits.violations_to_close < self.limits.violations_to_monitor {
+            p.push(ConfigProblem {
+                key: "limits.violations_to_close".into(),
+                value: self.limits.violations_to_close.to_string(),
+                allowed: format!(">= limits.violations_to_monitor ({})", self.limits.violations_to_monitor),
+            });
+        }
+        if !["HS256", "RS256", "ES256"].contains(&self.auth.algorithm.as_str()) {
+            p.push(ConfigProblem { key: "auth.algorithm".into(), value: self.auth.algorithm.clone(), allowed: "HS256, RS256 or ES256".into() });
+        }
+        if self.auth.algorithm != "HS256" && self.auth.public_key_pem.is_none() {
+            p.push(ConfigProblem {
+                key: "auth.public_key_pem".into(),
+                value: "(unset)".into(),
+                allowed: format!("a PEM file path (required with algorithm {})", self.auth.algorithm),
+            });
+        }
+        if self.auth.hs256_secret.as_ref().is_some_and(|s| s.len() < 16) {
+            p.push(ConfigProblem { key: "auth.hs256_secret".into(), value: "(hidden)".into(), allowed: "at least 16 bytes".into() });
+        }
+        if !["human", "json"].contains(&self.log.format.as_str()) {
+            p.push(ConfigProblem { key: "log.format".into(), value: self.log.format.clone(), allowed: "human or json".into() });
+        }
+        for (i, pat) in self.auth.default_subscribe.iter().chain(&self.auth.default_publish).enumerate() {
+            if let Err(e) = crate::hub::TopicPattern::new(pat) {
+                p.push(ConfigProblem { key: format!("auth.default_subscribe/default_publish[{i}]"), value: pat.clone(), allowed: e.to_string() });
+            }
+        }
+        if let Err(e) = crate::hub::TopicRegistry::new(self.topics.clone()) {
+            let key = if e.0 == usize::MAX { "topics.default_policy".to_string() } else { format!("topics.declare[{}]", e.0) };
+            p.push(ConfigProblem { key, value: "(see message)".into(), allowed: e.1 });
+        }
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(p)
+        }
+    }
+
+    /// The hub's part of the configuration.
+    pub fn hub(&self) -> HubConfig {
+        HubConfig { limits: self.limits.clone(), topics: self.topics.clone() }
+    }
+
+    /// The WebSocket URL clients should use.
+    pub fn public_url(&self, bound: SocketAddr) -> String {
+        if self.server.public_url.is_empty() {
+            format!("ws://{bound}/ws")
+        } else {
+            self.server.public_url.clone()
+        }
+    }
+}
+
+fn parse_env_value(v: &str) -> toml::Value {
+    match format!("v = {v}").parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(v.into())),
+        Err(_) => toml::Value::String(v.into()),
+    }
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
+    match path {
+        [] => {}
+        [last] => {
+            table.insert(last.clone(), value);
+        }
+        [head, rest @ ..] => {
+            let entry = table.entry(head.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(t) = entry {
+                set_path(t, rest, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_valid_dev_config() {
+        let c = Config::load(None, Vec::new()).unwrap();
+        assert!(c.auth.is_dev());
+        assert_eq!(c.server.listen.port(), 8080);
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let dir = std::env::temp_dir().join(format!("fanhub-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(&f, "[websocket]\nidle_timeout_ms = 1000\n").unwrap();
+        let env = vec![
+            ("FANHUB_WEBSOCKET__PING_INTERVAL_MS".to_string(), "500".to_string()),
+            ("FANHUB_SERVER__LISTEN".to_string(), "127.0.0.1:1234".to_string()),
+            ("FANHUB_AUTH__API_KEYS".to_string(), "[\"k1\"]".to_string()),
+            ("OTHER".to_string(), "x".to_string()),
+        ];
+        let c = Config::load(Some(&f), env).unwrap();
+        assert_eq!(c.websocket.idle_timeout_ms, 1000);
+        assert_eq!(c.websocket.ping_interval_ms, 500);
+        assert_eq!(c.server.listen.port(), 1234);
+        assert_eq!(c.auth.api_keys, ["k1"]);
+    }
+
+    #[test]
+    fn invalid_values_name_key_value_and_range() {
+        let err = Config::from_toml("[websocket]\nidle_timeout_ms = 5\n[limits]\nmax_connections = 0\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("websocket.idle_timeout_ms = 5: allowed 200..=3600000"), "{msg}");
+        assert!(msg.contains("limits.max_connections = 0: allowed 1..=10000000"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_declarations_are_refused() {
+        assert!(matches!(Config::from_toml("[websocket]\nidle = 5\n"), Err(ConfigError::Parse(_))));
+        let err = Config::from_toml("[[topics.declare]]\npattern = \"a/>/b\"\n").unwrap_err();
+        assert!(err.to_string().contains("topics.declare[0]"), "{err}");
+    }
+}

@@ -1,0 +1,551 @@
+//! The per-connection bounded outbound queue, where delivery policies take effect.
+//!
+//! Producers (the router, control replies) push without blocking; the transport's writer task
+//! drains what is queued in one batch per wake-up. Lanes drain in priority order: control
+//! (pong, errors, bye), then `reliable` records, then best-effort records, then coalesced
+//! `rate_limited` records whose rate allows. Data is bounded per subscription (the topic's
+//! policy) and per connection ([`QueueLimits`]); the control lane has its own bound so a client
+//! that floods requests without reading replies is closed instead of growing memory.
+//!
+//! One short mutex guards the lanes; it is never held across an `.await` or any IO.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use super::policy::{DeliveryPolicy, DropStrategy, Lane};
+use super::stats::{Counters, DropReason};
+use super::subscription::Subscription;
+use crate::protocol::CloseReason;
+
+/// Hard per-connection bounds over all topics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueLimits {
+    /// Most data messages queued.
+    pub max_messages: usize,
+    /// Most data bytes queued.
+    pub max_bytes: usize,
+    /// Most control messages queued.
+    pub max_control: usize,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        Self { max_messages: 8192, max_bytes: 16 * 1024 * 1024, max_control: 1024 }
+    }
+}
+
+/// A message record offered to a connection under a policy.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'a> {
+    /// The encoded record, shared by all subscribers.
+    pub record: &'a Bytes,
+    /// Its offset.
+    pub offset: u64,
+    /// The receiving subscription.
+    pub sub: &'a Arc<Subscription>,
+    /// The topic's current policy.
+    pub policy: &'a DeliveryPolicy,
+}
+
+/// What happened to a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// Queued.
+    Queued,
+    /// Queued; an older message of the same subscription was evicted (`drop_oldest`).
+    QueuedEvicting,
+    /// Not queued: the queue was full (`drop_newest`).
+    Dropped,
+    /// Held as the newest over-rate message (`rate_limited`); it replaced an older one if any.
+    Coalesced,
+    /// Not queued: a `reliable` bound was hit. The caller disconnects or pushes back.
+    Full,
+    /// Not queued: the connection is closing.
+    Closed,
+}
+
+/// How a connection ends, as the writer needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseInfo {
+    /// Reason.
+    pub reason: CloseReason,
+    /// Human-readable detail for the close frame.
+    pub message: String,
+    /// False when the peer already sent its close frame (ours was its echo).
+    pub send_close_frame: bool,
+}
+
+/// What [`OutboundQueue::drain`] produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Drain {
+    /// The batch has something to write.
+    Ready,
+    /// Nothing to write now; wait for a wake-up, or at most `retry_after` (coalesced records
+    /// waiting for their rate).
+    Idle {
+        /// When a coalesced record becomes sendable.
+        retry_after: Option<Duration>,
+    },
+    /// Closing and everything that will be written has been: send the close frame, finish.
+    Finished(CloseInfo),
+}
+
+/// One drained batch. Reused across wake-ups so steady state allocates nothing.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Control messages (JSON text, or raw frames from the transport), in order.
+    pub control: Vec<Control>,
+    /// Data records, in delivery order.
+    pub records: Vec<Bytes>,
+    /// Sum of `records` lengths.
+    pub record_bytes: usize,
+}
+
+impl Batch {
+    /// Empties the batch, keeping its capacity.
+    pub fn clear(&mut self) {
+        self.control.clear();
+        self.records.clear();
+        self.record_bytes = 0;
+    }
+
+    /// True when nothing is in it.
+    pub fn is_empty(&self) -> bool {
+        self.control.is_empty() && self.records.is_empty()
+    }
+}
+
+/// A control-lane item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// A JSON control message.
+    Json(Bytes),
+    /// Bytes the transport framed itself (e.g. a WebSocket pong or close echo).
+    Raw(Bytes),
+}
+
+#[derive(Debug)]
+struct Entry {
+    record: Bytes,
+    sub: Arc<Subscription>,
+    /// Live entries count against the bounds; replayed ones are already paid for by history.
+    counted: bool,
+}
+
+#[derive(Debug, Default)]
+struct Lanes {
+    control: VecDeque<Control>,
+    reliable: VecDeque<Entry>,
+    best_effort: VecDeque<Entry>,
+    coalesced: Vec<Entry>,
+    msgs: usize,
+    bytes: usize,
+    close: Option<CloseInfo>,
+    finished: bool,
+    space_waiters: bool,
+}
+
+impl Lanes {
+    fn uncount(&mut self, e: &Entry) {
+        if e.counted {
+            self.msgs -= 1;
+            self.bytes -= e.record.len();
+            e.sub.queued_msgs.fetch_sub(1, Relaxed);
+            e.sub.queued_bytes.fetch_sub(e.record.len(), Relaxed);
+        }
+    }
+
+    fn count(&mut self, e: &Entry) {
+        if e.counted {
+            self.msgs += 1;
+            self.bytes += e.record.len();
+            e.sub.queued_msgs.fetch_add(1, Relaxed);
+            e.sub.queued_bytes.fetch_add(e.record.len(), Relaxed);
+        }
+    }
+
+    fn fits(&self, limits: &QueueLimits, sub: &Subscription, policy: &DeliveryPolicy, len: usize) -> bool {
+        let (max_m, max_b) = policy.queue_bound();
+        sub.queued_msgs.load(Relaxed) < max_m
+            && sub.queued_bytes.load(Relaxed) + len <= max_b
+            && self.msgs < limits.max_messages
+            && self.bytes + len <= limits.max_bytes
+    }
+
+    /// Evicts the oldest best-effort entry of `sub`, or failing that (the connection-wide bound
+    /// is what is full) the oldest best-effort entry of any subscription.
+    fn evict_oldest(&mut self, sub: &Arc<Subscription>) -> Option<Entry> {
+        let pos = self
+            .best_effort
+            .iter()
+            .position(|e| e.counted && Arc::ptr_eq(&e.sub, sub))
+            .or_else(|| self.best_effort.iter().position(|e| e.counted))?;
+        let e = self.best_effort.remove(pos)?;
+        self.uncount(&e);
+        Some(e)
+    }
+
+    fn take_coalesced(&mut self, sub: &Arc<Subscription>) -> Option<Entry> {
+        let pos = self.coalesced.iter().position(|e| Arc::ptr_eq(&e.sub, sub))?;
+        let e = self.coalesced.swap_remove(pos);
+        self.uncount(&e);
+        Some(e)
+    }
+
+    fn clear_data(&mut self) -> usize {
+        let mut n = 0;
+        for lane in [std::mem::take(&mut self.reliable), std::mem::take(&mut self.best_effort)] {
+            for e in lane {
+                self.uncount(&e);
+                n += 1;
+            }
+        }
+        for e in std::mem::take(&mut self.coalesced) {
+            self.uncount(&e);
+            n += 1;
+        }
+        n
+    }
+}
+
+/// The bounded, prioritized outbound queue of one connection.
+#[derive(Debug)]
+pub struct OutboundQueue {
+    lanes: Mutex<Lanes>,
+    wake: Notify,
+    space: Notify,
+    closed: Notify,
+    limits: QueueLimits,
+    counters: Arc<Counters>,
+}
+
+impl OutboundQueue {
+    pub(crate) fn new(limits: QueueLimits, counters: Arc<Counters>) -> Self {
+        Self {
+            lanes: Mutex::new(Lanes::default()),
+            wake: Notify::new(),
+            space: Notify::new(),
+            closed: Notify::new(),
+            limits,
+            counters,
+        }
+    }
+
+    /// Offers a live record under its topic's policy.
+    pub fn push(&self, d: Delivery<'_>) -> SendOutcome {
+        let len = d.record.len();
+        let entry = || Entry { record: d.record.clone(), sub: d.sub.clone(), counted: true };
+        let mut l = self.lanes.lock();
+        if l.close.is_some() {
+            return SendOutcome::Closed;
+        }
+        let outcome = match *d.policy {
+            DeliveryPolicy::Reliable { .. } => {
+                if !l.fits(&self.limits, d.sub, d.policy, len) {
+                    return SendOutcome::Full;
+                }
+                let e = entry();
+                l.count(&e);
+                l.reliable.push_back(e);
+                SendOutcome::Queued
+            }
+            DeliveryPolicy::BestEffort { overflow, .. } => {
+                self.push_best_effort(&mut l, d, overflow, entry)
+            }
+            DeliveryPolicy::RateLimited { per_second, burst, .. } => {
+                match d.sub.take_permit(per_second, burst) {
+                    Ok(()) => {
+                        // A held over-rate record is older than this one: newest wins.
+                        if l.take_coalesced(d.sub).is_some() {
+                            self.dropped(d.sub, DropReason::Coalesced);
+                        }
+                        self.push_best_effort(&mut l, d, DropStrategy::DropOldest, entry)
+                    }
+                    Err(_) => {
+                        if l.take_coalesced(d.sub).is_some() {
+                            self.dropped(d.sub, DropReason::Coalesced);
+                        }
+                        let e = entry();
+                        l.count(&e);
+                        l.coalesced.push(e);
+                        SendOutcome::Coalesced
+                    }
+                }
+            }
+        };
+        if matches!(outcome, SendOutcome::Queued | SendOutcome::QueuedEvicting | SendOutcome::Coalesced) {
+            d.sub.note_delivered(d.offset);
+        }
+        drop(l);
+        if outcome != SendOutcome::Dropped {
+            self.wake.notify_one();
+        }
+        outcome
+    }
+
+    fn push_best_effort(
+        &self,
+        l: &mut Lanes,
+        d: Delivery<'_>,
+        overflow: DropStrategy,
+        entry: impl FnOnce() -> Entry,
+    ) -> SendOutcome {
+        let len = d.record.len();
+        let mut outcome = SendOutcome::Queued;
+        while !l.fits(&self.limits, d.sub, d.policy, len) {
+            if overflow == DropStrategy::DropNewest {
+                self.dropped(d.sub, DropReason::QueueFull);
+                return SendOutcome::Dropped;
+            }
+            match l.evict_oldest(d.sub) {
+                Some(evicted) => {
+                    self.dropped(&evicted.sub, DropReason::QueueFull);
+                    outcome = SendOutcome::QueuedEvicting;
+                }
+                None => {
+                    // Only reliable or coalesced entries fill the connection: drop this one.
+                    self.dropped(d.sub, DropReason::QueueFull);
+                    return SendOutcome::Dropped;
+                }
+            }
+        }
+        let e = entry();
+        l.count(&e);
+        l.best_effort.push_back(e);
+        outcome
+    }
+
+    fn dropped(&self, sub: &Subscription, reason: DropReason) {
+        sub.note_dropped();
+        self.counters.record_drop(reason);
+    }
+
+    /// Queues a replayed record (from history). Replays ignore the queue bounds: history
+    /// already holds the bytes, and a resuming subscriber must get all of them.
+    pub fn push_replay(&self, record: Bytes, offset: u64, sub: &Arc<Subscription>, lane: Lane) {
+        let mut l = self.lanes.lock();
+        if l.close.is_some() {
+            return;
+        }
+        let e = Entry { record, sub: sub.clone(), counted: false };
+        match lane {
+            Lane::Reliable => l.reliable.push_back(e),
+            Lane::BestEffort => l.best_effort.push_back(e),
+        }
+        sub.note_delivered(offset);
+        drop(l);
+        self.wake.notify_one();
+    }
+
+    /// Whether a `reliable` record of `len` bytes would fit for `sub` now.
+    pub fn has_room(&self, sub: &Subscription, policy: &DeliveryPolicy, len: usize) -> bool {
+        let l = self.lanes.lock();
+        l.close.is_some() || l.fits(&self.limits, sub, policy, len)
+    }
+
+    /// Waits until the writer has drained something (for publishers under backpressure).
+    pub async fn wait_for_space(&self) {
+        let notified = self.space.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        {
+            let mut l = self.lanes.lock();
+            if l.close.is_some() || l.msgs == 0 {
+                return;
+            }
+            l.space_waiters = true;
+        }
+        notified.await;
+    }
+
+    /// Queues a control message. Returns false when closing or the control lane is full.
+    pub fn push_control(&self, json: Bytes) -> bool {
+        self.push_control_item(Control::Json(json), false)
+    }
+
+    /// Queues transport-framed bytes (pong, close echo) on the control lane, even while
+    /// closing: they are part of the closing handshake.
+    pub fn push_raw(&self, raw: Bytes) -> bool {
+        self.push_control_item(Control::Raw(raw), true)
+    }
+
+    fn push_control_item(&self, item: Control, even_if_closing: bool) -> bool {
+        let mut l = self.lanes.lock();
+        if (l.close.is_some() && !even_if_closing) || l.finished || l.control.len() >= self.limits.max_control {
+            return false;
+        }
+        l.control.push_back(item);
+        drop(l);
+        self.wake.notify_one();
+        true
+    }
+
+    /// Starts closing with `reason`; `bye` (if any) is queued after pending control messages.
+    /// Data is discarded unless the reason drains. Returns false if already closing.
+    pub fn begin_close(&self, reason: CloseReason, message: &str, bye: Option<Bytes>) -> bool {
+        self.begin_close_with(CloseInfo { reason, message: message.to_owned(), send_close_frame: true }, bye)
+    }
+
+    /// Like [`Self::begin_close`] with full control over the close frame.
+    pub fn begin_close_with(&self, info: CloseInfo, bye: Option<Bytes>) -> bool {
+        let mut l = self.lanes.lock();
+        if l.close.is_some() {
+            return false;
+        }
+        if !info.reason.drains_queue() {
+            let n = l.clear_data();
+            for _ in 0..n {
+                self.counters.record_drop(DropReason::Closed);
+            }
+        }
+        if let Some(bye) = bye {
+            l.control.push_back(Control::Json(bye));
+        }
+        l.close = Some(info);
+        let waiters = std::mem::take(&mut l.space_waiters);
+        drop(l);
+        self.wake.notify_one();
+        self.closed.notify_waiters();
+        if waiters {
+            self.space.notify_waiters();
+        }
+        true
+    }
+
+    /// Resolves once closing has begun (immediately if it already has).
+    pub async fn closed(&self) {
+        let notified = self.closed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.lanes.lock().close.is_some() {
+            return;
+        }
+        notified.await;
+    }
+
+    /// The close in progress, if any.
+    pub fn closing(&self) -> Option<CloseInfo> {
+        self.lanes.lock().close.clone()
+    }
+
+    /// Removes every queued record of `sub` (after unsubscribe).
+    pub fn purge(&self, sub: &Arc<Subscription>) {
+        let mut guard = self.lanes.lock();
+        let l = &mut *guard;
+        let mut removed = Vec::new();
+        for lane in [&mut l.reliable, &mut l.best_effort] {
+            lane.retain(|e| {
+                let keep = !Arc::ptr_eq(&e.sub, sub);
+                if !keep && e.counted {
+                    removed.push(e.record.len());
+                }
+                keep
+            });
+        }
+        l.coalesced.retain(|e| {
+            let keep = !Arc::ptr_eq(&e.sub, sub);
+            if !keep {
+                removed.push(e.record.len());
+            }
+            keep
+        });
+        for len in removed {
+            l.msgs -= 1;
+            l.bytes -= len;
+            sub.queued_msgs.fetch_sub(1, Relaxed);
+            sub.queued_bytes.fetch_sub(len, Relaxed);
+        }
+    }
+
+    /// Queued data messages (live, not yet drained).
+    pub fn depth(&self) -> usize {
+        self.lanes.lock().msgs
+    }
+
+    /// Moves what is queued into `batch` (control first, then records by lane priority), up to
+    /// `max_records` records or about `max_bytes` bytes of records.
+    pub fn drain(&self, batch: &mut Batch, max_records: usize, max_bytes: usize) -> Drain {
+        let mut l = self.lanes.lock();
+        batch.control.extend(l.control.drain(..));
+        let mut retry_after = None;
+        let take = |l: &mut Lanes, lane: Lane, batch: &mut Batch| loop {
+            if batch.records.len() >= max_records || (batch.record_bytes >= max_bytes && !batch.records.is_empty()) {
+                break;
+            }
+            let q = match lane {
+                Lane::Reliable => &mut l.reliable,
+                Lane::BestEffort => &mut l.best_effort,
+            };
+            let Some(e) = q.pop_front() else { break };
+            l.uncount(&e);
+            batch.record_bytes += e.record.len();
+            batch.records.push(e.record);
+        };
+        take(&mut l, Lane::Reliable, batch);
+        take(&mut l, Lane::BestEffort, batch);
+        if !l.coalesced.is_empty() && batch.records.len() < max_records {
+            let mut i = 0;
+            while i < l.coalesced.len() {
+                let (per_second, burst) = policy_rate_hint(&l.coalesced[i]);
+                match l.coalesced[i].sub.take_permit(per_second, burst) {
+                    Ok(()) => {
+                        let e = l.coalesced.swap_remove(i);
+                        l.uncount(&e);
+                        batch.record_bytes += e.record.len();
+                        batch.records.push(e.record);
+                    }
+                    Err(wait) => {
+                        retry_after = Some(retry_after.map_or(wait, |r: Duration| r.min(wait)));
+                        i += 1;
+                    }
+                }
+            }
+        }
+        let freed = !batch.records.is_empty() && std::mem::take(&mut l.space_waiters);
+        let result = if !batch.is_empty() {
+            Drain::Ready
+        } else if let Some(close) = l.close.clone().filter(|_| l.coalesced.is_empty() || !close_drains(&l)) {
+            l.finished = true;
+            Drain::Finished(close)
+        } else {
+            Drain::Idle { retry_after }
+        };
+        drop(l);
+        if freed {
+            self.space.notify_waiters();
+        }
+        result
+    }
+
+    /// Waits for the next push or close (a permit is kept if one happened since the last
+    /// wait, so no wake-up is lost).
+    pub async fn wait(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Wakes the writer (e.g. after the transport changed something it watches).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
+
+fn close_drains(l: &Lanes) -> bool {
+    l.close.as_ref().is_some_and(|c| c.reason.drains_queue())
+}
+
+/// Coalesced entries keep the rate their limiter was built with; re-checking with the same
+/// numbers never rebuilds it.
+fn policy_rate_hint(e: &Entry) -> (u32, u32) {
+    e.sub.limiter_rate().unwrap_or((1, 1))
+}
+
+#[cfg(test)]
+mod tests;

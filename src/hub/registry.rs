@@ -1,0 +1,281 @@
+//! Topics: the registry of declared topic metadata and the live topic map.
+//!
+//! A [`Topic`] owns its offset counter, epoch, history, policy and subscriber list behind one
+//! per-topic mutex. Publishing, subscribing-from-offset and unsubscribing serialize on it, which
+//! is what makes "replay, then live" gap- and duplicate-free; different topics never contend.
+//! The map from name to topic is a sharded `DashMap`, so lookups take no global lock.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use super::connection::Connection;
+use super::history::{History, HistoryLimits};
+use super::policy::DeliveryPolicy;
+use super::subscription::Subscription;
+use super::topic::{TopicError, TopicName, TopicPattern};
+
+/// A topic declaration from the configuration: metadata for every topic its pattern matches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicDecl {
+    /// Topic name or pattern (`video/*`, `telemetry/>`).
+    pub pattern: String,
+    /// Delivery policy (default: `topics.default_policy`).
+    #[serde(default)]
+    pub policy: Option<DeliveryPolicy>,
+    /// History bounds (default: `topics.default_history`).
+    #[serde(default)]
+    pub history: Option<HistoryLimits>,
+    /// Most subscribers at once (default: unlimited).
+    #[serde(default)]
+    pub max_subscribers: Option<usize>,
+    /// Token subjects allowed to publish (in addition to the token's publish claims);
+    /// absent: anyone whose claims allow it. Server-side publishes are always allowed.
+    #[serde(default)]
+    pub publishers: Option<Vec<String>>,
+    /// Free text for operators.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// Topic configuration of the hub.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsConfig {
+    /// Whether topics that match no declaration may be used.
+    pub allow_undeclared: bool,
+    /// Most topics alive at once.
+    pub max_topics: usize,
+    /// Policy of topics without a declared one.
+    pub default_policy: DeliveryPolicy,
+    /// History bounds of topics without declared ones.
+    pub default_history: HistoryLimits,
+    /// Declarations; the first whose pattern matches a topic applies.
+    pub declare: Vec<TopicDecl>,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        Self {
+            allow_undeclared: true,
+            max_topics: 100_000,
+            default_policy: DeliveryPolicy::default(),
+            default_history: HistoryLimits::default(),
+            declare: Vec::new(),
+        }
+    }
+}
+
+/// A subscriber as the topic holds it.
+#[derive(Clone)]
+pub(crate) struct Subscriber {
+    pub(crate) conn: Arc<dyn Connection>,
+    pub(crate) sub: Arc<Subscription>,
+}
+
+pub(crate) struct TopicState {
+    pub(crate) policy: DeliveryPolicy,
+    pub(crate) epoch: u64,
+    pub(crate) next_offset: u64,
+    pub(crate) history: History,
+    pub(crate) subscribers: Vec<Subscriber>,
+    pub(crate) published: u64,
+    pub(crate) delivered: u64,
+    /// Set when the sweeper removed the topic from the map; holders of a stale `Arc` retry.
+    pub(crate) dead: bool,
+}
+
+/// A live topic.
+pub struct Topic {
+    /// Its name.
+    pub name: TopicName,
+    pub(crate) decl: Option<Arc<TopicDecl>>,
+    pub(crate) state: Mutex<TopicState>,
+}
+
+/// A topic's public facts, for stats and the admin API.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TopicInfo {
+    /// Name.
+    pub name: TopicName,
+    /// Whether a declaration matched it.
+    pub declared: bool,
+    /// Current policy.
+    pub policy: DeliveryPolicy,
+    /// Epoch: changes when the topic's history is lost (restart, idle removal).
+    pub epoch: u64,
+    /// Offset the next message will get.
+    pub head: u64,
+    /// Oldest offset still in history.
+    pub first_retained: Option<u64>,
+    /// Messages in history.
+    pub history_messages: usize,
+    /// Bytes in history.
+    pub history_bytes: usize,
+    /// Current subscribers.
+    pub subscribers: usize,
+    /// Messages published since the topic was created.
+    pub published: u64,
+    /// Deliveries handed to subscriber queues since the topic was created.
+    pub delivered: u64,
+}
+
+impl Topic {
+    /// A snapshot of the topic's facts.
+    pub fn info(&self) -> TopicInfo {
+        let st = self.state.lock();
+        TopicInfo {
+            name: self.name.clone(),
+            declared: self.decl.is_some(),
+            policy: st.policy.clone(),
+            epoch: st.epoch,
+            head: st.next_offset,
+            first_retained: st.history.first_offset(),
+            history_messages: st.history.len(),
+            history_bytes: st.history.bytes(),
+            subscribers: st.subscribers.len(),
+            published: st.published,
+            delivered: st.delivered,
+        }
+    }
+}
+
+/// Why a topic could not be looked up or created.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicAccessError {
+    /// No declaration matches and undeclared topics are off.
+    #[error("topic {0} is not declared and undeclared topics are disabled")]
+    Undeclared(TopicName),
+    /// `max_topics` reached.
+    #[error("the hub has reached its limit of {0} topics")]
+    TooMany(usize),
+}
+
+/// Declared metadata and the live topics.
+pub struct TopicRegistry {
+    topics: DashMap<TopicName, Arc<Topic>>,
+    decls: Vec<(TopicPattern, Arc<TopicDecl>)>,
+    config: TopicsConfig,
+}
+
+impl TopicRegistry {
+    /// Builds the registry, validating every declaration.
+    ///
+    /// # Errors
+    /// The first invalid pattern or policy, as `(index, message)`.
+    pub fn new(config: TopicsConfig) -> Result<Self, (usize, String)> {
+        let mut decls = Vec::with_capacity(config.declare.len());
+        for (i, d) in config.declare.iter().enumerate() {
+            let p = TopicPattern::new(&d.pattern).map_err(|e: TopicError| (i, format!("pattern: {e}")))?;
+            if let Some(policy) = &d.policy {
+                policy.validate().map_err(|e| (i, e.to_string()))?;
+            }
+            decls.push((p, Arc::new(d.clone())));
+        }
+        config.default_policy.validate().map_err(|e| (usize::MAX, e.to_string()))?;
+        Ok(Self { topics: DashMap::new(), decls, config })
+    }
+
+    /// The declaration that applies to `name`, if any.
+    pub fn declaration(&self, name: &TopicName) -> Option<&Arc<TopicDecl>> {
+        self.decls.iter().find(|(p, _)| p.matches(name)).map(|(_, d)| d)
+    }
+
+    /// The policy a topic has, or would get if created now.
+    pub fn policy_for(&self, name: &TopicName) -> DeliveryPolicy {
+        if let Some(t) = self.get(name) {
+            return t.state.lock().policy.clone();
+        }
+        self.declaration(name)
+            .and_then(|d| d.policy.clone())
+            .unwrap_or_else(|| self.config.default_policy.clone())
+    }
+
+    /// The live topic called `name`.
+    pub fn get(&self, name: &TopicName) -> Option<Arc<Topic>> {
+        self.topics.get(name).map(|t| t.clone())
+    }
+
+    /// The live topic called `name`, created if allowed.
+    ///
+    /// # Errors
+    /// [`TopicAccessError`] when undeclared topics are off or the topic limit is reached.
+    pub fn get_or_create(&self, name: &TopicName) -> Result<Arc<Topic>, TopicAccessError> {
+        if let Some(t) = self.get(name) {
+            return Ok(t);
+        }
+        let decl = self.declaration(name).cloned();
+        if decl.is_none() && !self.config.allow_undeclared {
+            return Err(TopicAccessError::Undeclared(name.clone()));
+        }
+        if self.topics.len() >= self.config.max_topics {
+            return Err(TopicAccessError::TooMany(self.config.max_topics));
+        }
+        let policy = decl.as_ref().and_then(|d| d.policy.clone()).unwrap_or_else(|| self.config.default_policy.clone());
+        let history = decl.as_ref().and_then(|d| d.history).unwrap_or(self.config.default_history);
+        let topic = self
+            .topics
+            .entry(name.clone())
+            .or_insert_with(|| {
+                Arc::new(Topic {
+                    name: name.clone(),
+                    decl,
+                    state: Mutex::new(TopicState {
+                        policy,
+                        epoch: new_epoch(),
+                        next_offset: 1,
+                        history: History::new(history),
+                        subscribers: Vec::new(),
+                        published: 0,
+                        delivered: 0,
+                        dead: false,
+                    }),
+                })
+            })
+            .clone();
+        Ok(topic)
+    }
+
+    /// Number of live topics.
+    pub fn len(&self) -> usize {
+        self.topics.len()
+    }
+
+    /// True when no topic is alive.
+    pub fn is_empty(&self) -> bool {
+        self.topics.is_empty()
+    }
+
+    /// Snapshots of all live topics.
+    pub fn infos(&self) -> Vec<TopicInfo> {
+        let topics: Vec<Arc<Topic>> = self.topics.iter().map(|t| t.clone()).collect();
+        topics.iter().map(|t| t.info()).collect()
+    }
+
+    /// Removes topics with no subscribers whose history has expired, so an idle topic space
+    /// does not grow without bound. A removed topic that is used again starts a new epoch.
+    /// Returns how many were removed.
+    pub fn sweep(&self, now: Instant) -> usize {
+        let candidates: Vec<Arc<Topic>> = self.topics.iter().map(|t| t.clone()).collect();
+        let mut removed = 0;
+        for t in candidates {
+            let mut st = t.state.lock();
+            st.history.trim(now);
+            if st.subscribers.is_empty() && st.history.is_empty() && !st.dead {
+                st.dead = true;
+                self.topics.remove(&t.name);
+                removed += 1;
+            }
+        }
+        removed
+    }
+}
+
+/// A new epoch: random, non-zero, and below 2^53 so JavaScript clients hold it exactly.
+fn new_epoch() -> u64 {
+    (rand::random::<u64>() >> 11).max(1)
+}

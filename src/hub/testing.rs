@@ -1,0 +1,89 @@
+//! Test doubles: an in-process [`Connection`] whose queue tests drain by hand.
+//!
+//! Used by the hub's unit tests, the criterion benches and anyone embedding the hub without a
+//! socket. It is a real connection (it owns a real [`OutboundQueue`](super::OutboundQueue)), only
+//! with no writer task: [`TestConnection::drain`] plays the writer.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::connection::{ConnCore, Connection, Identity, Protocol};
+use super::manager::ConnectionManager;
+use super::outbound::{Batch, Control, Drain};
+use super::topic::TopicPattern;
+
+/// An in-process connection.
+#[derive(Debug)]
+pub struct TestConnection {
+    core: ConnCore,
+}
+
+impl Connection for TestConnection {
+    fn core(&self) -> &ConnCore {
+        &self.core
+    }
+}
+
+/// Everything a [`TestConnection`] would have written.
+#[derive(Debug, Default)]
+pub struct Drained {
+    /// Control messages as JSON values.
+    pub control: Vec<serde_json::Value>,
+    /// Data records.
+    pub records: Vec<Bytes>,
+    /// Whether the connection finished closing.
+    pub finished: bool,
+}
+
+impl TestConnection {
+    /// Creates and registers a connection for `subject`, allowed to subscribe and publish to
+    /// everything, from 127.0.0.1:`port`.
+    pub fn register(manager: &ConnectionManager, subject: &str, port: u16) -> Arc<Self> {
+        let conn = Self::unregistered(manager, subject, port);
+        manager.register_client(conn.clone(), None).expect("register");
+        conn
+    }
+
+    /// Creates a connection without registering it.
+    pub fn unregistered(manager: &ConnectionManager, subject: &str, port: u16) -> Arc<Self> {
+        let core = manager.new_core(Protocol::InProcess, SocketAddr::from((Ipv4Addr::LOCALHOST, port)), 0);
+        let all = vec![TopicPattern::new(">").expect("pattern")];
+        core.set_identity(Identity { subject: subject.into(), subscribe: all.clone(), publish: all, expires_at: None });
+        Arc::new(Self { core })
+    }
+
+    /// Drains everything queued, as a writer would.
+    pub fn drain(&self) -> Drained {
+        let mut out = Drained::default();
+        let mut batch = Batch::default();
+        loop {
+            batch.clear();
+            match self.core.outbound.drain(&mut batch, usize::MAX, usize::MAX) {
+                Drain::Ready => {
+                    for c in batch.control.drain(..) {
+                        if let Control::Json(b) = c {
+                            out.control.push(serde_json::from_slice(&b).expect("control is JSON"));
+                        }
+                    }
+                    out.records.append(&mut batch.records);
+                }
+                Drain::Idle { .. } => return out,
+                Drain::Finished(_) => {
+                    out.finished = true;
+                    return out;
+                }
+            }
+        }
+    }
+
+    /// Offsets of the drained records, in order.
+    pub fn drain_offsets(&self) -> Vec<u64> {
+        self.drain()
+            .records
+            .iter()
+            .flat_map(|r| crate::protocol::frame::decode_records(r).map(|x| x.expect("record").offset).collect::<Vec<_>>())
+            .collect()
+    }
+}

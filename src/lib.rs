@@ -1,0 +1,19 @@
+//! # fanhub — a real-time pub/sub fan-out hub
+//!
+//! # Layout
+//! Layers, with dependencies pointing one way (`server → transport → hub → protocol`):
+//! - [`protocol`]: wire types and codecs (JSON control, binary records, error and close codes).
+//! - [`hub`]: the sans-IO heart: `Connection`, `ConnectionManager`, topics, policies, history.
+//! - [`auth`]: the `SessionManager`: JWT verification and minting, API keys.
+//! - [`transport`]: WebSocket (and later WebRTC, TCP) connections implementing `Connection`.
+//! - [`config`]: configuration: defaults, TOML file, validation.
+//! - [`server`]: the HTTP routers, listeners, background tasks and graceful shutdown: [`run`].
+
+pub mod auth;
+pub mod config;
+pub mod hub;
+pub mod protocol;
+pub mod server;
+pub mod transport;
+
+pub use server::{run, Listeners, Server};

@@ -1,0 +1,159 @@
+//! The `fanhub` binary: parses flags, loads and validates the configuration, sets up logging,
+//! binds the listeners and runs the server until ctrl-c or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use fanhub::auth::{unix_now, MintRequest, SessionManager};
+use fanhub::config::Config;
+use fanhub::{Listeners, Server};
+
+/// fanhub: a real-time pub/sub fan-out hub (WebSocket today; WebRTC and TCP next).
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the hub (embedded in-memory broker; development auth unless a key is configured).
+    Serve(ServeArgs),
+    /// Mint a JWT with the configured key (in development mode: the built-in dev secret).
+    Token(TokenArgs),
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    /// TOML configuration file; every key can also be set as FANHUB_SECTION__KEY.
+    #[arg(long, short, env = "FANHUB_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Public listener (WebSocket, health, sessions, demo). Overrides server.listen.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Admin listener. Overrides server.admin_listen.
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    /// Log filter, e.g. `info` or `info,fanhub::transport=debug`. Overrides log.level.
+    #[arg(long)]
+    log_level: Option<String>,
+    /// `human` or `json`. Overrides log.format.
+    #[arg(long)]
+    log_format: Option<String>,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Token subject (user or service id).
+    #[arg(long, default_value = "dev")]
+    sub: String,
+    /// Topic pattern the token may subscribe to (repeatable), e.g. `video/*`, `telemetry/>`.
+    #[arg(long = "subscribe", default_value = ">")]
+    subscribe: Vec<String>,
+    /// Topic pattern the token may publish to (repeatable).
+    #[arg(long = "publish", default_value = ">")]
+    publish: Vec<String>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 86_400)]
+    ttl_secs: u64,
+}
+
+fn load(arg: &ConfigArg) -> anyhow::Result<Config> {
+    Ok(Config::load(arg.config.as_deref(), std::env::vars())?)
+}
+
+fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if config.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = load(&args.config)?;
+    if let Some(a) = args.listen {
+        config.server.listen = a;
+    }
+    if let Some(a) = args.admin_listen {
+        config.server.admin_listen = a;
+    }
+    if let Some(l) = args.log_level {
+        config.log.level = l;
+    }
+    if let Some(f) = args.log_format {
+        config.log.format = f;
+    }
+    config.validate().map_err(fanhub::config::ConfigError::Invalid)?;
+    init_tracing(&config);
+    let listeners = Listeners::bind(&config).await.context("binding listeners")?;
+    let public = listeners.public.local_addr()?;
+    let admin = listeners.admin.local_addr()?;
+    let dev = config.auth.is_dev();
+    let server = Server::new(config, &listeners)?;
+    if dev {
+        let token = server
+            .sessions()
+            .mint(&MintRequest { subject: "dev".into(), subscribe: vec![">".into()], publish: vec![">".into()], ttl_secs: 86_400 }, unix_now())
+            .map_err(anyhow::Error::msg)?;
+        tracing::warn!("development mode: no auth key configured, tokens use the built-in dev secret");
+        eprintln!(
+            "\nfanhub (development mode)\n  demo:      http://{public}/\n  websocket: ws://{public}/ws (subprotocol fanhub.v1)\n  admin:     http://{admin}/\n  dev token (24 h, all topics): {}\n  more tokens: fanhub token --sub NAME --subscribe 'video/*' --publish 'video/>'\n",
+            token.token
+        );
+    }
+    server.run(listeners, shutdown_signal()).await?;
+    Ok(())
+}
+
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let config = load(&args.config)?;
+    let sessions = SessionManager::new(&config.auth).map_err(anyhow::Error::msg)?;
+    let minted = sessions
+        .mint(&MintRequest { subject: args.sub, subscribe: args.subscribe, publish: args.publish, ttl_secs: args.ttl_secs }, unix_now())
+        .map_err(anyhow::Error::msg)?;
+    println!("{}", minted.token);
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(args)),
+        Command::Token(args) => token(args),
+    }
+}

@@ -1,0 +1,406 @@
+//! JSON control messages of `fanhub.v1` (WebSocket text frames).
+//!
+//! Client → server messages are tagged by `"op"`, server → client by `"type"`. A request may
+//! carry a numeric `"id"`; every reply and error about it echoes the id. Unknown fields are
+//! ignored so clients can be newer than the server.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::codes::{CloseReason, ErrorCode};
+
+/// Seed-000 connection details: what a connection is about and which streams it wants.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConnectionDetails {
+    /// First topic segment of the connection's streams.
+    pub data_source: String,
+    /// Second topic segment; `data_source/session_key` is the main stream.
+    pub session_key: String,
+    /// Stream names; each subscribes `data_source/session_key/stream`.
+    pub streams: Vec<String>,
+    /// Start offsets, one per stream (empty: all live).
+    pub stream_offsets: Vec<u64>,
+    /// When true, the main stream `data_source/session_key` is not subscribed.
+    pub exclude_main_stream: bool,
+}
+
+impl ConnectionDetails {
+    /// True when no data source was given (the connection uses plain subscribes only).
+    pub fn is_empty(&self) -> bool {
+        self.data_source.is_empty() && self.session_key.is_empty() && self.streams.is_empty()
+    }
+}
+
+/// Optional self-description of the client, for operators.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClientInfo {
+    /// Client library or application name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+}
+
+/// A client → server control message.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ClientOp {
+    /// First message: authenticate (unless the token came in the upgrade request) and
+    /// optionally open seed-000 streams.
+    Connect {
+        #[serde(default)]
+        id: Option<u64>,
+        #[serde(default)]
+        token: Option<String>,
+        #[serde(default)]
+        details: Option<ConnectionDetails>,
+        /// Stable client instance id; a new connection with the same subject and client id
+        /// replaces the old one (which gets bye `replaced`).
+        #[serde(default)]
+        client_id: Option<String>,
+        #[serde(default)]
+        client: Option<ClientInfo>,
+    },
+    /// Subscribe to a topic, optionally from an offset (replay, then live).
+    Subscribe {
+        #[serde(default)]
+        id: Option<u64>,
+        topic: String,
+        /// First offset wanted. Absent: live only.
+        #[serde(default)]
+        offset: Option<u64>,
+        /// The epoch `offset` belongs to. Absent: the topic's current epoch is assumed.
+        #[serde(default)]
+        epoch: Option<u64>,
+    },
+    /// Stop receiving a topic.
+    Unsubscribe {
+        #[serde(default)]
+        id: Option<u64>,
+        topic: String,
+    },
+    /// Publish a JSON value (`data`) or base64 bytes (`data_b64`) to a topic.
+    Publish {
+        #[serde(default)]
+        id: Option<u64>,
+        topic: String,
+        #[serde(default)]
+        data: Option<serde_json::Value>,
+        #[serde(default)]
+        data_b64: Option<String>,
+    },
+    /// Add seed-000 streams to the connection's data source and session.
+    AddStreams {
+        #[serde(default)]
+        id: Option<u64>,
+        streams: Vec<String>,
+        #[serde(default)]
+        stream_offsets: Vec<u64>,
+    },
+    /// Remove seed-000 streams.
+    RemoveStreams {
+        #[serde(default)]
+        id: Option<u64>,
+        streams: Vec<String>,
+    },
+    /// Ask for this connection's details (seed 000 "get connection").
+    GetConnection {
+        #[serde(default)]
+        id: Option<u64>,
+    },
+    /// Application-level ping; answered by `pong`.
+    Ping {
+        #[serde(default)]
+        id: Option<u64>,
+    },
+    /// Client-initiated time sync: `t1` is the client's send time (µs since the UNIX epoch).
+    TimeSync {
+        #[serde(default)]
+        id: Option<u64>,
+        t1: i64,
+    },
+    /// Answer to a server-initiated `time_sync_request`.
+    TimeSyncReply {
+        seq: u64,
+        t1: i64,
+        t2: i64,
+        t3: i64,
+    },
+    /// Replace the connection's token before it expires (same subject).
+    Refresh {
+        #[serde(default)]
+        id: Option<u64>,
+        token: String,
+    },
+    /// Close the connection (seed 000 "close connection"); answered by `closed`.
+    Bye {
+        #[serde(default)]
+        id: Option<u64>,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+}
+
+impl ClientOp {
+    /// The request id, if the message carried one.
+    pub fn id(&self) -> Option<u64> {
+        match self {
+            Self::Connect { id, .. }
+            | Self::Subscribe { id, .. }
+            | Self::Unsubscribe { id, .. }
+            | Self::Publish { id, .. }
+            | Self::AddStreams { id, .. }
+            | Self::RemoveStreams { id, .. }
+            | Self::GetConnection { id }
+            | Self::Ping { id }
+            | Self::TimeSync { id, .. }
+            | Self::Refresh { id, .. }
+            | Self::Bye { id, .. } => *id,
+            Self::TimeSyncReply { .. } => None,
+        }
+    }
+
+    /// The op name, for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Connect { .. } => "connect",
+            Self::Subscribe { .. } => "subscribe",
+            Self::Unsubscribe { .. } => "unsubscribe",
+            Self::Publish { .. } => "publish",
+            Self::AddStreams { .. } => "add_streams",
+            Self::RemoveStreams { .. } => "remove_streams",
+            Self::GetConnection { .. } => "get_connection",
+            Self::Ping { .. } => "ping",
+            Self::TimeSync { .. } => "time_sync",
+            Self::TimeSyncReply { .. } => "time_sync_reply",
+            Self::Refresh { .. } => "refresh",
+            Self::Bye { .. } => "bye",
+        }
+    }
+}
+
+/// The op names this version understands (for the `unknown op` error message).
+pub const KNOWN_OPS: &[&str] = &[
+    "connect",
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "add_streams",
+    "remove_streams",
+    "get_connection",
+    "ping",
+    "time_sync",
+    "time_sync_reply",
+    "refresh",
+    "bye",
+];
+
+/// A control message that could not be parsed, with what is needed to answer it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    /// The request id, when it could be recovered from the malformed message.
+    pub id: Option<u64>,
+    /// Always [`ErrorCode::InvalidArgument`] today; kept for symmetry with other errors.
+    pub code: ErrorCode,
+    /// Human-readable reason.
+    pub message: String,
+}
+
+/// Parses one JSON control message, classifying failures into clear messages: malformed JSON,
+/// not an object, missing or unknown `op`, or wrong field types.
+///
+/// # Errors
+/// [`ParseError`] with code `invalid_argument`.
+pub fn parse_client_op(text: &[u8]) -> Result<ClientOp, ParseError> {
+    match serde_json::from_slice::<ClientOp>(text) {
+        Ok(op) => Ok(op),
+        Err(e) => Err(classify(text, e)),
+    }
+}
+
+fn classify(text: &[u8], err: serde_json::Error) -> ParseError {
+    let invalid = |id, message| ParseError { id, code: ErrorCode::InvalidArgument, message };
+    let value: serde_json::Value = match serde_json::from_slice(text) {
+        Ok(v) => v,
+        Err(e) => return invalid(None, format!("malformed JSON: {e}")),
+    };
+    let Some(obj) = value.as_object() else {
+        return invalid(None, "a control message must be a JSON object".into());
+    };
+    let id = obj.get("id").and_then(serde_json::Value::as_u64);
+    match obj.get("op") {
+        None => invalid(id, "missing field `op`".into()),
+        Some(serde_json::Value::String(op)) if !KNOWN_OPS.contains(&op.as_str()) => {
+            invalid(id, format!("unknown op `{op}`; known ops: {}", KNOWN_OPS.join(", ")))
+        }
+        Some(serde_json::Value::String(op)) => invalid(id, format!("invalid `{op}` message: {err}")),
+        Some(_) => invalid(id, "field `op` must be a string".into()),
+    }
+}
+
+/// State of a subscription as reported to the client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionInfo {
+    /// Topic name.
+    pub topic: String,
+    /// The topic's current epoch.
+    pub epoch: u64,
+    /// The first offset this subscription will deliver (replay start, or the live head).
+    pub offset: u64,
+    /// The offset the topic will assign to its next message.
+    pub head: u64,
+    /// Messages replayed from history.
+    pub replayed: u64,
+    /// False when the requested offset could not be fully served (history lost or trimmed, or
+    /// a different epoch): the client may have missed messages.
+    pub recovered: bool,
+}
+
+/// Authenticated session facts sent in `welcome`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// Token subject.
+    pub subject: String,
+    /// Token expiry, seconds since the UNIX epoch (absent: no expiry).
+    pub expires_at: Option<u64>,
+}
+
+/// A server → client control message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    /// Answer to `connect`: the connection is active.
+    Welcome {
+        id: Option<u64>,
+        conn_id: u64,
+        protocol: String,
+        node_id: String,
+        server_time_us: i64,
+        session: SessionInfo,
+        ping_interval_ms: u64,
+        idle_timeout_ms: u64,
+        max_message_size: usize,
+        subscriptions: Vec<SubscriptionInfo>,
+    },
+    /// Answer to `subscribe`.
+    Subscribed {
+        id: Option<u64>,
+        #[serde(flatten)]
+        sub: SubscriptionInfo,
+    },
+    /// Answer to `unsubscribe`.
+    Unsubscribed { id: Option<u64>, topic: String },
+    /// Answer to a publish that asked for one (JSON `id`, or binary request id ≠ 0).
+    Published { id: Option<u64>, topic: String, offset: u64 },
+    /// Answer to `add_streams`.
+    StreamsAdded { id: Option<u64>, subscriptions: Vec<SubscriptionInfo> },
+    /// Answer to `remove_streams`.
+    StreamsRemoved { id: Option<u64>, topics: Vec<String> },
+    /// Answer to `get_connection`.
+    Connection {
+        id: Option<u64>,
+        conn_id: u64,
+        state: String,
+        subject: String,
+        details: ConnectionDetails,
+        topics: Vec<String>,
+    },
+    /// Answer to `ping`.
+    Pong { id: Option<u64>, server_time_us: i64 },
+    /// Answer to a client-initiated `time_sync`: `t2` receive, `t3` send time (server clock).
+    TimeSync { id: Option<u64>, t1: i64, t2: i64, t3: i64 },
+    /// Server-initiated time sync; the client answers `time_sync_reply` with t1, t2, t3.
+    TimeSyncRequest { seq: u64, t1: i64 },
+    /// Answer to `refresh`.
+    Refreshed { id: Option<u64>, expires_at: Option<u64> },
+    /// Answer to `bye`: the connection is closing at the client's request.
+    Closed { id: Option<u64>, success: bool },
+    /// A request failed (or, with no id, something about the connection went wrong).
+    Error {
+        id: Option<u64>,
+        code: ErrorCode,
+        message: String,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        topic: Option<String>,
+        /// For `resource_exhausted` and `rate_limited`: which configured limit.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        limit: Option<String>,
+    },
+    /// The token expires soon; send `refresh` or be closed at `expires_at`.
+    TokenExpiring { expires_at: u64, in_ms: u64 },
+    /// Reconnect advice: move to one of `urls` (and resume from your offsets).
+    Reconnect { reason: CloseReason, urls: Vec<String> },
+    /// The server closes the connection for `reason`; a WebSocket close with `code` follows.
+    Bye {
+        reason: CloseReason,
+        code: u16,
+        message: String,
+        #[serde(skip_serializing_if = "Vec::is_empty", default)]
+        reconnect: Vec<String>,
+    },
+}
+
+impl ServerMsg {
+    /// Serializes the message into a JSON text payload.
+    pub fn to_bytes(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).expect("server messages always serialize"))
+    }
+
+    /// Shorthand for an error message.
+    pub fn error(id: Option<u64>, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Error { id, code, message: message.into(), topic: None, limit: None }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_op() {
+        let op = parse_client_op(br#"{"op":"subscribe","id":3,"topic":"a/b","offset":5}"#).unwrap();
+        assert_eq!(
+            op,
+            ClientOp::Subscribe { id: Some(3), topic: "a/b".into(), offset: Some(5), epoch: None }
+        );
+        let op = parse_client_op(br#"{"op":"connect","token":"t","details":{"data_source":"d","session_key":"s","streams":["x"]}}"#).unwrap();
+        assert!(matches!(op, ClientOp::Connect { details: Some(d), .. } if d.streams == ["x"]));
+        assert!(parse_client_op(br#"{"op":"ping","extra":true}"#).is_ok());
+    }
+
+    #[test]
+    fn classifies_bad_input() {
+        let e = parse_client_op(b"{nope").unwrap_err();
+        assert!(e.message.starts_with("malformed JSON"), "{}", e.message);
+        let e = parse_client_op(b"[1,2]").unwrap_err();
+        assert!(e.message.contains("object"));
+        let e = parse_client_op(br#"{"id":4}"#).unwrap_err();
+        assert_eq!(e.id, Some(4));
+        assert!(e.message.contains("missing field `op`"));
+        let e = parse_client_op(br#"{"op":"dance","id":5}"#).unwrap_err();
+        assert_eq!(e.id, Some(5));
+        assert!(e.message.contains("unknown op `dance`"));
+        let e = parse_client_op(br#"{"op":"subscribe","id":6,"topic":7}"#).unwrap_err();
+        assert_eq!(e.id, Some(6));
+        assert!(e.message.contains("invalid `subscribe` message"), "{}", e.message);
+        let e = parse_client_op(br#"{"op":5}"#).unwrap_err();
+        assert!(e.message.contains("must be a string"));
+    }
+
+    #[test]
+    fn server_messages_are_tagged_by_type() {
+        let v: serde_json::Value =
+            serde_json::from_slice(&ServerMsg::error(Some(1), ErrorCode::NotFound, "x").to_bytes()).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["code"], "not_found");
+        assert_eq!(v["id"], 1);
+        let sub = ServerMsg::Subscribed {
+            id: None,
+            sub: SubscriptionInfo { topic: "t".into(), epoch: 1, offset: 2, head: 3, replayed: 0, recovered: true },
+        };
+        let v: serde_json::Value = serde_json::from_slice(&sub.to_bytes()).unwrap();
+        assert_eq!(v["type"], "subscribed");
+        assert_eq!(v["head"], 3);
+    }
+}

@@ -1,0 +1,287 @@
+//! Binary frame formats of `fanhub.v1` (all integers big-endian).
+//!
+//! * **Message record** (server → client). Encoded exactly once per published message and shared
+//!   by every subscriber as one `Bytes`; a binary WebSocket message carries one or more records
+//!   back to back, so a subscriber that is behind receives what is queued in one frame.
+//!
+//!   ```text
+//!   0  u8   kind = 0x01
+//!   1  u8   flags (bit 0: payload is JSON text)
+//!   2  u16  topic length T
+//!   4  u32  payload length L
+//!   8  u64  offset
+//!   16 u64  epoch
+//!   24 u64  publish time, µs since the UNIX epoch (server clock)
+//!   32 T    topic, UTF-8
+//!   32+T L  payload
+//!   ```
+//!
+//! * **Publish** (client → server), one per binary WebSocket message:
+//!
+//!   ```text
+//!   0  u8   kind = 0x02
+//!   1  u8   flags (bit 0: payload is JSON text)
+//!   2  u16  topic length T
+//!   4  u32  request id (0: no acknowledgement wanted)
+//!   8  T    topic, UTF-8
+//!   8+T     payload: the rest of the message
+//!   ```
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Record kind byte of a message record.
+pub const KIND_MESSAGE: u8 = 0x01;
+/// Kind byte of a client publish frame.
+pub const KIND_PUBLISH: u8 = 0x02;
+/// Flag bit: the payload is JSON text (it was published with the JSON `publish` op).
+pub const FLAG_JSON: u8 = 0x01;
+/// Size of the fixed message-record header.
+pub const RECORD_HEADER_LEN: usize = 32;
+/// Size of the fixed publish-frame header.
+pub const PUBLISH_HEADER_LEN: usize = 8;
+
+/// A malformed binary frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The frame is shorter than its header or than the lengths it declares.
+    #[error("binary frame truncated: need {need} bytes, have {have}")]
+    Truncated {
+        /// Bytes the header says are needed.
+        need: usize,
+        /// Bytes present.
+        have: usize,
+    },
+    /// The first byte is not a known kind.
+    #[error("unknown binary frame kind 0x{0:02x} (expected 0x02 publish)")]
+    UnknownKind(u8),
+    /// The topic is not valid UTF-8.
+    #[error("topic is not valid UTF-8")]
+    TopicNotUtf8,
+    /// The payload does not fit the 32-bit length field.
+    #[error("payload of {0} bytes does not fit a record")]
+    TooLarge(usize),
+}
+
+/// The fields of a message record, borrowed from a received frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// Flags byte (see [`FLAG_JSON`]).
+    pub flags: u8,
+    /// The topic's offset of this message.
+    pub offset: u64,
+    /// The topic's epoch when the message was published.
+    pub epoch: u64,
+    /// Publish time, µs since the UNIX epoch.
+    pub timestamp_us: u64,
+    /// Topic name.
+    pub topic: &'a str,
+    /// Payload bytes.
+    pub payload: &'a [u8],
+}
+
+/// Header fields of a message record, for [`encode_record`].
+#[derive(Debug, Clone, Copy)]
+pub struct RecordHeader<'a> {
+    /// Flags byte.
+    pub flags: u8,
+    /// Offset.
+    pub offset: u64,
+    /// Epoch.
+    pub epoch: u64,
+    /// Publish time, µs since the UNIX epoch.
+    pub timestamp_us: u64,
+    /// Topic name (at most `u16::MAX` bytes; topic validation keeps it far shorter).
+    pub topic: &'a str,
+}
+
+/// Encodes one message record: one allocation, one copy of the payload, for all subscribers.
+///
+/// # Errors
+/// [`FrameError::TooLarge`] when the payload exceeds `u32::MAX` bytes.
+pub fn encode_record(h: &RecordHeader<'_>, payload: &[u8]) -> Result<Bytes, FrameError> {
+    let len = u32::try_from(payload.len()).map_err(|_| FrameError::TooLarge(payload.len()))?;
+    let topic_len = u16::try_from(h.topic.len()).map_err(|_| FrameError::TooLarge(h.topic.len()))?;
+    let mut buf = BytesMut::with_capacity(RECORD_HEADER_LEN + h.topic.len() + payload.len());
+    buf.put_u8(KIND_MESSAGE);
+    buf.put_u8(h.flags);
+    buf.put_u16(topic_len);
+    buf.put_u32(len);
+    buf.put_u64(h.offset);
+    buf.put_u64(h.epoch);
+    buf.put_u64(h.timestamp_us);
+    buf.put_slice(h.topic.as_bytes());
+    buf.put_slice(payload);
+    Ok(buf.freeze())
+}
+
+fn be_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+fn be_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+fn be_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Iterates over the records of one binary data message.
+pub fn decode_records(mut buf: &[u8]) -> impl Iterator<Item = Result<RecordRef<'_>, FrameError>> {
+    std::iter::from_fn(move || {
+        if buf.is_empty() {
+            return None;
+        }
+        let r = decode_one_record(buf);
+        match r {
+            Ok((rec, used)) => {
+                buf = &buf[used..];
+                Some(Ok(rec))
+            }
+            Err(e) => {
+                buf = &[];
+                Some(Err(e))
+            }
+        }
+    })
+}
+
+fn decode_one_record(b: &[u8]) -> Result<(RecordRef<'_>, usize), FrameError> {
+    if b.len() < RECORD_HEADER_LEN {
+        return Err(FrameError::Truncated { need: RECORD_HEADER_LEN, have: b.len() });
+    }
+    if b[0] != KIND_MESSAGE {
+        return Err(FrameError::UnknownKind(b[0]));
+    }
+    let topic_len = be_u16(b, 2) as usize;
+    let payload_len = be_u32(b, 4) as usize;
+    let need = RECORD_HEADER_LEN + topic_len + payload_len;
+    if b.len() < need {
+        return Err(FrameError::Truncated { need, have: b.len() });
+    }
+    let topic = std::str::from_utf8(&b[RECORD_HEADER_LEN..RECORD_HEADER_LEN + topic_len])
+        .map_err(|_| FrameError::TopicNotUtf8)?;
+    Ok((
+        RecordRef {
+            flags: b[1],
+            offset: be_u64(b, 8),
+            epoch: be_u64(b, 16),
+            timestamp_us: be_u64(b, 24),
+            topic,
+            payload: &b[RECORD_HEADER_LEN + topic_len..need],
+        },
+        need,
+    ))
+}
+
+/// A decoded client publish frame. `payload` shares the received buffer (no copy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishFrame {
+    /// Flags byte.
+    pub flags: u8,
+    /// Request id; 0 means no acknowledgement is wanted.
+    pub request_id: u32,
+    /// Topic name as sent (validated later by the hub).
+    pub topic: String,
+    /// Payload.
+    pub payload: Bytes,
+}
+
+/// Decodes a client publish frame.
+///
+/// # Errors
+/// [`FrameError`] when the frame is truncated, of an unknown kind, or its topic is not UTF-8.
+pub fn decode_publish(frame: &Bytes) -> Result<PublishFrame, FrameError> {
+    let b = frame.as_ref();
+    if b.is_empty() {
+        return Err(FrameError::Truncated { need: PUBLISH_HEADER_LEN, have: 0 });
+    }
+    if b[0] != KIND_PUBLISH {
+        return Err(FrameError::UnknownKind(b[0]));
+    }
+    if b.len() < PUBLISH_HEADER_LEN {
+        return Err(FrameError::Truncated { need: PUBLISH_HEADER_LEN, have: b.len() });
+    }
+    let topic_len = be_u16(b, 2) as usize;
+    let need = PUBLISH_HEADER_LEN + topic_len;
+    if b.len() < need {
+        return Err(FrameError::Truncated { need, have: b.len() });
+    }
+    let topic = std::str::from_utf8(&b[PUBLISH_HEADER_LEN..need])
+        .map_err(|_| FrameError::TopicNotUtf8)?
+        .to_owned();
+    Ok(PublishFrame {
+        flags: b[1],
+        request_id: be_u32(b, 4),
+        topic,
+        payload: frame.slice(need..),
+    })
+}
+
+/// Encodes a client publish frame (used by clients, tests and the load generator).
+pub fn encode_publish(topic: &str, request_id: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(PUBLISH_HEADER_LEN + topic.len() + payload.len());
+    buf.push(KIND_PUBLISH);
+    buf.push(flags);
+    buf.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+    buf.extend_from_slice(&request_id.to_be_bytes());
+    buf.extend_from_slice(topic.as_bytes());
+    buf.extend_from_slice(payload);
+    buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(offset: u64) -> RecordHeader<'static> {
+        RecordHeader { flags: FLAG_JSON, offset, epoch: 7, timestamp_us: 99, topic: "a/b" }
+    }
+
+    #[test]
+    fn records_round_trip_back_to_back() {
+        let mut batch = Vec::new();
+        batch.extend_from_slice(&encode_record(&header(1), b"one").unwrap());
+        batch.extend_from_slice(&encode_record(&header(2), b"").unwrap());
+        let recs: Vec<_> = decode_records(&batch).collect::<Result<_, _>>().unwrap();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[0].offset, 1);
+        assert_eq!(recs[0].payload, b"one");
+        assert_eq!(recs[0].topic, "a/b");
+        assert_eq!(recs[0].epoch, 7);
+        assert_eq!(recs[0].timestamp_us, 99);
+        assert_eq!(recs[1].offset, 2);
+        assert!(recs[1].payload.is_empty());
+    }
+
+    #[test]
+    fn truncated_record_is_an_error_not_a_panic() {
+        let rec = encode_record(&header(1), b"payload").unwrap();
+        for cut in 0..rec.len() {
+            let r: Result<Vec<_>, _> = decode_records(&rec[..cut]).collect();
+            assert!(cut == 0 || r.is_err(), "cut at {cut} decoded");
+        }
+    }
+
+    #[test]
+    fn publish_round_trip_shares_the_payload() {
+        let frame = Bytes::from(encode_publish("x/y", 42, 0, b"data"));
+        let p = decode_publish(&frame).unwrap();
+        assert_eq!(p.topic, "x/y");
+        assert_eq!(p.request_id, 42);
+        assert_eq!(&p.payload[..], b"data");
+        assert_eq!(p.payload.as_ptr(), frame[frame.len() - 4..].as_ptr());
+    }
+
+    #[test]
+    fn publish_garbage_is_rejected() {
+        assert!(matches!(decode_publish(&Bytes::from_static(b"")), Err(FrameError::Truncated { .. })));
+        assert_eq!(decode_publish(&Bytes::from_static(b"\xffabc")), Err(FrameError::UnknownKind(0xff)));
+        assert!(matches!(
+            decode_publish(&Bytes::from_static(b"\x02\x00\x00\x10\x00\x00\x00\x00ab")),
+            Err(FrameError::Truncated { .. })
+        ));
+        assert_eq!(
+            decode_publish(&Bytes::from_static(b"\x02\x00\x00\x01\x00\x00\x00\x00\xff")),
+            Err(FrameError::TopicNotUtf8)
+        );
+    }
+}

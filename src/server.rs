@@ -1,0 +1,302 @@
+//! The server: HTTP routers, listeners, background tasks and graceful shutdown.
+//!
+//! The public listener serves `/ws`, health, session creation and the demo page; the admin
+//! listener serves the admin API. They are separate routers on separate sockets, so nothing
+//! admin is reachable from the public port by accident.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::auth::{unix_now, MintRequest, SessionManager};
+use crate::config::Config;
+use crate::hub::ConnectionManager;
+use crate::protocol::{ErrorCode, SUBPROTOCOL};
+use crate::transport::{ws, HubContext};
+
+/// The sockets the server serves on (bind them yourself, e.g. on port 0 in tests).
+pub struct Listeners {
+    /// Public listener.
+    pub public: TcpListener,
+    /// Admin listener.
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses in `config`.
+    ///
+    /// # Errors
+    /// When an address cannot be bound.
+    pub async fn bind(config: &Config) -> std::io::Result<Self> {
+        Ok(Self { public: TcpListener::bind(config.server.listen).await?, admin: TcpListener::bind(config.server.admin_listen).await? })
+    }
+
+    /// Binds both on 127.0.0.1 with ephemeral ports.
+    ///
+    /// # Errors
+    /// When binding fails.
+    pub async fn ephemeral() -> std::io::Result<Self> {
+        Ok(Self { public: TcpListener::bind("127.0.0.1:0").await?, admin: TcpListener::bind("127.0.0.1:0").await? })
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Configuration problem found when building the hub.
+    #[error("{0}")]
+    Config(String),
+    /// Socket error.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// A configured server, ready to run.
+pub struct Server {
+    ctx: Arc<HubContext>,
+    shutdown_tx: watch::Sender<bool>,
+    started: Instant,
+}
+
+impl Server {
+    /// Builds the hub for `config`, serving on `listeners`.
+    ///
+    /// # Errors
+    /// [`ServerError::Config`] when keys or topic declarations are unusable.
+    pub fn new(config: Config, listeners: &Listeners) -> Result<Self, ServerError> {
+        let manager = Arc::new(ConnectionManager::new(config.hub()).map_err(ServerError::Config)?);
+        let sessions = Arc::new(SessionManager::new(&config.auth).map_err(ServerError::Config)?);
+        let public_url = config.public_url(listeners.public.local_addr()?);
+        let node_id = if config.node_id.is_empty() { format!("node-{:08x}", rand::random::<u32>()) } else { config.node_id.clone() };
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let ctx = Arc::new(HubContext {
+            manager,
+            sessions,
+            config: Arc::new(config),
+            node_id,
+            public_url,
+            shutdown,
+            draining: AtomicBool::new(false),
+            live: AtomicUsize::new(0),
+        });
+        Ok(Self { ctx, shutdown_tx, started: Instant::now() })
+    }
+
+    /// The connection manager.
+    pub fn manager(&self) -> Arc<ConnectionManager> {
+        self.ctx.manager.clone()
+    }
+
+    /// The session manager.
+    pub fn sessions(&self) -> Arc<SessionManager> {
+        self.ctx.sessions.clone()
+    }
+
+    /// Shared context (for embedding and tests).
+    pub fn context(&self) -> Arc<HubContext> {
+        self.ctx.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then shuts down gracefully: stops accepting, tells
+    /// every client (bye `shutdown` with reconnect advice), drains queues up to
+    /// `server.shutdown_grace_ms`, and returns.
+    ///
+    /// # Errors
+    /// When a listener fails.
+    pub async fn run(self, listeners: Listeners, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+        let ctx = self.ctx.clone();
+        let app = AppState { ctx: ctx.clone(), started: self.started };
+        let public = public_router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let admin = admin_router(app).into_make_service_with_connect_info::<SocketAddr>();
+        let stop = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|v| *v).await;
+        };
+        let (rx1, rx2) = (ctx.shutdown.clone(), ctx.shutdown.clone());
+        let public_task = tokio::spawn(async move { axum::serve(listeners.public, public).with_graceful_shutdown(stop(rx1)).await });
+        let admin_task = tokio::spawn(async move { axum::serve(listeners.admin, admin).with_graceful_shutdown(stop(rx2)).await });
+        let sweeper = tokio::spawn(sweep_topics(ctx.clone()));
+        tracing::info!(node_id = %ctx.node_id, url = %ctx.public_url, "fanhub serving");
+
+        shutdown.await;
+        tracing::info!(connections = ctx.live.load(Ordering::Relaxed), "shutting down");
+        ctx.draining.store(true, Ordering::Relaxed);
+        let _ = self.shutdown_tx.send(true);
+        let grace = Duration::from_millis(ctx.config.server.shutdown_grace_ms + ctx.config.websocket.close_timeout_ms);
+        let deadline = Instant::now() + grace;
+        while ctx.live.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        sweeper.abort();
+        for task in [public_task, admin_task] {
+            match tokio::time::timeout(Duration::from_secs(1), task).await {
+                Ok(Ok(Err(e))) => return Err(e.into()),
+                Ok(_) | Err(_) => {}
+            }
+        }
+        tracing::info!(left = ctx.live.load(Ordering::Relaxed), "shut down");
+        Ok(())
+    }
+}
+
+/// Builds and runs a server for `config` on `listeners` until `shutdown` resolves.
+///
+/// # Errors
+/// [`ServerError`].
+pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+    Server::new(config, &listeners)?.run(listeners, shutdown).await
+}
+
+async fn sweep_topics(ctx: Arc<HubContext>) {
+    let period = Duration::from_millis(ctx.config.server.topic_sweep_interval_ms);
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tick.tick().await;
+        let removed = ctx.manager.sweep_topics(Instant::now());
+        if removed > 0 {
+            tracing::debug!(removed, "swept idle topics");
+        }
+    }
+}
+
+/// State of the HTTP handlers.
+#[derive(Clone)]
+pub struct AppState {
+    ctx: Arc<HubContext>,
+    started: Instant,
+}
+
+/// An error answered over HTTP: `{"code": …, "message": …}` with the code's status.
+#[derive(Debug)]
+pub struct ApiError {
+    code: ErrorCode,
+    message: String,
+}
+
+impl ApiError {
+    /// An error with `code` and `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(serde_json::json!({ "code": self.code, "message": self.message }))).into_response()
+    }
+}
+
+/// The public router: `/ws`, `/healthz`, `/readyz`, `POST /v1/sessions`, the demo page.
+pub fn public_router(state: AppState) -> Router {
+    let mut r = Router::new()
+        .route("/ws", get(ws::ws_handler).with_state(state.ctx.clone()))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/sessions", post(create_session))
+        .route("/", get(|| async { Html(include_str!("../web-demo/index.html")) }));
+    if state.ctx.sessions.is_dev() {
+        r = r.route("/v1/dev/token", post(dev_token));
+    }
+    r.with_state(state)
+}
+
+/// The admin router (admin bearer token required except for `/healthz`).
+pub fn admin_router(state: AppState) -> Router {
+    Router::new().route("/healthz", get(healthz)).route("/v1/admin/stats", get(admin_stats)).with_state(state)
+}
+
+fn health_body(s: &AppState, ready: bool) -> serde_json::Value {
+    serde_json::json!({
+        "status": if ready { "ok" } else { "unavailable" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "node_id": s.ctx.node_id,
+        "uptime_secs": s.started.elapsed().as_secs(),
+        "connections": s.ctx.live.load(Ordering::Relaxed),
+    })
+}
+
+async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
+    Json(health_body(&s, true))
+}
+
+async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
+    let ready = !s.ctx.draining.load(Ordering::Relaxed);
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(health_body(&s, ready)))
+}
+
+fn bearer_or_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(k) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(k.trim());
+    }
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionRequest {
+    subject: String,
+    #[serde(default)]
+    subscribe: Vec<String>,
+    #[serde(default)]
+    publish: Vec<String>,
+    #[serde(default)]
+    ttl_secs: Option<u64>,
+}
+
+/// `POST /v1/sessions` (seed 001 session creation), guarded by an API key.
+async fn create_session(State(s): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Result<impl IntoResponse, ApiError> {
+    let key = bearer_or_key(&headers).ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "an API key is required (X-Api-Key or Authorization: Bearer)"))?;
+    if !s.ctx.sessions.check_api_key(key) {
+        s.ctx.manager.counters().record_auth_failure(crate::hub::AuthFailure::BadSignature);
+        return Err(ApiError::new(ErrorCode::Unauthenticated, "unknown API key"));
+    }
+    mint(&s, &body)
+}
+
+/// `POST /v1/dev/token`: only in development mode (no auth key configured).
+async fn dev_token(State(s): State<AppState>, body: axum::body::Bytes) -> Result<impl IntoResponse, ApiError> {
+    mint(&s, &body)
+}
+
+fn mint(s: &AppState, body: &[u8]) -> Result<Json<serde_json::Value>, ApiError> {
+    let req: SessionRequest =
+        serde_json::from_slice(body).map_err(|e| ApiError::new(ErrorCode::InvalidArgument, format!("invalid session request: {e}")))?;
+    let auth = &s.ctx.config.auth;
+    let ttl = req.ttl_secs.unwrap_or(auth.session_ttl_secs);
+    if ttl == 0 || ttl > auth.max_session_ttl_secs {
+        return Err(ApiError::new(ErrorCode::InvalidArgument, format!("ttl_secs must be 1..={}", auth.max_session_ttl_secs)));
+    }
+    let minted = s
+        .ctx
+        .sessions
+        .mint(&MintRequest { subject: req.subject, subscribe: req.subscribe, publish: req.publish, ttl_secs: ttl }, unix_now())
+        .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e))?;
+    Ok(Json(serde_json::json!({
+        "token": minted.token,
+        "expires_at": minted.expires_at,
+        "ws_url": s.ctx.public_url,
+        "protocol": SUBPROTOCOL,
+    })))
+}
+
+async fn admin_stats(State(s): State<AppState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
+    let ok = bearer_or_key(&headers).is_some_and(|t| s.ctx.sessions.check_admin_token(t));
+    if !ok {
+        return Err(ApiError::new(ErrorCode::Unauthenticated, "admin token required"));
+    }
+    Ok(Json(s.ctx.manager.connection_stats()))
+}

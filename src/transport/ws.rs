@@ -1,0 +1,516 @@
+//! The WebSocket transport (`GET /ws`, subprotocol `fanhub.v1`).
+//!
+//! Reading uses tokio-websockets as the frame decoder (masking, fragmentation, UTF-8, size
+//! limits, automatic pong and close echo). Writing bypasses it on purpose: the writer task owns
+//! the socket's write half and writes server frames itself, because server frames are unmasked
+//! and a data frame is just a small per-connection header in front of message records that were
+//! encoded once for all subscribers. Each wake-up drains what is queued and writes it with
+//! vectored writes (one `writev` for up to 64 slices), so a subscriber that is behind gets many
+//! records in one frame and one syscall, and no payload byte is copied per subscriber.
+//! Frames tokio-websockets wants to send (pong, close echo) reach the writer through the control
+//! lane via [`ReadHalfShim`].
+
+use std::collections::HashMap;
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{header, HeaderMap, Method, Request, Response, StatusCode};
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio_websockets::Limits;
+
+use super::session::{ClientSession, Flow};
+use super::{unix_ms, HubContext};
+use crate::hub::{Batch, CloseInfo, ConnCore, Connection, Control, Drain, Protocol};
+use crate::protocol::control::ServerMsg;
+use crate::protocol::{CloseReason, ErrorCode, SUBPROTOCOL, SUPPORTED_SUBPROTOCOLS};
+
+/// A WebSocket client connection.
+#[derive(Debug)]
+pub struct WsConnection {
+    core: ConnCore,
+}
+
+impl Connection for WsConnection {
+    fn core(&self) -> &ConnCore {
+        &self.core
+    }
+}
+
+/// Largest frame the decoder accepts: room for a JSON or base64 publish of a maximum-size
+/// message. Between this and `max_message_size` a publish is refused with an error and the
+/// connection stays; above it the connection is closed with 1009.
+pub fn frame_limit(max_message_size: usize) -> usize {
+    max_message_size / 3 * 4 + 64 * 1024
+}
+
+fn json_error(status: StatusCode, code: ErrorCode, message: String) -> Response<Body> {
+    let body = serde_json::json!({ "code": code, "message": message });
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("static response parts are valid")
+}
+
+/// `GET /ws`: validates the upgrade request, negotiates the subprotocol, answers 101 and hands
+/// the socket to a connection task.
+pub async fn ws_handler(
+    State(ctx): State<Arc<HubContext>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Query(query): Query<HashMap<String, String>>,
+    mut req: Request<Body>,
+) -> Response<Body> {
+    let headers = req.headers();
+    let has = |name: header::HeaderName, needle: &str| {
+        headers.get(&name).and_then(|v| v.to_str().ok()).is_some_and(|v| v.to_ascii_lowercase().contains(needle))
+    };
+    if req.method() != Method::GET || !has(header::CONNECTION, "upgrade") || !has(header::UPGRADE, "websocket") {
+        return json_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument, "expected a WebSocket upgrade request".into());
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v != "13") {
+        return json_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument, "Sec-WebSocket-Version must be 13".into());
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return json_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument, "missing Sec-WebSocket-Key".into());
+    };
+    let protocol = match negotiate(headers) {
+        Ok(p) => p,
+        Err(offered) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidArgument,
+                format!("unsupported protocol version {offered:?}; this server speaks {}", SUPPORTED_SUBPROTOCOLS.join(", ")),
+            )
+        }
+    };
+    if ctx.draining.load(Ordering::Relaxed) {
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            format!("this node is draining; reconnect to one of {:?}", ctx.reconnect_urls()),
+        );
+    }
+    let token = bearer(req.headers()).or_else(|| query.get("token").cloned());
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(%remote, error = %e, "websocket upgrade failed");
+                return;
+            }
+        };
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => serve(ctx, parts.io.into_inner(), parts.read_buf, remote, token).await,
+            Err(_) => tracing::error!(%remote, "websocket upgrade on a non-TCP stream is not supported"),
+        }
+    });
+    let mut resp = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept_key(key.as_bytes()));
+    if protocol {
+        resp = resp.header(header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL);
+    }
+    resp.body(Body::empty()).expect("static response parts are valid")
+}
+
+/// `Ok(true)`: select `fanhub.v1`; `Ok(false)`: none offered (v1 implied); `Err`: only unknown
+/// versions offered.
+fn negotiate(headers: &HeaderMap) -> Result<bool, String> {
+    let offered: Vec<String> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if offered.is_empty() {
+        Ok(false)
+    } else if offered.iter().any(|p| p == SUBPROTOCOL) {
+        Ok(true)
+    } else {
+        Err(offered.join(", "))
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+}
+
+fn accept_key(key: &[u8]) -> String {
+    let mut sha = sha1_smol::Sha1::new();
+    sha.update(key);
+    sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(sha.digest().bytes())
+}
+
+/// Runs one WebSocket connection to its end: reader loop here, writer in its own task.
+async fn serve(ctx: Arc<HubContext>, stream: TcpStream, prefix: Bytes, remote: SocketAddr, token: Option<String>) {
+    let _live = super::LiveGuard::new(ctx.clone());
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    let conn = Arc::new(WsConnection { core: ctx.manager.new_core(Protocol::WebSocket, remote, unix_ms()) });
+    let cfg = ctx.config.websocket.clone();
+    let mut writer = tokio::spawn(writer_loop(conn.clone(), wr, cfg.batch_max_records, cfg.batch_max_bytes));
+    let limits = Limits::default().max_payload_len(Some(frame_limit(ctx.manager.limits().max_message_size)));
+    let shim = ReadHalfShim { prefix, rd, conn: conn.clone(), pending: BytesMut::new() };
+    let mut ws = tokio_websockets::server::Builder::new().limits(limits).serve(shim);
+    let dyn_conn: Arc<dyn Connection> = conn.clone();
+    let mut session = ClientSession::new(ctx.clone(), dyn_conn, token);
+    let mut flow = session.check_upgrade_token();
+
+    let period = Duration::from_millis(cfg.ping_interval_ms);
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let auth_deadline = tokio::time::sleep(Duration::from_millis(cfg.auth_timeout_ms));
+    tokio::pin!(auth_deadline);
+    let expiry = tokio::time::sleep(Duration::from_secs(86_400 * 365));
+    tokio::pin!(expiry);
+    let mut expiry_target = None;
+    let mut last_sync = tokio::time::Instant::now();
+    let mut shutdown = ctx.shutdown.clone();
+    let mut peer_closed = false;
+
+    while flow == Flow::Continue {
+        let target = session.next_expiry_event();
+        if target.is_some() && target.map(|d| d.as_millis() / 100) != expiry_target {
+            expiry_target = target.map(|d| d.as_millis() / 100);
+            expiry.as_mut().reset(tokio::time::Instant::now() + target.unwrap_or_default());
+        }
+        tokio::select! {
+            biased;
+            () = conn.core.outbound.closed() => break,
+            msg = ws.next() => match msg {
+                Some(Ok(msg)) => {
+                    conn.core.touch(unix_ms());
+                    if msg.is_text() {
+                        flow = session.handle_text(msg.as_payload()).await;
+                    } else if msg.is_binary() {
+                        flow = session.handle_binary(Bytes::from(msg.into_payload())).await;
+                    } else if msg.is_close() {
+                        peer_closed = true;
+                    }
+                }
+                Some(Err(e)) => flow = decode_error(&conn, e),
+                None => break,
+            },
+            _ = ping.tick() => {
+                let idle = unix_ms().saturating_sub(conn.core.last_activity_ms());
+                if idle > cfg.idle_timeout_ms {
+                    flow = Flow::Close(CloseReason::IdleTimeout, format!("nothing received for {idle} ms"));
+                } else {
+                    conn.core.outbound.push_raw(Bytes::from_static(&[0x89, 0x00]));
+                    let due = cfg.time_sync_interval_ms > 0
+                        && last_sync.elapsed() >= Duration::from_millis(cfg.time_sync_interval_ms);
+                    if due {
+                        last_sync = tokio::time::Instant::now();
+                    }
+                    flow = session.tick(due);
+                }
+            }
+            () = &mut expiry, if expiry_target.is_some() => {
+                expiry_target = None;
+                flow = session.tick(false);
+            }
+            () = &mut auth_deadline, if !session.is_registered() => {
+                ctx.manager.counters().record_auth_failure(crate::hub::AuthFailure::NoConnect);
+                let msg = format!("no connect within {} ms", cfg.auth_timeout_ms);
+                let _ = conn.send_control(&ServerMsg::error(None, ErrorCode::Unauthenticated, msg.clone()));
+                flow = Flow::Close(CloseReason::Unauthenticated, msg);
+            }
+            _ = shutdown.changed() => {
+                flow = Flow::Close(CloseReason::Shutdown, "server shutting down".into());
+            }
+        }
+    }
+
+    match flow {
+        Flow::Close(CloseReason::Normal, msg) => {
+            conn.core.outbound.begin_close(CloseReason::Normal, &msg, None);
+        }
+        Flow::Close(reason, msg) => conn.close(reason, &msg, &ctx.reconnect_urls()),
+        Flow::Continue if peer_closed => {
+            let info = CloseInfo { reason: CloseReason::Normal, message: String::new(), send_close_frame: false };
+            conn.core.outbound.begin_close_with(info, None);
+        }
+        Flow::Continue => {
+            conn.core.outbound.begin_close(CloseReason::Normal, "connection lost", None);
+        }
+    }
+    ctx.manager.unregister_client(conn.id());
+    let drains = conn.core.outbound.closing().is_some_and(|c| c.reason.drains_queue());
+    let grace = if drains { ctx.config.server.shutdown_grace_ms.max(cfg.close_timeout_ms) } else { cfg.close_timeout_ms };
+    if tokio::time::timeout(Duration::from_millis(grace), &mut writer).await.is_err() {
+        writer.abort();
+    }
+}
+
+fn decode_error(conn: &WsConnection, e: tokio_websockets::Error) -> Flow {
+    use tokio_websockets::proto::ProtocolError;
+    match e {
+        tokio_websockets::Error::PayloadTooLong { len, max_len } => {
+            let msg = format!("frame of {len} bytes exceeds the limit of {max_len}");
+            let _ = conn.send_control(&ServerMsg::Error {
+                id: None,
+                code: ErrorCode::ResourceExhausted,
+                message: msg.clone(),
+                topic: None,
+                limit: Some("max_message_size".into()),
+            });
+            Flow::Close(CloseReason::MessageTooBig, msg)
+        }
+        tokio_websockets::Error::Protocol(ProtocolError::InvalidUtf8) => {
+            let _ = conn.send_control(&ServerMsg::error(None, ErrorCode::InvalidArgument, "text frame is not valid UTF-8"));
+            Flow::Close(CloseReason::InvalidUtf8, "text frame is not valid UTF-8".into())
+        }
+        tokio_websockets::Error::Protocol(p) => {
+            let msg = format!("WebSocket protocol violation: {p}");
+            let _ = conn.send_control(&ServerMsg::error(None, ErrorCode::InvalidArgument, msg.clone()));
+            Flow::Close(CloseReason::ProtocolError, msg)
+        }
+        // The socket is gone: nothing to tell anyone.
+        _ => Flow::Close(CloseReason::Normal, "connection lost".into()),
+    }
+}
+
+/// The read half given to tokio-websockets. Reads come from the bytes hyper had already buffered,
+/// then the socket; writes (its automatic pong and close echo) are collected and, on flush,
+/// queued as one raw frame on the connection's control lane for the writer task.
+struct ReadHalfShim {
+    prefix: Bytes,
+    rd: OwnedReadHalf,
+    conn: Arc<WsConnection>,
+    pending: BytesMut,
+}
+
+impl AsyncRead for ReadHalfShim {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let chunk = self.prefix.split_to(n);
+            buf.put_slice(&chunk);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.rd).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ReadHalfShim {
+    fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.pending.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if !self.pending.is_empty() {
+            let frame = self.pending.split().freeze();
+            self.conn.core.outbound.push_raw(frame);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.poll_flush(cx)
+    }
+}
+
+const OP_TEXT: u8 = 0x1;
+const OP_BINARY: u8 = 0x2;
+const OP_CLOSE: u8 = 0x8;
+
+/// Appends an unmasked, final WebSocket frame header to `out`.
+pub fn frame_header(opcode: u8, len: usize, out: &mut Vec<u8>) {
+    out.push(0x80 | opcode);
+    if len < 126 {
+        out.push(len as u8);
+    } else if let Ok(l) = u16::try_from(len) {
+        out.push(126);
+        out.extend_from_slice(&l.to_be_bytes());
+    } else {
+        out.push(127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+}
+
+/// A piece of the next write: a range of the header scratch, a control item, or a record.
+#[derive(Clone, Copy)]
+enum Seg {
+    Scratch(usize, usize),
+    Control(usize),
+    Record(usize),
+}
+
+struct Writer {
+    wr: OwnedWriteHalf,
+    scratch: Vec<u8>,
+    segs: Vec<Seg>,
+}
+
+fn seg_slice<'a>(scratch: &'a [u8], batch: &'a Batch, s: Seg) -> &'a [u8] {
+    match s {
+        Seg::Scratch(a, b) => &scratch[a..b],
+        Seg::Control(i) => match &batch.control[i] {
+            Control::Json(b) | Control::Raw(b) => b,
+        },
+        Seg::Record(i) => &batch.records[i],
+    }
+}
+
+impl Writer {
+    /// Frames the batch: each JSON control message as a text frame, raw control bytes as they
+    /// are, then the records as binary frames of up to `max_frame` bytes each.
+    fn plan(&mut self, batch: &Batch, max_frame: usize) -> usize {
+        self.scratch.clear();
+        self.segs.clear();
+        let mut total = 0;
+        for (i, c) in batch.control.iter().enumerate() {
+            if let Control::Json(b) = c {
+                let start = self.scratch.len();
+                frame_header(OP_TEXT, b.len(), &mut self.scratch);
+                self.segs.push(Seg::Scratch(start, self.scratch.len()));
+                total += self.scratch.len() - start;
+            }
+            self.segs.push(Seg::Control(i));
+            total += match c {
+                Control::Json(b) | Control::Raw(b) => b.len(),
+            };
+        }
+        let mut i = 0;
+        while i < batch.records.len() {
+            let mut j = i;
+            let mut len = 0;
+            while j < batch.records.len() && (j == i || len + batch.records[j].len() <= max_frame) {
+                len += batch.records[j].len();
+                j += 1;
+            }
+            let start = self.scratch.len();
+            frame_header(OP_BINARY, len, &mut self.scratch);
+            self.segs.push(Seg::Scratch(start, self.scratch.len()));
+            total += self.scratch.len() - start + len;
+            self.segs.extend((i..j).map(Seg::Record));
+            i = j;
+        }
+        total
+    }
+
+    async fn write_all(&mut self, batch: &Batch) -> std::io::Result<()> {
+        let (mut idx, mut off) = (0usize, 0usize);
+        while idx < self.segs.len() {
+            let mut iov = [IoSlice::new(&[]); 64];
+            let mut n = 0;
+            for (k, s) in self.segs[idx..].iter().take(64).enumerate() {
+                let sl = seg_slice(&self.scratch, batch, *s);
+                iov[k] = IoSlice::new(if k == 0 { &sl[off..] } else { sl });
+                n += 1;
+            }
+            let mut written = self.wr.write_vectored(&iov[..n]).await?;
+            if written == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            while idx < self.segs.len() {
+                let rem = seg_slice(&self.scratch, batch, self.segs[idx]).len() - off;
+                if written >= rem {
+                    written -= rem;
+                    idx += 1;
+                    off = 0;
+                } else {
+                    off += written;
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn close(&mut self, info: &CloseInfo) {
+        if info.send_close_frame {
+            let mut reason = info.message.as_str();
+            while reason.len() > 123 {
+                let mut cut = 123;
+                while !reason.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                reason = &reason[..cut];
+            }
+            let mut frame = Vec::with_capacity(4 + 2 + reason.len());
+            frame_header(OP_CLOSE, 2 + reason.len(), &mut frame);
+            frame.extend_from_slice(&info.reason.close_code().to_be_bytes());
+            frame.extend_from_slice(reason.as_bytes());
+            let _ = self.wr.write_all(&frame).await;
+        }
+        let _ = self.wr.shutdown().await;
+    }
+}
+
+/// Drains the connection's queue into the socket until the connection finishes closing or the
+/// socket fails.
+async fn writer_loop(conn: Arc<WsConnection>, wr: OwnedWriteHalf, max_records: usize, max_bytes: usize) {
+    let mut w = Writer { wr, scratch: Vec::new(), segs: Vec::new() };
+    let mut batch = Batch::default();
+    loop {
+        batch.clear();
+        match conn.core.outbound.drain(&mut batch, max_records, max_bytes) {
+            Drain::Ready => {
+                let bytes = w.plan(&batch, max_bytes);
+                if w.write_all(&batch).await.is_err() {
+                    // The peer is gone; the reader sees it too and cleans up.
+                    conn.core.outbound.begin_close(CloseReason::Normal, "write failed", None);
+                    return;
+                }
+                conn.core.record_sent((batch.records.len() + batch.control.len()) as u64, bytes as u64);
+            }
+            Drain::Idle { retry_after: Some(d) } => {
+                tokio::select! {
+                    () = conn.core.outbound.wait() => {}
+                    () = tokio::time::sleep(d) => {}
+                }
+            }
+            Drain::Idle { retry_after: None } => conn.core.outbound.wait().await,
+            Drain::Finished(info) => {
+                w.close(&info).await;
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_headers_use_the_shortest_length_form() {
+        let mut v = Vec::new();
+        frame_header(OP_BINARY, 125, &mut v);
+        assert_eq!(v, [0x82, 125]);
+        v.clear();
+        frame_header(OP_TEXT, 126, &mut v);
+        assert_eq!(v, [0x81, 126, 0, 126]);
+        v.clear();
+        frame_header(OP_BINARY, 70_000, &mut v);
+        assert_eq!(v, [0x82, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+    }
+
+    #[test]
+    fn accept_key_matches_rfc_6455_example() {
+        assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+}
