@@ -5,7 +5,6 @@
 //! admin is reachable from the public port by accident.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -117,14 +116,8 @@ impl Server {
     pub async fn run(self, listeners: Listeners, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
         let ctx = self.ctx.clone();
         let app = AppState { ctx: ctx.clone(), started: self.started };
-        let public = public_router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let admin = admin_router(app).into_make_service_with_connect_info::<SocketAddr>();
-        let stop = |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|v| *v).await;
-        };
-        let (rx1, rx2) = (ctx.shutdown.clone(), ctx.shutdown.clone());
-        let public_task = tokio::spawn(async move { axum::serve(listeners.public, public).with_graceful_shutdown(stop(rx1)).await });
-        let admin_task = tokio::spawn(async move { axum::serve(listeners.admin, admin).with_graceful_shutdown(stop(rx2)).await });
+        let public_task = tokio::spawn(serve_http(listeners.public, public_router(app.clone()), ctx.shutdown.clone()));
+        let admin_task = tokio::spawn(serve_http(listeners.admin, admin_router(app), ctx.shutdown.clone()));
         let sweeper = tokio::spawn(sweep_topics(ctx.clone()));
         tracing::info!(node_id = %ctx.node_id, url = %ctx.public_url, "fanhub serving");
 
@@ -139,10 +132,7 @@ impl Server {
         }
         sweeper.abort();
         for task in [public_task, admin_task] {
-            match tokio::time::timeout(Duration::from_secs(1), task).await {
-                Ok(Ok(Err(e))) => return Err(e.into()),
-                Ok(_) | Err(_) => {}
-            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
         }
         tracing::info!(left = ctx.live.load(Ordering::Relaxed), "shut down");
         Ok(())
@@ -155,6 +145,51 @@ impl Server {
 /// [`ServerError`].
 pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
     Server::new(config, &listeners)?.run(listeners, shutdown).await
+}
+
+/// Serves HTTP/1.1 on `listener` until shutdown: one task per connection, upgrades enabled.
+///
+/// Not `axum::serve`: that wraps each socket in hyper-util's private `Rewind` type, and the
+/// WebSocket transport needs the upgraded connection's raw `TcpStream` to split it and write
+/// frames with vectored writes.
+async fn serve_http(listener: TcpListener, router: Router, mut shutdown: watch::Receiver<bool>) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+    loop {
+        let (tcp, remote) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: keep serving the connections we have, retry shortly.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = async { let _ = shutdown.wait_for(|v| *v).await; } => return,
+        };
+        let router = router.clone();
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(axum::extract::ConnectInfo(remote));
+                router.clone().oneshot(req)
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(tcp), svc)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = async { let _ = stop.wait_for(|v| *v).await; } => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+                }
+            }
+        });
+    }
 }
 
 async fn sweep_topics(ctx: Arc<HubContext>) {

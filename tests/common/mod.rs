@@ -1,0 +1,360 @@
+//! Shared integration-test harness: a real server on ephemeral ports and a real, independent
+//! WebSocket client (tokio-tungstenite). Every wait has a timeout that only guards against
+//! hangs; no test sleeps to wait for an event.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fanhub::auth::{unix_now, MintRequest, SessionManager};
+use fanhub::config::Config;
+use fanhub::hub::ConnectionManager;
+use fanhub::protocol::frame::decode_records;
+use fanhub::{Listeners, Server};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Guard against hangs only.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const API_KEY: &str = "test-api-key";
+
+/// A configuration for tests: development secret, admin token and API key set.
+pub fn test_config() -> Config {
+    let mut c = Config::default();
+    c.auth.admin_tokens = vec![ADMIN_TOKEN.into()];
+    c.auth.api_keys = vec![API_KEY.into()];
+    c.server.shutdown_grace_ms = 2000;
+    c.websocket.close_timeout_ms = 1000;
+    c
+}
+
+pub struct Hub {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub manager: Arc<ConnectionManager>,
+    pub sessions: Arc<SessionManager>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), fanhub::server::ServerError>>>,
+}
+
+pub async fn spawn_hub(config: Config) -> Hub {
+    let listeners = Listeners::ephemeral().await.expect("bind");
+    let addr = listeners.public.local_addr().unwrap();
+    let admin = listeners.admin.local_addr().unwrap();
+    let server = Server::new(config, &listeners).expect("server");
+    let manager = server.manager();
+    let sessions = server.sessions();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(listeners, async move {
+        let _ = rx.await;
+    }));
+    Hub { addr, admin, manager, sessions, stop: Some(tx), task: Some(task) }
+}
+
+impl Hub {
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// A token for `sub` allowed everything.
+    pub fn token(&self, sub: &str) -> String {
+        self.token_with(sub, &[">"], &[">"], 3600)
+    }
+
+    pub fn token_with(&self, sub: &str, subscribe: &[&str], publish: &[&str], ttl_secs: u64) -> String {
+        self.sessions
+            .mint(
+                &MintRequest {
+                    subject: sub.into(),
+                    subscribe: subscribe.iter().map(|s| s.to_string()).collect(),
+                    publish: publish.iter().map(|s| s.to_string()).collect(),
+                    ttl_secs,
+                },
+                unix_now(),
+            )
+            .unwrap()
+            .token
+    }
+
+    /// Opens a WebSocket (subprotocol fanhub.v1) without sending anything.
+    pub async fn open(&self) -> Client {
+        Client::open(&self.ws_url(), &[]).await
+    }
+
+    /// Opens and connects as `sub` (all topics allowed).
+    pub async fn connect(&self, sub: &str) -> Client {
+        let token = self.token(sub);
+        self.connect_with(json!({"op": "connect", "token": token})).await
+    }
+
+    /// Opens and sends `connect_msg`, expecting a welcome.
+    pub async fn connect_with(&self, connect_msg: Value) -> Client {
+        let mut c = self.open().await;
+        let mut msg = connect_msg;
+        msg["id"] = json!(0);
+        c.send_json(msg).await;
+        let w = c.reply(0).await;
+        assert_eq!(w["type"], "welcome", "connect failed: {w}");
+        c.welcome = w;
+        c
+    }
+
+    /// Waits (bounded) until `f` holds, polling hub state — for facts only visible inside.
+    pub async fn eventually(&self, what: &str, f: impl Fn(&ConnectionManager) -> bool) {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        while !f(&self.manager) {
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(TIMEOUT, t).await.expect("shutdown hung").expect("join").expect("run");
+        }
+    }
+
+    /// Starts shutdown without waiting.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    pub async fn wait_stopped(mut self) {
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(TIMEOUT, t).await.expect("shutdown hung").expect("join").expect("run");
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub topic: String,
+    pub offset: u64,
+    pub epoch: u64,
+    pub flags: u8,
+    pub payload: Vec<u8>,
+}
+
+/// How the server ended the connection.
+#[derive(Debug)]
+pub struct Closed {
+    pub code: Option<u16>,
+    pub reason: String,
+    /// Control messages seen before the close (e.g. error, bye, reconnect).
+    pub messages: Vec<Value>,
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub welcome: Value,
+    json: VecDeque<Value>,
+    records: VecDeque<Record>,
+    next_id: u64,
+}
+
+impl Client {
+    pub async fn open(url: &str, extra_headers: &[(&str, &str)]) -> Client {
+        Self::try_open(url, extra_headers).await.expect("connect")
+    }
+
+    /// Opens a WebSocket, returning the handshake error instead of panicking.
+    pub async fn try_open(url: &str, extra_headers: &[(&str, &str)]) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut().insert("Sec-WebSocket-Protocol", "fanhub.v1".parse().unwrap());
+        for (k, v) in extra_headers {
+            let name: tokio_tungstenite::tungstenite::http::HeaderName = k.parse().unwrap();
+            req.headers_mut().insert(name, v.parse().unwrap());
+        }
+        let (ws, resp) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(req)).await.expect("connect hung")?;
+        assert_eq!(resp.headers().get("sec-websocket-protocol").unwrap(), "fanhub.v1");
+        Ok(Client { ws, welcome: Value::Null, json: VecDeque::new(), records: VecDeque::new(), next_id: 1000 })
+    }
+
+    pub async fn send_json(&mut self, v: Value) {
+        self.ws.send(Message::text(v.to_string())).await.expect("send");
+    }
+
+    pub async fn send_raw(&mut self, m: Message) {
+        self.ws.send(m).await.expect("send");
+    }
+
+    /// Reads one frame into the buffers. Returns Err(Closed) when the connection ends.
+    async fn pump(&mut self) -> Result<(), Closed> {
+        let msg = tokio::time::timeout(TIMEOUT, self.ws.next()).await.expect("timed out waiting for the server");
+        match msg {
+            Some(Ok(Message::Text(t))) => {
+                self.json.push_back(serde_json::from_str(&t).expect("server sent invalid JSON"));
+                Ok(())
+            }
+            Some(Ok(Message::Binary(b))) => {
+                for r in decode_records(&b) {
+                    let r = r.expect("server sent a malformed record");
+                    self.records.push_back(Record {
+                        topic: r.topic.into(),
+                        offset: r.offset,
+                        epoch: r.epoch,
+                        flags: r.flags,
+                        payload: r.payload.to_vec(),
+                    });
+                }
+                Ok(())
+            }
+            Some(Ok(Message::Close(frame))) => Err(self.closed(frame)),
+            Some(Ok(_)) => Ok(()),
+            Some(Err(_)) | None => Err(self.closed(None)),
+        }
+    }
+
+    fn closed(&mut self, frame: Option<CloseFrame>) -> Closed {
+        Closed {
+            code: frame.as_ref().map(|f| u16::from(f.code)),
+            reason: frame.map(|f| f.reason.to_string()).unwrap_or_default(),
+            messages: self.json.drain(..).collect(),
+        }
+    }
+
+    /// Next control message.
+    pub async fn next_json(&mut self) -> Value {
+        loop {
+            if let Some(v) = self.json.pop_front() {
+                return v;
+            }
+            if let Err(c) = self.pump().await {
+                panic!("connection closed while waiting for a control message: {c:?}");
+            }
+        }
+    }
+
+    /// Next control message of `ty`, skipping others (pings, time sync requests…).
+    pub async fn next_of_type(&mut self, ty: &str) -> Value {
+        loop {
+            if let Some(pos) = self.json.iter().position(|v| v["type"] == ty) {
+                return self.json.remove(pos).unwrap();
+            }
+            if let Err(c) = self.pump().await {
+                panic!("connection closed while waiting for {ty}: {c:?}");
+            }
+        }
+    }
+
+    /// The control message answering request `id`.
+    pub async fn reply(&mut self, id: u64) -> Value {
+        loop {
+            if let Some(pos) = self.json.iter().position(|v| v["id"] == id) {
+                return self.json.remove(pos).unwrap();
+            }
+            if let Err(c) = self.pump().await {
+                panic!("connection closed while waiting for reply {id}: {c:?}");
+            }
+        }
+    }
+
+    /// Sends `msg` with a fresh id and returns the reply.
+    pub async fn request(&mut self, mut msg: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        msg["id"] = json!(id);
+        self.send_json(msg).await;
+        self.reply(id).await
+    }
+
+    pub async fn subscribe(&mut self, topic: &str) -> Value {
+        let r = self.request(json!({"op": "subscribe", "topic": topic})).await;
+        assert_eq!(r["type"], "subscribed", "{r}");
+        r
+    }
+
+    pub async fn subscribe_from(&mut self, topic: &str, offset: u64) -> Value {
+        let r = self.request(json!({"op": "subscribe", "topic": topic, "offset": offset})).await;
+        assert_eq!(r["type"], "subscribed", "{r}");
+        r
+    }
+
+    /// Publishes JSON `data` and returns the assigned offset.
+    pub async fn publish_json(&mut self, topic: &str, data: Value) -> u64 {
+        let r = self.request(json!({"op": "publish", "topic": topic, "data": data})).await;
+        assert_eq!(r["type"], "published", "{r}");
+        r["offset"].as_u64().unwrap()
+    }
+
+    /// Publishes bytes with the binary frame (acknowledged).
+    pub async fn publish_bin(&mut self, topic: &str, payload: &[u8]) -> u64 {
+        self.next_id += 1;
+        let id = self.next_id;
+        let frame = fanhub::protocol::frame::encode_publish(topic, id as u32, 0, payload);
+        self.ws.send(Message::binary(frame)).await.expect("send");
+        let r = self.reply(id).await;
+        assert_eq!(r["type"], "published", "{r}");
+        r["offset"].as_u64().unwrap()
+    }
+
+    /// Publishes bytes with the binary frame, no acknowledgement.
+    pub async fn publish_bin_noack(&mut self, topic: &str, payload: &[u8]) {
+        let frame = fanhub::protocol::frame::encode_publish(topic, 0, 0, payload);
+        self.ws.send(Message::binary(frame)).await.expect("send");
+    }
+
+    pub async fn next_record(&mut self) -> Record {
+        loop {
+            if let Some(r) = self.records.pop_front() {
+                return r;
+            }
+            if let Err(c) = self.pump().await {
+                panic!("connection closed while waiting for a record: {c:?}");
+            }
+        }
+    }
+
+    pub async fn records(&mut self, n: usize) -> Vec<Record> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            out.push(self.next_record().await);
+        }
+        out
+    }
+
+    /// Records received so far without waiting.
+    pub fn buffered_records(&mut self) -> Vec<Record> {
+        self.records.drain(..).collect()
+    }
+
+    /// Reads until the server closes; returns how (records are discarded).
+    pub async fn expect_close(&mut self) -> Closed {
+        loop {
+            if let Err(c) = self.pump().await {
+                return c;
+            }
+        }
+    }
+
+    /// Reads until the server closes, keeping records too.
+    pub async fn read_until_close(&mut self) -> (Vec<Record>, Closed) {
+        loop {
+            if let Err(c) = self.pump().await {
+                return (self.records.drain(..).collect(), c);
+            }
+        }
+    }
+
+    /// Sends a ping op and waits for the pong: proves the connection is alive and every
+    /// earlier reply has been read.
+    pub async fn assert_alive(&mut self) {
+        let r = self.request(json!({"op": "ping"})).await;
+        assert_eq!(r["type"], "pong", "{r}");
+    }
+}
