@@ -146,14 +146,21 @@ impl SessionManager {
         let mut validation = Validation::new(algorithm);
         validation.leeway = cfg.leeway_secs;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // jsonwebtoken checks `aud`/`iss` only when the token carries them: a configured
+        // audience or issuer must also be a required claim, or a token without it would pass.
+        let mut required = vec!["exp", "sub"];
         match &cfg.audience {
-            Some(a) => validation.set_audience(&[a]),
+            Some(a) => {
+                validation.set_audience(&[a]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
         if let Some(iss) = &cfg.issuer {
             validation.set_issuer(&[iss]);
+            required.push("iss");
         }
+        validation.set_required_spec_claims(&required);
         let patterns = |v: &[String], key: &str| -> Result<Vec<TopicPattern>, String> {
             v.iter().map(|p| TopicPattern::new(p).map_err(|e| format!("{key}: {p:?}: {e}"))).collect()
         };
@@ -194,7 +201,9 @@ impl SessionManager {
                 ErrorKind::InvalidAlgorithm => (AuthFailure::BadSignature, "token is signed with another algorithm"),
                 ErrorKind::InvalidIssuer => (AuthFailure::WrongIssuer, "token issuer is not accepted"),
                 ErrorKind::InvalidAudience => (AuthFailure::WrongAudience, "token audience is not this hub"),
-                ErrorKind::MissingRequiredClaim(_) => (AuthFailure::Malformed, "token lacks a required claim (sub, exp)"),
+                ErrorKind::MissingRequiredClaim(c) if c == "aud" => (AuthFailure::WrongAudience, "token has no audience (aud) and this hub requires one"),
+                ErrorKind::MissingRequiredClaim(c) if c == "iss" => (AuthFailure::WrongIssuer, "token has no issuer (iss) and this hub requires one"),
+                ErrorKind::MissingRequiredClaim(_) => (AuthFailure::Malformed, "token lacks a required claim (sub or exp)"),
                 _ => (AuthFailure::Malformed, "token is not a well-formed JWT"),
             };
             AuthError::new(reason, detail)

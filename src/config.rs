@@ -18,7 +18,7 @@ use crate::hub::{HubConfig, HubLimits, TopicsConfig};
 pub const DEV_SECRET: &str = "fanhub-development-secret-do-not-use-in-production";
 
 /// The whole configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// This node's id (empty: generated at start).
@@ -177,20 +177,6 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self { format: "human".into(), level: "info".into() }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            node_id: String::new(),
-            server: ServerConfig::default(),
-            websocket: WsConfig::default(),
-            auth: AuthConfig::default(),
-            limits: HubLimits::default(),
-            topics: TopicsConfig::default(),
-            log: LogConfig::default(),
-        }
     }
 }
 
@@ -392,6 +378,18 @@ mod tests {
         let c = Config::load(None, Vec::new()).unwrap();
         assert!(c.auth.is_dev());
         assert_eq!(c.server.listen.port(), 8080);
+    }
+
+    #[test]
+    fn the_example_file_documents_a_valid_config() {
+        let c = Config::from_toml(include_str!("../deploy/fanhub.example.toml")).unwrap();
+        let d = Config::default();
+        assert_eq!(c.server, d.server);
+        assert_eq!(c.websocket, d.websocket);
+        assert_eq!(c.limits, d.limits);
+        assert_eq!(c.topics.default_policy, d.topics.default_policy);
+        assert_eq!(c.topics.default_history, d.topics.default_history);
+        assert_eq!(c.topics.declare.len(), 2);
     }
 
     #[test]

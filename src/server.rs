@@ -296,7 +296,7 @@ struct SessionRequest {
 async fn create_session(State(s): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Result<impl IntoResponse, ApiError> {
     let key = bearer_or_key(&headers).ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "an API key is required (X-Api-Key or Authorization: Bearer)"))?;
     if !s.ctx.sessions.check_api_key(key) {
-        s.ctx.manager.counters().record_auth_failure(crate::hub::AuthFailure::BadSignature);
+        s.ctx.manager.counters().record_auth_failure(crate::hub::AuthFailure::InvalidApiKey);
         return Err(ApiError::new(ErrorCode::Unauthenticated, "unknown API key"));
     }
     mint(&s, &body)

@@ -247,6 +247,9 @@ impl OutboundQueue {
         if l.close.is_some() {
             return SendOutcome::Closed;
         }
+        // The writer re-drains after every write, so it only needs a wake-up when the lanes it
+        // drains go from empty to non-empty (or something is coalesced while it sleeps).
+        let was_idle = l.reliable.is_empty() && l.best_effort.is_empty() && l.control.is_empty();
         let outcome = match *d.policy {
             DeliveryPolicy::Reliable { .. } => {
                 if !l.fits(&self.limits, d.sub, d.policy, len) {
@@ -285,7 +288,7 @@ impl OutboundQueue {
             d.sub.note_delivered(d.offset);
         }
         drop(l);
-        if outcome != SendOutcome::Dropped {
+        if was_idle && outcome != SendOutcome::Dropped {
             self.wake.notify_one();
         }
         outcome
@@ -465,6 +468,30 @@ impl OutboundQueue {
         }
     }
 
+    /// Queued control messages.
+    pub fn control_len(&self) -> usize {
+        self.lanes.lock().control.len()
+    }
+
+    /// Waits until fewer than `n` control messages are queued (or closing began). A transport
+    /// calls it before reading the next request, so a client that pipelines requests faster
+    /// than their replies can be written is slowed down instead of growing the queue.
+    pub async fn wait_control_below(&self, n: usize) {
+        loop {
+            let notified = self.space.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut l = self.lanes.lock();
+                if l.control.len() < n || l.close.is_some() {
+                    return;
+                }
+                l.space_waiters = true;
+            }
+            notified.await;
+        }
+    }
+
     /// Queued data messages (live, not yet drained).
     pub fn depth(&self) -> usize {
         self.lanes.lock().msgs
@@ -509,7 +536,7 @@ impl OutboundQueue {
                 }
             }
         }
-        let freed = !batch.records.is_empty() && std::mem::take(&mut l.space_waiters);
+        let freed = !batch.is_empty() && std::mem::take(&mut l.space_waiters);
         let result = if !batch.is_empty() {
             Drain::Ready
         } else if let Some(close) = l.close.clone().filter(|_| l.coalesced.is_empty() || !close_drains(&l)) {

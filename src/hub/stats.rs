@@ -54,10 +54,12 @@ pub enum AuthFailure {
     WrongAudience,
     /// The first message was not `connect`, or none came in time.
     NoConnect,
+    /// An HTTP API key (sessions, publish) is unknown.
+    InvalidApiKey,
 }
 
 impl AuthFailure {
-    const ALL: [AuthFailure; 8] = [
+    const ALL: [AuthFailure; 9] = [
         Self::Missing,
         Self::Malformed,
         Self::BadSignature,
@@ -66,6 +68,7 @@ impl AuthFailure {
         Self::WrongIssuer,
         Self::WrongAudience,
         Self::NoConnect,
+        Self::InvalidApiKey,
     ];
 
     /// Name in stats, metrics and error messages.
@@ -79,6 +82,7 @@ impl AuthFailure {
             Self::WrongIssuer => "wrong_issuer",
             Self::WrongAudience => "wrong_audience",
             Self::NoConnect => "no_connect",
+            Self::InvalidApiKey => "invalid_api_key",
         }
     }
 }
@@ -94,7 +98,7 @@ pub struct Counters {
     pub(crate) messages_out: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
     drops: [AtomicU64; 3],
-    auth_failures: [AtomicU64; 8],
+    auth_failures: [AtomicU64; 9],
     pub(crate) slow_consumer_disconnects: AtomicU64,
     pub(crate) connections_accepted: AtomicU64,
     pub(crate) connections_rejected: AtomicU64,

@@ -58,9 +58,7 @@ impl ClientSession {
     }
 
     fn reply(&self, msg: &ServerMsg) -> Flow {
-        if self.conn.send_control(msg) {
-            Flow::Continue
-        } else if self.conn.core().outbound.closing().is_some() {
+        if self.conn.send_control(msg) || self.conn.core().outbound.closing().is_some() {
             Flow::Continue
         } else {
             // The control lane is full: the client sends requests but does not read replies.

@@ -188,8 +188,13 @@ async fn serve(ctx: Arc<HubContext>, stream: TcpStream, prefix: Bytes, remote: S
     let mut last_sync = tokio::time::Instant::now();
     let mut shutdown = ctx.shutdown.clone();
     let mut peer_closed = false;
+    // Requests are read only while their replies keep up: past this many queued replies the
+    // reader waits for the writer (backpressure on a pipelining client, not a disconnect).
+    let control_high_water = (ctx.manager.limits().queue.max_control / 2).max(1);
+    let mut stalled_ticks = 0u64;
 
     while flow == Flow::Continue {
+        let backlogged = conn.core.outbound.control_len() >= control_high_water;
         let target = session.next_expiry_event();
         if target.is_some() && target.map(|d| d.as_millis() / 100) != expiry_target {
             expiry_target = target.map(|d| d.as_millis() / 100);
@@ -198,7 +203,8 @@ async fn serve(ctx: Arc<HubContext>, stream: TcpStream, prefix: Bytes, remote: S
         tokio::select! {
             biased;
             () = conn.core.outbound.closed() => break,
-            msg = ws.next() => match msg {
+            () = conn.core.outbound.wait_control_below(control_high_water), if backlogged => {}
+            msg = ws.next(), if !backlogged => match msg {
                 Some(Ok(msg)) => {
                     conn.core.touch(unix_ms());
                     if msg.is_text() {
@@ -214,7 +220,11 @@ async fn serve(ctx: Arc<HubContext>, stream: TcpStream, prefix: Bytes, remote: S
             },
             _ = ping.tick() => {
                 let idle = unix_ms().saturating_sub(conn.core.last_activity_ms());
-                if idle > cfg.idle_timeout_ms {
+                stalled_ticks = if backlogged { stalled_ticks + 1 } else { 0 };
+                if stalled_ticks * cfg.ping_interval_ms > cfg.idle_timeout_ms {
+                    // Replies have not moved for a whole idle timeout: the client is not reading.
+                    flow = Flow::Close(CloseReason::SlowConsumer, "control replies are not being read".into());
+                } else if idle > cfg.idle_timeout_ms && !backlogged {
                     flow = Flow::Close(CloseReason::IdleTimeout, format!("nothing received for {idle} ms"));
                 } else {
                     conn.core.outbound.push_raw(Bytes::from_static(&[0x89, 0x00]));
@@ -232,7 +242,7 @@ async fn serve(ctx: Arc<HubContext>, stream: TcpStream, prefix: Bytes, remote: S
             }
             () = &mut auth_deadline, if !session.is_registered() => {
                 ctx.manager.counters().record_auth_failure(crate::hub::AuthFailure::NoConnect);
-                let msg = format!("no connect within {} ms", cfg.auth_timeout_ms);
+                let msg = format!("no_connect: no connect within {} ms", cfg.auth_timeout_ms);
                 let _ = conn.send_control(&ServerMsg::error(None, ErrorCode::Unauthenticated, msg.clone()));
                 flow = Flow::Close(CloseReason::Unauthenticated, msg);
             }
@@ -258,8 +268,22 @@ async fn serve(ctx: Arc<HubContext>, stream: TcpStream, prefix: Bytes, remote: S
     ctx.manager.unregister_client(conn.id());
     let drains = conn.core.outbound.closing().is_some_and(|c| c.reason.drains_queue());
     let grace = if drains { ctx.config.server.shutdown_grace_ms.max(cfg.close_timeout_ms) } else { cfg.close_timeout_ms };
-    if tokio::time::timeout(Duration::from_millis(grace), &mut writer).await.is_err() {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(grace);
+    if tokio::time::timeout_at(deadline, &mut writer).await.is_err() {
         writer.abort();
+        return;
+    }
+    // Lingering close: our close frame and FIN are out; read and discard until the peer closes
+    // (or briefly), because closing a socket with unread input makes the kernel send a reset,
+    // and a reset makes the peer drop what it has not read yet (our bye and close frame).
+    if !peer_closed {
+        let mut rd = ws.into_inner().rd;
+        let mut buf = vec![0u8; 4096];
+        let linger = Duration::from_millis(cfg.close_timeout_ms.min(2000));
+        let _ = tokio::time::timeout(linger, async {
+            while matches!(tokio::io::AsyncReadExt::read(&mut rd, &mut buf).await, Ok(n) if n > 0) {}
+        })
+        .await;
     }
 }
 

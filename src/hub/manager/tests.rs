@@ -421,7 +421,7 @@ fn seed_000_streams_open_with_offsets_and_main_stream() {
     assert_eq!(infos[1].replayed, 2);
     assert_eq!(m.connection_details(c.id()).unwrap(), details);
 
-    let mut bad = details.clone();
+    let mut bad = details;
     bad.stream_offsets = vec![1];
     let c2 = TestConnection::register(&m, "u", 2);
     assert!(matches!(m.open_streams(c2.id(), &bad, now()), Err(SubscribeError::OffsetsMismatch { .. })));
