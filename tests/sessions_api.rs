@@ -9,105 +9,9 @@ use common::*;
 use fanhub::auth::unix_now;
 use fanhub::config::Config;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-struct HttpResponse {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl HttpResponse {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// One HTTP/1.1 request on a fresh connection (`Connection: close`), read to the end.
-async fn http(
-    hub: &Hub,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> HttpResponse {
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-        hub.addr
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if method == "POST" {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    let mut tcp = TcpStream::connect(hub.addr).await.unwrap();
-    tcp.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(TIMEOUT, tcp.read_to_end(&mut raw))
-        .await
-        .expect("response hung")
-        .unwrap();
-    let text = String::from_utf8(raw).expect("UTF-8 response");
-    let (head, body) = text.split_once("\r\n\r\n").expect("header/body separator");
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    HttpResponse {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    loop {
-        let (size, rest) = s.split_once("\r\n").expect("chunk size line");
-        let n = usize::from_str_radix(size.trim(), 16).expect("chunk size");
-        if n == 0 {
-            return out;
-        }
-        out.push_str(&rest[..n]);
-        s = &rest[n + 2..];
-    }
-}
 
 async fn create_session(hub: &Hub, body: &Value) -> HttpResponse {
-    http(
-        hub,
+    http(hub.addr,
         "POST",
         "/v1/sessions",
         &[("X-Api-Key", API_KEY)],
@@ -199,8 +103,7 @@ async fn a_session_without_ttl_gets_the_default_session_ttl() {
 async fn the_api_key_is_also_accepted_as_a_bearer_token() {
     let hub = spawn_hub(test_config()).await;
     let bearer = format!("Bearer {API_KEY}");
-    let resp = http(
-        &hub,
+    let resp = http(hub.addr,
         "POST",
         "/v1/sessions",
         &[("Authorization", &bearer)],
@@ -215,7 +118,7 @@ async fn the_api_key_is_also_accepted_as_a_bearer_token() {
 #[tokio::test]
 async fn creating_a_session_without_an_api_key_is_401_unauthenticated() {
     let hub = spawn_hub(test_config()).await;
-    let resp = http(&hub, "POST", "/v1/sessions", &[], r#"{"subject":"alice"}"#).await;
+    let resp = http(hub.addr, "POST", "/v1/sessions", &[], r#"{"subject":"alice"}"#).await;
     assert_api_error(&resp, 401, "unauthenticated");
     assert!(resp.json().get("token").is_none());
     hub.shutdown().await;
@@ -228,8 +131,7 @@ async fn creating_a_session_with_a_wrong_api_key_is_401_unauthenticated() {
         [("X-Api-Key", "wrong-key")],
         [("Authorization", "Bearer wrong-key")],
     ] {
-        let resp = http(
-            &hub,
+        let resp = http(hub.addr,
             "POST",
             "/v1/sessions",
             &headers,
@@ -258,8 +160,7 @@ async fn creating_a_session_with_a_bad_body_is_400_invalid_argument() {
         r#"{"subject":"alice","publish":["bad topic"]}"#,
     ];
     for body in bodies {
-        let resp = http(
-            &hub,
+        let resp = http(hub.addr,
             "POST",
             "/v1/sessions",
             &[("X-Api-Key", API_KEY)],
@@ -311,7 +212,7 @@ async fn healthz_reports_status_version_uptime_and_node_id() {
     let mut config = test_config();
     config.node_id = "node-under-test".into();
     let hub = spawn_hub(config).await;
-    let resp = http(&hub, "GET", "/healthz", &[], "").await;
+    let resp = http(hub.addr, "GET", "/healthz", &[], "").await;
     assert_eq!(resp.status, 200, "{}", resp.body);
     assert_eq!(resp.header("content-type"), Some("application/json"));
     let h = resp.json();
@@ -325,7 +226,7 @@ async fn healthz_reports_status_version_uptime_and_node_id() {
 #[tokio::test]
 async fn healthz_generates_a_node_id_when_none_is_configured() {
     let hub = spawn_hub(test_config()).await;
-    let h = http(&hub, "GET", "/healthz", &[], "").await.json();
+    let h = http(hub.addr, "GET", "/healthz", &[], "").await.json();
     assert!(
         h["node_id"]
             .as_str()

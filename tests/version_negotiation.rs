@@ -8,7 +8,6 @@ mod common;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::Response;
@@ -54,53 +53,6 @@ async fn connect_on(hub: &Hub, ws: &mut Ws) -> Value {
     }
 }
 
-/// A raw HTTP/1.1 exchange: (status, lower-cased headers, body).
-async fn http(hub: &Hub, request_head: &str) -> (u16, Vec<(String, String)>, String) {
-    let mut tcp = TcpStream::connect(hub.addr).await.unwrap();
-    tcp.write_all(request_head.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(TIMEOUT, tcp.read_to_end(&mut raw))
-        .await
-        .expect("response hung")
-        .unwrap();
-    let text = String::from_utf8(raw).expect("UTF-8 response");
-    let (head, body) = text.split_once("\r\n\r\n").expect("header/body separator");
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    (status, headers, body)
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    loop {
-        let (size, rest) = s.split_once("\r\n").expect("chunk size line");
-        let n = usize::from_str_radix(size.trim(), 16).expect("chunk size");
-        if n == 0 {
-            return out;
-        }
-        out.push_str(&rest[..n]);
-        s = &rest[n + 2..];
-    }
-}
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers
@@ -161,7 +113,7 @@ async fn offering_only_unknown_versions_over_raw_http_is_refused_with_400_json()
     );
     // `Connection: close` after `Connection: Upgrade` keeps the upgrade token in the header
     // list while letting the socket end after the response.
-    let (status, headers, body) = http(&hub, &head).await;
+    let HttpResponse { status, headers, body } = http_raw(hub.addr, &head).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(header(&headers, "content-type"), Some("application/json"));
     let body: Value = serde_json::from_str(&body).unwrap();
@@ -229,7 +181,7 @@ async fn a_plain_get_of_the_websocket_path_is_400_json() {
         "GET /ws HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
         hub.addr
     );
-    let (status, headers, body) = http(&hub, &head).await;
+    let HttpResponse { status, headers, body } = http_raw(hub.addr, &head).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(header(&headers, "content-type"), Some("application/json"));
     let body: Value = serde_json::from_str(&body).unwrap();
@@ -247,8 +199,8 @@ async fn a_plain_get_of_the_websocket_path_is_400_json() {
 #[tokio::test]
 async fn an_upgrade_with_another_websocket_version_is_400_json() {
     let hub = spawn_hub(test_config()).await;
-    let (status, _, body) = http(
-        &hub,
+    let HttpResponse { status, body, .. } = http_raw(
+        hub.addr,
         &upgrade_head(&hub, "Sec-WebSocket-Version: 8\r\nConnection: close\r\n"),
     )
     .await;
@@ -273,7 +225,7 @@ async fn an_upgrade_without_a_key_is_400_json() {
          Sec-WebSocket-Version: 13\r\nConnection: close\r\n\r\n",
         hub.addr
     );
-    let (status, _, body) = http(&hub, &head).await;
+    let HttpResponse { status, body, .. } = http_raw(hub.addr, &head).await;
     assert_eq!(status, 400, "{body}");
     let body: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["code"], "invalid_argument", "{body}");
