@@ -98,7 +98,10 @@ pub struct SessionManager {
 
 impl std::fmt::Debug for SessionManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionManager").field("algorithm", &self.algorithm).field("dev", &self.dev).finish_non_exhaustive()
+        f.debug_struct("SessionManager")
+            .field("algorithm", &self.algorithm)
+            .field("dev", &self.dev)
+            .finish_non_exhaustive()
     }
 }
 
@@ -128,14 +131,22 @@ impl SessionManager {
             _ => {
                 let public = cfg.public_key_pem.as_deref().ok_or("auth.public_key_pem is required")?;
                 let pem = read(public)?;
-                let dec = if algorithm == Algorithm::RS256 { DecodingKey::from_rsa_pem(&pem) } else { DecodingKey::from_ec_pem(&pem) }
-                    .map_err(|e| format!("auth.public_key_pem: {e}"))?;
+                let dec = if algorithm == Algorithm::RS256 {
+                    DecodingKey::from_rsa_pem(&pem)
+                } else {
+                    DecodingKey::from_ec_pem(&pem)
+                }
+                .map_err(|e| format!("auth.public_key_pem: {e}"))?;
                 let enc = match &cfg.private_key_pem {
                     Some(p) => {
                         let pem = read(p)?;
                         Some(
-                            if algorithm == Algorithm::RS256 { EncodingKey::from_rsa_pem(&pem) } else { EncodingKey::from_ec_pem(&pem) }
-                                .map_err(|e| format!("auth.private_key_pem: {e}"))?,
+                            if algorithm == Algorithm::RS256 {
+                                EncodingKey::from_rsa_pem(&pem)
+                            } else {
+                                EncodingKey::from_ec_pem(&pem)
+                            }
+                            .map_err(|e| format!("auth.private_key_pem: {e}"))?,
                         )
                     }
                     None => None,
@@ -201,9 +212,15 @@ impl SessionManager {
                 ErrorKind::InvalidAlgorithm => (AuthFailure::BadSignature, "token is signed with another algorithm"),
                 ErrorKind::InvalidIssuer => (AuthFailure::WrongIssuer, "token issuer is not accepted"),
                 ErrorKind::InvalidAudience => (AuthFailure::WrongAudience, "token audience is not this hub"),
-                ErrorKind::MissingRequiredClaim(c) if c == "aud" => (AuthFailure::WrongAudience, "token has no audience (aud) and this hub requires one"),
-                ErrorKind::MissingRequiredClaim(c) if c == "iss" => (AuthFailure::WrongIssuer, "token has no issuer (iss) and this hub requires one"),
-                ErrorKind::MissingRequiredClaim(_) => (AuthFailure::Malformed, "token lacks a required claim (sub or exp)"),
+                ErrorKind::MissingRequiredClaim(c) if c == "aud" => {
+                    (AuthFailure::WrongAudience, "token has no audience (aud) and this hub requires one")
+                }
+                ErrorKind::MissingRequiredClaim(c) if c == "iss" => {
+                    (AuthFailure::WrongIssuer, "token has no issuer (iss) and this hub requires one")
+                }
+                ErrorKind::MissingRequiredClaim(_) => {
+                    (AuthFailure::Malformed, "token lacks a required claim (sub or exp)")
+                }
                 _ => (AuthFailure::Malformed, "token is not a well-formed JWT"),
             };
             AuthError::new(reason, detail)
@@ -214,7 +231,11 @@ impl SessionManager {
                 None => Ok(default.to_vec()),
                 Some(v) => v
                     .iter()
-                    .map(|p| TopicPattern::new(p).map_err(|e| AuthError::new(AuthFailure::Malformed, format!("bad topic pattern in claims: {e}"))))
+                    .map(|p| {
+                        TopicPattern::new(p).map_err(|e| {
+                            AuthError::new(AuthFailure::Malformed, format!("bad topic pattern in claims: {e}"))
+                        })
+                    })
                     .collect(),
             }
         };
@@ -282,9 +303,12 @@ mod tests {
     }
 
     fn mint(m: &SessionManager, ttl: u64) -> String {
-        m.mint(&MintRequest { subject: "alice".into(), subscribe: vec!["video/*".into()], publish: vec![], ttl_secs: ttl }, unix_now())
-            .unwrap()
-            .token
+        m.mint(
+            &MintRequest { subject: "alice".into(), subscribe: vec!["video/*".into()], publish: vec![], ttl_secs: ttl },
+            unix_now(),
+        )
+        .unwrap()
+        .token
     }
 
     #[test]
@@ -330,7 +354,12 @@ mod tests {
             subscribe: None,
             publish: None,
         };
-        let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(DEV_SECRET.as_bytes())).unwrap();
+        let t = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(DEV_SECRET.as_bytes()),
+        )
+        .unwrap();
         assert_eq!(m.verify(&t).unwrap_err().reason, AuthFailure::NotYetValid);
     }
 
@@ -341,8 +370,22 @@ mod tests {
             api_keys: vec!["key-1".into()],
             ..Default::default()
         });
-        let claims = Claims { sub: "a".into(), exp: unix_now() + 60, iat: None, nbf: None, iss: None, aud: None, subscribe: None, publish: None };
-        let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(DEV_SECRET.as_bytes())).unwrap();
+        let claims = Claims {
+            sub: "a".into(),
+            exp: unix_now() + 60,
+            iat: None,
+            nbf: None,
+            iss: None,
+            aud: None,
+            subscribe: None,
+            publish: None,
+        };
+        let t = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(DEV_SECRET.as_bytes()),
+        )
+        .unwrap();
         let id = m.verify(&t).unwrap();
         assert!(id.can_subscribe(&TopicName::new("public/x").unwrap()));
         assert!(m.check_api_key("key-1"));

@@ -236,9 +236,8 @@ impl Config {
             let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
             set_path(&mut table, &path, parse_env_value(&v));
         }
-        let config: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        let config: Config =
+            toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
         config.validate().map_err(ConfigError::Invalid)?;
         Ok(config)
     }
@@ -301,7 +300,11 @@ impl Config {
             });
         }
         if !["HS256", "RS256", "ES256"].contains(&self.auth.algorithm.as_str()) {
-            p.push(ConfigProblem { key: "auth.algorithm".into(), value: self.auth.algorithm.clone(), allowed: "HS256, RS256 or ES256".into() });
+            p.push(ConfigProblem {
+                key: "auth.algorithm".into(),
+                value: self.auth.algorithm.clone(),
+                allowed: "HS256, RS256 or ES256".into(),
+            });
         }
         if self.auth.algorithm != "HS256" && self.auth.public_key_pem.is_none() {
             p.push(ConfigProblem {
@@ -311,18 +314,34 @@ impl Config {
             });
         }
         if self.auth.hs256_secret.as_ref().is_some_and(|s| s.len() < 16) {
-            p.push(ConfigProblem { key: "auth.hs256_secret".into(), value: "(hidden)".into(), allowed: "at least 16 bytes".into() });
+            p.push(ConfigProblem {
+                key: "auth.hs256_secret".into(),
+                value: "(hidden)".into(),
+                allowed: "at least 16 bytes".into(),
+            });
         }
         if !["human", "json"].contains(&self.log.format.as_str()) {
-            p.push(ConfigProblem { key: "log.format".into(), value: self.log.format.clone(), allowed: "human or json".into() });
+            p.push(ConfigProblem {
+                key: "log.format".into(),
+                value: self.log.format.clone(),
+                allowed: "human or json".into(),
+            });
         }
         for (i, pat) in self.auth.default_subscribe.iter().chain(&self.auth.default_publish).enumerate() {
             if let Err(e) = crate::hub::TopicPattern::new(pat) {
-                p.push(ConfigProblem { key: format!("auth.default_subscribe/default_publish[{i}]"), value: pat.clone(), allowed: e.to_string() });
+                p.push(ConfigProblem {
+                    key: format!("auth.default_subscribe/default_publish[{i}]"),
+                    value: pat.clone(),
+                    allowed: e.to_string(),
+                });
             }
         }
         if let Err(e) = crate::hub::TopicRegistry::new(self.topics.clone()) {
-            let key = if e.0 == usize::MAX { "topics.default_policy".to_string() } else { format!("topics.declare[{}]", e.0) };
+            let key = if e.0 == usize::MAX {
+                "topics.default_policy".to_string()
+            } else {
+                format!("topics.declare[{}]", e.0)
+            };
             p.push(ConfigProblem { key, value: "(see message)".into(), allowed: e.1 });
         }
         if p.is_empty() {

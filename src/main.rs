@@ -74,7 +74,8 @@ fn load(arg: &ConfigArg) -> anyhow::Result<Config> {
 }
 
 fn init_tracing(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if config.log.format == "json" {
         builder.json().init();
@@ -128,7 +129,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if dev {
         let token = server
             .sessions()
-            .mint(&MintRequest { subject: "dev".into(), subscribe: vec![">".into()], publish: vec![">".into()], ttl_secs: 86_400 }, unix_now())
+            .mint(
+                &MintRequest {
+                    subject: "dev".into(),
+                    subscribe: vec![">".into()],
+                    publish: vec![">".into()],
+                    ttl_secs: 86_400,
+                },
+                unix_now(),
+            )
             .map_err(anyhow::Error::msg)?;
         tracing::warn!("development mode: no auth key configured, tokens use the built-in dev secret");
         eprintln!(
@@ -144,7 +153,15 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
     let config = load(&args.config)?;
     let sessions = SessionManager::new(&config.auth).map_err(anyhow::Error::msg)?;
     let minted = sessions
-        .mint(&MintRequest { subject: args.sub, subscribe: args.subscribe, publish: args.publish, ttl_secs: args.ttl_secs }, unix_now())
+        .mint(
+            &MintRequest {
+                subject: args.sub,
+                subscribe: args.subscribe,
+                publish: args.publish,
+                ttl_secs: args.ttl_secs,
+            },
+            unix_now(),
+        )
         .map_err(anyhow::Error::msg)?;
     println!("{}", minted.token);
     Ok(())

@@ -38,7 +38,10 @@ impl Listeners {
     /// # Errors
     /// When an address cannot be bound.
     pub async fn bind(config: &Config) -> std::io::Result<Self> {
-        Ok(Self { public: TcpListener::bind(config.server.listen).await?, admin: TcpListener::bind(config.server.admin_listen).await? })
+        Ok(Self {
+            public: TcpListener::bind(config.server.listen).await?,
+            admin: TcpListener::bind(config.server.admin_listen).await?,
+        })
     }
 
     /// Binds both on 127.0.0.1 with ephemeral ports.
@@ -77,7 +80,11 @@ impl Server {
         let manager = Arc::new(ConnectionManager::new(config.hub()).map_err(ServerError::Config)?);
         let sessions = Arc::new(SessionManager::new(&config.auth).map_err(ServerError::Config)?);
         let public_url = config.public_url(listeners.public.local_addr()?);
-        let node_id = if config.node_id.is_empty() { format!("node-{:08x}", rand::random::<u32>()) } else { config.node_id.clone() };
+        let node_id = if config.node_id.is_empty() {
+            format!("node-{:08x}", rand::random::<u32>())
+        } else {
+            config.node_id.clone()
+        };
         let (shutdown_tx, shutdown) = watch::channel(false);
         let ctx = Arc::new(HubContext {
             manager,
@@ -113,7 +120,11 @@ impl Server {
     ///
     /// # Errors
     /// When a listener fails.
-    pub async fn run(self, listeners: Listeners, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+    pub async fn run(
+        self,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
         let ctx = self.ctx.clone();
         let app = AppState { ctx: ctx.clone(), started: self.started };
         let public_task = tokio::spawn(serve_http(listeners.public, public_router(app.clone()), ctx.shutdown.clone()));
@@ -143,7 +154,11 @@ impl Server {
 ///
 /// # Errors
 /// [`ServerError`].
-pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     Server::new(config, &listeners)?.run(listeners, shutdown).await
 }
 
@@ -293,8 +308,14 @@ struct SessionRequest {
 }
 
 /// `POST /v1/sessions` (seed 001 session creation), guarded by an API key.
-async fn create_session(State(s): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Result<impl IntoResponse, ApiError> {
-    let key = bearer_or_key(&headers).ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "an API key is required (X-Api-Key or Authorization: Bearer)"))?;
+async fn create_session(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let key = bearer_or_key(&headers).ok_or_else(|| {
+        ApiError::new(ErrorCode::Unauthenticated, "an API key is required (X-Api-Key or Authorization: Bearer)")
+    })?;
     if !s.ctx.sessions.check_api_key(key) {
         s.ctx.manager.counters().record_auth_failure(crate::hub::AuthFailure::InvalidApiKey);
         return Err(ApiError::new(ErrorCode::Unauthenticated, "unknown API key"));
@@ -308,17 +329,23 @@ async fn dev_token(State(s): State<AppState>, body: axum::body::Bytes) -> Result
 }
 
 fn mint(s: &AppState, body: &[u8]) -> Result<Json<serde_json::Value>, ApiError> {
-    let req: SessionRequest =
-        serde_json::from_slice(body).map_err(|e| ApiError::new(ErrorCode::InvalidArgument, format!("invalid session request: {e}")))?;
+    let req: SessionRequest = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, format!("invalid session request: {e}")))?;
     let auth = &s.ctx.config.auth;
     let ttl = req.ttl_secs.unwrap_or(auth.session_ttl_secs);
     if ttl == 0 || ttl > auth.max_session_ttl_secs {
-        return Err(ApiError::new(ErrorCode::InvalidArgument, format!("ttl_secs must be 1..={}", auth.max_session_ttl_secs)));
+        return Err(ApiError::new(
+            ErrorCode::InvalidArgument,
+            format!("ttl_secs must be 1..={}", auth.max_session_ttl_secs),
+        ));
     }
     let minted = s
         .ctx
         .sessions
-        .mint(&MintRequest { subject: req.subject, subscribe: req.subscribe, publish: req.publish, ttl_secs: ttl }, unix_now())
+        .mint(
+            &MintRequest { subject: req.subject, subscribe: req.subscribe, publish: req.publish, ttl_secs: ttl },
+            unix_now(),
+        )
         .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e))?;
     Ok(Json(serde_json::json!({
         "token": minted.token,

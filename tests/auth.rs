@@ -19,22 +19,12 @@ use serde_json::{json, Value};
 /// message starts with `reason`, then `bye` `unauthenticated`, then a close with 4001.
 fn assert_refused(closed: &Closed, id: Option<u64>, reason: &str) {
     assert_eq!(closed.code, Some(4001), "close code; got {closed:?}");
-    let err = closed
-        .messages
-        .first()
-        .unwrap_or_else(|| panic!("no error before the close: {closed:?}"));
+    let err = closed.messages.first().unwrap_or_else(|| panic!("no error before the close: {closed:?}"));
     assert_eq!(err["type"], "error", "{closed:?}");
     assert_eq!(err["code"], "unauthenticated", "{err}");
-    assert_eq!(
-        err["id"],
-        id.map_or(Value::Null, |i| json!(i)),
-        "request id echoed: {err}"
-    );
+    assert_eq!(err["id"], id.map_or(Value::Null, |i| json!(i)), "request id echoed: {err}");
     let message = err["message"].as_str().unwrap();
-    assert!(
-        message.starts_with(reason),
-        "message {message:?} should name the reason {reason:?}"
-    );
+    assert!(message.starts_with(reason), "message {message:?} should name the reason {reason:?}");
     let bye = closed.messages.last().unwrap();
     assert_eq!(bye["type"], "bye", "{closed:?}");
     assert_eq!(bye["reason"], "unauthenticated", "{bye}");
@@ -46,38 +36,17 @@ fn assert_refused(closed: &Closed, id: Option<u64>, reason: &str) {
 async fn assert_nothing_registered(hub: &Hub, reason: &'static str) {
     hub.eventually("the refused connection is gone", |m| {
         let s = m.connection_stats();
-        s.connections_by_state
-            .get("authenticating")
-            .copied()
-            .unwrap_or(0)
-            == 0
-            && s.connections_by_state
-                .get("establishing")
-                .copied()
-                .unwrap_or(0)
-                == 0
+        s.connections_by_state.get("authenticating").copied().unwrap_or(0) == 0
+            && s.connections_by_state.get("establishing").copied().unwrap_or(0) == 0
     })
     .await;
     let stats = hub.manager.connection_stats();
     assert_eq!(stats.active_connections, 0, "nothing registered");
     assert_eq!(stats.connections_accepted, 0, "nothing accepted");
     assert_eq!(stats.subscriptions, 0);
-    assert_eq!(
-        stats.auth_failures[reason], 1,
-        "failure counted under {reason}: {:?}",
-        stats.auth_failures
-    );
-    let others: u64 = stats
-        .auth_failures
-        .iter()
-        .filter(|(k, _)| **k != reason)
-        .map(|(_, v)| v)
-        .sum();
-    assert_eq!(
-        others, 0,
-        "no other reason counted: {:?}",
-        stats.auth_failures
-    );
+    assert_eq!(stats.auth_failures[reason], 1, "failure counted under {reason}: {:?}", stats.auth_failures);
+    let others: u64 = stats.auth_failures.iter().filter(|(k, _)| **k != reason).map(|(_, v)| v).sum();
+    assert_eq!(others, 0, "no other reason counted: {:?}", stats.auth_failures);
 }
 
 /// Opens a socket and sends `connect` with id 1 carrying `token`; returns how it closed.
@@ -99,12 +68,7 @@ fn other_sessions(cfg: AuthConfig) -> SessionManager {
 fn mint(sessions: &SessionManager, subject: &str, now: u64, ttl_secs: u64) -> String {
     sessions
         .mint(
-            &MintRequest {
-                subject: subject.into(),
-                subscribe: vec![">".into()],
-                publish: vec![">".into()],
-                ttl_secs,
-            },
+            &MintRequest { subject: subject.into(), subscribe: vec![">".into()], publish: vec![">".into()], ttl_secs },
             now,
         )
         .expect("mint")
@@ -160,12 +124,7 @@ async fn a_token_with_a_tampered_payload_is_refused_as_bad_signature() {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let mut claims: Value = serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
     claims["sub"] = json!("root");
-    let forged = format!(
-        "{}.{}.{}",
-        parts[0],
-        b64.encode(claims.to_string()),
-        parts[2]
-    );
+    let forged = format!("{}.{}.{}", parts[0], b64.encode(claims.to_string()), parts[2]);
     let closed = connect_refused(&hub, Some(&forged)).await;
     assert_refused(&closed, Some(1), "bad_signature");
     assert_nothing_registered(&hub, "bad_signature").await;
@@ -191,24 +150,14 @@ async fn a_token_for_another_audience_is_refused_as_wrong_audience() {
     // Control: the hub's own audience is accepted.
     let ok = hub.connect("alice").await;
     drop(ok);
-    hub.eventually("control connection gone", |m| {
-        m.connection_stats().active_connections == 0
-    })
-    .await;
+    hub.eventually("control connection gone", |m| m.connection_stats().active_connections == 0).await;
 
-    let other = other_sessions(AuthConfig {
-        audience: Some("elsewhere".into()),
-        ..Default::default()
-    });
+    let other = other_sessions(AuthConfig { audience: Some("elsewhere".into()), ..Default::default() });
     let closed = connect_refused(&hub, Some(&mint(&other, "alice", unix_now(), 600))).await;
     assert_refused(&closed, Some(1), "wrong_audience");
     let stats = hub.manager.connection_stats();
     assert_eq!(stats.active_connections, 0);
-    assert_eq!(
-        stats.auth_failures["wrong_audience"], 1,
-        "{:?}",
-        stats.auth_failures
-    );
+    assert_eq!(stats.auth_failures["wrong_audience"], 1, "{:?}", stats.auth_failures);
     hub.shutdown().await;
 }
 
@@ -216,19 +165,12 @@ async fn a_token_for_another_audience_is_refused_as_wrong_audience() {
 /// naming one of `reasons`, then closed with 4001, and that nothing is registered.
 async fn assert_connect_refused_as_one_of(hub: &Hub, token: &str, reasons: &[&str]) {
     let mut c = hub.open().await;
-    c.send_json(json!({"op": "connect", "id": 1, "token": token}))
-        .await;
+    c.send_json(json!({"op": "connect", "id": 1, "token": token})).await;
     let first = c.reply(1).await;
-    assert_eq!(
-        first["type"], "error",
-        "the token must be refused, got {first}"
-    );
+    assert_eq!(first["type"], "error", "the token must be refused, got {first}");
     assert_eq!(first["code"], "unauthenticated", "{first}");
     let message = first["message"].as_str().unwrap();
-    assert!(
-        reasons.iter().any(|r| message.starts_with(r)),
-        "message {message:?} should name one of {reasons:?}"
-    );
+    assert!(reasons.iter().any(|r| message.starts_with(r)), "message {message:?} should name one of {reasons:?}");
     let closed = c.expect_close().await;
     assert_eq!(closed.code, Some(4001), "{closed:?}");
     assert_eq!(hub.manager.connection_stats().active_connections, 0);
@@ -264,24 +206,14 @@ async fn a_token_from_another_issuer_is_refused_as_wrong_issuer() {
     // Control: the hub's own issuer is accepted.
     let ok = hub.connect("alice").await;
     drop(ok);
-    hub.eventually("control connection gone", |m| {
-        m.connection_stats().active_connections == 0
-    })
-    .await;
+    hub.eventually("control connection gone", |m| m.connection_stats().active_connections == 0).await;
 
-    let other = other_sessions(AuthConfig {
-        issuer: Some("https://evil.example".into()),
-        ..Default::default()
-    });
+    let other = other_sessions(AuthConfig { issuer: Some("https://evil.example".into()), ..Default::default() });
     let closed = connect_refused(&hub, Some(&mint(&other, "alice", unix_now(), 600))).await;
     assert_refused(&closed, Some(1), "wrong_issuer");
     let stats = hub.manager.connection_stats();
     assert_eq!(stats.active_connections, 0);
-    assert_eq!(
-        stats.auth_failures["wrong_issuer"], 1,
-        "{:?}",
-        stats.auth_failures
-    );
+    assert_eq!(stats.auth_failures["wrong_issuer"], 1, "{:?}", stats.auth_failures);
     hub.shutdown().await;
 }
 
@@ -289,8 +221,7 @@ async fn a_token_from_another_issuer_is_refused_as_wrong_issuer() {
 async fn a_first_message_other_than_connect_is_refused_as_no_connect() {
     let hub = spawn_hub(test_config()).await;
     let mut c = hub.open().await;
-    c.send_json(json!({"op": "subscribe", "id": 7, "topic": "a/b"}))
-        .await;
+    c.send_json(json!({"op": "subscribe", "id": 7, "topic": "a/b"})).await;
     let closed = c.expect_close().await;
     assert_refused(&closed, Some(7), "no_connect");
     let message = closed.messages[0]["message"].as_str().unwrap();
@@ -307,11 +238,7 @@ async fn a_binary_frame_before_connect_is_refused_as_no_connect() {
     let closed = c.expect_close().await;
     assert_refused(&closed, None, "no_connect");
     assert_nothing_registered(&hub, "no_connect").await;
-    assert_eq!(
-        hub.manager.connection_stats().messages_in,
-        0,
-        "nothing was published"
-    );
+    assert_eq!(hub.manager.connection_stats().messages_in, 0, "nothing was published");
     hub.shutdown().await;
 }
 
@@ -319,8 +246,7 @@ async fn a_binary_frame_before_connect_is_refused_as_no_connect() {
 async fn a_malformed_first_message_is_refused_as_no_connect() {
     let hub = spawn_hub(test_config()).await;
     let mut c = hub.open().await;
-    c.send_raw(tokio_tungstenite::tungstenite::Message::text("{not json"))
-        .await;
+    c.send_raw(tokio_tungstenite::tungstenite::Message::text("{not json")).await;
     let closed = c.expect_close().await;
     assert_refused(&closed, None, "no_connect");
     assert_nothing_registered(&hub, "no_connect").await;
@@ -335,11 +261,7 @@ async fn no_connect_within_the_auth_timeout_is_refused() {
     let mut c = hub.open().await;
     let started = std::time::Instant::now();
     let closed = c.expect_close().await;
-    assert!(
-        started.elapsed() >= std::time::Duration::from_millis(250),
-        "closed too early: {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(250), "closed too early: {:?}", started.elapsed());
     assert_refused(&closed, None, "no_connect: no connect within 300 ms");
     assert_nothing_registered(&hub, "no_connect").await;
     hub.shutdown().await;
@@ -402,22 +324,11 @@ fn es256_key_pair(dir: &Path, name: &str) -> Option<(PathBuf, PathBuf)> {
     let private = dir.join(format!("{name}-private.pem"));
     let public = dir.join(format!("{name}-public.pem"));
     let ok = Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-        ])
+        .args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"])
         .arg(&private)
         .output()
         .expect("run openssl genpkey");
-    assert!(
-        ok.status.success(),
-        "openssl genpkey: {}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    assert!(ok.status.success(), "openssl genpkey: {}", String::from_utf8_lossy(&ok.stderr));
     let ok = Command::new("openssl")
         .args(["pkey", "-pubout", "-in"])
         .arg(&private)
@@ -425,11 +336,7 @@ fn es256_key_pair(dir: &Path, name: &str) -> Option<(PathBuf, PathBuf)> {
         .arg(&public)
         .output()
         .expect("run openssl pkey");
-    assert!(
-        ok.status.success(),
-        "openssl pkey: {}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    assert!(ok.status.success(), "openssl pkey: {}", String::from_utf8_lossy(&ok.stderr));
     Some((private, public))
 }
 
@@ -454,26 +361,16 @@ async fn es256_tokens_signed_with_the_configured_key_are_accepted() {
         return;
     };
     let mut config = test_config();
-    config.auth = AuthConfig {
-        api_keys: config.auth.api_keys.clone(),
-        ..es256_auth(&private, &public)
-    };
+    config.auth = AuthConfig { api_keys: config.auth.api_keys.clone(), ..es256_auth(&private, &public) };
     let hub = spawn_hub(config).await;
     let token = hub.token("alice");
     let header: Value = {
         use base64::Engine as _;
         let h = token.split('.').next().unwrap();
-        serde_json::from_slice(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(h)
-                .unwrap(),
-        )
-        .unwrap()
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(h).unwrap()).unwrap()
     };
     assert_eq!(header["alg"], "ES256", "the hub mints with its private key");
-    let mut c = hub
-        .connect_with(json!({"op": "connect", "token": token}))
-        .await;
+    let mut c = hub.connect_with(json!({"op": "connect", "token": token})).await;
     assert_eq!(c.welcome["session"]["subject"], "alice");
     c.assert_alive().await;
     hub.shutdown().await;
@@ -503,7 +400,9 @@ async fn es256_tokens_signed_with_another_key_are_refused_as_bad_signature() {
 async fn an_hs256_token_is_refused_by_an_es256_hub_as_bad_signature() {
     let dir = temp_dir("es256-hs256");
     let Some((private, public)) = es256_key_pair(&dir, "hub") else {
-        eprintln!("SKIPPED an_hs256_token_is_refused_by_an_es256_hub_as_bad_signature: the openssl CLI is not installed");
+        eprintln!(
+            "SKIPPED an_hs256_token_is_refused_by_an_es256_hub_as_bad_signature: the openssl CLI is not installed"
+        );
         return;
     };
     let mut config = test_config();

@@ -21,11 +21,7 @@ async fn invalid(c: &mut Client, text: &str, id: Option<u64>) -> String {
     let e = c.next_json().await;
     assert_eq!(e["type"], "error", "for {text}: {e}");
     assert_eq!(e["code"], "invalid_argument", "for {text}: {e}");
-    assert_eq!(
-        e["id"],
-        id.map_or(Value::Null, |i| json!(i)),
-        "id for {text}: {e}"
-    );
+    assert_eq!(e["id"], id.map_or(Value::Null, |i| json!(i)), "id for {text}: {e}");
     c.assert_alive().await;
     e["message"].as_str().unwrap().to_owned()
 }
@@ -42,10 +38,7 @@ async fn invalid_binary(c: &mut Client, bytes: &[u8]) -> String {
 }
 
 fn assert_contains(message: &str, fragment: &str) {
-    assert!(
-        message.contains(fragment),
-        "{message:?} should contain {fragment:?}"
-    );
+    assert!(message.contains(fragment), "{message:?} should contain {fragment:?}");
 }
 
 #[tokio::test]
@@ -97,36 +90,12 @@ async fn wrong_field_types_are_invalid_argument_echoing_the_id() {
     let hub = spawn_hub(test_config()).await;
     let mut c = hub.connect("alice").await;
     let cases = [
-        (
-            r#"{"op":"subscribe","id":51,"topic":7}"#,
-            51,
-            "invalid `subscribe` message",
-        ),
-        (
-            r#"{"op":"subscribe","id":52,"topic":"a","offset":-1}"#,
-            52,
-            "invalid `subscribe` message",
-        ),
-        (
-            r#"{"op":"subscribe","id":53,"topic":"a","offset":"1"}"#,
-            53,
-            "invalid `subscribe` message",
-        ),
-        (
-            r#"{"op":"publish","id":54,"topic":["a"],"data":1}"#,
-            54,
-            "invalid `publish` message",
-        ),
-        (
-            r#"{"op":"add_streams","id":55,"streams":"x"}"#,
-            55,
-            "invalid `add_streams` message",
-        ),
-        (
-            r#"{"op":"time_sync","id":56,"t1":"now"}"#,
-            56,
-            "invalid `time_sync` message",
-        ),
+        (r#"{"op":"subscribe","id":51,"topic":7}"#, 51, "invalid `subscribe` message"),
+        (r#"{"op":"subscribe","id":52,"topic":"a","offset":-1}"#, 52, "invalid `subscribe` message"),
+        (r#"{"op":"subscribe","id":53,"topic":"a","offset":"1"}"#, 53, "invalid `subscribe` message"),
+        (r#"{"op":"publish","id":54,"topic":["a"],"data":1}"#, 54, "invalid `publish` message"),
+        (r#"{"op":"add_streams","id":55,"streams":"x"}"#, 55, "invalid `add_streams` message"),
+        (r#"{"op":"time_sync","id":56,"t1":"now"}"#, 56, "invalid `time_sync` message"),
     ];
     for (text, id, fragment) in cases {
         let m = invalid(&mut c, text, Some(id)).await;
@@ -142,16 +111,8 @@ async fn missing_required_fields_are_invalid_argument_echoing_the_id() {
     let mut c = hub.connect("alice").await;
     let cases = [
         (r#"{"op":"subscribe","id":61}"#, 61, "missing field `topic`"),
-        (
-            r#"{"op":"unsubscribe","id":62}"#,
-            62,
-            "missing field `topic`",
-        ),
-        (
-            r#"{"op":"publish","id":63,"data":1}"#,
-            63,
-            "missing field `topic`",
-        ),
+        (r#"{"op":"unsubscribe","id":62}"#, 62, "missing field `topic`"),
+        (r#"{"op":"publish","id":63,"data":1}"#, 63, "missing field `topic`"),
         (r#"{"op":"time_sync","id":64}"#, 64, "missing field `t1`"),
         (r#"{"op":"refresh","id":65}"#, 65, "missing field `token`"),
     ];
@@ -168,19 +129,9 @@ async fn a_publish_without_exactly_one_payload_or_with_bad_base64_is_invalid_arg
     let mut c = hub.connect("alice").await;
     let m = invalid(&mut c, r#"{"op":"publish","id":71,"topic":"a"}"#, Some(71)).await;
     assert_contains(&m, "exactly one of `data` and `data_b64`");
-    let m = invalid(
-        &mut c,
-        r#"{"op":"publish","id":72,"topic":"a","data":1,"data_b64":"AA=="}"#,
-        Some(72),
-    )
-    .await;
+    let m = invalid(&mut c, r#"{"op":"publish","id":72,"topic":"a","data":1,"data_b64":"AA=="}"#, Some(72)).await;
     assert_contains(&m, "exactly one of `data` and `data_b64`");
-    let m = invalid(
-        &mut c,
-        r#"{"op":"publish","id":73,"topic":"a","data_b64":"!!not base64"}"#,
-        Some(73),
-    )
-    .await;
+    let m = invalid(&mut c, r#"{"op":"publish","id":73,"topic":"a","data_b64":"!!not base64"}"#, Some(73)).await;
     assert_contains(&m, "not valid base64");
     assert_eq!(hub.manager.connection_stats().messages_in, 0);
     hub.shutdown().await;
@@ -243,8 +194,7 @@ async fn subscribing_to_an_invalid_topic_is_invalid_argument_naming_the_rule() {
     let mut c = hub.connect("alice").await;
     for (i, (topic, fragment)) in invalid_topics().into_iter().enumerate() {
         let id = 100 + i as u64;
-        c.send_json(json!({"op": "subscribe", "id": id, "topic": topic}))
-            .await;
+        c.send_json(json!({"op": "subscribe", "id": id, "topic": topic})).await;
         assert_invalid_topic(&c.reply(id).await, id, &topic, fragment);
     }
     c.assert_alive().await;
@@ -261,8 +211,7 @@ async fn unsubscribing_from_an_invalid_topic_is_invalid_argument() {
     let mut c = hub.connect("alice").await;
     for (i, (topic, fragment)) in invalid_topics().into_iter().enumerate() {
         let id = 200 + i as u64;
-        c.send_json(json!({"op": "unsubscribe", "id": id, "topic": topic}))
-            .await;
+        c.send_json(json!({"op": "unsubscribe", "id": id, "topic": topic})).await;
         assert_invalid_topic(&c.reply(id).await, id, &topic, fragment);
     }
     c.assert_alive().await;
@@ -275,8 +224,7 @@ async fn a_json_publish_to_an_invalid_topic_is_invalid_argument_and_publishes_no
     let mut c = hub.connect("alice").await;
     for (i, (topic, fragment)) in invalid_topics().into_iter().enumerate() {
         let id = 300 + i as u64;
-        c.send_json(json!({"op": "publish", "id": id, "topic": topic, "data": 1}))
-            .await;
+        c.send_json(json!({"op": "publish", "id": id, "topic": topic, "data": 1})).await;
         assert_invalid_topic(&c.reply(id).await, id, &topic, fragment);
     }
     c.assert_alive().await;
@@ -293,12 +241,7 @@ async fn a_binary_publish_to_an_invalid_topic_is_invalid_argument_echoing_the_re
         let id = 400 + i as u32;
         let frame = fanhub::protocol::frame::encode_publish(&topic, id, 0, b"x");
         c.send_raw(Message::binary(frame)).await;
-        assert_invalid_topic(
-            &c.reply(u64::from(id)).await,
-            u64::from(id),
-            &topic,
-            fragment,
-        );
+        assert_invalid_topic(&c.reply(u64::from(id)).await, u64::from(id), &topic, fragment);
     }
     c.assert_alive().await;
     assert_eq!(hub.manager.connection_stats().messages_in, 0);
@@ -312,12 +255,7 @@ async fn invalid_utf8_in_a_text_frame_gets_an_error_then_close_1007() {
     let id = fanhub::hub::ConnId(c.welcome["conn_id"].as_u64().unwrap());
     // tungstenite's `Message::Text` cannot hold invalid UTF-8; a hand-built text frame can.
     let payload: &[u8] = b"{\"op\":\"ping\",\"id\":1,\"x\":\"\xff\xfe\"}";
-    c.send_raw(Message::Frame(Frame::message(
-        payload.to_vec(),
-        OpCode::Data(Data::Text),
-        true,
-    )))
-    .await;
+    c.send_raw(Message::Frame(Frame::message(payload.to_vec(), OpCode::Data(Data::Text), true))).await;
     let closed = c.expect_close().await;
     assert_eq!(closed.code, Some(1007), "{closed:?}");
     let err = &closed.messages[0];
@@ -328,8 +266,7 @@ async fn invalid_utf8_in_a_text_frame_gets_an_error_then_close_1007() {
     assert_eq!(bye["type"], "bye", "{closed:?}");
     assert_eq!(bye["reason"], "invalid_utf8", "{bye}");
     assert_eq!(bye["code"], 1007, "{bye}");
-    hub.eventually("connection unregistered", |m| m.client_info(id).is_none())
-        .await;
+    hub.eventually("connection unregistered", |m| m.client_info(id).is_none()).await;
     hub.shutdown().await;
 }
 
@@ -345,13 +282,13 @@ async fn send_all(c: &mut Client, msgs: impl IntoIterator<Item = Value>) {
 /// buffered in the client then), failing with how the connection ended if it did.
 async fn flood_reply(c: &mut Client, i: u64, n: u64) -> Value {
     loop {
-        let frame = tokio::time::timeout(TIMEOUT, c.ws.next())
-            .await
-            .expect("timed out waiting for a flood reply");
+        let frame = tokio::time::timeout(TIMEOUT, c.ws.next()).await.expect("timed out waiting for a flood reply");
         match frame {
             Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).expect("server sent invalid JSON"),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            other => panic!("the server ended the connection after answering {} of {n} pipelined requests: {other:?}", i - 1),
+            other => {
+                panic!("the server ended the connection after answering {} of {n} pipelined requests: {other:?}", i - 1)
+            }
         }
     }
 }
@@ -370,11 +307,7 @@ async fn a_subscribe_flood_over_the_subscription_limit_is_answered_request_by_re
     let mut c = hub.connect("flooder").await;
 
     const N: u64 = 2000;
-    send_all(
-        &mut c,
-        (1..=N).map(|i| json!({"op": "subscribe", "id": i, "topic": format!("flood/{i}")})),
-    )
-    .await;
+    send_all(&mut c, (1..=N).map(|i| json!({"op": "subscribe", "id": i, "topic": format!("flood/{i}")}))).await;
     for i in 1..=N {
         let r = flood_reply(&mut c, i, N).await;
         assert_eq!(r["id"], i, "replies come in request order: {r}");
@@ -406,21 +339,14 @@ async fn a_flood_of_malformed_requests_is_answered_one_by_one_and_the_connection
     let mut c = hub.connect("flooder").await;
     let id = fanhub::hub::ConnId(c.welcome["conn_id"].as_u64().unwrap());
     const N: u64 = 2000;
-    send_all(
-        &mut c,
-        (1..=N).map(|i| json!({"op": "subscribe", "id": i, "topic": format!("bad topic {i}")})),
-    )
-    .await;
+    send_all(&mut c, (1..=N).map(|i| json!({"op": "subscribe", "id": i, "topic": format!("bad topic {i}")}))).await;
     for i in 1..=N {
         let r = flood_reply(&mut c, i, N).await;
         assert_eq!(r["id"], i, "{r}");
         assert_eq!(r["code"], "invalid_argument", "{r}");
     }
     c.assert_alive().await;
-    assert_eq!(
-        hub.manager.client_info(id).unwrap().state,
-        fanhub::hub::ConnState::Active
-    );
+    assert_eq!(hub.manager.client_info(id).unwrap().state, fanhub::hub::ConnState::Active);
     c.subscribe("good/topic").await;
     hub.shutdown().await;
 }
@@ -435,39 +361,20 @@ async fn a_subscriber_keeps_receiving_consecutive_offsets_after_a_publisher_send
         assert_eq!(p.publish_json("feed/t", json!(i)).await, i);
     }
     let before = sub.records(3).await;
-    assert_eq!(
-        before.iter().map(|r| r.offset).collect::<Vec<_>>(),
-        [1, 2, 3]
-    );
+    assert_eq!(before.iter().map(|r| r.offset).collect::<Vec<_>>(), [1, 2, 3]);
 
     // The publisher misbehaves in every recoverable way.
     invalid(&mut p, "{oops", None).await;
-    invalid(
-        &mut p,
-        r#"{"op":"publish","id":9,"topic":"feed//t","data":4}"#,
-        Some(9),
-    )
-    .await;
-    invalid(
-        &mut p,
-        r#"{"op":"publish","id":10,"topic":"feed/t"}"#,
-        Some(10),
-    )
-    .await;
+    invalid(&mut p, r#"{"op":"publish","id":9,"topic":"feed//t","data":4}"#, Some(9)).await;
+    invalid(&mut p, r#"{"op":"publish","id":10,"topic":"feed/t"}"#, Some(10)).await;
     invalid_binary(&mut p, b"\x02\x00\x00\x09\x00\x00").await;
 
     for i in 4..=6 {
         assert_eq!(p.publish_json("feed/t", json!(i)).await, i);
     }
     let after = sub.records(3).await;
-    assert_eq!(
-        after.iter().map(|r| r.offset).collect::<Vec<_>>(),
-        [4, 5, 6]
-    );
-    let payloads: Vec<Value> = after
-        .iter()
-        .map(|r| serde_json::from_slice(&r.payload).unwrap())
-        .collect();
+    assert_eq!(after.iter().map(|r| r.offset).collect::<Vec<_>>(), [4, 5, 6]);
+    let payloads: Vec<Value> = after.iter().map(|r| serde_json::from_slice(&r.payload).unwrap()).collect();
     assert_eq!(payloads, [json!(4), json!(5), json!(6)]);
     hub.shutdown().await;
 }

@@ -22,8 +22,7 @@ use tokio_tungstenite::tungstenite::Message;
 /// close 4008.
 async fn assert_connection_refused(hub: &Hub, sub: &str, limit: &str) {
     let mut c = hub.open().await;
-    c.send_json(json!({"op": "connect", "id": 1, "token": hub.token(sub)}))
-        .await;
+    c.send_json(json!({"op": "connect", "id": 1, "token": hub.token(sub)})).await;
     let closed = c.expect_close().await;
     assert_eq!(closed.code, Some(4008), "{closed:?}");
     let err = &closed.messages[0];
@@ -78,10 +77,7 @@ async fn a_freed_connection_slot_can_be_used_again() {
     let a = hub.connect("a").await;
     assert_connection_refused(&hub, "b", "max_connections").await;
     drop(a);
-    hub.eventually("slot freed", |m| {
-        m.connection_stats().active_connections == 0
-    })
-    .await;
+    hub.eventually("slot freed", |m| m.connection_stats().active_connections == 0).await;
     let mut b = hub.connect("b").await;
     b.assert_alive().await;
     hub.shutdown().await;
@@ -110,19 +106,12 @@ async fn connect_from(hub: &Hub, ip: Ipv4Addr, sub: &str) -> (impl Sized, Value)
     socket.bind(SocketAddr::new(IpAddr::V4(ip), 0)).unwrap();
     let tcp = socket.connect(hub.addr).await.unwrap();
     let mut req = hub.ws_url().into_client_request().unwrap();
-    req.headers_mut()
-        .insert("Sec-WebSocket-Protocol", "fanhub.v1".parse().unwrap());
-    let (mut ws, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::client_async(req, tcp))
-        .await
-        .unwrap()
-        .unwrap();
+    req.headers_mut().insert("Sec-WebSocket-Protocol", "fanhub.v1".parse().unwrap());
+    let (mut ws, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::client_async(req, tcp)).await.unwrap().unwrap();
     let connect = json!({"op": "connect", "id": 1, "token": hub.token(sub)});
     ws.send(Message::text(connect.to_string())).await.unwrap();
     loop {
-        match tokio::time::timeout(TIMEOUT, ws.next())
-            .await
-            .expect("reply to connect")
-        {
+        match tokio::time::timeout(TIMEOUT, ws.next()).await.expect("reply to connect") {
             Some(Ok(Message::Text(t))) => {
                 let v: Value = serde_json::from_str(&t).unwrap();
                 if v["id"] == 1 {
@@ -162,33 +151,18 @@ async fn the_subscription_limit_refuses_one_more_subscribe_and_the_connection_st
     for t in ["s/1", "s/2", "s/3"] {
         c.subscribe(t).await;
     }
-    c.send_json(json!({"op": "subscribe", "id": 4, "topic": "s/4"}))
-        .await;
+    c.send_json(json!({"op": "subscribe", "id": 4, "topic": "s/4"})).await;
     let r = c.reply(4).await;
-    assert_error(
-        &r,
-        4,
-        "resource_exhausted",
-        "max_subscriptions_per_connection",
-    );
+    assert_error(&r, 4, "resource_exhausted", "max_subscriptions_per_connection");
     assert_eq!(r["topic"], "s/4");
     c.assert_alive().await;
-    assert_eq!(
-        hub.manager
-            .client_info(conn_id(&c))
-            .unwrap()
-            .subscriptions
-            .len(),
-        3
-    );
+    assert_eq!(hub.manager.client_info(conn_id(&c)).unwrap().subscriptions.len(), 3);
 
     // Still subscribed and receiving; unsubscribing frees a slot.
     let mut p = hub.connect("svc").await;
     p.publish_json("s/1", json!("x")).await;
     assert_eq!(c.next_record().await.topic, "s/1");
-    let r = c
-        .request(json!({"op": "unsubscribe", "topic": "s/3"}))
-        .await;
+    let r = c.request(json!({"op": "unsubscribe", "topic": "s/3"})).await;
     assert_eq!(r["type"], "unsubscribed", "{r}");
     c.subscribe("s/4").await;
     hub.shutdown().await;
@@ -209,11 +183,7 @@ async fn a_binary_publish_over_max_message_size_is_refused_and_the_connection_st
     assert_error(&r, 9, "resource_exhausted", "max_message_size");
     assert_eq!(r["topic"], "big/t");
     c.assert_alive().await;
-    assert_eq!(
-        hub.manager.connection_stats().messages_in,
-        0,
-        "nothing published"
-    );
+    assert_eq!(hub.manager.connection_stats().messages_in, 0, "nothing published");
     // Exactly the maximum is fine, and it is the first message of the topic.
     assert_eq!(c.publish_bin("big/t", &[7u8; 1024]).await, 1);
     assert_eq!(c.next_record().await.payload.len(), 1024);
@@ -225,9 +195,7 @@ async fn a_json_publish_over_max_message_size_is_refused_and_the_connection_stay
     let hub = spawn_hub(small_messages(1024)).await;
     let mut c = hub.connect("alice").await;
     // The payload is the serialized `data`: 2000 characters plus two quotes.
-    let r = c
-        .request(json!({"op": "publish", "topic": "big/t", "data": "x".repeat(2000)}))
-        .await;
+    let r = c.request(json!({"op": "publish", "topic": "big/t", "data": "x".repeat(2000)})).await;
     assert_eq!(r["type"], "error", "{r}");
     assert_eq!(r["code"], "resource_exhausted", "{r}");
     assert_eq!(r["limit"], "max_message_size", "{r}");
@@ -255,8 +223,7 @@ async fn a_frame_over_the_decoder_limit_gets_an_error_then_close_1009() {
     assert_eq!(bye["type"], "bye", "{closed:?}");
     assert_eq!(bye["reason"], "message_too_big", "{bye}");
     assert_eq!(bye["code"], 1009, "{bye}");
-    hub.eventually("connection unregistered", |m| m.client_info(id).is_none())
-        .await;
+    hub.eventually("connection unregistered", |m| m.client_info(id).is_none()).await;
     assert_eq!(hub.manager.connection_stats().messages_in, 0);
     hub.shutdown().await;
 }
@@ -265,8 +232,7 @@ async fn a_frame_over_the_decoder_limit_gets_an_error_then_close_1009() {
 async fn a_frame_at_the_decoder_limit_is_refused_without_closing() {
     let hub = spawn_hub(small_messages(1024)).await;
     let mut c = hub.connect("alice").await;
-    let frame =
-        fanhub::protocol::frame::encode_publish("big/t", 6, 0, &vec![0u8; frame_limit(1024) - 13]);
+    let frame = fanhub::protocol::frame::encode_publish("big/t", 6, 0, &vec![0u8; frame_limit(1024) - 13]);
     assert_eq!(frame.len(), frame_limit(1024));
     c.send_raw(Message::binary(frame)).await;
     let r = c.reply(6).await;
@@ -285,8 +251,7 @@ async fn publishing_faster_than_the_rate_limit_is_refused_and_the_connection_sta
     for expected in 1..=3 {
         assert_eq!(c.publish_json("fast/t", json!(expected)).await, expected);
     }
-    c.send_json(json!({"op": "publish", "id": 4, "topic": "fast/t", "data": 4}))
-        .await;
+    c.send_json(json!({"op": "publish", "id": 4, "topic": "fast/t", "data": 4})).await;
     let r = c.reply(4).await;
     assert_error(&r, 4, "rate_limited", "publish_rate_per_second");
     assert_eq!(r["topic"], "fast/t");
@@ -310,25 +275,15 @@ async fn repeated_violations_move_the_connection_to_monitored_violation() {
     let hub = spawn_hub(enforcing(2, 4)).await;
     let mut c = hub.connect("alice").await;
     let id = conn_id(&c);
-    assert_eq!(
-        hub.manager.client_info(id).unwrap().state,
-        ConnState::Active
-    );
+    assert_eq!(hub.manager.client_info(id).unwrap().state, ConnState::Active);
 
     let r = publish_bin_reply(&mut c, "v/t", 1, &[0u8; 100]).await;
     assert_error(&r, 1, "resource_exhausted", "max_message_size");
-    assert_eq!(
-        hub.manager.client_info(id).unwrap().state,
-        ConnState::Active,
-        "one violation is only counted"
-    );
+    assert_eq!(hub.manager.client_info(id).unwrap().state, ConnState::Active, "one violation is only counted");
 
     let r = publish_bin_reply(&mut c, "v/t", 2, &[0u8; 100]).await;
     assert_error(&r, 2, "resource_exhausted", "max_message_size");
-    assert_eq!(
-        hub.manager.client_info(id).unwrap().state,
-        ConnState::MonitoredViolation
-    );
+    assert_eq!(hub.manager.client_info(id).unwrap().state, ConnState::MonitoredViolation);
 
     // Monitored, but still served.
     c.assert_alive().await;
@@ -346,10 +301,7 @@ async fn enough_violations_close_the_connection_with_bye_violation_and_4003() {
         let r = publish_bin_reply(&mut c, "v/t", i, &[0u8; 100]).await;
         assert_error(&r, u64::from(i), "resource_exhausted", "max_message_size");
     }
-    assert_eq!(
-        hub.manager.client_info(id).unwrap().state,
-        ConnState::MonitoredViolation
-    );
+    assert_eq!(hub.manager.client_info(id).unwrap().state, ConnState::MonitoredViolation);
     c.publish_bin_noack("v/t", &[0u8; 100]).await;
     let closed = c.expect_close().await;
     assert_eq!(closed.code, Some(4003), "{closed:?}");
@@ -357,8 +309,7 @@ async fn enough_violations_close_the_connection_with_bye_violation_and_4003() {
     assert_eq!(bye["type"], "bye", "{closed:?}");
     assert_eq!(bye["reason"], "violation", "{bye}");
     assert_eq!(bye["code"], 4003, "{bye}");
-    hub.eventually("connection unregistered", |m| m.client_info(id).is_none())
-        .await;
+    hub.eventually("connection unregistered", |m| m.client_info(id).is_none()).await;
     let stats = hub.manager.connection_stats();
     assert_eq!(stats.active_connections, 0);
     assert_eq!(stats.violations, 4);
@@ -375,35 +326,15 @@ async fn rate_limit_and_subscription_limit_violations_count_towards_enforcement(
     let mut c = hub.connect("alice").await;
     let id = conn_id(&c);
     c.subscribe("a/1").await;
-    c.send_json(json!({"op": "subscribe", "id": 2, "topic": "a/2"}))
-        .await;
-    assert_error(
-        &c.reply(2).await,
-        2,
-        "resource_exhausted",
-        "max_subscriptions_per_connection",
-    );
-    assert_eq!(
-        hub.manager.client_info(id).unwrap().state,
-        ConnState::MonitoredViolation
-    );
+    c.send_json(json!({"op": "subscribe", "id": 2, "topic": "a/2"})).await;
+    assert_error(&c.reply(2).await, 2, "resource_exhausted", "max_subscriptions_per_connection");
+    assert_eq!(hub.manager.client_info(id).unwrap().state, ConnState::MonitoredViolation);
     assert_eq!(c.publish_json("a/1", json!(1)).await, 1);
-    c.send_json(json!({"op": "publish", "id": 3, "topic": "a/1", "data": 2}))
-        .await;
-    assert_error(
-        &c.reply(3).await,
-        3,
-        "rate_limited",
-        "publish_rate_per_second",
-    );
-    c.send_json(json!({"op": "publish", "id": 4, "topic": "a/1", "data": 3}))
-        .await;
+    c.send_json(json!({"op": "publish", "id": 3, "topic": "a/1", "data": 2})).await;
+    assert_error(&c.reply(3).await, 3, "rate_limited", "publish_rate_per_second");
+    c.send_json(json!({"op": "publish", "id": 4, "topic": "a/1", "data": 3})).await;
     let closed = c.expect_close().await;
     assert_eq!(closed.code, Some(4003), "{closed:?}");
-    assert_eq!(
-        closed.messages.last().unwrap()["reason"],
-        "violation",
-        "{closed:?}"
-    );
+    assert_eq!(closed.messages.last().unwrap()["reason"], "violation", "{closed:?}");
     hub.shutdown().await;
 }

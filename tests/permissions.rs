@@ -13,8 +13,7 @@ use serde_json::{json, Value};
 /// publishing to `telemetry/>` only.
 async fn restricted(hub: &Hub, sub: &str) -> Client {
     let token = hub.token_with(sub, &["video/*", "telemetry/>"], &["telemetry/>"], 3600);
-    hub.connect_with(json!({"op": "connect", "token": token}))
-        .await
+    hub.connect_with(json!({"op": "connect", "token": token})).await
 }
 
 fn assert_denied(reply: &Value, id: u64, topic: &str) {
@@ -37,19 +36,13 @@ async fn subscribing_outside_the_subscribe_claims_is_denied_and_the_connection_s
     let mut c = restricted(&hub, "alice").await;
     let r = send_with_id(&mut c, json!({"op": "subscribe", "topic": "audio/mic"}), 11).await;
     assert_denied(&r, 11, "audio/mic");
-    assert_eq!(
-        hub.manager.connection_stats().subscriptions,
-        0,
-        "no subscription created"
-    );
+    assert_eq!(hub.manager.connection_stats().subscriptions, 0, "no subscription created");
     c.assert_alive().await;
 
     // A later allowed subscribe works and receives data.
     c.subscribe("video/cam1").await;
     let mut publisher = hub.connect("svc").await;
-    let offset = publisher
-        .publish_json("video/cam1", json!({"frame": 1}))
-        .await;
+    let offset = publisher.publish_json("video/cam1", json!({"frame": 1})).await;
     let rec = c.next_record().await;
     assert_eq!((rec.topic.as_str(), rec.offset), ("video/cam1", offset));
     hub.shutdown().await;
@@ -59,12 +52,7 @@ async fn subscribing_outside_the_subscribe_claims_is_denied_and_the_connection_s
 async fn a_single_segment_wildcard_does_not_allow_deeper_or_shallower_topics() {
     let hub = spawn_hub(test_config()).await;
     let mut c = restricted(&hub, "alice").await;
-    let r = send_with_id(
-        &mut c,
-        json!({"op": "subscribe", "topic": "video/cam1/hd"}),
-        21,
-    )
-    .await;
+    let r = send_with_id(&mut c, json!({"op": "subscribe", "topic": "video/cam1/hd"}), 21).await;
     assert_denied(&r, 21, "video/cam1/hd");
     let r = send_with_id(&mut c, json!({"op": "subscribe", "topic": "video"}), 22).await;
     assert_denied(&r, 22, "video");
@@ -94,19 +82,10 @@ async fn publishing_outside_the_publish_claims_is_denied_and_nothing_is_delivere
     let mut c = restricted(&hub, "alice").await;
 
     // Allowed to subscribe to video/*, but not to publish there.
-    let r = send_with_id(
-        &mut c,
-        json!({"op": "publish", "topic": "video/cam1", "data": "fake"}),
-        41,
-    )
-    .await;
+    let r = send_with_id(&mut c, json!({"op": "publish", "topic": "video/cam1", "data": "fake"}), 41).await;
     assert_denied(&r, 41, "video/cam1");
     c.assert_alive().await;
-    assert_eq!(
-        hub.manager.connection_stats().messages_in,
-        0,
-        "nothing published"
-    );
+    assert_eq!(hub.manager.connection_stats().messages_in, 0, "nothing published");
 
     // The connection is still usable for allowed publishes.
     assert_eq!(c.publish_json("telemetry/car-7", json!(1)).await, 1);
@@ -125,8 +104,7 @@ async fn a_denied_binary_publish_echoes_its_request_id() {
     let hub = spawn_hub(test_config()).await;
     let mut c = restricted(&hub, "alice").await;
     let frame = fanhub::protocol::frame::encode_publish("video/cam1", 4242, 0, b"fake");
-    c.send_raw(tokio_tungstenite::tungstenite::Message::binary(frame))
-        .await;
+    c.send_raw(tokio_tungstenite::tungstenite::Message::binary(frame)).await;
     let r = c.reply(4242).await;
     assert_denied(&r, 4242, "video/cam1");
     c.assert_alive().await;
@@ -138,12 +116,7 @@ async fn a_denied_binary_publish_echoes_its_request_id() {
 async fn publishing_to_the_bare_prefix_of_a_tail_wildcard_is_denied() {
     let hub = spawn_hub(test_config()).await;
     let mut c = restricted(&hub, "alice").await;
-    let r = send_with_id(
-        &mut c,
-        json!({"op": "publish", "topic": "telemetry", "data": 1}),
-        51,
-    )
-    .await;
+    let r = send_with_id(&mut c, json!({"op": "publish", "topic": "telemetry", "data": 1}), 51).await;
     assert_denied(&r, 51, "telemetry");
     c.assert_alive().await;
     hub.shutdown().await;
@@ -171,12 +144,7 @@ async fn a_declared_topic_accepts_publishes_only_from_its_listed_publishers() {
     let mut intruder = hub.connect("intruder").await; // its token allows publishing everywhere
 
     assert_eq!(camera.publish_json("cams/front", json!(1)).await, 1);
-    let r = send_with_id(
-        &mut intruder,
-        json!({"op": "publish", "topic": "cams/front", "data": 666}),
-        61,
-    )
-    .await;
+    let r = send_with_id(&mut intruder, json!({"op": "publish", "topic": "cams/front", "data": 666}), 61).await;
     assert_denied(&r, 61, "cams/front");
     intruder.assert_alive().await;
     // The intruder may still publish to undeclared topics.
@@ -185,10 +153,7 @@ async fn a_declared_topic_accepts_publishes_only_from_its_listed_publishers() {
 
     let recs = watcher.records(2).await;
     assert_eq!(recs.iter().map(|r| r.offset).collect::<Vec<_>>(), [1, 2]);
-    assert_eq!(
-        recs.iter().map(|r| r.payload.clone()).collect::<Vec<_>>(),
-        [b"1".to_vec(), b"2".to_vec()]
-    );
+    assert_eq!(recs.iter().map(|r| r.payload.clone()).collect::<Vec<_>>(), [b"1".to_vec(), b"2".to_vec()]);
     hub.shutdown().await;
 }
 
@@ -196,15 +161,8 @@ async fn a_declared_topic_accepts_publishes_only_from_its_listed_publishers() {
 async fn a_listed_publisher_still_needs_publish_claims_for_the_topic() {
     let hub = spawn_hub(declared_publishers_config()).await;
     let token = hub.token_with("camera", &[">"], &["other/>"], 3600);
-    let mut camera = hub
-        .connect_with(json!({"op": "connect", "token": token}))
-        .await;
-    let r = send_with_id(
-        &mut camera,
-        json!({"op": "publish", "topic": "cams/front", "data": 1}),
-        71,
-    )
-    .await;
+    let mut camera = hub.connect_with(json!({"op": "connect", "token": token})).await;
+    let r = send_with_id(&mut camera, json!({"op": "publish", "topic": "cams/front", "data": 1}), 71).await;
     assert_denied(&r, 71, "cams/front");
     camera.assert_alive().await;
     hub.shutdown().await;
@@ -215,12 +173,7 @@ async fn a_declared_topic_is_open_to_every_subscriber_the_claims_allow() {
     let hub = spawn_hub(declared_publishers_config()).await;
     // `publishers` restricts publishing only; subscribing is governed by the claims.
     let mut viewer = restricted(&hub, "viewer").await;
-    let r = send_with_id(
-        &mut viewer,
-        json!({"op": "subscribe", "topic": "cams/front"}),
-        81,
-    )
-    .await;
+    let r = send_with_id(&mut viewer, json!({"op": "subscribe", "topic": "cams/front"}), 81).await;
     assert_denied(&r, 81, "cams/front");
     let mut fan = hub.connect("fan").await;
     fan.subscribe("cams/front").await;

@@ -185,9 +185,7 @@ impl SubscribeError {
             Self::InvalidTopic(_)
             | Self::OffsetBeyondHead { .. }
             | Self::OffsetsMismatch { .. }
-            | Self::InvalidDetails(_) => {
-                ErrorCode::InvalidArgument
-            }
+            | Self::InvalidDetails(_) => ErrorCode::InvalidArgument,
             Self::PermissionDenied(_) => ErrorCode::PermissionDenied,
             Self::Topic(TopicAccessError::Undeclared(_)) => ErrorCode::NotFound,
             Self::Topic(TopicAccessError::TooMany(_)) | Self::TooManySubscriptions(_) | Self::TopicFull { .. } => {
@@ -657,7 +655,8 @@ impl ConnectionManager {
             replayed += 1;
         }
         st.subscribers.push(Subscriber { conn: client.conn.clone(), sub: sub.clone() });
-        let info = SubscriptionInfo { topic: t.name.to_string(), epoch: st.epoch, offset: start, head, replayed, recovered };
+        let info =
+            SubscriptionInfo { topic: t.name.to_string(), epoch: st.epoch, offset: start, head, replayed, recovered };
         Ok(Some((info, sub)))
     }
 
@@ -686,9 +685,7 @@ impl ConnectionManager {
 
     /// Topics a connection is subscribed to.
     pub fn topics_of(&self, id: ConnId) -> Vec<TopicName> {
-        self.client(id)
-            .and_then(|c| c.subs.lock().as_ref().map(|m| m.keys().cloned().collect()))
-            .unwrap_or_default()
+        self.client(id).and_then(|c| c.subs.lock().as_ref().map(|m| m.keys().cloned().collect())).unwrap_or_default()
     }
 
     /// Publishes `payload` on `topic` from a trusted server-side source (no claims checked):
@@ -697,7 +694,13 @@ impl ConnectionManager {
     ///
     /// # Errors
     /// [`PublishError`]; `Backpressure` asks the caller to wait and retry.
-    pub fn route_data(&self, topic: &TopicName, payload: &[u8], flags: u8, now: Now) -> Result<PublishReport, PublishError> {
+    pub fn route_data(
+        &self,
+        topic: &TopicName,
+        payload: &[u8],
+        flags: u8,
+        now: Now,
+    ) -> Result<PublishReport, PublishError> {
         self.publish_inner(None, topic, payload, flags, now)
     }
 
@@ -740,12 +743,13 @@ impl ConnectionManager {
         now: Now,
     ) -> Result<PublishReport, PublishError> {
         // Encode before taking the topic lock; offset and epoch are patched in under it.
-        let header = RecordHeader { flags, offset: 0, epoch: 0, timestamp_us: now.unix_us.max(0) as u64, topic: name.as_str() };
+        let header =
+            RecordHeader { flags, offset: 0, epoch: 0, timestamp_us: now.unix_us.max(0) as u64, topic: name.as_str() };
         let mut record = BytesMut::with_capacity(RECORD_HEADER_LEN + name.as_str().len() + payload.len());
-        record.put(crate::protocol::frame::encode_record(&header, &[]).map_err(|_| PublishError::TooLarge {
-            size: payload.len(),
-            max: self.limits.max_message_size,
-        })?);
+        record.put(
+            crate::protocol::frame::encode_record(&header, &[])
+                .map_err(|_| PublishError::TooLarge { size: payload.len(), max: self.limits.max_message_size })?,
+        );
         record.put_slice(payload);
         let plen = u32::try_from(payload.len())
             .map_err(|_| PublishError::TooLarge { size: payload.len(), max: self.limits.max_message_size })?;
@@ -772,12 +776,20 @@ impl ConnectionManager {
         }
         let st = &mut *guard;
         if st.policy.applies_backpressure() {
-            if let Some(full) = st.subscribers.iter().find(|s| !s.conn.core().outbound.has_room(&s.sub, &st.policy, record.len())) {
+            if let Some(full) =
+                st.subscribers.iter().find(|s| !s.conn.core().outbound.has_room(&s.sub, &st.policy, record.len()))
+            {
                 let timeout = match st.policy {
-                    DeliveryPolicy::Reliable { backpressure_timeout_ms, .. } => Duration::from_millis(backpressure_timeout_ms),
+                    DeliveryPolicy::Reliable { backpressure_timeout_ms, .. } => {
+                        Duration::from_millis(backpressure_timeout_ms)
+                    }
                     _ => Duration::ZERO,
                 };
-                return Err(PublishError::Backpressure { topic: t.name.clone(), waiting_for: full.conn.clone(), timeout });
+                return Err(PublishError::Backpressure {
+                    topic: t.name.clone(),
+                    waiting_for: full.conn.clone(),
+                    timeout,
+                });
             }
         }
         let offset = st.next_offset;
@@ -886,7 +898,12 @@ impl ConnectionManager {
     ///
     /// # Errors
     /// [`SubscribeError`] (mismatched lengths and bad names are `invalid_argument`).
-    pub fn open_streams(&self, id: ConnId, details: &ConnectionDetails, now: Now) -> Result<Vec<SubscriptionInfo>, SubscribeError> {
+    pub fn open_streams(
+        &self,
+        id: ConnId,
+        details: &ConnectionDetails,
+        now: Now,
+    ) -> Result<Vec<SubscriptionInfo>, SubscribeError> {
         let client = self.client(id).ok_or(SubscribeError::UnknownConnection(id))?;
         let main = main_stream(details)?;
         let mut plan = stream_plan(&main, &details.streams, &details.stream_offsets)?;
@@ -902,7 +919,13 @@ impl ConnectionManager {
     ///
     /// # Errors
     /// [`SubscribeError`]; all or nothing.
-    pub fn add_streams(&self, id: ConnId, streams: &[String], offsets: &[u64], now: Now) -> Result<Vec<SubscriptionInfo>, SubscribeError> {
+    pub fn add_streams(
+        &self,
+        id: ConnId,
+        streams: &[String],
+        offsets: &[u64],
+        now: Now,
+    ) -> Result<Vec<SubscriptionInfo>, SubscribeError> {
         let client = self.client(id).ok_or(SubscribeError::UnknownConnection(id))?;
         let main = {
             let d = client.details.lock();
@@ -957,7 +980,12 @@ impl ConnectionManager {
         Ok(topics)
     }
 
-    fn subscribe_all(&self, id: ConnId, plan: &[(TopicName, Option<u64>)], now: Now) -> Result<Vec<SubscriptionInfo>, SubscribeError> {
+    fn subscribe_all(
+        &self,
+        id: ConnId,
+        plan: &[(TopicName, Option<u64>)],
+        now: Now,
+    ) -> Result<Vec<SubscriptionInfo>, SubscribeError> {
         let mut infos = Vec::with_capacity(plan.len());
         for (topic, offset) in plan {
             match self.subscribe(id, topic, SubscribeOptions { offset: *offset, epoch: None }, now) {
@@ -1035,7 +1063,11 @@ fn main_stream(d: &ConnectionDetails) -> Result<TopicName, SubscribeError> {
     Ok(TopicName::new(&format!("{}/{}", d.data_source, d.session_key))?)
 }
 
-fn stream_plan(main: &TopicName, streams: &[String], offsets: &[u64]) -> Result<Vec<(TopicName, Option<u64>)>, SubscribeError> {
+fn stream_plan(
+    main: &TopicName,
+    streams: &[String],
+    offsets: &[u64],
+) -> Result<Vec<(TopicName, Option<u64>)>, SubscribeError> {
     if !offsets.is_empty() && offsets.len() != streams.len() {
         return Err(SubscribeError::OffsetsMismatch { streams: streams.len(), offsets: offsets.len() });
     }

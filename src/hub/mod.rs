@@ -24,8 +24,8 @@ pub mod topic;
 pub use connection::{ConnCore, ConnId, ConnState, Connection, Identity, Now, Protocol};
 pub use history::{History, HistoryLimits};
 pub use manager::{
-    ClientInfo, ConnectionManager, HubConfig, HubLimits, PublishError, PublishReport, RegisterError,
-    SubscribeError, SubscribeOptions, ViolationOutcome,
+    ClientInfo, ConnectionManager, HubConfig, HubLimits, PublishError, PublishReport, RegisterError, SubscribeError,
+    SubscribeOptions, ViolationOutcome,
 };
 pub use outbound::{Batch, CloseInfo, Control, Delivery, Drain, OutboundQueue, QueueLimits, SendOutcome};
 pub use policy::{DeliveryPolicy, DropStrategy, PolicyError, ReliableOverflow};

@@ -260,9 +260,7 @@ impl OutboundQueue {
                 l.reliable.push_back(e);
                 SendOutcome::Queued
             }
-            DeliveryPolicy::BestEffort { overflow, .. } => {
-                self.push_best_effort(&mut l, d, overflow, entry)
-            }
+            DeliveryPolicy::BestEffort { overflow, .. } => self.push_best_effort(&mut l, d, overflow, entry),
             DeliveryPolicy::RateLimited { per_second, burst, .. } => {
                 match d.sub.take_permit(per_second, burst) {
                     Ok(()) => {

@@ -160,12 +160,10 @@ impl DeliveryPolicy {
             return Err(PolicyError { field: "queue_bytes", message: format!("is {b}; allowed 1024..=1073741824") });
         }
         match *self {
-            Self::Reliable { backpressure_timeout_ms, .. } if backpressure_timeout_ms > 60_000 => {
-                Err(PolicyError {
-                    field: "backpressure_timeout_ms",
-                    message: format!("is {backpressure_timeout_ms}; allowed 0..=60000"),
-                })
-            }
+            Self::Reliable { backpressure_timeout_ms, .. } if backpressure_timeout_ms > 60_000 => Err(PolicyError {
+                field: "backpressure_timeout_ms",
+                message: format!("is {backpressure_timeout_ms}; allowed 0..=60000"),
+            }),
             Self::RateLimited { per_second, .. } if !(1..=100_000).contains(&per_second) => {
                 Err(PolicyError { field: "per_second", message: format!("is {per_second}; allowed 1..=100000") })
             }
@@ -186,8 +184,7 @@ mod tests {
         let p: DeliveryPolicy = serde_json::from_str(r#"{"kind":"reliable"}"#).unwrap();
         assert_eq!(p.queue_bound(), (1024, 4 << 20));
         assert!(!p.applies_backpressure());
-        let p: DeliveryPolicy =
-            serde_json::from_str(r#"{"kind":"reliable","overflow":"apply_backpressure"}"#).unwrap();
+        let p: DeliveryPolicy = serde_json::from_str(r#"{"kind":"reliable","overflow":"apply_backpressure"}"#).unwrap();
         assert!(p.applies_backpressure());
         let p: DeliveryPolicy = serde_json::from_str(r#"{"kind":"rate_limited","per_second":5}"#).unwrap();
         assert_eq!(p.kind(), "rate_limited");

@@ -190,9 +190,7 @@ impl TopicRegistry {
         if let Some(t) = self.get(name) {
             return t.state.lock().policy.clone();
         }
-        self.declaration(name)
-            .and_then(|d| d.policy.clone())
-            .unwrap_or_else(|| self.config.default_policy.clone())
+        self.declaration(name).and_then(|d| d.policy.clone()).unwrap_or_else(|| self.config.default_policy.clone())
     }
 
     /// The live topic called `name`.

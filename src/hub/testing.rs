@@ -83,7 +83,9 @@ impl TestConnection {
         self.drain()
             .records
             .iter()
-            .flat_map(|r| crate::protocol::frame::decode_records(r).map(|x| x.expect("record").offset).collect::<Vec<_>>())
+            .flat_map(|r| {
+                crate::protocol::frame::decode_records(r).map(|x| x.expect("record").offset).collect::<Vec<_>>()
+            })
             .collect()
     }
 }

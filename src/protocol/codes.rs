@@ -163,10 +163,7 @@ impl CloseReason {
 
     /// Whether the client is invited to reconnect (to this or another node).
     pub const fn reconnect_advised(self) -> bool {
-        matches!(
-            self,
-            Self::Shutdown | Self::Maintenance | Self::SlowConsumer | Self::IdleTimeout
-        )
+        matches!(self, Self::Shutdown | Self::Maintenance | Self::SlowConsumer | Self::IdleTimeout)
     }
 }
 

@@ -121,12 +121,7 @@ pub enum ClientOp {
         t1: i64,
     },
     /// Answer to a server-initiated `time_sync_request`.
-    TimeSyncReply {
-        seq: u64,
-        t1: i64,
-        t2: i64,
-        t3: i64,
-    },
+    TimeSyncReply { seq: u64, t1: i64, t2: i64, t3: i64 },
     /// Replace the connection's token before it expires (same subject).
     Refresh {
         #[serde(default)]
@@ -360,11 +355,11 @@ mod tests {
     #[test]
     fn parses_every_op() {
         let op = parse_client_op(br#"{"op":"subscribe","id":3,"topic":"a/b","offset":5}"#).unwrap();
-        assert_eq!(
-            op,
-            ClientOp::Subscribe { id: Some(3), topic: "a/b".into(), offset: Some(5), epoch: None }
-        );
-        let op = parse_client_op(br#"{"op":"connect","token":"t","details":{"data_source":"d","session_key":"s","streams":["x"]}}"#).unwrap();
+        assert_eq!(op, ClientOp::Subscribe { id: Some(3), topic: "a/b".into(), offset: Some(5), epoch: None });
+        let op = parse_client_op(
+            br#"{"op":"connect","token":"t","details":{"data_source":"d","session_key":"s","streams":["x"]}}"#,
+        )
+        .unwrap();
         assert!(matches!(op, ClientOp::Connect { details: Some(d), .. } if d.streams == ["x"]));
         assert!(parse_client_op(br#"{"op":"ping","extra":true}"#).is_ok());
     }

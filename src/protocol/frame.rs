@@ -205,15 +205,8 @@ pub fn decode_publish(frame: &Bytes) -> Result<PublishFrame, FrameError> {
     if b.len() < need {
         return Err(FrameError::Truncated { need, have: b.len() });
     }
-    let topic = std::str::from_utf8(&b[PUBLISH_HEADER_LEN..need])
-        .map_err(|_| FrameError::TopicNotUtf8)?
-        .to_owned();
-    Ok(PublishFrame {
-        flags: b[1],
-        request_id: be_u32(b, 4),
-        topic,
-        payload: frame.slice(need..),
-    })
+    let topic = std::str::from_utf8(&b[PUBLISH_HEADER_LEN..need]).map_err(|_| FrameError::TopicNotUtf8)?.to_owned();
+    Ok(PublishFrame { flags: b[1], request_id: be_u32(b, 4), topic, payload: frame.slice(need..) })
 }
 
 /// Encodes a client publish frame (used by clients, tests and the load generator).

@@ -11,7 +11,9 @@ use base64::Engine as _;
 use bytes::Bytes;
 
 use super::{now, unix_ms, unix_us, HubContext};
-use crate::hub::{AuthFailure, ConnId, ConnState, Connection, PublishError, PublishReport, SubscribeOptions, TopicName};
+use crate::hub::{
+    AuthFailure, ConnId, ConnState, Connection, PublishError, PublishReport, SubscribeOptions, TopicName,
+};
 use crate::protocol::control::{parse_client_op, ClientOp, ConnectionDetails, ServerMsg, SessionInfo};
 use crate::protocol::frame::{decode_publish, FLAG_JSON};
 use crate::protocol::{CloseReason, ErrorCode, SUBPROTOCOL};
@@ -70,7 +72,14 @@ impl ClientSession {
         self.reply(&ServerMsg::error(id, code, message))
     }
 
-    fn error_full(&self, id: Option<u64>, code: ErrorCode, message: String, topic: Option<String>, limit: Option<&str>) -> Flow {
+    fn error_full(
+        &self,
+        id: Option<u64>,
+        code: ErrorCode,
+        message: String,
+        topic: Option<String>,
+        limit: Option<&str>,
+    ) -> Flow {
         self.reply(&ServerMsg::Error { id, code, message, topic, limit: limit.map(str::to_owned) })
     }
 
@@ -98,14 +107,22 @@ impl ClientSession {
         let op = match parse_client_op(text) {
             Ok(op) => op,
             Err(e) if !self.registered => {
-                return self.auth_failed(e.id, AuthFailure::NoConnect, &format!("the first message must be a valid connect: {}", e.message));
+                return self.auth_failed(
+                    e.id,
+                    AuthFailure::NoConnect,
+                    &format!("the first message must be a valid connect: {}", e.message),
+                );
             }
             Err(e) => return self.error(e.id, e.code, e.message),
         };
         if !self.registered {
             return match op {
                 ClientOp::Connect { id, token, details, client_id, .. } => self.connect(id, token, details, client_id),
-                other => self.auth_failed(other.id(), AuthFailure::NoConnect, &format!("the first message must be connect, not {}", other.name())),
+                other => self.auth_failed(
+                    other.id(),
+                    AuthFailure::NoConnect,
+                    &format!("the first message must be connect, not {}", other.name()),
+                ),
             };
         }
         self.handle_op(op).await
@@ -114,7 +131,11 @@ impl ClientSession {
     /// Handles a binary publish frame.
     pub async fn handle_binary(&mut self, frame: Bytes) -> Flow {
         if !self.registered {
-            return self.auth_failed(None, AuthFailure::NoConnect, "the first message must be connect, not a binary frame");
+            return self.auth_failed(
+                None,
+                AuthFailure::NoConnect,
+                "the first message must be connect, not a binary frame",
+            );
         }
         let p = match decode_publish(&frame) {
             Ok(p) => p,
@@ -124,10 +145,22 @@ impl ClientSession {
         self.publish(id, &p.topic, &p.payload, p.flags & FLAG_JSON).await
     }
 
-    fn connect(&mut self, id: Option<u64>, token: Option<String>, details: Option<ConnectionDetails>, client_id: Option<String>) -> Flow {
+    fn connect(
+        &mut self,
+        id: Option<u64>,
+        token: Option<String>,
+        details: Option<ConnectionDetails>,
+        client_id: Option<String>,
+    ) -> Flow {
         let token = match token.or_else(|| self.upgrade_token.clone()) {
             Some(t) => t,
-            None => return self.auth_failed(id, AuthFailure::Missing, "no token in connect, Authorization header or token parameter"),
+            None => {
+                return self.auth_failed(
+                    id,
+                    AuthFailure::Missing,
+                    "no token in connect, Authorization header or token parameter",
+                )
+            }
         };
         let identity = match self.ctx.sessions.verify(&token) {
             Ok(i) => i,
@@ -181,7 +214,15 @@ impl ClientSession {
             ClientOp::Subscribe { id, topic, offset, epoch } => {
                 let name = match TopicName::new(&topic) {
                     Ok(n) => n,
-                    Err(e) => return self.error_full(id, ErrorCode::InvalidArgument, format!("invalid topic: {e}"), Some(topic), None),
+                    Err(e) => {
+                        return self.error_full(
+                            id,
+                            ErrorCode::InvalidArgument,
+                            format!("invalid topic: {e}"),
+                            Some(topic),
+                            None,
+                        )
+                    }
                 };
                 match m.subscribe(self.id(), &name, SubscribeOptions { offset, epoch }, now()) {
                     Ok(sub) => self.reply(&ServerMsg::Subscribed { id, sub }),
@@ -191,7 +232,15 @@ impl ClientSession {
             ClientOp::Unsubscribe { id, topic } => {
                 let name = match TopicName::new(&topic) {
                     Ok(n) => n,
-                    Err(e) => return self.error_full(id, ErrorCode::InvalidArgument, format!("invalid topic: {e}"), Some(topic), None),
+                    Err(e) => {
+                        return self.error_full(
+                            id,
+                            ErrorCode::InvalidArgument,
+                            format!("invalid topic: {e}"),
+                            Some(topic),
+                            None,
+                        )
+                    }
                 };
                 match m.unsubscribe(self.id(), &name) {
                     Ok(()) => self.reply(&ServerMsg::Unsubscribed { id, topic }),
@@ -203,18 +252,33 @@ impl ClientSession {
                     (Some(v), None) => (serde_json::to_vec(&v).expect("JSON value serializes"), FLAG_JSON),
                     (None, Some(b)) => match base64::engine::general_purpose::STANDARD.decode(b.as_bytes()) {
                         Ok(p) => (p, 0),
-                        Err(e) => return self.error(id, ErrorCode::InvalidArgument, format!("data_b64 is not valid base64: {e}")),
+                        Err(e) => {
+                            return self.error(
+                                id,
+                                ErrorCode::InvalidArgument,
+                                format!("data_b64 is not valid base64: {e}"),
+                            )
+                        }
                     },
-                    _ => return self.error(id, ErrorCode::InvalidArgument, "publish needs exactly one of `data` and `data_b64`"),
+                    _ => {
+                        return self.error(
+                            id,
+                            ErrorCode::InvalidArgument,
+                            "publish needs exactly one of `data` and `data_b64`",
+                        )
+                    }
                 };
                 self.publish(id, &topic, &payload, flags).await
             }
-            ClientOp::AddStreams { id, streams, stream_offsets } => match m.add_streams(self.id(), &streams, &stream_offsets, now()) {
-                Ok(subscriptions) => self.reply(&ServerMsg::StreamsAdded { id, subscriptions }),
-                Err(e) => self.error_full(id, e.code(), e.to_string(), None, e.limit()),
-            },
+            ClientOp::AddStreams { id, streams, stream_offsets } => {
+                match m.add_streams(self.id(), &streams, &stream_offsets, now()) {
+                    Ok(subscriptions) => self.reply(&ServerMsg::StreamsAdded { id, subscriptions }),
+                    Err(e) => self.error_full(id, e.code(), e.to_string(), None, e.limit()),
+                }
+            }
             ClientOp::RemoveStreams { id, streams } => match m.remove_streams(self.id(), &streams) {
-                Ok(topics) => self.reply(&ServerMsg::StreamsRemoved { id, topics: topics.iter().map(ToString::to_string).collect() }),
+                Ok(topics) => self
+                    .reply(&ServerMsg::StreamsRemoved { id, topics: topics.iter().map(ToString::to_string).collect() }),
                 Err(e) => self.error_full(id, e.code(), e.to_string(), None, e.limit()),
             },
             ClientOp::GetConnection { id } => {
@@ -268,7 +332,15 @@ impl ClientSession {
     async fn publish(&mut self, id: Option<u64>, topic: &str, payload: &[u8], flags: u8) -> Flow {
         let name = match TopicName::new(topic) {
             Ok(n) => n,
-            Err(e) => return self.error_full(id, ErrorCode::InvalidArgument, format!("invalid topic: {e}"), Some(topic.into()), None),
+            Err(e) => {
+                return self.error_full(
+                    id,
+                    ErrorCode::InvalidArgument,
+                    format!("invalid topic: {e}"),
+                    Some(topic.into()),
+                    None,
+                )
+            }
         };
         match publish_waiting(&self.ctx, |m| m.publish_as(self.conn.id(), &name, payload, flags, now())).await {
             Ok(report) => match id {

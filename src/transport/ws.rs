@@ -78,10 +78,18 @@ pub async fn ws_handler(
         headers.get(&name).and_then(|v| v.to_str().ok()).is_some_and(|v| v.to_ascii_lowercase().contains(needle))
     };
     if req.method() != Method::GET || !has(header::CONNECTION, "upgrade") || !has(header::UPGRADE, "websocket") {
-        return json_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument, "expected a WebSocket upgrade request".into());
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidArgument,
+            "expected a WebSocket upgrade request".into(),
+        );
     }
     if headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v != "13") {
-        return json_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument, "Sec-WebSocket-Version must be 13".into());
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidArgument,
+            "Sec-WebSocket-Version must be 13".into(),
+        );
     }
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
         return json_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument, "missing Sec-WebSocket-Key".into());
@@ -92,7 +100,10 @@ pub async fn ws_handler(
             return json_error(
                 StatusCode::BAD_REQUEST,
                 ErrorCode::InvalidArgument,
-                format!("unsupported protocol version {offered:?}; this server speaks {}", SUPPORTED_SUBPROTOCOLS.join(", ")),
+                format!(
+                    "unsupported protocol version {offered:?}; this server speaks {}",
+                    SUPPORTED_SUBPROTOCOLS.join(", ")
+                ),
             )
         }
     };
@@ -267,7 +278,8 @@ async fn serve(ctx: Arc<HubContext>, stream: TcpStream, prefix: Bytes, remote: S
     }
     ctx.manager.unregister_client(conn.id());
     let drains = conn.core.outbound.closing().is_some_and(|c| c.reason.drains_queue());
-    let grace = if drains { ctx.config.server.shutdown_grace_ms.max(cfg.close_timeout_ms) } else { cfg.close_timeout_ms };
+    let grace =
+        if drains { ctx.config.server.shutdown_grace_ms.max(cfg.close_timeout_ms) } else { cfg.close_timeout_ms };
     let deadline = tokio::time::Instant::now() + Duration::from_millis(grace);
     if tokio::time::timeout_at(deadline, &mut writer).await.is_err() {
         writer.abort();
@@ -302,7 +314,8 @@ fn decode_error(conn: &WsConnection, e: tokio_websockets::Error) -> Flow {
             Flow::Close(CloseReason::MessageTooBig, msg)
         }
         tokio_websockets::Error::Protocol(ProtocolError::InvalidUtf8) => {
-            let _ = conn.send_control(&ServerMsg::error(None, ErrorCode::InvalidArgument, "text frame is not valid UTF-8"));
+            let _ =
+                conn.send_control(&ServerMsg::error(None, ErrorCode::InvalidArgument, "text frame is not valid UTF-8"));
             Flow::Close(CloseReason::InvalidUtf8, "text frame is not valid UTF-8".into())
         }
         tokio_websockets::Error::Protocol(p) => {

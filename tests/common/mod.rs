@@ -174,14 +174,18 @@ impl Client {
     }
 
     /// Opens a WebSocket, returning the handshake error instead of panicking.
-    pub async fn try_open(url: &str, extra_headers: &[(&str, &str)]) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+    pub async fn try_open(
+        url: &str,
+        extra_headers: &[(&str, &str)],
+    ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
         let mut req = url.into_client_request().unwrap();
         req.headers_mut().insert("Sec-WebSocket-Protocol", "fanhub.v1".parse().unwrap());
         for (k, v) in extra_headers {
             let name: tokio_tungstenite::tungstenite::http::HeaderName = k.parse().unwrap();
             req.headers_mut().insert(name, v.parse().unwrap());
         }
-        let (ws, resp) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(req)).await.expect("connect hung")?;
+        let (ws, resp) =
+            tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(req)).await.expect("connect hung")?;
         assert_eq!(resp.headers().get("sec-websocket-protocol").unwrap(), "fanhub.v1");
         Ok(Client { ws, welcome: Value::Null, json: VecDeque::new(), records: VecDeque::new(), next_id: 1000 })
     }
@@ -372,38 +376,22 @@ pub struct HttpResponse {
 
 impl HttpResponse {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 }
 
 /// One HTTP/1.1 request on a fresh connection (`Connection: close`), read to the end.
-pub async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> HttpResponse {
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-        addr
-    );
+pub async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> HttpResponse {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", addr);
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     if method == "POST" {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
+        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
     }
     req.push_str("\r\n");
     req.push_str(body);
@@ -416,38 +404,18 @@ pub async fn http_raw(addr: SocketAddr, request: &str) -> HttpResponse {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     tcp.write_all(request.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
-    tokio::time::timeout(TIMEOUT, tcp.read_to_end(&mut raw))
-        .await
-        .expect("response hung")
-        .unwrap();
+    tokio::time::timeout(TIMEOUT, tcp.read_to_end(&mut raw)).await.expect("response hung").unwrap();
     let text = String::from_utf8(raw).expect("UTF-8 response");
     let (head, body) = text.split_once("\r\n\r\n").expect("header/body separator");
     let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    HttpResponse {
-        status,
-        headers,
-        body,
-    }
+    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked { dechunk(body) } else { body.to_owned() };
+    HttpResponse { status, headers, body }
 }
 
 fn dechunk(mut s: &str) -> String {
@@ -462,4 +430,3 @@ fn dechunk(mut s: &str) -> String {
         s = &rest[n + 2..];
     }
 }
-

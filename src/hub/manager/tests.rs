@@ -119,7 +119,8 @@ fn offset_beyond_head_and_other_epoch() {
     let e = m.subscribe(c.id(), &t("s"), from(5), now()).unwrap_err();
     assert_eq!(e.code(), crate::protocol::ErrorCode::InvalidArgument);
     let epoch = m.topic_info(&t("s")).unwrap().epoch;
-    let info = m.subscribe(c.id(), &t("s"), SubscribeOptions { offset: Some(99), epoch: Some(epoch + 1) }, now()).unwrap();
+    let info =
+        m.subscribe(c.id(), &t("s"), SubscribeOptions { offset: Some(99), epoch: Some(epoch + 1) }, now()).unwrap();
     assert!(!info.recovered, "a different epoch cannot be recovered");
     assert_eq!(c.drain_offsets(), [1], "everything of the new epoch is replayed");
 }
@@ -127,7 +128,11 @@ fn offset_beyond_head_and_other_epoch() {
 #[test]
 fn subscribe_racing_publishers_sees_no_gap_and_no_duplicate() {
     let m = Arc::new(manager());
-    let roomy = DeliveryPolicy::BestEffort { queue_messages: 100_000, queue_bytes: 1 << 30, overflow: DropStrategy::DropNewest };
+    let roomy = DeliveryPolicy::BestEffort {
+        queue_messages: 100_000,
+        queue_bytes: 1 << 30,
+        overflow: DropStrategy::DropNewest,
+    };
     m.set_delivery_policy(&t("race"), roomy).unwrap();
     for _ in 0..100 {
         m.route_data(&t("race"), b"x", 0, now()).unwrap();
@@ -156,15 +161,20 @@ fn subscribe_racing_publishers_sees_no_gap_and_no_duplicate() {
     for (c, _) in subs {
         let offs = c.drain_offsets();
         let expected: Vec<u64> = (50..=4100).collect();
-        assert!(offs == expected, "gap or duplicate: got {} offsets, first mismatch at {:?}", offs.len(),
-            offs.iter().zip(&expected).position(|(a, b)| a != b));
+        assert!(
+            offs == expected,
+            "gap or duplicate: got {} offsets, first mismatch at {:?}",
+            offs.len(),
+            offs.iter().zip(&expected).position(|(a, b)| a != b)
+        );
     }
 }
 
 #[test]
 fn best_effort_drop_oldest_keeps_the_newest() {
     let m = manager();
-    let policy = DeliveryPolicy::BestEffort { queue_messages: 3, queue_bytes: 1 << 20, overflow: DropStrategy::DropOldest };
+    let policy =
+        DeliveryPolicy::BestEffort { queue_messages: 3, queue_bytes: 1 << 20, overflow: DropStrategy::DropOldest };
     m.set_delivery_policy(&t("be"), policy).unwrap();
     let c = TestConnection::register(&m, "u", 1);
     m.subscribe(c.id(), &t("be"), live(), now()).unwrap();
@@ -180,7 +190,8 @@ fn best_effort_drop_oldest_keeps_the_newest() {
 #[test]
 fn best_effort_drop_newest_keeps_the_oldest() {
     let m = manager();
-    let policy = DeliveryPolicy::BestEffort { queue_messages: 3, queue_bytes: 1 << 20, overflow: DropStrategy::DropNewest };
+    let policy =
+        DeliveryPolicy::BestEffort { queue_messages: 3, queue_bytes: 1 << 20, overflow: DropStrategy::DropNewest };
     m.set_delivery_policy(&t("be"), policy).unwrap();
     let c = TestConnection::register(&m, "u", 1);
     m.subscribe(c.id(), &t("be"), live(), now()).unwrap();
@@ -192,7 +203,8 @@ fn best_effort_drop_newest_keeps_the_oldest() {
 #[test]
 fn best_effort_byte_bound_applies() {
     let m = manager();
-    let policy = DeliveryPolicy::BestEffort { queue_messages: 1000, queue_bytes: 2048, overflow: DropStrategy::DropOldest };
+    let policy =
+        DeliveryPolicy::BestEffort { queue_messages: 1000, queue_bytes: 2048, overflow: DropStrategy::DropOldest };
     m.set_delivery_policy(&t("be"), policy).unwrap();
     let c = TestConnection::register(&m, "u", 1);
     m.subscribe(c.id(), &t("be"), live(), now()).unwrap();
@@ -469,7 +481,10 @@ fn undeclared_topics_can_be_refused_and_declarations_apply() {
     });
     let m = ConnectionManager::new(cfg).unwrap();
     let c = TestConnection::register(&m, "viewer", 1);
-    assert_eq!(m.subscribe(c.id(), &t("other"), live(), now()).unwrap_err().code(), crate::protocol::ErrorCode::NotFound);
+    assert_eq!(
+        m.subscribe(c.id(), &t("other"), live(), now()).unwrap_err().code(),
+        crate::protocol::ErrorCode::NotFound
+    );
     m.subscribe(c.id(), &t("video/a"), live(), now()).unwrap();
     assert_eq!(m.delivery_policy(&t("video/a")).kind(), "rate_limited");
     let c2 = TestConnection::register(&m, "viewer", 2);
