@@ -203,6 +203,13 @@ async fn serve(ctx: Arc<HubContext>, stream: TcpStream, prefix: Bytes, remote: S
     // reader waits for the writer (backpressure on a pipelining client, not a disconnect).
     let control_high_water = (ctx.manager.limits().queue.max_control / 2).max(1);
     let mut stalled_ticks = 0u64;
+    // Built once: re-creating them per inbound message would register a waiter each time.
+    let closed = conn.core.outbound.closed();
+    tokio::pin!(closed);
+    let shutdown_signal = async move {
+        let _ = shutdown.wait_for(|v| *v).await;
+    };
+    tokio::pin!(shutdown_signal);
 
     while flow == Flow::Continue {
         let backlogged = conn.core.outbound.control_len() >= control_high_water;
@@ -213,7 +220,7 @@ async fn serve(ctx: Arc<HubContext>, stream: TcpStream, prefix: Bytes, remote: S
         }
         tokio::select! {
             biased;
-            () = conn.core.outbound.closed() => break,
+            () = &mut closed => break,
             () = conn.core.outbound.wait_control_below(control_high_water), if backlogged => {}
             msg = ws.next(), if !backlogged => match msg {
                 Some(Ok(msg)) => {
@@ -257,7 +264,7 @@ async fn serve(ctx: Arc<HubContext>, stream: TcpStream, prefix: Bytes, remote: S
                 let _ = conn.send_control(&ServerMsg::error(None, ErrorCode::Unauthenticated, msg.clone()));
                 flow = Flow::Close(CloseReason::Unauthenticated, msg);
             }
-            _ = shutdown.changed() => {
+            () = &mut shutdown_signal => {
                 flow = Flow::Close(CloseReason::Shutdown, "server shutting down".into());
             }
         }
