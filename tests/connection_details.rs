@@ -23,7 +23,8 @@ async fn connect_details_subscribe_each_stream_from_its_offset_plus_the_main_str
     let details = json!({"data_source": "vehicle", "session_key": "race-1", "streams": ["engine", "brakes"],
                          "stream_offsets": [3, 0], "exclude_main_stream": false});
     let mut c = hub.connect_with(json!({"op": "connect", "token": token, "details": details})).await;
-    let topics: Vec<&str> = c.welcome["subscriptions"].as_array().unwrap().iter().map(|s| s["topic"].as_str().unwrap()).collect();
+    let topics: Vec<&str> =
+        c.welcome["subscriptions"].as_array().unwrap().iter().map(|s| s["topic"].as_str().unwrap()).collect();
     assert_eq!(topics, ["vehicle/race-1", "vehicle/race-1/engine", "vehicle/race-1/brakes"]);
     assert_eq!(c.welcome["subscriptions"][1]["replayed"], 3);
     let replay = c.records(3).await;

@@ -90,7 +90,10 @@ async fn a_subscriber_that_reconnects_with_its_last_offset_misses_nothing() {
     }
     let mut again = hub.connect("reader").await;
     let s = again.subscribe_from("resume/x", 51).await;
-    assert_eq!((s["offset"].as_u64(), s["replayed"].as_u64(), s["recovered"].as_bool()), (Some(51), Some(150), Some(true)));
+    assert_eq!(
+        (s["offset"].as_u64(), s["replayed"].as_u64(), s["recovered"].as_bool()),
+        (Some(51), Some(150), Some(true))
+    );
     let rest = again.records(150).await;
     assert_eq!(rest.iter().map(|r| r.offset).collect::<Vec<_>>(), (51..=200).collect::<Vec<_>>());
     assert_eq!(rest[0].payload, 50u32.to_be_bytes(), "payloads come back intact");

@@ -60,7 +60,8 @@ async fn offsets_until(c: &mut Client, last: u64) -> Vec<u64> {
 #[tokio::test]
 async fn best_effort_drop_oldest_leaves_a_detectable_gap_and_keeps_the_newest() {
     let mut config = test_config();
-    let policy = DeliveryPolicy::BestEffort { queue_messages: 8, queue_bytes: 1 << 30, overflow: DropStrategy::DropOldest };
+    let policy =
+        DeliveryPolicy::BestEffort { queue_messages: 8, queue_bytes: 1 << 30, overflow: DropStrategy::DropOldest };
     declare(&mut config, "be/>", policy);
     let hub = spawn_hub(config).await;
     let mut sub = hub.connect("viewer").await;
@@ -84,7 +85,8 @@ async fn best_effort_drop_oldest_leaves_a_detectable_gap_and_keeps_the_newest() 
 #[tokio::test]
 async fn best_effort_drop_newest_keeps_the_oldest_and_drops_the_rest() {
     let mut config = test_config();
-    let policy = DeliveryPolicy::BestEffort { queue_messages: 8, queue_bytes: 1 << 30, overflow: DropStrategy::DropNewest };
+    let policy =
+        DeliveryPolicy::BestEffort { queue_messages: 8, queue_bytes: 1 << 30, overflow: DropStrategy::DropNewest };
     declare(&mut config, "be/>", policy);
     let hub = spawn_hub(config).await;
     let mut sub = hub.connect("viewer").await;
@@ -152,9 +154,7 @@ async fn reliable_with_backpressure_delays_then_fails_the_publisher_and_loses_no
     let payload = vec![7u8; BIG];
     let mut published = 0u64;
     let error = loop {
-        let r = publisher
-            .request(json!({"op": "publish", "topic": "bp/x", "data_b64": base64_encode(&payload)}))
-            .await;
+        let r = publisher.request(json!({"op": "publish", "topic": "bp/x", "data_b64": base64_encode(&payload)})).await;
         if r["type"] == "published" {
             published = r["offset"].as_u64().unwrap();
             assert!(published < 5000, "backpressure never kicked in");
@@ -164,7 +164,11 @@ async fn reliable_with_backpressure_delays_then_fails_the_publisher_and_loses_no
     };
     assert_eq!(error["code"], "resource_exhausted", "{error}");
     assert_eq!(error["limit"], "backpressure_timeout_ms", "{error}");
-    assert_eq!(hub.manager.client_info(conn_id(&sub)).unwrap().state, fanhub::hub::ConnState::Active, "not disconnected");
+    assert_eq!(
+        hub.manager.client_info(conn_id(&sub)).unwrap().state,
+        fanhub::hub::ConnState::Active,
+        "not disconnected"
+    );
     assert_eq!(hub.manager.topic_info(&t("bp/x")).unwrap().head, published + 1, "the failed publish took no offset");
     let got: Vec<u64> = sub.records(published as usize).await.iter().map(|r| r.offset).collect();
     assert_eq!(got, (1..=published).collect::<Vec<_>>());
