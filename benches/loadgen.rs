@@ -1,1 +1,362 @@
-fn main() {}
+//! End-to-end load generator: S WebSocket subscribers on one topic, one publisher sending
+//! P-byte messages as fast as a bounded in-flight window allows (or paced at a fixed rate).
+//! Reports deliveries per second, latency p50/p99/p999 from timestamps embedded in the payload,
+//! loss, and the server's CPU seconds (utime+stime from /proc, since load generator and server
+//! share the machine). Speaks fanhub.v1 or the NATS text protocol over WebSocket, so the same
+//! workload runs against nats-server in the same run (`deploy/bench.sh`).
+//!
+//! `cargo bench --bench loadgen -- --target fanhub --url ws://127.0.0.1:8080/ws --token T
+//!  --subs 1000 --size 256 --messages 500 --window 256 --server-pid PID`
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::http::{header, HeaderValue, Uri};
+use bytes::{BufMut, Bytes, BytesMut};
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_websockets::{Message, WebSocketStream};
+
+#[derive(Parser, Clone)]
+struct Args {
+    /// `fanhub` or `nats`.
+    #[arg(long, default_value = "fanhub")]
+    target: String,
+    /// WebSocket URL (loopback only).
+    #[arg(long)]
+    url: String,
+    /// fanhub token.
+    #[arg(long, default_value = "")]
+    token: String,
+    /// Subscribers.
+    #[arg(long, default_value_t = 1000)]
+    subs: usize,
+    /// Payload bytes (at least 16: index and send time are embedded).
+    #[arg(long, default_value_t = 256)]
+    size: usize,
+    /// Messages to publish.
+    #[arg(long, default_value_t = 500)]
+    messages: u64,
+    /// Most messages in flight (published, not yet received by every subscriber).
+    #[arg(long, default_value_t = 256)]
+    window: u64,
+    /// Publish at this many messages per second instead of the window.
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Server process id, for CPU and RSS.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Only open and hold `subs` subscribed connections, and report server RSS per connection.
+    #[arg(long)]
+    idle: bool,
+    /// Spread connections over source addresses 127.0.0.1 ..= 127.0.0.N.
+    #[arg(long, default_value_t = 1)]
+    sources: u8,
+    /// Runtime worker threads of the load generator.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Give up waiting for deliveries after this long.
+    #[arg(long, default_value_t = 60)]
+    timeout_secs: u64,
+    /// Label of the result row.
+    #[arg(long, default_value = "")]
+    label: String,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+type Ws = WebSocketStream<TcpStream>;
+
+fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64
+}
+
+async fn connect(url: &str, n: usize, sources: u8, protocol: Option<&'static str>) -> Ws {
+    let uri: Uri = url.parse().expect("url");
+    let host: Ipv4Addr = uri.host().expect("host").parse().expect("loopback IPv4 address");
+    assert!(host.is_loopback(), "the load generator only targets loopback");
+    let addr = SocketAddr::new(IpAddr::V4(host), uri.port_u16().unwrap_or(80));
+    let sock = TcpSocket::new_v4().expect("socket");
+    if sources > 1 {
+        let src = Ipv4Addr::new(127, 0, 0, 1 + (n % sources as usize) as u8);
+        sock.bind(SocketAddr::new(IpAddr::V4(src), 0)).expect("bind source");
+    }
+    let tcp = sock.connect(addr).await.expect("connect");
+    tcp.set_nodelay(true).unwrap();
+    let mut b = tokio_websockets::ClientBuilder::from_uri(uri);
+    if let Some(p) = protocol {
+        b = b.add_header(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p)).unwrap();
+    }
+    b.connect_on(tcp).await.expect("websocket handshake").0
+}
+
+async fn next_text(ws: &mut Ws) -> serde_json::Value {
+    loop {
+        let m = ws.next().await.expect("closed").expect("ws error");
+        if let Some(t) = m.as_text() {
+            return serde_json::from_str(t).unwrap();
+        }
+    }
+}
+
+/// Opens a subscribed connection; returns it ready.
+async fn subscriber(args: &Args, n: usize) -> (Ws, BytesMut) {
+    if args.target == "nats" {
+        let mut ws = connect(&args.url, n, args.sources, None).await;
+        let cmd = format!(
+            "CONNECT {{\"verbose\":false,\"pedantic\":false,\"protocol\":1}}\r\nSUB {} 1\r\nPING\r\n",
+            nats_subject(args)
+        );
+        ws.send(Message::binary(Bytes::from(cmd))).await.unwrap();
+        let mut buf = BytesMut::new();
+        loop {
+            let m = ws.next().await.expect("closed").expect("ws error");
+            buf.extend_from_slice(m.as_payload());
+            if let Some(p) = find(&buf, b"PONG\r\n") {
+                let _ = buf.split_to(p + 6);
+                return (ws, buf);
+            }
+        }
+    }
+    let mut ws = connect(&args.url, n, args.sources, Some("fanhub.v1")).await;
+    ws.send(Message::text(serde_json::json!({"op":"connect","token":args.token}).to_string())).await.unwrap();
+    let w = next_text(&mut ws).await;
+    assert_eq!(w["type"], "welcome", "{w}");
+    ws.send(Message::text(serde_json::json!({"op":"subscribe","id":1,"topic":args_topic(args)}).to_string()))
+        .await
+        .unwrap();
+    let s = next_text(&mut ws).await;
+    assert_eq!(s["type"], "subscribed", "{s}");
+    (ws, BytesMut::new())
+}
+
+fn args_topic(_: &Args) -> &'static str {
+    "bench/load"
+}
+
+fn nats_subject(_: &Args) -> &'static str {
+    "bench.load"
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+struct Shared {
+    receipts: Vec<AtomicU32>,
+    received: AtomicU64,
+}
+
+/// Reads deliveries until `expected` arrived or the connection ends; returns latencies in µs.
+async fn receive(args: Arc<Args>, mut ws: Ws, mut buf: BytesMut, shared: Arc<Shared>, expected: u64) -> Vec<u32> {
+    let mut lat = Vec::with_capacity(expected as usize);
+    let mut got = 0;
+    let on_payload = |p: &[u8], lat: &mut Vec<u32>| {
+        let idx = u64::from_be_bytes(p[0..8].try_into().unwrap());
+        let sent = u64::from_be_bytes(p[8..16].try_into().unwrap());
+        lat.push(now_us().saturating_sub(sent).min(u32::MAX as u64) as u32);
+        shared.receipts[idx as usize].fetch_add(1, Relaxed);
+        shared.received.fetch_add(1, Relaxed);
+    };
+    while got < expected {
+        let Some(Ok(m)) = ws.next().await else { break };
+        if args.target == "nats" {
+            buf.extend_from_slice(m.as_payload());
+            while let Some(eol) = find(&buf, b"\r\n") {
+                if buf.starts_with(b"MSG ") {
+                    let line = std::str::from_utf8(&buf[..eol]).unwrap();
+                    let n: usize = line.rsplit(' ').next().unwrap().parse().unwrap();
+                    if buf.len() < eol + 2 + n + 2 {
+                        break;
+                    }
+                    on_payload(&buf[eol + 2..eol + 2 + n], &mut lat);
+                    got += 1;
+                    let _ = buf.split_to(eol + 2 + n + 2);
+                } else {
+                    if buf.starts_with(b"PING") {
+                        ws.send(Message::binary(Bytes::from_static(b"PONG\r\n"))).await.unwrap();
+                    }
+                    let _ = buf.split_to(eol + 2);
+                }
+            }
+        } else if m.is_binary() {
+            for r in fanhub::protocol::frame::decode_records(m.as_payload()) {
+                on_payload(r.expect("record").payload, &mut lat);
+                got += 1;
+            }
+        }
+    }
+    lat
+}
+
+fn publish_frame(args: &Args, idx: u64) -> Bytes {
+    let mut payload = vec![0u8; args.size.max(16)];
+    payload[0..8].copy_from_slice(&idx.to_be_bytes());
+    payload[8..16].copy_from_slice(&now_us().to_be_bytes());
+    if args.target == "nats" {
+        let mut b = BytesMut::with_capacity(payload.len() + 40);
+        b.put_slice(format!("PUB {} {}\r\n", nats_subject(args), payload.len()).as_bytes());
+        b.put_slice(&payload);
+        b.put_slice(b"\r\n");
+        b.freeze()
+    } else {
+        Bytes::from(fanhub::protocol::frame::encode_publish(args_topic(args), 0, 0, &payload))
+    }
+}
+
+fn proc_cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of stat (utime, stime) are 12 and 13 after the comm field; clock ticks
+    // are 100 per second on Linux.
+    let ticks = f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
+fn proc_rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0)))
+        .unwrap_or(0)
+}
+
+fn pct(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+async fn run(args: Arc<Args>) {
+    let pid = args.server_pid;
+    let rss_before = pid.map(proc_rss_kb).unwrap_or(0);
+    let mut conns = Vec::with_capacity(args.subs);
+    let opened = Instant::now();
+    for chunk in (0..args.subs).collect::<Vec<_>>().chunks(200) {
+        let tasks: Vec<_> = chunk
+            .iter()
+            .map(|&n| {
+                let a = args.clone();
+                tokio::spawn(async move { subscriber(&a, n).await })
+            })
+            .collect();
+        for t in tasks {
+            conns.push(t.await.unwrap());
+        }
+    }
+    if args.idle {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rss = pid.map(proc_rss_kb).unwrap_or(0);
+        println!(
+            "| {} | {} | idle | {} connections | server RSS {:.1} MB → {:.1} MB | {:.2} KB per connection | opened in {:.1} s |",
+            args.label,
+            args.target,
+            args.subs,
+            rss_before as f64 / 1024.0,
+            rss as f64 / 1024.0,
+            rss.saturating_sub(rss_before) as f64 / args.subs as f64,
+            opened.elapsed().as_secs_f64()
+        );
+        return;
+    }
+    let shared = Arc::new(Shared {
+        receipts: (0..args.messages).map(|_| AtomicU32::new(0)).collect(),
+        received: AtomicU64::new(0),
+    });
+    let readers: Vec<_> = conns
+        .into_iter()
+        .map(|(ws, buf)| tokio::spawn(receive(args.clone(), ws, buf, shared.clone(), args.messages)))
+        .collect();
+    let mut publisher = connect(&args.url, 0, 1, (args.target == "fanhub").then_some("fanhub.v1")).await;
+    if args.target == "nats" {
+        publisher
+            .send(Message::binary(Bytes::from_static(
+                b"CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1}\r\n",
+            )))
+            .await
+            .unwrap();
+    } else {
+        publisher
+            .send(Message::text(serde_json::json!({"op":"connect","token":args.token}).to_string()))
+            .await
+            .unwrap();
+        let w = next_text(&mut publisher).await;
+        assert_eq!(w["type"], "welcome", "{w}");
+    }
+    let cpu0 = pid.map(proc_cpu_secs).unwrap_or(0.0);
+    let t0 = Instant::now();
+    let subs = args.subs as u32;
+    let mut acked = 0u64;
+    let mut ticker = args.rate.map(|r| tokio::time::interval(Duration::from_secs_f64(1.0 / r as f64)));
+    for idx in 0..args.messages {
+        if let Some(t) = ticker.as_mut() {
+            t.tick().await;
+        } else {
+            loop {
+                while acked < idx && shared.receipts[acked as usize].load(Relaxed) >= subs {
+                    acked += 1;
+                }
+                if idx - acked < args.window {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_micros(100)).await;
+            }
+        }
+        publisher.send(Message::binary(publish_frame(&args, idx))).await.unwrap();
+    }
+    let expected = args.messages * args.subs as u64;
+    let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
+    while shared.received.load(Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu = pid.map(proc_cpu_secs).unwrap_or(0.0) - cpu0;
+    let received = shared.received.load(Relaxed);
+    let mut lat = Vec::with_capacity(received as usize);
+    for r in readers {
+        if r.is_finished() {
+            lat.extend(r.await.unwrap());
+        } else {
+            r.abort();
+        }
+    }
+    lat.sort_unstable();
+    let mode = match args.rate {
+        Some(r) => format!("paced {r}/s"),
+        None => format!("window {}", args.window),
+    };
+    println!(
+        "| {} | {} | S={} P={} N={} {} | {:.0} deliveries/s | {:.0} per server-CPU-s | p50 {:.2} ms | p99 {:.2} ms | p999 {:.2} ms | loss {} | server CPU {:.2} s in {:.2} s |",
+        args.label,
+        args.target,
+        args.subs,
+        args.size,
+        args.messages,
+        mode,
+        received as f64 / elapsed,
+        if cpu > 0.0 { received as f64 / cpu } else { f64::NAN },
+        pct(&lat, 0.50),
+        pct(&lat, 0.99),
+        pct(&lat, 0.999),
+        expected - received,
+        cpu,
+        elapsed
+    );
+}
+
+fn main() {
+    let args = Arc::new(Args::parse());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run(args));
+}

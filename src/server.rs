@@ -5,6 +5,7 @@
 //! admin is reachable from the public port by accident.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,10 +39,7 @@ impl Listeners {
     /// # Errors
     /// When an address cannot be bound.
     pub async fn bind(config: &Config) -> std::io::Result<Self> {
-        Ok(Self {
-            public: TcpListener::bind(config.server.listen).await?,
-            admin: TcpListener::bind(config.server.admin_listen).await?,
-        })
+        Ok(Self { public: listen(config.server.listen)?, admin: listen(config.server.admin_listen)? })
     }
 
     /// Binds both on 127.0.0.1 with ephemeral ports.
@@ -49,8 +47,24 @@ impl Listeners {
     /// # Errors
     /// When binding fails.
     pub async fn ephemeral() -> std::io::Result<Self> {
-        Ok(Self { public: TcpListener::bind("127.0.0.1:0").await?, admin: TcpListener::bind("127.0.0.1:0").await? })
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Ok(Self { public: listen(any)?, admin: listen(any)? })
     }
+}
+
+/// Binds a listening socket with `SO_REUSEADDR` and a 4096-deep accept backlog.
+///
+/// `TcpListener::bind` uses a backlog of 128: a burst of connects (a reconnect storm after a node restart, or
+/// the load generator opening 10,000 sockets) overflows it and the kernel drops SYNs, which the clients only retry
+/// after a second. The kernel still caps the backlog at `net.core.somaxconn`.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 /// Why the server could not start.

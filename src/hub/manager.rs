@@ -24,7 +24,7 @@ use super::stats::{ConnectionStats, Counters};
 use super::subscription::{Subscription, SubscriptionStats};
 use super::topic::{TopicError, TopicName};
 use crate::protocol::control::{ConnectionDetails, SubscriptionInfo};
-use crate::protocol::frame::{RecordHeader, RECORD_HEADER_LEN};
+use crate::protocol::frame::{put_record_header, RecordHeader, RECORD_HEADER_LEN};
 use crate::protocol::{CloseReason, ErrorCode};
 
 /// Connection and enforcement limits (all configurable).
@@ -745,15 +745,10 @@ impl ConnectionManager {
         // Encode before taking the topic lock; offset and epoch are patched in under it.
         let header =
             RecordHeader { flags, offset: 0, epoch: 0, timestamp_us: now.unix_us.max(0) as u64, topic: name.as_str() };
+        let too_large = || PublishError::TooLarge { size: payload.len(), max: self.limits.max_message_size };
         let mut record = BytesMut::with_capacity(RECORD_HEADER_LEN + name.as_str().len() + payload.len());
-        record.put(
-            crate::protocol::frame::encode_record(&header, &[])
-                .map_err(|_| PublishError::TooLarge { size: payload.len(), max: self.limits.max_message_size })?,
-        );
+        put_record_header(&mut record, &header, payload.len()).map_err(|_| too_large())?;
         record.put_slice(payload);
-        let plen = u32::try_from(payload.len())
-            .map_err(|_| PublishError::TooLarge { size: payload.len(), max: self.limits.max_message_size })?;
-        record[4..8].copy_from_slice(&plen.to_be_bytes());
         loop {
             let t = self.registry.get_or_create(name)?;
             if let (Some(subject), Some(allowed)) = (subject, t.decl.as_ref().and_then(|d| d.publishers.as_ref())) {

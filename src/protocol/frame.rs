@@ -94,14 +94,14 @@ pub struct RecordHeader<'a> {
     pub topic: &'a str,
 }
 
-/// Encodes one message record: one allocation, one copy of the payload, for all subscribers.
+/// Appends a record header for a payload of `payload_len` bytes, then the topic, to `buf`; the
+/// caller appends the payload. Lets a publisher build the record in one buffer.
 ///
 /// # Errors
-/// [`FrameError::TooLarge`] when the payload exceeds `u32::MAX` bytes.
-pub fn encode_record(h: &RecordHeader<'_>, payload: &[u8]) -> Result<Bytes, FrameError> {
-    let len = u32::try_from(payload.len()).map_err(|_| FrameError::TooLarge(payload.len()))?;
+/// [`FrameError::TooLarge`] when the payload or topic does not fit its length field.
+pub fn put_record_header(buf: &mut BytesMut, h: &RecordHeader<'_>, payload_len: usize) -> Result<(), FrameError> {
+    let len = u32::try_from(payload_len).map_err(|_| FrameError::TooLarge(payload_len))?;
     let topic_len = u16::try_from(h.topic.len()).map_err(|_| FrameError::TooLarge(h.topic.len()))?;
-    let mut buf = BytesMut::with_capacity(RECORD_HEADER_LEN + h.topic.len() + payload.len());
     buf.put_u8(KIND_MESSAGE);
     buf.put_u8(h.flags);
     buf.put_u16(topic_len);
@@ -110,6 +110,16 @@ pub fn encode_record(h: &RecordHeader<'_>, payload: &[u8]) -> Result<Bytes, Fram
     buf.put_u64(h.epoch);
     buf.put_u64(h.timestamp_us);
     buf.put_slice(h.topic.as_bytes());
+    Ok(())
+}
+
+/// Encodes one message record: one allocation, one copy of the payload, for all subscribers.
+///
+/// # Errors
+/// [`FrameError::TooLarge`] when the payload exceeds `u32::MAX` bytes.
+pub fn encode_record(h: &RecordHeader<'_>, payload: &[u8]) -> Result<Bytes, FrameError> {
+    let mut buf = BytesMut::with_capacity(RECORD_HEADER_LEN + h.topic.len() + payload.len());
+    put_record_header(&mut buf, h, payload.len())?;
     buf.put_slice(payload);
     Ok(buf.freeze())
 }

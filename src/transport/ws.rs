@@ -182,6 +182,8 @@ async fn serve(ctx: Arc<HubContext>, stream: TcpStream, prefix: Bytes, remote: S
     let cfg = ctx.config.websocket.clone();
     let mut writer = tokio::spawn(writer_loop(conn.clone(), wr, cfg.batch_max_records, cfg.batch_max_bytes));
     let limits = Limits::default().max_payload_len(Some(frame_limit(ctx.manager.limits().max_message_size)));
+    // Bytes the HTTP parser read past the upgrade request: copy them out so hyper's read buffer is not pinned.
+    let prefix = if prefix.is_empty() { Bytes::new() } else { Bytes::copy_from_slice(&prefix) };
     let shim = ReadHalfShim { prefix, rd, conn: conn.clone(), pending: BytesMut::new() };
     let mut ws = tokio_websockets::server::Builder::new().limits(limits).serve(shim);
     let dyn_conn: Arc<dyn Connection> = conn.clone();
@@ -351,6 +353,10 @@ impl AsyncRead for ReadHalfShim {
             let n = self.prefix.len().min(buf.remaining());
             let chunk = self.prefix.split_to(n);
             buf.put_slice(&chunk);
+            if self.prefix.is_empty() {
+                // Release the (possibly shared) buffer the prefix came from.
+                self.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.rd).poll_read(cx, buf)
