@@ -173,6 +173,16 @@ fn accept_key(key: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(sha.digest().bytes())
 }
 
+/// Bytes hyper read past the upgrade request, copied out of (and releasing) hyper's 8 KiB read buffer,
+/// which the returned `Bytes` would otherwise keep alive for the connection's whole life.
+fn detach(prefix: Bytes) -> Bytes {
+    if prefix.is_empty() {
+        Bytes::new()
+    } else {
+        Bytes::copy_from_slice(&prefix)
+    }
+}
+
 /// Runs one WebSocket connection to its end: reader loop here, writer in its own task.
 async fn serve(ctx: Arc<HubContext>, stream: TcpStream, prefix: Bytes, remote: SocketAddr, token: Option<String>) {
     let _live = super::LiveGuard::new(ctx.clone());
@@ -182,8 +192,7 @@ async fn serve(ctx: Arc<HubContext>, stream: TcpStream, prefix: Bytes, remote: S
     let cfg = ctx.config.websocket.clone();
     let mut writer = tokio::spawn(writer_loop(conn.clone(), wr, cfg.batch_max_records, cfg.batch_max_bytes));
     let limits = Limits::default().max_payload_len(Some(frame_limit(ctx.manager.limits().max_message_size)));
-    // Bytes the HTTP parser read past the upgrade request: copy them out so hyper's read buffer is not pinned.
-    let prefix = if prefix.is_empty() { Bytes::new() } else { Bytes::copy_from_slice(&prefix) };
+    let prefix = detach(prefix);
     let shim = ReadHalfShim { prefix, rd, conn: conn.clone(), pending: BytesMut::new() };
     let mut ws = tokio_websockets::server::Builder::new().limits(limits).serve(shim);
     let dyn_conn: Arc<dyn Connection> = conn.clone();
