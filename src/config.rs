@@ -35,6 +35,26 @@ pub struct Config {
     pub topics: TopicsConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Admin API and metrics.
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Whether `GET /metrics` needs the admin bearer token (seed: "requires admin privileges").
+    pub metrics_require_token: bool,
+    /// How often rates are computed and the stats stream ticks, ms.
+    pub stats_interval_ms: u64,
+    /// Largest page `GET /v1/admin/connections` returns.
+    pub max_page_size: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { metrics_require_token: true, stats_interval_ms: 1000, max_page_size: 1000 }
+    }
 }
 
 /// `[server]`
@@ -271,6 +291,8 @@ impl Config {
         range("websocket.batch_max_records", ws.batch_max_records as u64, 1, 1000);
         range("websocket.batch_max_bytes", ws.batch_max_bytes as u64, 1024, 64 << 20);
         range("websocket.close_timeout_ms", ws.close_timeout_ms, 10, 600_000);
+        range("admin.stats_interval_ms", self.admin.stats_interval_ms, 100, 60_000);
+        range("admin.max_page_size", self.admin.max_page_size as u64, 1, 100_000);
         range("server.shutdown_grace_ms", self.server.shutdown_grace_ms, 0, 600_000);
         range("server.topic_sweep_interval_ms", self.server.topic_sweep_interval_ms, 100, 86_400_000);
         let l = &self.limits;

@@ -7,11 +7,15 @@
 //! - [`auth`]: the `SessionManager`: JWT verification and minting, API keys.
 //! - [`transport`]: WebSocket (and later WebRTC, TCP) connections implementing `Connection`.
 //! - [`config`]: configuration: defaults, TOML file, validation.
+//! - [`admin`]: the admin HTTP API (connections, topics, policies, stats, drain, OpenAPI).
+//! - [`metrics`]: Prometheus metric names, the per-server recorder and the scrape.
 //! - [`server`]: the HTTP routers, listeners, background tasks and graceful shutdown: [`run`].
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod hub;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod transport;

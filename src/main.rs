@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+mod cli;
+
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use fanhub::auth::{unix_now, MintRequest, SessionManager};
@@ -24,6 +26,14 @@ enum Command {
     Serve(ServeArgs),
     /// Mint a JWT with the configured key (in development mode: the built-in dev secret).
     Token(TokenArgs),
+    /// Subscribe to a topic on a running hub and print its messages (like `nats sub`).
+    Sub(cli::SubArgs),
+    /// Publish a message on a running hub and print its offset (like `nats pub`).
+    Pub(cli::PubArgs),
+    /// Show a running hub's stats from its admin API (`--watch SECS` to refresh).
+    Stats(cli::AdminTarget),
+    /// List a running hub's connections from its admin API (`--watch SECS` to refresh).
+    Connections(cli::ConnectionsArgs),
 }
 
 #[derive(Args)]
@@ -169,8 +179,13 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let small = || tokio::runtime::Builder::new_current_thread().enable_all().build();
     match cli.command {
         Command::Serve(args) => tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(args)),
         Command::Token(args) => token(args),
+        Command::Sub(args) => small()?.block_on(cli::sub(args)),
+        Command::Pub(args) => small()?.block_on(cli::publish(args)),
+        Command::Stats(args) => small()?.block_on(cli::stats(args)),
+        Command::Connections(args) => small()?.block_on(cli::connections(args)),
     }
 }

@@ -109,6 +109,7 @@ impl Server {
             shutdown,
             draining: AtomicBool::new(false),
             live: AtomicUsize::new(0),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         });
         Ok(Self { ctx, shutdown_tx, started: Instant::now() })
     }
@@ -140,10 +141,12 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let ctx = self.ctx.clone();
-        let app = AppState { ctx: ctx.clone(), started: self.started };
+        let app = AppState { ctx: ctx.clone(), started: self.started, admin: Arc::default() };
         let public_task = tokio::spawn(serve_http(listeners.public, public_router(app.clone()), ctx.shutdown.clone()));
-        let admin_task = tokio::spawn(serve_http(listeners.admin, admin_router(app), ctx.shutdown.clone()));
+        let admin_task =
+            tokio::spawn(serve_http(listeners.admin, crate::admin::admin_router(app.clone()), ctx.shutdown.clone()));
         let sweeper = tokio::spawn(sweep_topics(ctx.clone()));
+        let sampler = tokio::spawn(crate::admin::sampler(app));
         tracing::info!(node_id = %ctx.node_id, url = %ctx.public_url, "fanhub serving");
 
         shutdown.await;
@@ -156,6 +159,7 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         sweeper.abort();
+        sampler.abort();
         for task in [public_task, admin_task] {
             let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
         }
@@ -236,8 +240,9 @@ async fn sweep_topics(ctx: Arc<HubContext>) {
 /// State of the HTTP handlers.
 #[derive(Clone)]
 pub struct AppState {
-    ctx: Arc<HubContext>,
-    started: Instant,
+    pub(crate) ctx: Arc<HubContext>,
+    pub(crate) started: Instant,
+    pub(crate) admin: Arc<crate::admin::AdminShared>,
 }
 
 /// An error answered over HTTP: `{"code": …, "message": …}` with the code's status.
@@ -268,16 +273,12 @@ pub fn public_router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/sessions", post(create_session))
+        .route("/v1/publish", post(publish))
         .route("/", get(|| async { Html(include_str!("../web-demo/index.html")) }));
     if state.ctx.sessions.is_dev() {
         r = r.route("/v1/dev/token", post(dev_token));
     }
     r.with_state(state)
-}
-
-/// The admin router (admin bearer token required except for `/healthz`).
-pub fn admin_router(state: AppState) -> Router {
-    Router::new().route("/healthz", get(healthz)).route("/v1/admin/stats", get(admin_stats)).with_state(state)
 }
 
 fn health_body(s: &AppState, ready: bool) -> serde_json::Value {
@@ -290,7 +291,9 @@ fn health_body(s: &AppState, ready: bool) -> serde_json::Value {
     })
 }
 
-async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
+/// Liveness: the process serves HTTP. Version, uptime and node id included.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "`{status, version, node_id, uptime_secs, connections}`")))]
+pub(crate) async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
     Json(health_body(&s, true))
 }
 
@@ -369,10 +372,80 @@ fn mint(s: &AppState, body: &[u8]) -> Result<Json<serde_json::Value>, ApiError> 
     })))
 }
 
-async fn admin_stats(State(s): State<AppState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
-    let ok = bearer_or_key(&headers).is_some_and(|t| s.ctx.sessions.check_admin_token(t));
-    if !ok {
-        return Err(ApiError::new(ErrorCode::Unauthenticated, "admin token required"));
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PublishRequest {
+    /// Topic to publish on.
+    topic: String,
+    /// JSON payload (delivered as JSON text, flag `json`).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    data: Option<serde_json::Value>,
+    /// Binary payload, base64 (standard alphabet). Exactly one of `data` and `data_base64`.
+    #[serde(default)]
+    data_base64: Option<String>,
+}
+
+/// `POST /v1/publish` answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct PublishResponse {
+    topic: String,
+    offset: u64,
+    epoch: u64,
+    delivered: usize,
+    dropped: usize,
+}
+
+/// Publish from a backend (server API key or admin token); answers the offset. Publishes under
+/// `reliable` + `apply_backpressure` wait like a client's, up to the policy's timeout.
+#[utoipa::path(post, path = "/v1/publish", request_body = PublishRequest,
+    responses((status = 200, body = PublishResponse), (status = 400, body = crate::admin::ErrorBody), (status = 401, body = crate::admin::ErrorBody), (status = 429, body = crate::admin::ErrorBody)))]
+pub(crate) async fn publish(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<PublishResponse>, ApiError> {
+    let key = bearer_or_key(&headers)
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "an API key or admin token is required"))?;
+    if !s.ctx.sessions.check_api_key(key) && !s.ctx.sessions.check_admin_token(key) {
+        s.ctx.manager.counters().record_auth_failure(crate::hub::AuthFailure::InvalidApiKey);
+        return Err(ApiError::new(ErrorCode::Unauthenticated, "unknown API key"));
     }
-    Ok(Json(s.ctx.manager.connection_stats()))
+    let req: PublishRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, format!("invalid publish request: {e}")))?;
+    let topic = crate::hub::TopicName::new(&req.topic)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, format!("topic: {e}")))?;
+    let (payload, flags) = match (req.data, req.data_base64) {
+        (Some(v), None) => (serde_json::to_vec(&v).unwrap_or_default(), crate::protocol::frame::FLAG_JSON),
+        (None, Some(b)) => (
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b.as_bytes())
+                .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, format!("data_base64: {e}")))?,
+            0,
+        ),
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidArgument,
+                "exactly one of `data` and `data_base64` is required",
+            ))
+        }
+    };
+    let max = s.ctx.manager.limits().max_message_size;
+    if payload.len() > max {
+        return Err(ApiError::new(
+            ErrorCode::ResourceExhausted,
+            format!("message of {} bytes exceeds the maximum of {max}", payload.len()),
+        ));
+    }
+    let report = crate::transport::session::publish_waiting(&s.ctx, |m| {
+        m.route_data(&topic, &payload, flags, crate::transport::now())
+    })
+    .await
+    .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+    Ok(Json(PublishResponse {
+        topic: topic.as_str().to_owned(),
+        offset: report.offset,
+        epoch: report.epoch,
+        delivered: report.delivered,
+        dropped: report.dropped,
+    }))
 }

@@ -812,6 +812,7 @@ impl ConnectionManager {
         let reliable = matches!(st.policy, DeliveryPolicy::Reliable { .. });
         drop(guard);
         report.disconnected = slow.len();
+        t.counters.record(record.len(), report.delivered, reliable);
         self.account_publish(record.len(), &report, reliable);
         for conn in slow {
             self.counters.slow_consumer_disconnects.fetch_add(1, Relaxed);

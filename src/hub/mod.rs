@@ -29,7 +29,7 @@ pub use manager::{
 };
 pub use outbound::{Batch, CloseInfo, Control, Delivery, Drain, OutboundQueue, QueueLimits, SendOutcome};
 pub use policy::{DeliveryPolicy, DropStrategy, PolicyError, ReliableOverflow};
-pub use registry::{TopicDecl, TopicInfo, TopicRegistry, TopicsConfig};
+pub use registry::{TopicCounters, TopicDecl, TopicInfo, TopicRegistry, TopicsConfig, OTHER_TOPICS_LABEL};
 pub use stats::{AuthFailure, ConnectionStats, Counters};
 pub use subscription::{Subscription, SubscriptionStats};
 pub use topic::{TopicError, TopicName, TopicPattern};

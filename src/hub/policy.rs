@@ -48,7 +48,7 @@ const fn d_burst() -> u32 {
 
 /// A topic's delivery policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum DeliveryPolicy {
     /// Deliver what fits; when a subscriber's queue is full, drop per `overflow`. Drops show as
     /// gaps in offsets.

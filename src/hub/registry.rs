@@ -5,6 +5,7 @@
 //! is what makes "replay, then live" gap- and duplicate-free; different topics never contend.
 //! The map from name to topic is a sharded `DashMap`, so lookups take no global lock.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -89,11 +90,44 @@ pub(crate) struct TopicState {
     pub(crate) dead: bool,
 }
 
+/// Monotonic traffic counters of a metrics label: one per topic declaration, plus one
+/// (`_other`) shared by every undeclared topic, so label cardinality is bounded by the config.
+/// Bumped once per publish (not per subscriber), outside nothing but the topic's own lock.
+#[derive(Debug, Default)]
+pub struct TopicCounters {
+    /// Messages published (seed 000 "packets read").
+    pub published: AtomicU64,
+    /// Deliveries handed to subscriber queues ("packets delivered").
+    pub delivered: AtomicU64,
+    /// Of `published`, on `reliable` topics ("essential packets read").
+    pub reliable_published: AtomicU64,
+    /// Of `delivered`, on `reliable` topics ("essential packets delivered").
+    pub reliable_delivered: AtomicU64,
+    /// Record bytes published.
+    pub bytes: AtomicU64,
+}
+
+impl TopicCounters {
+    pub(crate) fn record(&self, bytes: usize, delivered: usize, reliable: bool) {
+        self.published.fetch_add(1, Relaxed);
+        self.delivered.fetch_add(delivered as u64, Relaxed);
+        self.bytes.fetch_add(bytes as u64, Relaxed);
+        if reliable {
+            self.reliable_published.fetch_add(1, Relaxed);
+            self.reliable_delivered.fetch_add(delivered as u64, Relaxed);
+        }
+    }
+}
+
+/// The metrics label of undeclared topics.
+pub const OTHER_TOPICS_LABEL: &str = "_other";
+
 /// A live topic.
 pub struct Topic {
     /// Its name.
     pub name: TopicName,
     pub(crate) decl: Option<Arc<TopicDecl>>,
+    pub(crate) counters: Arc<TopicCounters>,
     pub(crate) state: Mutex<TopicState>,
 }
 
@@ -158,7 +192,8 @@ pub enum TopicAccessError {
 /// Declared metadata and the live topics.
 pub struct TopicRegistry {
     topics: DashMap<TopicName, Arc<Topic>>,
-    decls: Vec<(TopicPattern, Arc<TopicDecl>)>,
+    decls: Vec<(TopicPattern, Arc<TopicDecl>, Arc<TopicCounters>)>,
+    other: Arc<TopicCounters>,
     config: TopicsConfig,
 }
 
@@ -174,15 +209,23 @@ impl TopicRegistry {
             if let Some(policy) = &d.policy {
                 policy.validate().map_err(|e| (i, e.to_string()))?;
             }
-            decls.push((p, Arc::new(d.clone())));
+            decls.push((p, Arc::new(d.clone()), Arc::default()));
         }
         config.default_policy.validate().map_err(|e| (usize::MAX, e.to_string()))?;
-        Ok(Self { topics: DashMap::new(), decls, config })
+        Ok(Self { topics: DashMap::new(), decls, other: Arc::default(), config })
     }
 
     /// The declaration that applies to `name`, if any.
     pub fn declaration(&self, name: &TopicName) -> Option<&Arc<TopicDecl>> {
-        self.decls.iter().find(|(p, _)| p.matches(name)).map(|(_, d)| d)
+        self.decls.iter().find(|(p, _, _)| p.matches(name)).map(|(_, d, _)| d)
+    }
+
+    /// Traffic counters per metrics label: each declaration's pattern, then [`OTHER_TOPICS_LABEL`].
+    pub fn label_counters(&self) -> impl Iterator<Item = (&str, &TopicCounters)> {
+        self.decls
+            .iter()
+            .map(|(_, d, c)| (d.pattern.as_str(), &**c))
+            .chain(std::iter::once((OTHER_TOPICS_LABEL, &*self.other)))
     }
 
     /// The policy a topic has, or would get if created now.
@@ -206,7 +249,9 @@ impl TopicRegistry {
         if let Some(t) = self.get(name) {
             return Ok(t);
         }
-        let decl = self.declaration(name).cloned();
+        let found = self.decls.iter().find(|(p, _, _)| p.matches(name));
+        let decl = found.map(|(_, d, _)| d.clone());
+        let counters = found.map_or_else(|| self.other.clone(), |(_, _, c)| c.clone());
         if decl.is_none() && !self.config.allow_undeclared {
             return Err(TopicAccessError::Undeclared(name.clone()));
         }
@@ -222,6 +267,7 @@ impl TopicRegistry {
                 Arc::new(Topic {
                     name: name.clone(),
                     decl,
+                    counters,
                     state: Mutex::new(TopicState {
                         policy,
                         epoch: new_epoch(),

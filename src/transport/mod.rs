@@ -35,6 +35,8 @@ pub struct HubContext {
     pub draining: AtomicBool,
     /// Transport connections alive (authenticated or not); shutdown waits for zero.
     pub live: AtomicUsize,
+    /// Prometheus metrics (transports record latency and queue-depth samples).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Counts a live transport connection for as long as it is held.

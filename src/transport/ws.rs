@@ -32,7 +32,7 @@ use tokio::net::TcpStream;
 use tokio_websockets::Limits;
 
 use super::session::{ClientSession, Flow};
-use super::{unix_ms, HubContext};
+use super::{unix_ms, unix_us, HubContext};
 use crate::hub::{Batch, CloseInfo, ConnCore, Connection, Control, Drain, Protocol};
 use crate::protocol::control::ServerMsg;
 use crate::protocol::{CloseReason, ErrorCode, SUBPROTOCOL, SUPPORTED_SUBPROTOCOLS};
@@ -190,7 +190,8 @@ async fn serve(ctx: Arc<HubContext>, stream: TcpStream, prefix: Bytes, remote: S
     let (rd, wr) = stream.into_split();
     let conn = Arc::new(WsConnection { core: ctx.manager.new_core(Protocol::WebSocket, remote, unix_ms()) });
     let cfg = ctx.config.websocket.clone();
-    let mut writer = tokio::spawn(writer_loop(conn.clone(), wr, cfg.batch_max_records, cfg.batch_max_bytes));
+    let mut writer =
+        tokio::spawn(writer_loop(conn.clone(), wr, cfg.batch_max_records, cfg.batch_max_bytes, ctx.metrics.clone()));
     let limits = Limits::default().max_payload_len(Some(frame_limit(ctx.manager.limits().max_message_size)));
     let prefix = detach(prefix);
     let shim = ReadHalfShim { prefix, rd, conn: conn.clone(), pending: BytesMut::new() };
@@ -521,9 +522,16 @@ impl Writer {
 
 /// Drains the connection's queue into the socket until the connection finishes closing or the
 /// socket fails.
-async fn writer_loop(conn: Arc<WsConnection>, wr: OwnedWriteHalf, max_records: usize, max_bytes: usize) {
+async fn writer_loop(
+    conn: Arc<WsConnection>,
+    wr: OwnedWriteHalf,
+    max_records: usize,
+    max_bytes: usize,
+    metrics: Arc<crate::metrics::Metrics>,
+) {
     let mut w = Writer { wr, scratch: Vec::new(), segs: Vec::new() };
     let mut batch = Batch::default();
+    let mut batches = 0u64;
     loop {
         batch.clear();
         match conn.core.outbound.drain(&mut batch, max_records, max_bytes) {
@@ -535,6 +543,10 @@ async fn writer_loop(conn: Arc<WsConnection>, wr: OwnedWriteHalf, max_records: u
                     return;
                 }
                 conn.core.record_sent((batch.records.len() + batch.control.len()) as u64, bytes as u64);
+                if batches % crate::metrics::SAMPLE_EVERY_BATCHES == 0 {
+                    sample(&metrics, &batch, conn.core.outbound.depth());
+                }
+                batches += 1;
             }
             Drain::Idle { retry_after: Some(d) } => {
                 tokio::select! {
@@ -549,6 +561,17 @@ async fn writer_loop(conn: Arc<WsConnection>, wr: OwnedWriteHalf, max_records: u
             }
         }
     }
+}
+
+/// Records the oldest record's publish-to-write latency and the queue depth at wake-up.
+fn sample(metrics: &crate::metrics::Metrics, batch: &Batch, left: usize) {
+    let Some(first) = batch.records.first() else { return };
+    if let Some(ts) = first.get(24..32) {
+        let published = u64::from_be_bytes(ts.try_into().expect("8 bytes"));
+        let age_us = (unix_us().max(0) as u64).saturating_sub(published);
+        metrics.publish_to_write.record(age_us as f64 / 1e6);
+    }
+    metrics.queue_depth.record((batch.records.len() + left) as f64);
 }
 
 #[cfg(test)]

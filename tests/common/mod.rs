@@ -29,6 +29,14 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 pub const API_KEY: &str = "test-api-key";
 
+/// `Authorization` header with the test admin token.
+pub const ADMIN_AUTH: (&str, &str) = ("Authorization", "Bearer test-admin-token");
+
+/// A request to the admin listener with the admin token.
+pub async fn admin(hub: &Hub, method: &str, path: &str, body: &str) -> HttpResponse {
+    http(hub.admin, method, path, &[ADMIN_AUTH], body).await
+}
+
 /// A configuration for tests: development secret, admin token and API key set.
 pub fn test_config() -> Config {
     let mut c = Config::default();
@@ -247,26 +255,32 @@ impl Client {
 
     /// Next control message of `ty`, skipping others (pings, time sync requests…).
     pub async fn next_of_type(&mut self, ty: &str) -> Value {
-        loop {
-            if let Some(pos) = self.json.iter().position(|v| v["type"] == ty) {
-                return self.json.remove(pos).unwrap();
+        let wait = async {
+            loop {
+                if let Some(pos) = self.json.iter().position(|v| v["type"] == ty) {
+                    return self.json.remove(pos).unwrap();
+                }
+                if let Err(c) = self.pump().await {
+                    panic!("connection closed while waiting for {ty}: {c:?}");
+                }
             }
-            if let Err(c) = self.pump().await {
-                panic!("connection closed while waiting for {ty}: {c:?}");
-            }
-        }
+        };
+        tokio::time::timeout(TIMEOUT, wait).await.unwrap_or_else(|_| panic!("timed out waiting for {ty}"))
     }
 
     /// The control message answering request `id`.
     pub async fn reply(&mut self, id: u64) -> Value {
-        loop {
-            if let Some(pos) = self.json.iter().position(|v| v["id"] == id) {
-                return self.json.remove(pos).unwrap();
+        let wait = async {
+            loop {
+                if let Some(pos) = self.json.iter().position(|v| v["id"] == id) {
+                    return self.json.remove(pos).unwrap();
+                }
+                if let Err(c) = self.pump().await {
+                    panic!("connection closed while waiting for reply {id}: {c:?}");
+                }
             }
-            if let Err(c) = self.pump().await {
-                panic!("connection closed while waiting for reply {id}: {c:?}");
-            }
-        }
+        };
+        tokio::time::timeout(TIMEOUT, wait).await.unwrap_or_else(|_| panic!("timed out waiting for reply {id}"))
     }
 
     /// Sends `msg` with a fresh id and returns the reply.
@@ -327,8 +341,13 @@ impl Client {
 
     pub async fn records(&mut self, n: usize) -> Vec<Record> {
         let mut out = Vec::with_capacity(n);
-        while out.len() < n {
-            out.push(self.next_record().await);
+        let wait = async {
+            while out.len() < n {
+                out.push(self.next_record().await);
+            }
+        };
+        if tokio::time::timeout(TIMEOUT * 3, wait).await.is_err() {
+            panic!("timed out waiting for {n} records");
         }
         out
     }
@@ -390,7 +409,7 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, 
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
-    if method == "POST" {
+    if method == "POST" || method == "PUT" {
         req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
     }
     req.push_str("\r\n");

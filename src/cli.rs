@@ -1,0 +1,380 @@
+//! The debugging and operator subcommands of the `fanhub` binary: `sub` and `pub` (a WebSocket
+//! client of a running hub, like `nats sub` / `nats pub`), `stats` and `connections`
+//! (pretty-printed admin API, optionally refreshing). Plain HTTP only: the admin listener is
+//! meant for loopback or a private network.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use bytes::Bytes;
+use clap::Args;
+use futures_util::{SinkExt as _, StreamExt as _};
+use http_body_util::{BodyExt as _, Empty};
+use hyper::http::{header, HeaderValue, Request, Uri};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_websockets::{MaybeTlsStream, Message, WebSocketStream};
+
+use fanhub::auth::{unix_now, MintRequest, SessionManager};
+use fanhub::config::Config;
+use fanhub::protocol::frame::{decode_records, FLAG_JSON};
+
+/// How to reach and authenticate to a hub's WebSocket endpoint.
+#[derive(Args, Clone)]
+pub struct WsTarget {
+    /// WebSocket URL of the hub.
+    #[arg(long, env = "FANHUB_URL", default_value = "ws://127.0.0.1:8080/ws")]
+    url: String,
+    /// JWT to connect with. Without it, one is minted with the key of `--config` (the dev
+    /// secret in development mode).
+    #[arg(long, env = "FANHUB_TOKEN")]
+    token: Option<String>,
+    /// Configuration whose key mints the token when `--token` is absent.
+    #[arg(long, short, env = "FANHUB_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+/// `fanhub sub`.
+#[derive(Args)]
+pub struct SubArgs {
+    /// Topic to subscribe to (`a/b/c`).
+    topic: String,
+    /// Start at this offset (replay from history, then live).
+    #[arg(long)]
+    offset: Option<u64>,
+    /// Exit after this many messages.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Print each message as one JSON object per line (topic, offset, epoch, payload).
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    target: WsTarget,
+}
+
+/// `fanhub pub`.
+#[derive(Args)]
+pub struct PubArgs {
+    /// Topic to publish on.
+    topic: String,
+    /// Payload: sent as JSON when it parses as JSON, otherwise as a JSON string.
+    data: String,
+    /// Publish it this many times.
+    #[arg(long, default_value_t = 1)]
+    count: u64,
+    #[command(flatten)]
+    target: WsTarget,
+}
+
+/// How to reach the admin API.
+#[derive(Args, Clone)]
+pub struct AdminTarget {
+    /// Base URL of the admin listener.
+    #[arg(long, env = "FANHUB_ADMIN_URL", default_value = "http://127.0.0.1:9090")]
+    admin_url: String,
+    /// Admin bearer token (one of `auth.admin_tokens`).
+    #[arg(long, env = "FANHUB_ADMIN_TOKEN")]
+    admin_token: Option<String>,
+    /// Refresh every this many seconds until interrupted.
+    #[arg(long, short)]
+    watch: Option<f64>,
+}
+
+/// `fanhub connections`.
+#[derive(Args)]
+pub struct ConnectionsArgs {
+    /// Only connections subscribed to this topic.
+    #[arg(long)]
+    topic: Option<String>,
+    /// Only connections of this user (token subject).
+    #[arg(long)]
+    user: Option<String>,
+    /// Rows to show.
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+    #[command(flatten)]
+    admin: AdminTarget,
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+async fn open(target: &WsTarget) -> anyhow::Result<Ws> {
+    let token = match &target.token {
+        Some(t) => t.clone(),
+        None => {
+            let config = Config::load(target.config.as_deref(), std::env::vars())?;
+            let sessions = SessionManager::new(&config.auth).map_err(anyhow::Error::msg)?;
+            let req = MintRequest {
+                subject: "fanhub-cli".into(),
+                subscribe: vec![">".into()],
+                publish: vec![">".into()],
+                ttl_secs: 3600,
+            };
+            sessions.mint(&req, unix_now()).map_err(anyhow::Error::msg)?.token
+        }
+    };
+    let uri: Uri = target.url.parse().with_context(|| format!("invalid URL {}", target.url))?;
+    let (mut ws, _) = tokio_websockets::ClientBuilder::from_uri(uri)
+        .add_header(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(fanhub::protocol::SUBPROTOCOL))?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {}", target.url))?;
+    ws.send(Message::text(json!({"op": "connect", "id": 0, "token": token}).to_string())).await?;
+    let welcome = next_json(&mut ws).await?;
+    if welcome["type"] != "welcome" {
+        bail!("connect refused: {welcome}");
+    }
+    Ok(ws)
+}
+
+async fn next_json(ws: &mut Ws) -> anyhow::Result<Value> {
+    loop {
+        let m = ws.next().await.ok_or_else(|| anyhow!("the hub closed the connection"))??;
+        if let Some(t) = m.as_text() {
+            let v: Value = serde_json::from_str(t)?;
+            if v["type"] == "bye" {
+                bail!("the hub closed the connection: {v}");
+            }
+            return Ok(v);
+        }
+        if let Some((code, reason)) = m.as_close() {
+            bail!("closed by the hub: {} {reason}", u16::from(code));
+        }
+    }
+}
+
+/// `fanhub sub TOPIC`: prints every message until interrupted (or `--count`).
+pub async fn sub(args: SubArgs) -> anyhow::Result<()> {
+    let mut ws = open(&args.target).await?;
+    let mut op = json!({"op": "subscribe", "id": 1, "topic": args.topic});
+    if let Some(o) = args.offset {
+        op["offset"] = json!(o);
+    }
+    ws.send(Message::text(op.to_string())).await?;
+    let mut seen = 0u64;
+    let stdout = std::io::stdout();
+    loop {
+        if args.count.is_some_and(|c| seen >= c) {
+            return Ok(());
+        }
+        let m = tokio::select! {
+            m = ws.next() => m,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        let m = m.ok_or_else(|| anyhow!("the hub closed the connection"))??;
+        if let Some(t) = m.as_text() {
+            let v: Value = serde_json::from_str(t)?;
+            match v["type"].as_str() {
+                Some("subscribed") => eprintln!("subscribed to {} (head offset {})", args.topic, v["head"]),
+                Some("error") => bail!("{}: {}", v["code"], v["message"]),
+                Some("bye") => bail!("the hub closed the connection: {v}"),
+                _ => {}
+            }
+        } else if m.is_binary() {
+            let mut out = stdout.lock();
+            for r in decode_records(m.as_payload()) {
+                let r = r?;
+                let text = std::str::from_utf8(r.payload).ok();
+                if args.json {
+                    let payload = match (r.flags & FLAG_JSON != 0, text) {
+                        (true, Some(t)) => serde_json::from_str(t).unwrap_or(Value::Null),
+                        (false, Some(t)) => json!(t),
+                        _ => json!({ "base64": base64_encode(r.payload) }),
+                    };
+                    let line = json!({"topic": r.topic, "offset": r.offset, "epoch": r.epoch, "payload": payload});
+                    writeln!(out, "{line}")?;
+                } else {
+                    let shown = text.map_or_else(|| format!("<{} bytes>", r.payload.len()), str::to_owned);
+                    writeln!(out, "[{} #{}] {shown}", r.topic, r.offset)?;
+                }
+                seen += 1;
+                if args.count.is_some_and(|c| seen >= c) {
+                    break;
+                }
+            }
+            out.flush()?;
+        } else if m.is_close() {
+            bail!("closed by the hub");
+        }
+    }
+}
+
+fn base64_encode(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// `fanhub pub TOPIC DATA`: publishes and prints each assigned offset.
+pub async fn publish(args: PubArgs) -> anyhow::Result<()> {
+    let mut ws = open(&args.target).await?;
+    let data: Value = serde_json::from_str(&args.data).unwrap_or_else(|_| Value::String(args.data.clone()));
+    for i in 0..args.count {
+        let id = i + 1;
+        ws.send(Message::text(json!({"op": "publish", "id": id, "topic": args.topic, "data": data}).to_string()))
+            .await?;
+        loop {
+            let v = next_json(&mut ws).await?;
+            if v["id"] != id {
+                continue;
+            }
+            match v["type"].as_str() {
+                Some("published") => {
+                    println!("published {} offset {}", args.topic, v["offset"]);
+                    break;
+                }
+                _ => bail!("{}: {}", v["code"], v["message"]),
+            }
+        }
+    }
+    let _ = ws.send(Message::text(json!({"op": "bye"}).to_string())).await;
+    Ok(())
+}
+
+/// GET `path` on the admin listener.
+async fn admin_get(target: &AdminTarget, path: &str) -> anyhow::Result<Value> {
+    let base: Uri = target.admin_url.parse().with_context(|| format!("invalid URL {}", target.admin_url))?;
+    if base.scheme_str() != Some("http") {
+        bail!("--admin-url must be an http:// URL");
+    }
+    let host = base.host().ok_or_else(|| anyhow!("--admin-url has no host"))?;
+    let port = base.port_u16().unwrap_or(80);
+    let tcp = TcpStream::connect((host, port)).await.with_context(|| format!("connecting to {}", target.admin_url))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+    tokio::spawn(conn);
+    let mut req = Request::get(path).header(header::HOST, format!("{host}:{port}"));
+    if let Some(t) = &target.admin_token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let resp = sender.send_request(req.body(Empty::<Bytes>::new())?).await?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    let v: Value = serde_json::from_slice(&body).with_context(|| format!("{status}: not JSON"))?;
+    if !status.is_success() {
+        bail!("{status}: {} {}", v["code"], v["message"]);
+    }
+    Ok(v)
+}
+
+async fn repeat<F, Fut>(watch: Option<f64>, mut f: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<String>>,
+{
+    let Some(secs) = watch else {
+        print!("{}", f().await?);
+        return Ok(());
+    };
+    let period = Duration::from_secs_f64(secs.max(0.2));
+    loop {
+        let text = f().await?;
+        // Clear the screen and home the cursor, then draw.
+        print!("\x1b[2J\x1b[H{text}");
+        std::io::stdout().flush()?;
+        tokio::select! {
+            () = tokio::time::sleep(period) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+fn render_stats(s: &Value) -> String {
+    let mut out = String::new();
+    let n = |v: &Value| v.as_f64().map_or_else(|| v.to_string(), |x| format!("{x:.0}"));
+    out.push_str(&format!("node {}  up {} s\n\n", s["node_id"].as_str().unwrap_or("?"), s["uptime_secs"]));
+    out.push_str(&format!(
+        "connections  {} active, {} live   accepted {}  rejected {}\n",
+        s["active_connections"], s["live_connections"], s["connections_accepted"], s["connections_rejected"]
+    ));
+    for key in ["connections_by_protocol", "connections_by_state"] {
+        if let Some(m) = s[key].as_object() {
+            let parts: Vec<String> =
+                m.iter().filter(|(_, v)| v != &&json!(0)).map(|(k, v)| format!("{k} {v}")).collect();
+            out.push_str(&format!("  {:<24} {}\n", key.trim_start_matches("connections_"), parts.join(", ")));
+        }
+    }
+    out.push_str(&format!("topics       {}   subscriptions {}\n\n", s["topics"], s["subscriptions"]));
+    let r = &s["rates"];
+    out.push_str("                 total          per second\n");
+    for (label, total, rate) in [
+        ("messages in", &s["messages_in"], &r["messages_in_per_sec"]),
+        ("deliveries", &s["deliveries"], &r["deliveries_per_sec"]),
+        ("messages out", &s["messages_out"], &r["messages_out_per_sec"]),
+        ("bytes in", &s["bytes_in"], &r["bytes_in_per_sec"]),
+        ("bytes out", &s["bytes_out"], &r["bytes_out_per_sec"]),
+    ] {
+        out.push_str(&format!("  {label:<14} {:>14} {:>14}\n", n(total), n(rate)));
+    }
+    out.push('\n');
+    for key in ["dropped", "auth_failures"] {
+        if let Some(m) = s[key].as_object() {
+            let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            out.push_str(&format!("{key:<14} {}\n", parts.join(", ")));
+        }
+    }
+    out.push_str(&format!(
+        "slow-consumer disconnects {}   violations {}\n",
+        s["slow_consumer_disconnects"], s["violations"]
+    ));
+    out
+}
+
+/// `fanhub stats`.
+pub async fn stats(admin: AdminTarget) -> anyhow::Result<()> {
+    let a = admin.clone();
+    repeat(admin.watch, || {
+        let a = a.clone();
+        async move { Ok(render_stats(&admin_get(&a, "/v1/admin/stats").await?)) }
+    })
+    .await
+}
+
+fn render_connections(page: &Value) -> String {
+    let mut out = format!(
+        "{:>8}  {:<10} {:<21} {:<16} {:<20} {:>5} {:>6} {:>10} {:>8}\n",
+        "ID", "PROTOCOL", "REMOTE", "USER", "STATE", "SUBS", "QUEUE", "SENT", "DROPPED"
+    );
+    for r in page["items"].as_array().into_iter().flatten() {
+        let s = |k: &str| r[k].as_str().unwrap_or("").to_owned();
+        out.push_str(&format!(
+            "{:>8}  {:<10} {:<21} {:<16} {:<20} {:>5} {:>6} {:>10} {:>8}\n",
+            r["id"],
+            s("protocol"),
+            s("remote_addr"),
+            s("subject"),
+            s("state"),
+            r["subscriptions"],
+            r["queue_depth"],
+            r["sent_messages"],
+            r["dropped"]
+        ));
+    }
+    out.push_str(&format!("{} of {} connections\n", page["items"].as_array().map_or(0, Vec::len), page["total"]));
+    out
+}
+
+/// `fanhub connections`.
+pub async fn connections(args: ConnectionsArgs) -> anyhow::Result<()> {
+    let mut path = format!("/v1/admin/connections?limit={}", args.limit);
+    for (k, v) in [("topic", &args.topic), ("user", &args.user)] {
+        if let Some(v) = v {
+            path.push_str(&format!("&{k}={}", encode_query(v)));
+        }
+    }
+    let a = args.admin.clone();
+    repeat(args.admin.watch, || {
+        let (a, path) = (a.clone(), path.clone());
+        async move { Ok(render_connections(&admin_get(&a, &path).await?)) }
+    })
+    .await
+}
+
+fn encode_query(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
