@@ -135,6 +135,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let public = listeners.public.local_addr()?;
     let admin = listeners.admin.local_addr()?;
     let dev = config.auth.is_dev();
+    // Development mode without an admin token would leave the admin API and dashboard unusable:
+    // make a random one for this run and print it.
+    let dev_admin_token = (dev && config.auth.admin_tokens.is_empty()).then(|| {
+        let t = format!("dev-admin-{:032x}", rand::random::<u128>());
+        config.auth.admin_tokens.push(t.clone());
+        t
+    });
     let server = Server::new(config, &listeners)?;
     if dev {
         let token = server
@@ -151,8 +158,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .map_err(anyhow::Error::msg)?;
         tracing::warn!("development mode: no auth key configured, tokens use the built-in dev secret");
         eprintln!(
-            "\nfanhub (development mode)\n  demo:      http://{public}/\n  websocket: ws://{public}/ws (subprotocol fanhub.v1)\n  admin:     http://{admin}/\n  dev token (24 h, all topics): {}\n  more tokens: fanhub token --sub NAME --subscribe 'video/*' --publish 'video/>'\n",
+            "\nfanhub (development mode)\n  demo:      http://{public}/\n  websocket: ws://{public}/ws (subprotocol fanhub.v1)\n  dev token (24 h, all topics): {}\n  more tokens: fanhub token --sub NAME --subscribe 'video/*' --publish 'video/>'\n",
             token.token
+        );
+    }
+    if let Some(t) = dev_admin_token {
+        eprintln!(
+            "  admin API: http://{admin}/v1/admin/stats (Authorization: Bearer {t})\n  dashboard: http://{admin}/dashboard?token={t}\n  from a shell: fanhub stats --admin-token {t} --watch 1\n"
         );
     }
     server.run(listeners, shutdown_signal()).await?;
