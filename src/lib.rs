@@ -6,6 +6,7 @@
 //! - [`hub`]: the sans-IO heart: `Connection`, `ConnectionManager`, topics, policies, history.
 //! - [`auth`]: the `SessionManager`: JWT verification and minting, API keys.
 //! - [`transport`]: WebSocket (and later WebRTC, TCP) connections implementing `Connection`.
+//! - [`broker`]: the Redis side of cluster mode (offsets, history, channels, node registry).
 //! - [`config`]: configuration: defaults, TOML file, validation.
 //! - [`admin`]: the admin HTTP API (connections, topics, policies, stats, drain, OpenAPI).
 //! - [`metrics`]: Prometheus metric names, the per-server recorder and the scrape.
@@ -13,6 +14,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod broker;
 pub mod config;
 pub mod hub;
 pub mod metrics;

@@ -1,0 +1,368 @@
+//! The Redis side of cluster mode: atomic offset assignment with bounded history, per-topic
+//! channels multiplexed on one RESP3 connection, and the node registry.
+//!
+//! Keys, under a configurable prefix `P` (default `fanhub`), with `{T}` the topic name:
+//! * `P:t:{T}:seq` — last offset assigned (INCR), `P:t:{T}:epoch` — the topic's epoch,
+//!   `P:t:{T}:hist` — a sorted set of encoded messages scored by offset, trimmed to the newest
+//!   `max_messages`; all three expire `ttl_secs` after the topic's last publish. If the epoch key
+//!   is gone (Redis restarted without persistence, or the topic expired) the next publish starts
+//!   a new epoch at offset 1 — clients see the epoch change and know history was lost.
+//! * `P:c:{T}` — the pub/sub channel every publish goes to.
+//! * `P:node:{id}` — a node's registry entry (JSON), expiring unless heartbeated.
+//!
+//! A message on the channel and in history is `offset:epoch:` in ASCII followed by the
+//! [`RemoteMessage`] body (`u64` publish time µs, `u8` flags, payload), so one Lua script assigns
+//! the offset, appends to history and publishes, atomically: every node sees the same offsets,
+//! in order, and history never disagrees with the live stream.
+//!
+//! Redis pub/sub is at-most-once: a node that loses its connection misses what was published
+//! meanwhile. History closes that gap for `reliable` topics (a node or client resumes from its
+//! last offset with [`RedisBroker::history`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, PushInfo, PushKind, Script, Value};
+use serde::{Deserialize, Serialize};
+
+use crate::hub::TopicName;
+
+/// What went wrong talking to Redis.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// Redis is unreachable or answered an error.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// A stored or published message does not parse.
+    #[error("malformed broker message: {0}")]
+    Malformed(&'static str),
+}
+
+/// A message as it travels through Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteMessage {
+    /// Topic it was published on.
+    pub topic: TopicName,
+    /// Offset assigned by Redis.
+    pub offset: u64,
+    /// The topic's epoch.
+    pub epoch: u64,
+    /// Publish time, µs since the UNIX epoch (publishing node's clock).
+    pub timestamp_us: u64,
+    /// Record flags (bit 0: JSON).
+    pub flags: u8,
+    /// Payload.
+    pub payload: Bytes,
+}
+
+/// Offset and epoch a publish got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Assigned {
+    /// Offset.
+    pub offset: u64,
+    /// Epoch.
+    pub epoch: u64,
+}
+
+/// History bounds in Redis for one topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedisHistory {
+    /// Most messages kept.
+    pub max_messages: u64,
+    /// Keys expire this long after the last publish, seconds.
+    pub ttl_secs: u64,
+}
+
+/// A node's registry entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Node id.
+    pub node_id: String,
+    /// Its public WebSocket URL.
+    pub ws_url: String,
+    /// Registered connections.
+    pub connections: u64,
+    /// Messages published per second (load).
+    pub publish_rate: u64,
+    /// Heartbeat time, ms since the UNIX epoch.
+    pub heartbeat_ms: u64,
+}
+
+/// Offset assignment, history append and publish, atomically.
+/// KEYS: seq, epoch, hist, channel. ARGV: body, new epoch, max messages, ttl secs.
+const PUBLISH_LUA: &str = r"
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  epoch = ARGV[2]
+  redis.call('SET', KEYS[2], epoch)
+  redis.call('DEL', KEYS[1], KEYS[3])
+end
+local offset = redis.call('INCR', KEYS[1])
+local msg = offset .. ':' .. epoch .. ':' .. ARGV[1]
+redis.call('ZADD', KEYS[3], offset, msg)
+local max = tonumber(ARGV[3])
+local n = redis.call('ZCARD', KEYS[3])
+if n > max then redis.call('ZREMRANGEBYRANK', KEYS[3], 0, n - max - 1) end
+local ttl = tonumber(ARGV[4])
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[2], ttl)
+redis.call('EXPIRE', KEYS[3], ttl)
+redis.call('PUBLISH', KEYS[4], msg)
+return {offset, epoch}
+";
+
+/// One node's connection to Redis: commands on one multiplexed connection, every topic channel
+/// on one RESP3 subscriber connection that reconnects and resubscribes by itself.
+pub struct RedisBroker {
+    commands: ConnectionManager,
+    subscriber: ConnectionManager,
+    prefix: Arc<str>,
+    publish: Script,
+    keepalive: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RedisBroker {
+    fn drop(&mut self) {
+        self.keepalive.abort();
+    }
+}
+
+/// How often the subscriber connection is pinged. The connection manager only reconnects when a
+/// command fails, and a subscriber connection sends none: without this, channels lost to a Redis
+/// restart would stay lost. The ping also bounds how long a dead connection goes unnoticed.
+const SUBSCRIBER_PING: Duration = Duration::from_millis(500);
+
+impl RedisBroker {
+    /// Connects to `url` (`redis://host:port/db`). Messages arriving on subscribed channels are
+    /// handed to `on_message` on the connection's task: it must not block.
+    ///
+    /// # Errors
+    /// When Redis cannot be reached.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        on_message: impl Fn(RemoteMessage) + Send + Sync + 'static,
+    ) -> Result<Self, BrokerError> {
+        let retry = || {
+            ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_response_timeout(Some(Duration::from_secs(2)))
+                .set_max_delay(Duration::from_secs(2))
+        };
+        let client = redis::Client::open(url)?;
+        let commands = client.get_connection_manager_with_config(retry()).await?;
+        let channel_prefix = format!("{prefix}:c:");
+        let push = move |info: PushInfo| -> Result<(), std::convert::Infallible> {
+            if info.kind == PushKind::Message {
+                match parse_push(&channel_prefix, &info.data) {
+                    Ok(m) => on_message(m),
+                    Err(e) => tracing::warn!(error = %e, "dropping a malformed broker message"),
+                }
+            }
+            Ok(())
+        };
+        let sub_url = if url.contains('?') { format!("{url}&protocol=resp3") } else { format!("{url}?protocol=resp3") };
+        let subscriber = redis::Client::open(sub_url)?
+            .get_connection_manager_with_config(retry().set_push_sender(push).set_automatic_resubscription())
+            .await?;
+        let mut ping = subscriber.clone();
+        let keepalive = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SUBSCRIBER_PING).await;
+                if let Err(e) = redis::cmd("PING").query_async::<Value>(&mut ping).await {
+                    tracing::debug!(error = %e, "redis subscriber connection down; reconnecting");
+                }
+            }
+        });
+        Ok(Self { commands, subscriber, prefix: prefix.into(), publish: Script::new(PUBLISH_LUA), keepalive })
+    }
+
+    fn key(&self, topic: &TopicName, part: &str) -> String {
+        format!("{}:t:{}:{part}", self.prefix, topic.as_str())
+    }
+
+    fn channel(&self, topic: &TopicName) -> String {
+        format!("{}:c:{}", self.prefix, topic.as_str())
+    }
+
+    /// Assigns the next offset, appends to history and publishes to every node, atomically.
+    ///
+    /// # Errors
+    /// When Redis is unreachable or fails.
+    pub async fn publish(
+        &self,
+        topic: &TopicName,
+        flags: u8,
+        timestamp_us: u64,
+        payload: &[u8],
+        history: RedisHistory,
+    ) -> Result<Assigned, BrokerError> {
+        let mut body = BytesMut::with_capacity(9 + payload.len());
+        body.put_u64(timestamp_us);
+        body.put_u8(flags);
+        body.put_slice(payload);
+        let new_epoch = (rand::random::<u64>() >> 11).max(1);
+        let mut con = self.commands.clone();
+        let (offset, epoch): (u64, u64) = self
+            .publish
+            .key(self.key(topic, "seq"))
+            .key(self.key(topic, "epoch"))
+            .key(self.key(topic, "hist"))
+            .key(self.channel(topic))
+            .arg(&body[..])
+            .arg(new_epoch)
+            .arg(history.max_messages.max(1))
+            .arg(history.ttl_secs.max(1))
+            .invoke_async(&mut con)
+            .await?;
+        Ok(Assigned { offset, epoch })
+    }
+
+    /// Messages of `topic` from offset `from` on, oldest first (empty when history starts
+    /// later or the topic is unknown; compare the first offset and the epoch).
+    ///
+    /// # Errors
+    /// When Redis is unreachable or a stored message is malformed.
+    pub async fn history(&self, topic: &TopicName, from: u64) -> Result<Vec<RemoteMessage>, BrokerError> {
+        let mut con = self.commands.clone();
+        let raw: Vec<Vec<u8>> = con.zrangebyscore(self.key(topic, "hist"), from, "+inf").await?;
+        raw.into_iter().map(|m| parse_message(topic.clone(), Bytes::from(m))).collect()
+    }
+
+    /// The offset the next publish on `topic` will get, and its epoch (`None`: no epoch yet).
+    ///
+    /// # Errors
+    /// When Redis is unreachable.
+    pub async fn head(&self, topic: &TopicName) -> Result<(u64, Option<u64>), BrokerError> {
+        let mut con = self.commands.clone();
+        let (seq, epoch): (Option<u64>, Option<u64>) =
+            redis::pipe().get(self.key(topic, "seq")).get(self.key(topic, "epoch")).query_async(&mut con).await?;
+        Ok((seq.unwrap_or(0) + 1, epoch))
+    }
+
+    /// Starts receiving `topic`'s messages (call on the node's first local subscriber).
+    ///
+    /// # Errors
+    /// When Redis is unreachable.
+    pub async fn subscribe(&self, topic: &TopicName) -> Result<(), BrokerError> {
+        self.subscriber.clone().subscribe(self.channel(topic)).await?;
+        Ok(())
+    }
+
+    /// Stops receiving `topic`'s messages (call after the node's last local subscriber left).
+    ///
+    /// # Errors
+    /// When Redis is unreachable.
+    pub async fn unsubscribe(&self, topic: &TopicName) -> Result<(), BrokerError> {
+        self.subscriber.clone().unsubscribe(self.channel(topic)).await?;
+        Ok(())
+    }
+
+    /// Writes this node's registry entry, expiring after `ttl`.
+    ///
+    /// # Errors
+    /// When Redis is unreachable.
+    pub async fn heartbeat(&self, node: &NodeInfo, ttl: Duration) -> Result<(), BrokerError> {
+        let json = serde_json::to_string(node).expect("NodeInfo serializes");
+        let mut con = self.commands.clone();
+        let key = format!("{}:node:{}", self.prefix, node.node_id);
+        let _: () = con.set_ex(key, json, ttl.as_secs().max(1)).await?;
+        Ok(())
+    }
+
+    /// Removes this node's registry entry (clean shutdown).
+    ///
+    /// # Errors
+    /// When Redis is unreachable.
+    pub async fn deregister(&self, node_id: &str) -> Result<(), BrokerError> {
+        let mut con = self.commands.clone();
+        let _: () = con.del(format!("{}:node:{node_id}", self.prefix)).await?;
+        Ok(())
+    }
+
+    /// The live nodes (entries whose heartbeat has not expired), by id.
+    ///
+    /// # Errors
+    /// When Redis is unreachable.
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, BrokerError> {
+        let mut con = self.commands.clone();
+        let pattern = format!("{}:node:*", self.prefix);
+        let mut keys: Vec<String> = Vec::new();
+        {
+            let mut iter: redis::AsyncIter<String> = con.scan_match(&pattern).await?;
+            while let Some(k) = futures_util::StreamExt::next(&mut iter).await {
+                keys.push(k?);
+            }
+        }
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values: Vec<Option<String>> = con.mget(&keys).await?;
+        let mut nodes: Vec<NodeInfo> =
+            values.into_iter().flatten().filter_map(|v| serde_json::from_str(&v).ok()).collect();
+        nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        Ok(nodes)
+    }
+
+    /// Whether Redis answers right now.
+    pub async fn ping(&self) -> bool {
+        let mut con = self.commands.clone();
+        redis::cmd("PING").query_async::<String>(&mut con).await.is_ok()
+    }
+}
+
+fn parse_push(channel_prefix: &str, data: &[Value]) -> Result<RemoteMessage, BrokerError> {
+    let [Value::BulkString(channel), Value::BulkString(msg)] = data else {
+        return Err(BrokerError::Malformed("push message is not [channel, message]"));
+    };
+    let channel = std::str::from_utf8(channel).map_err(|_| BrokerError::Malformed("channel is not UTF-8"))?;
+    let topic = channel.strip_prefix(channel_prefix).ok_or(BrokerError::Malformed("foreign channel"))?;
+    let topic = TopicName::new(topic).map_err(|_| BrokerError::Malformed("channel names an invalid topic"))?;
+    parse_message(topic, Bytes::copy_from_slice(msg))
+}
+
+/// Parses `offset:epoch:` + body.
+fn parse_message(topic: TopicName, msg: Bytes) -> Result<RemoteMessage, BrokerError> {
+    let mut fields = [0u64; 2];
+    let mut at = 0;
+    for f in &mut fields {
+        let len = msg[at..].iter().position(|&b| b == b':').ok_or(BrokerError::Malformed("missing ':'"))?;
+        let text = std::str::from_utf8(&msg[at..at + len]).map_err(|_| BrokerError::Malformed("offset not ASCII"))?;
+        *f = text.parse().map_err(|_| BrokerError::Malformed("offset or epoch is not a number"))?;
+        at += len + 1;
+    }
+    if msg.len() < at + 9 {
+        return Err(BrokerError::Malformed("body shorter than its header"));
+    }
+    let timestamp_us = u64::from_be_bytes(msg[at..at + 8].try_into().expect("8 bytes"));
+    Ok(RemoteMessage {
+        topic,
+        offset: fields[0],
+        epoch: fields[1],
+        timestamp_us,
+        flags: msg[at + 8],
+        payload: msg.slice(at + 9..),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_through_the_wire_format() {
+        let mut m = b"42:7:".to_vec();
+        m.extend_from_slice(&123u64.to_be_bytes());
+        m.push(1);
+        m.extend_from_slice(b"{\"a\":1}");
+        let t = TopicName::new("a/b").unwrap();
+        let r = parse_message(t.clone(), Bytes::from(m)).unwrap();
+        assert_eq!((r.offset, r.epoch, r.timestamp_us, r.flags), (42, 7, 123, 1));
+        assert_eq!(&r.payload[..], b"{\"a\":1}");
+        for bad in [&b"x:1:"[..], b"1:2", b"1:2:short", b""] {
+            assert!(parse_message(t.clone(), Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The Redis side of cluster mode against a real `redis-server`: offsets assigned atomically
+//! and seen identically by every node, bounded history readable from any offset, one
+//! subscriber connection per node that restores its channels after a Redis restart (with a
+//! new epoch when Redis lost the data), and the node registry.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use fanhub::broker::{NodeInfo, RedisBroker, RedisHistory, RemoteMessage};
+use fanhub::hub::TopicName;
+
+const HIST: RedisHistory = RedisHistory { max_messages: 5, ttl_secs: 60 };
+
+type Inbox = Arc<Mutex<Vec<RemoteMessage>>>;
+
+async fn node(redis: &RedisServer) -> (RedisBroker, Inbox) {
+    let inbox: Inbox = Arc::default();
+    let sink = inbox.clone();
+    let b = RedisBroker::connect(&redis.url(), "fh", move |m| sink.lock().unwrap().push(m)).await.expect("connect");
+    (b, inbox)
+}
+
+async fn wait_for(inbox: &Inbox, n: usize) -> Vec<RemoteMessage> {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let got = inbox.lock().unwrap().clone();
+        if got.len() >= n {
+            return got;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "got {} of {n} messages", got.len());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn every_node_sees_the_same_offsets_in_order_and_history_is_bounded() {
+    let redis = RedisServer::start().await;
+    let (a, _) = node(&redis).await;
+    let (b, inbox_b) = node(&redis).await;
+    let (c, inbox_c) = node(&redis).await;
+    let t = TopicName::new("video/cam1").unwrap();
+    b.subscribe(&t).await.unwrap();
+    c.subscribe(&t).await.unwrap();
+    let mut epoch = None;
+    for i in 0..8u8 {
+        let publisher = if i % 2 == 0 { &a } else { &b };
+        let got = publisher.publish(&t, i & 1, 1000 + u64::from(i), &[i; 3], HIST).await.unwrap();
+        assert_eq!(got.offset, u64::from(i) + 1);
+        assert_eq!(*epoch.get_or_insert(got.epoch), got.epoch, "one epoch");
+    }
+    for inbox in [&inbox_b, &inbox_c] {
+        let got = wait_for(inbox, 8).await;
+        let offsets: Vec<u64> = got.iter().map(|m| m.offset).collect();
+        assert_eq!(offsets, (1..=8).collect::<Vec<_>>());
+        assert_eq!((got[3].flags, got[3].timestamp_us, &got[3].payload[..]), (1, 1003, &[3u8; 3][..]));
+        assert!(got.iter().all(|m| Some(m.epoch) == epoch && m.topic == t));
+    }
+    let hist = a.history(&t, 1).await.unwrap();
+    assert_eq!(hist.iter().map(|m| m.offset).collect::<Vec<_>>(), vec![4, 5, 6, 7, 8], "newest 5 kept");
+    assert_eq!(hist, wait_for(&inbox_b, 8).await[3..], "history and live agree byte for byte");
+    assert_eq!(c.history(&t, 7).await.unwrap().len(), 2);
+    assert_eq!(a.head(&t).await.unwrap(), (9, epoch));
+    // A node that has no subscriber does not receive the topic.
+    b.unsubscribe(&t).await.unwrap();
+    a.publish(&t, 0, 1, b"x", HIST).await.unwrap();
+    wait_for(&inbox_c, 9).await;
+    assert_eq!(inbox_b.lock().unwrap().len(), 8);
+}
+
+#[tokio::test]
+async fn channels_come_back_after_a_redis_restart_with_a_new_epoch() {
+    let mut redis = RedisServer::start().await;
+    let (a, _) = node(&redis).await;
+    let (b, inbox) = node(&redis).await;
+    let t = TopicName::new("orders/1").unwrap();
+    b.subscribe(&t).await.unwrap();
+    let first = a.publish(&t, 0, 1, b"before", HIST).await.unwrap();
+    wait_for(&inbox, 1).await;
+
+    redis.stop();
+    assert!(a.publish(&t, 0, 2, b"lost", HIST).await.is_err(), "publishing without Redis fails, never hangs");
+    assert!(!a.ping().await);
+    redis.restart().await;
+
+    // The subscriber connection reconnects and resubscribes on its own.
+    let deadline = tokio::time::Instant::now() + TIMEOUT * 2;
+    let after = loop {
+        if let Ok(p) = a.publish(&t, 0, 3, b"after", HIST).await {
+            if inbox.lock().unwrap().iter().any(|m| m.payload == "after") {
+                break p;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "channel not restored: {:?}", inbox.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_ne!(after.epoch, first.epoch, "Redis lost the history: a new epoch tells clients");
+    assert!(a.ping().await);
+}
+
+#[tokio::test]
+async fn the_node_registry_lists_live_nodes_and_forgets_dead_ones() {
+    let redis = RedisServer::start().await;
+    let (a, _) = node(&redis).await;
+    let info = |id: &str| NodeInfo {
+        node_id: id.into(),
+        ws_url: format!("ws://127.0.0.1:1/{id}"),
+        connections: 3,
+        publish_rate: 0,
+        heartbeat_ms: 1,
+    };
+    a.heartbeat(&info("n1"), Duration::from_secs(30)).await.unwrap();
+    a.heartbeat(&info("n2"), Duration::from_secs(1)).await.unwrap();
+    let nodes = a.nodes().await.unwrap();
+    assert_eq!(nodes, vec![info("n1"), info("n2")]);
+    a.deregister("n1").await.unwrap();
+    // n2 stops heartbeating: its entry expires.
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !a.nodes().await.unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "expired node still listed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
