@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, Method, Uri};
 use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
@@ -573,14 +573,9 @@ pub fn admin_router(state: AppState) -> Router {
         .route("/v1/openapi.json", axum::routing::get(move || async move { Json((*api).clone()) }))
         .route("/dashboard", axum::routing::get(|| async { Html(include_str!("../../web-demo/dashboard.html")) }))
         .fallback(|method: Method, uri: Uri| async move {
-            ApiError::new(ErrorCode::NotFound, format!("no such route: {method} {}", uri.path()))
+            ApiError::new(ErrorCode::NotFound, format!("{NO_ROUTE_PREFIX} {method} {}", uri.path()))
         })
 }
 
-/// Status of a `not_found` from the fallback (for tests and the OpenAPI check).
+/// How the message of the fallback's `not_found` starts (for tests and the OpenAPI check).
 pub const NO_ROUTE_PREFIX: &str = "no such route:";
-
-/// HTTP status of an [`ErrorCode`] (re-exported for handlers elsewhere).
-pub fn status_of(code: ErrorCode) -> StatusCode {
-    StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-}
