@@ -127,7 +127,11 @@ fn offset_beyond_head_and_other_epoch() {
 
 #[test]
 fn subscribe_racing_publishers_sees_no_gap_and_no_duplicate() {
-    let m = Arc::new(manager());
+    // History must hold every message of the test, or a late subscriber's offset 50 is rightly
+    // reported as lost (`recovered: false`) instead of replayed.
+    let mut config = HubConfig::default();
+    config.topics.default_history.max_messages = 10_000;
+    let m = Arc::new(ConnectionManager::new(config).unwrap());
     let roomy = DeliveryPolicy::BestEffort {
         queue_messages: 100_000,
         queue_bytes: 1 << 30,
