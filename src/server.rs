@@ -378,7 +378,7 @@ pub(crate) struct PublishRequest {
     /// Topic to publish on.
     topic: String,
     /// JSON payload (delivered as JSON text, flag `json`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::protocol::control::present")]
     #[schema(value_type = Object)]
     data: Option<serde_json::Value>,
     /// Binary payload, base64 (standard alphabet). Exactly one of `data` and `data_base64`.

@@ -1,33 +1,55 @@
-//! The web demo and the operator dashboard in headless Debian Chromium (Playwright, no browser
-//! download): the demo page gets a development token, connects, subscribes, publishes through
-//! its form and shows the messages; the dashboard streams live stats and lists connections.
-//! `web-demo/ci-setup.sh` installs what these need.
+//! The web demo page and the operator dashboard in headless Debian Chromium (playwright-core,
+//! never a downloaded browser), against a real hub on ephemeral loopback ports.
+//!
+//! The demo page gets a development token, connects, subscribes, publishes through its form and
+//! shows the messages; it shows a binary payload as hex, and after a maintenance drain it
+//! reconnects and resumes after the last offset it received. The dashboard streams live stats,
+//! lists the connections and kicks one. `web-demo/ci-setup.sh` installs Chromium and
+//! playwright-core.
 
 mod common;
 
+use std::process::Stdio;
+use std::time::Duration;
+
 use common::*;
 
+/// Longer than the scripts' own 30 s guard: they report their failure themselves.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs `node web-demo/tests/<script> <args…>` from the crate root; panics with its output
+/// unless it exits 0.
 async fn node(script: &str, args: &[&str]) {
     let dir = env!("CARGO_MANIFEST_DIR");
-    let out = tokio::process::Command::new("node")
-        .arg(format!("{dir}/web-demo/tests/{script}"))
+    let child = tokio::process::Command::new("node")
+        .arg(format!("web-demo/tests/{script}"))
         .args(args)
-        .current_dir(format!("{dir}/web-demo"))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(std::time::Duration::from_secs(60), out).await.expect("browser test hung").unwrap();
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run node ({e}); run web-demo/ci-setup.sh"));
+    let out = tokio::time::timeout(SCRIPT_TIMEOUT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{script} still running after {SCRIPT_TIMEOUT:?}"))
+        .expect("wait for node");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(
         out.status.success(),
-        "{script} failed (run web-demo/ci-setup.sh first):\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        "{script} failed ({}); web-demo/ci-setup.sh installs what it needs\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
     );
+    println!("{script}:\n{stdout}{stderr}");
 }
 
 #[tokio::test]
 async fn demo_page_subscribes_publishes_and_receives_in_chromium() {
     let hub = spawn_hub(test_config()).await;
-    node("demo.mjs", &[&format!("http://{}", hub.addr)]).await;
+    let public = format!("http://{}", hub.addr);
+    let admin = format!("http://{}", hub.admin);
+    node("demo.mjs", &[&public, &admin, ADMIN_TOKEN]).await;
     hub.shutdown().await;
 }
 
@@ -35,7 +57,12 @@ async fn demo_page_subscribes_publishes_and_receives_in_chromium() {
 async fn dashboard_shows_live_connections_in_chromium() {
     let hub = spawn_hub(test_config()).await;
     let mut watched = hub.connect("dashboard-watcher").await;
-    node("dashboard.mjs", &[&format!("http://{}", hub.admin), ADMIN_TOKEN]).await;
+    watched.subscribe("dashboard/watched").await;
+    let mut kicked = hub.connect("kick-me").await;
+    node("dashboard.mjs", &[&format!("http://{}", hub.admin), ADMIN_TOKEN, "kick-me"]).await;
+    let closed = kicked.expect_close().await;
+    assert_eq!(closed.code, Some(4005), "kicked from the dashboard: {closed:?}");
+    assert!(closed.messages.iter().any(|m| m["type"] == "bye" && m["reason"] == "kicked"), "{closed:?}");
     watched.assert_alive().await;
     hub.shutdown().await;
 }

@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
-# What the browser tests need, installed only when missing: Debian's Chromium (never a browser
-# downloaded by a test tool) and playwright-core from package-lock.json.
+# What the browser tests (tests/web_demo.rs) need, each installed only when missing, so running
+# this again is cheap: Debian's Chromium at /usr/bin/chromium (the tests never let Playwright
+# download a browser) and playwright-core exactly as pinned in package-lock.json.
 set -euo pipefail
 cd "$(dirname "$0")"
+
 if [ ! -x /usr/bin/chromium ]; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-  else
-    echo "please install Debian's chromium (apt-get install chromium)" >&2; exit 1
+  if [ "$(id -u)" != 0 ]; then
+    echo "web-demo: please install Debian's chromium (apt-get install chromium)" >&2
+    exit 1
   fi
+  echo "web-demo: installing chromium"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
+if ! command -v npm >/dev/null; then
+  echo "web-demo: node and npm are needed (Node.js >= 20)" >&2
+  exit 1
 fi
 if [ ! -d node_modules/playwright-core ]; then
-  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent
+  echo "web-demo: npm ci"
+  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
 fi

@@ -85,7 +85,7 @@ pub enum ClientOp {
         #[serde(default)]
         id: Option<u64>,
         topic: String,
-        #[serde(default)]
+        #[serde(default, deserialize_with = "present")]
         data: Option<serde_json::Value>,
         #[serde(default)]
         data_b64: Option<String>,
@@ -348,6 +348,13 @@ impl ServerMsg {
     }
 }
 
+/// Deserializes a field that may hold any JSON value, `null` included: a present field is
+/// `Some` (so `"data": null` publishes JSON `null`); only an absent one is `None` (via
+/// `#[serde(default)]`).
+pub(crate) fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    <serde_json::Value as serde::Deserialize>::deserialize(d).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,6 +369,11 @@ mod tests {
         .unwrap();
         assert!(matches!(op, ClientOp::Connect { details: Some(d), .. } if d.streams == ["x"]));
         assert!(parse_client_op(br#"{"op":"ping","extra":true}"#).is_ok());
+        // `"data": null` publishes JSON null; only an absent `data` is missing.
+        let op = parse_client_op(br#"{"op":"publish","topic":"a","data":null}"#).unwrap();
+        assert!(matches!(op, ClientOp::Publish { data: Some(serde_json::Value::Null), .. }), "{op:?}");
+        let op = parse_client_op(br#"{"op":"publish","topic":"a","data_b64":"AA=="}"#).unwrap();
+        assert!(matches!(op, ClientOp::Publish { data: None, .. }), "{op:?}");
     }
 
     #[test]

@@ -1,23 +1,47 @@
-// Shared by the browser tests: Debian's Chromium, headless, never a downloaded browser.
+// Shared by the browser tests: Debian's Chromium, headless — never a browser downloaded by
+// Playwright. Prints "ok" and exits 0, or prints the reason and exits 1 (also after 30 s).
 import { chromium } from "playwright-core";
 
+const GUARD_MS = 30_000;
+
 export async function withPage(fn) {
-  const guard = setTimeout(() => { console.error("guard timeout: 30 s"); process.exit(1); }, 30_000);
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu"],
-  });
+  const guard = setTimeout(() => {
+    console.error(`FAILED: guard timeout, not done after ${GUARD_MS / 1000} s`);
+    process.exit(1);
+  }, GUARD_MS);
+  let browser;
   try {
+    browser = await chromium.launch({
+      executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+      args: ["--headless", "--no-sandbox", "--disable-gpu"],
+    });
     const page = await browser.newPage();
-    page.on("console", (m) => console.log(`[page] ${m.text()}`));
-    page.on("pageerror", (e) => console.log(`[page error] ${e.message}`));
-    await fn(page);
+    page.setDefaultTimeout(15_000);
+    page.on("console", (m) => console.log(`[page console.${m.type()}] ${m.text()}`));
+    page.on("pageerror", (e) => console.log(`[page exception] ${e.message}`));
+    await fn(page, browser);
     console.log("ok");
   } catch (e) {
     console.error(`FAILED: ${e.stack || e}`);
     process.exitCode = 1;
   } finally {
     clearTimeout(guard);
-    await browser.close();
+    if (browser) await browser.close().catch(() => {});
   }
+  process.exit(process.exitCode ?? 0);
+}
+
+// Fails with `what` unless `cond` holds.
+export function check(cond, what) {
+  if (!cond) throw new Error(what);
+}
+
+// `fetch` with a JSON body and bearer token; returns the parsed answer, failing on non-2xx.
+export async function call(method, url, token, body) {
+  const headers = { Authorization: `Bearer ${token}` };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const r = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await r.text();
+  if (!r.ok) throw new Error(`${method} ${url}: ${r.status} ${text}`);
+  return text ? JSON.parse(text) : null;
 }
