@@ -112,6 +112,17 @@ impl History {
         }
     }
 
+    /// Drops every entry (the offsets it held are no longer comparable, e.g. a new epoch).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// Newest retained offset.
+    pub fn last_offset(&self) -> Option<u64> {
+        self.entries.back().map(|e| e.offset)
+    }
+
     /// Oldest retained offset.
     pub fn first_offset(&self) -> Option<u64> {
         self.entries.front().map(|e| e.offset)

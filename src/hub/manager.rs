@@ -367,6 +367,8 @@ pub struct ConnectionManager {
     subscriptions: AtomicUsize,
     next_id: AtomicU64,
     counters: Arc<Counters>,
+    /// Cluster mode: broker records staged for a connection's next subscribe to a topic.
+    backfill: DashMap<(ConnId, TopicName), Vec<super::history::HistEntry>>,
 }
 
 impl ConnectionManager {
@@ -393,6 +395,7 @@ impl ConnectionManager {
             subscriptions: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             counters: Arc::new(Counters::default()),
+            backfill: DashMap::new(),
         })
     }
 
@@ -647,10 +650,29 @@ impl ConnectionManager {
                 (plan.start, plan.recovered)
             }
         };
+        // Cluster mode: records older than the mirror's history, fetched from the broker.
+        let staged = self.backfill.remove(&(client.conn.id(), t.name.clone())).map(|(_, v)| v).unwrap_or_default();
+        let (start, recovered, backfill) = match opts.offset {
+            Some(o) if !recovered && !staged.is_empty() && opts.epoch.is_none_or(|e| e == st.epoch) => {
+                let low = st.history.first_offset().unwrap_or(head);
+                let want = o.max(1);
+                let usable: Vec<&super::history::HistEntry> =
+                    staged.iter().filter(|e| e.offset >= want && e.offset < low).collect();
+                let contiguous = usable.first().is_some_and(|e| e.offset == want)
+                    && usable.windows(2).all(|w| w[0].offset + 1 == w[1].offset)
+                    && usable.last().is_some_and(|e| e.offset + 1 == low);
+                if contiguous {
+                    (want, true, usable)
+                } else {
+                    (start, recovered, Vec::new())
+                }
+            }
+            _ => (start, recovered, Vec::new()),
+        };
         let sub = Arc::new(Subscription::new(client.conn.id(), t.name.clone()));
         let lane = st.policy.lane();
         let mut replayed = 0;
-        for e in st.history.from_offset(start) {
+        for e in backfill.into_iter().chain(st.history.from_offset(start)) {
             client.conn.core().outbound.push_replay(e.record.clone(), e.offset, &sub, lane);
             replayed += 1;
         }
@@ -764,7 +786,6 @@ impl ConnectionManager {
     }
 
     fn route_locked(&self, t: &Topic, record: &mut BytesMut, now: Now) -> Result<Option<PublishReport>, PublishError> {
-        let mut slow: Vec<Arc<dyn Connection>> = Vec::new();
         let mut guard = t.state.lock();
         if guard.dead {
             return Ok(None);
@@ -792,6 +813,22 @@ impl ConnectionManager {
         record[8..16].copy_from_slice(&offset.to_be_bytes());
         record[16..24].copy_from_slice(&st.epoch.to_be_bytes());
         let record: Bytes = std::mem::take(record).freeze();
+        Ok(Some(self.fan_out(t, guard, offset, record, now)))
+    }
+
+    /// Appends `record` (at `offset`, already the topic's last) to history and offers it to
+    /// every subscriber under the topic's lock, which it releases before closing slow
+    /// consumers.
+    fn fan_out(
+        &self,
+        t: &Topic,
+        mut guard: parking_lot::MutexGuard<'_, super::registry::TopicState>,
+        offset: u64,
+        record: Bytes,
+        now: Now,
+    ) -> PublishReport {
+        let mut slow: Vec<Arc<dyn Connection>> = Vec::new();
+        let st = &mut *guard;
         st.history.push(offset, now.mono, record.clone());
         let mut report = PublishReport { offset, epoch: st.epoch, ..Default::default() };
         for s in &st.subscribers {
@@ -822,7 +859,7 @@ impl ConnectionManager {
                 &[],
             );
         }
-        Ok(Some(report))
+        report
     }
 
     fn account_publish(&self, record_len: usize, report: &PublishReport, reliable: bool) {
@@ -1090,5 +1127,8 @@ fn dec<K: std::hash::Hash + Eq + Clone>(map: &DashMap<K, usize>, key: &K) {
     });
 }
 
+pub(crate) mod remote;
 #[cfg(test)]
 mod tests;
+
+pub use remote::{encode_remote, RemoteOutcome, RemotePosition, RemoteRecord, MAX_PENDING};

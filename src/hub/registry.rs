@@ -88,6 +88,8 @@ pub(crate) struct TopicState {
     pub(crate) delivered: u64,
     /// Set when the sweeper removed the topic from the map; holders of a stale `Arc` retry.
     pub(crate) dead: bool,
+    /// Cluster mode: how the mirror follows the broker.
+    pub(crate) remote: super::manager::remote::RemoteSync,
 }
 
 /// Monotonic traffic counters of a metrics label: one per topic declaration, plus one
@@ -277,6 +279,7 @@ impl TopicRegistry {
                         published: 0,
                         delivered: 0,
                         dead: false,
+                        remote: Default::default(),
                     }),
                 })
             })
@@ -320,6 +323,6 @@ impl TopicRegistry {
 }
 
 /// A new epoch: random, non-zero, and below 2^53 so JavaScript clients hold it exactly.
-fn new_epoch() -> u64 {
+pub(crate) fn new_epoch() -> u64 {
     (rand::random::<u64>() >> 11).max(1)
 }

@@ -103,6 +103,9 @@ pub struct Counters {
     pub(crate) connections_accepted: AtomicU64,
     pub(crate) connections_rejected: AtomicU64,
     pub(crate) violations: AtomicU64,
+    /// Cluster mode: broker records never delivered here (missed on the channel and gone from
+    /// the broker's history, or over the hold bound).
+    pub(crate) broker_lost: AtomicU64,
     pending: [AtomicI64; 2],
 }
 

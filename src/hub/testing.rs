@@ -78,6 +78,19 @@ impl TestConnection {
         }
     }
 
+    /// `(offset, epoch)` of the drained records, in order.
+    pub fn drain_positions(&self) -> Vec<(u64, u64)> {
+        self.drain()
+            .records
+            .iter()
+            .flat_map(|r| {
+                crate::protocol::frame::decode_records(r)
+                    .map(|x| x.map(|x| (x.offset, x.epoch)).expect("record"))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// Offsets of the drained records, in order.
     pub fn drain_offsets(&self) -> Vec<u64> {
         self.drain()
