@@ -37,6 +37,36 @@ pub struct Config {
     pub log: LogConfig,
     /// Admin API and metrics.
     pub admin: AdminConfig,
+    /// Where topics are shared: in-process (default) or through Redis (cluster mode).
+    pub broker: BrokerConfig,
+}
+
+/// `[broker]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    /// `[broker.redis]`: set `url` to run as one node of a cluster.
+    pub redis: RedisConfig,
+}
+
+/// `[broker.redis]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`; empty (the default) = the embedded in-memory broker.
+    pub url: String,
+    /// Key and channel prefix, so several hubs can share one Redis.
+    pub prefix: String,
+    /// Topic keys (sequence, epoch, history) expire this long after the topic's last publish.
+    pub history_ttl_secs: u64,
+    /// Node registry heartbeat and maintenance interval, ms; an entry expires after 3 of them.
+    pub heartbeat_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self { url: String::new(), prefix: "fanhub".into(), history_ttl_secs: 86_400, heartbeat_ms: 1000 }
+    }
 }
 
 /// `[admin]`
@@ -291,6 +321,8 @@ impl Config {
         range("websocket.batch_max_records", ws.batch_max_records as u64, 1, 1000);
         range("websocket.batch_max_bytes", ws.batch_max_bytes as u64, 1024, 64 << 20);
         range("websocket.close_timeout_ms", ws.close_timeout_ms, 10, 600_000);
+        range("broker.redis.history_ttl_secs", self.broker.redis.history_ttl_secs, 1, 365 * 86_400);
+        range("broker.redis.heartbeat_ms", self.broker.redis.heartbeat_ms, 100, 60_000);
         range("admin.stats_interval_ms", self.admin.stats_interval_ms, 100, 60_000);
         range("admin.max_page_size", self.admin.max_page_size as u64, 1, 100_000);
         range("server.shutdown_grace_ms", self.server.shutdown_grace_ms, 0, 600_000);
@@ -314,6 +346,21 @@ impl Config {
         range("auth.expiry_warning_secs", self.auth.expiry_warning_secs, 0, 86_400);
         range("auth.leeway_secs", self.auth.leeway_secs, 0, 3600);
         range("auth.session_ttl_secs", self.auth.session_ttl_secs, 1, self.auth.max_session_ttl_secs.max(1));
+        let r = &self.broker.redis;
+        if !r.url.is_empty() && !r.url.starts_with("redis://") {
+            p.push(ConfigProblem {
+                key: "broker.redis.url".into(),
+                value: r.url.clone(),
+                allowed: "empty (in-memory) or redis://[user:password@]host:port[/db]".into(),
+            });
+        }
+        if r.prefix.is_empty() || r.prefix.contains(char::is_whitespace) {
+            p.push(ConfigProblem {
+                key: "broker.redis.prefix".into(),
+                value: r.prefix.clone(),
+                allowed: "a non-empty string without spaces".into(),
+            });
+        }
         if self.limits.violations_to_close < self.limits.violations_to_monitor {
             p.push(ConfigProblem {
                 key: "limits.violations_to_close".into(),

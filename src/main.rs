@@ -22,7 +22,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the hub (embedded in-memory broker; development auth unless a key is configured).
+    /// Run the hub (embedded in-memory broker unless a Redis URL is set; development auth unless a key is configured).
     Serve(ServeArgs),
     /// Mint a JWT with the configured key (in development mode: the built-in dev secret).
     Token(TokenArgs),
@@ -53,6 +53,13 @@ struct ServeArgs {
     /// Admin listener. Overrides server.admin_listen.
     #[arg(long)]
     admin_listen: Option<SocketAddr>,
+    /// Run as one node of a cluster through this Redis (`redis://host:port/db`). Overrides
+    /// broker.redis.url; unset: the embedded in-memory broker.
+    #[arg(long)]
+    redis_url: Option<String>,
+    /// This node's id (default: generated). Overrides node_id.
+    #[arg(long)]
+    node_id: Option<String>,
     /// Log filter, e.g. `info` or `info,fanhub::transport=debug`. Overrides log.level.
     #[arg(long)]
     log_level: Option<String>,
@@ -122,6 +129,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(a) = args.admin_listen {
         config.server.admin_listen = a;
+    }
+    if let Some(u) = args.redis_url {
+        config.broker.redis.url = u;
+    }
+    if let Some(n) = args.node_id {
+        config.node_id = n;
     }
     if let Some(l) = args.log_level {
         config.log.level = l;

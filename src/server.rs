@@ -100,6 +100,16 @@ impl Server {
             config.node_id.clone()
         };
         let (shutdown_tx, shutdown) = watch::channel(false);
+        let broker = if config.broker.redis.url.is_empty() {
+            crate::broker::Broker::Memory
+        } else {
+            crate::broker::Broker::Redis(crate::broker::Cluster::new(
+                manager.clone(),
+                config.broker.redis.clone(),
+                node_id.clone(),
+                public_url.clone(),
+            ))
+        };
         let ctx = Arc::new(HubContext {
             manager,
             sessions,
@@ -110,6 +120,7 @@ impl Server {
             draining: AtomicBool::new(false),
             live: AtomicUsize::new(0),
             metrics: Arc::new(crate::metrics::Metrics::new()),
+            broker,
         });
         Ok(Self { ctx, shutdown_tx, started: Instant::now() })
     }
@@ -147,6 +158,7 @@ impl Server {
             tokio::spawn(serve_http(listeners.admin, crate::admin::admin_router(app.clone()), ctx.shutdown.clone()));
         let sweeper = tokio::spawn(sweep_topics(ctx.clone()));
         let sampler = tokio::spawn(crate::admin::sampler(app));
+        let cluster = ctx.broker.cluster().map(|c| c.start(ctx.shutdown.clone()));
         tracing::info!(node_id = %ctx.node_id, url = %ctx.public_url, "fanhub serving");
 
         shutdown.await;
@@ -160,6 +172,10 @@ impl Server {
         }
         sweeper.abort();
         sampler.abort();
+        if let Some(task) = cluster {
+            // Deregisters the node, so peers stop advising it at once.
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
         for task in [public_task, admin_task] {
             let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
         }
@@ -288,6 +304,7 @@ fn health_body(s: &AppState, ready: bool) -> serde_json::Value {
         "node_id": s.ctx.node_id,
         "uptime_secs": s.started.elapsed().as_secs(),
         "connections": s.ctx.live.load(Ordering::Relaxed),
+        "broker": { "kind": s.ctx.broker.kind(), "ready": s.ctx.broker.is_ready() },
     })
 }
 
@@ -298,7 +315,7 @@ pub(crate) async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
-    let ready = !s.ctx.draining.load(Ordering::Relaxed);
+    let ready = !s.ctx.draining.load(Ordering::Relaxed) && s.ctx.broker.is_ready();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(health_body(&s, ready)))
 }
@@ -436,11 +453,9 @@ pub(crate) async fn publish(
             format!("message of {} bytes exceeds the maximum of {max}", payload.len()),
         ));
     }
-    let report = crate::transport::session::publish_waiting(&s.ctx, |m| {
-        m.route_data(&topic, &payload, flags, crate::transport::now())
-    })
-    .await
-    .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+    let report = crate::transport::session::publish(&s.ctx, None, &topic, &payload, flags)
+        .await
+        .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
     Ok(Json(PublishResponse {
         topic: topic.as_str().to_owned(),
         offset: report.offset,

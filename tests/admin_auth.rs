@@ -24,6 +24,7 @@ const PROTECTED: &[(&str, &str, &str)] = &[
     ("GET", "/v1/admin/topics/a/policy", ""),
     ("PUT", "/v1/admin/topics/a/policy", r#"{"kind":"reliable"}"#),
     ("GET", "/v1/admin/stats", ""),
+    ("GET", "/v1/admin/cluster", ""),
     ("GET", "/v1/admin/stats/stream", ""),
     ("GET", "/v1/admin/drain", ""),
     ("POST", "/v1/admin/drain", "{}"),

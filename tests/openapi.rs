@@ -18,6 +18,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/admin/topics/{topic}/policy"),
     ("PUT", "/v1/admin/topics/{topic}/policy"),
     ("GET", "/v1/admin/stats"),
+    ("GET", "/v1/admin/cluster"),
     ("GET", "/v1/admin/stats/stream"),
     ("GET", "/v1/admin/drain"),
     ("POST", "/v1/admin/drain"),

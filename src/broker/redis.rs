@@ -57,6 +57,19 @@ pub struct RemoteMessage {
     pub payload: Bytes,
 }
 
+impl RemoteMessage {
+    /// The record part, as the manager routes it.
+    pub fn record(&self) -> crate::hub::manager::RemoteRecord {
+        crate::hub::manager::RemoteRecord {
+            offset: self.offset,
+            epoch: self.epoch,
+            timestamp_us: self.timestamp_us,
+            flags: self.flags,
+            payload: self.payload.clone(),
+        }
+    }
+}
+
 /// Offset and epoch a publish got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Assigned {
@@ -240,6 +253,23 @@ impl RedisBroker {
         let (seq, epoch): (Option<u64>, Option<u64>) =
             redis::pipe().get(self.key(topic, "seq")).get(self.key(topic, "epoch")).query_async(&mut con).await?;
         Ok((seq.unwrap_or(0) + 1, epoch))
+    }
+
+    /// [`Self::head`] of many topics in one round trip.
+    ///
+    /// # Errors
+    /// When Redis is unreachable.
+    pub async fn heads(&self, topics: &[TopicName]) -> Result<Vec<(u64, Option<u64>)>, BrokerError> {
+        if topics.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for t in topics {
+            pipe.get(self.key(t, "seq")).get(self.key(t, "epoch"));
+        }
+        let mut con = self.commands.clone();
+        let raw: Vec<Option<u64>> = pipe.query_async(&mut con).await?;
+        Ok(raw.chunks(2).map(|c| (c[0].unwrap_or(0) + 1, c[1])).collect())
     }
 
     /// Starts receiving `topic`'s messages (call on the node's first local subscriber).

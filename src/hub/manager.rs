@@ -175,6 +175,10 @@ pub enum SubscribeError {
     /// `add_streams` without a data source on the connection.
     #[error("this connection has no data_source/session_key; connect with details first")]
     NoDataSource,
+    /// Cluster mode: the broker is unreachable and the subscribe needs it (an offset older
+    /// than this node holds). Retry later or on another node.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl SubscribeError {
@@ -192,6 +196,7 @@ impl SubscribeError {
                 ErrorCode::ResourceExhausted
             }
             Self::AlreadySubscribed(_) | Self::NotSubscribed(_) | Self::NoDataSource => ErrorCode::FailedPrecondition,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
         }
     }
 
@@ -246,6 +251,10 @@ pub enum PublishError {
     /// Backpressure lasted longer than the policy allows.
     #[error("subscribers of {0} did not drain in time; message not published")]
     BackpressureTimeout(TopicName),
+    /// Cluster mode: the broker is unreachable, and the topic is `reliable` (a best-effort
+    /// publish is delivered locally instead). Nothing was published; retry.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl std::fmt::Debug for PublishError {
@@ -267,6 +276,7 @@ impl PublishError {
             | Self::Backpressure { .. }
             | Self::BackpressureTimeout(_) => ErrorCode::ResourceExhausted,
             Self::RateLimited(_) => ErrorCode::RateLimited,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
         }
     }
 
@@ -723,7 +733,7 @@ impl ConnectionManager {
         flags: u8,
         now: Now,
     ) -> Result<PublishReport, PublishError> {
-        self.publish_inner(None, topic, payload, flags, now)
+        self.publish_inner(topic, payload, flags, now)
     }
 
     /// Publishes on behalf of connection `id`: checks its claims, the topic's declared
@@ -740,25 +750,40 @@ impl ConnectionManager {
         flags: u8,
         now: Now,
     ) -> Result<PublishReport, PublishError> {
+        self.authorize_publish(id, topic, payload.len(), now)?;
+        self.publish_inner(topic, payload, flags, now)
+    }
+
+    /// The checks of [`Self::publish_as`] without the publish (cluster mode publishes through
+    /// the broker): the connection's claims, the topic's declared publishers, the message size
+    /// and the publish rate (the last two count as violations).
+    ///
+    /// # Errors
+    /// [`PublishError`].
+    pub fn authorize_publish(&self, id: ConnId, topic: &TopicName, len: usize, now: Now) -> Result<(), PublishError> {
         let client = self.client(id).ok_or(PublishError::UnknownConnection(id))?;
         let identity = client.conn.identity();
         if !identity.can_publish(topic) {
             return Err(PublishError::PermissionDenied(topic.clone()));
         }
-        if payload.len() > self.limits.max_message_size {
+        if let Some(allowed) = self.registry.declaration(topic).and_then(|d| d.publishers.as_ref()) {
+            if !allowed.iter().any(|a| *a == identity.subject || a == "*") {
+                return Err(PublishError::PermissionDenied(topic.clone()));
+            }
+        }
+        if len > self.limits.max_message_size {
             self.record_violation(id, now);
-            return Err(PublishError::TooLarge { size: payload.len(), max: self.limits.max_message_size });
+            return Err(PublishError::TooLarge { size: len, max: self.limits.max_message_size });
         }
         if client.publish_limiter.check().is_err() {
             self.record_violation(id, now);
             return Err(PublishError::RateLimited(self.limits.publish_rate_per_second));
         }
-        self.publish_inner(Some(&identity.subject), topic, payload, flags, now)
+        Ok(())
     }
 
     fn publish_inner(
         &self,
-        subject: Option<&str>,
         name: &TopicName,
         payload: &[u8],
         flags: u8,
@@ -773,11 +798,6 @@ impl ConnectionManager {
         record.put_slice(payload);
         loop {
             let t = self.registry.get_or_create(name)?;
-            if let (Some(subject), Some(allowed)) = (subject, t.decl.as_ref().and_then(|d| d.publishers.as_ref())) {
-                if !allowed.iter().any(|a| a == subject || a == "*") {
-                    return Err(PublishError::PermissionDenied(name.clone()));
-                }
-            }
             match self.route_locked(&t, &mut record, now)? {
                 Some(report) => return Ok(report),
                 None => continue,
@@ -925,6 +945,37 @@ impl ConnectionManager {
         }
     }
 
+    /// The topics (with offsets) [`Self::open_streams`] would subscribe for `details`.
+    ///
+    /// # Errors
+    /// As `open_streams` for bad details.
+    pub fn stream_topics(details: &ConnectionDetails) -> Result<Vec<(TopicName, Option<u64>)>, SubscribeError> {
+        let main = main_stream(details)?;
+        let mut plan = stream_plan(&main, &details.streams, &details.stream_offsets)?;
+        if !details.exclude_main_stream {
+            plan.insert(0, (main, None));
+        }
+        Ok(plan)
+    }
+
+    /// The topics (with offsets) [`Self::add_streams`] would subscribe.
+    ///
+    /// # Errors
+    /// As `add_streams`.
+    pub fn added_stream_topics(
+        &self,
+        id: ConnId,
+        streams: &[String],
+        offsets: &[u64],
+    ) -> Result<Vec<(TopicName, Option<u64>)>, SubscribeError> {
+        let client = self.client(id).ok_or(SubscribeError::UnknownConnection(id))?;
+        let d = client.details.lock();
+        if d.data_source.is_empty() {
+            return Err(SubscribeError::NoDataSource);
+        }
+        stream_plan(&main_stream(&d)?, streams, offsets)
+    }
+
     /// Opens seed-000 streams on connect: `data_source/session_key/stream` from each stream's
     /// offset, plus the main stream `data_source/session_key` unless excluded. All or nothing:
     /// on error, what this call subscribed is undone.
@@ -938,11 +989,7 @@ impl ConnectionManager {
         now: Now,
     ) -> Result<Vec<SubscriptionInfo>, SubscribeError> {
         let client = self.client(id).ok_or(SubscribeError::UnknownConnection(id))?;
-        let main = main_stream(details)?;
-        let mut plan = stream_plan(&main, &details.streams, &details.stream_offsets)?;
-        if !details.exclude_main_stream {
-            plan.insert(0, (main, None));
-        }
+        let plan = Self::stream_topics(details)?;
         let infos = self.subscribe_all(id, &plan, now)?;
         *client.details.lock() = details.clone();
         Ok(infos)
@@ -1070,6 +1117,7 @@ impl ConnectionManager {
             bytes_out: c.bytes_out.load(Relaxed),
             dropped: c.drops(),
             slow_consumer_disconnects: c.slow_consumer_disconnects.load(Relaxed),
+            broker_lost: c.broker_lost.load(Relaxed),
             auth_failures: c.auth_failures(),
             violations: c.violations.load(Relaxed),
         }

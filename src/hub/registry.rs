@@ -238,6 +238,14 @@ impl TopicRegistry {
         self.declaration(name).and_then(|d| d.policy.clone()).unwrap_or_else(|| self.config.default_policy.clone())
     }
 
+    /// The history bounds a topic has, or would get if created now.
+    pub fn history_for(&self, name: &TopicName) -> HistoryLimits {
+        if let Some(t) = self.get(name) {
+            return t.state.lock().history.limits();
+        }
+        self.declaration(name).and_then(|d| d.history).unwrap_or(self.config.default_history)
+    }
+
     /// The live topic called `name`.
     pub fn get(&self, name: &TopicName) -> Option<Arc<Topic>> {
         self.topics.get(name).map(|t| t.clone())
@@ -285,6 +293,11 @@ impl TopicRegistry {
             })
             .clone();
         Ok(topic)
+    }
+
+    /// Names of the live topics.
+    pub fn names(&self) -> Vec<TopicName> {
+        self.topics.iter().map(|t| t.key().clone()).collect()
     }
 
     /// Number of live topics.

@@ -182,4 +182,7 @@ pub struct ConnectionStats {
     pub auth_failures: BTreeMap<&'static str, u64>,
     /// Limit violations recorded.
     pub violations: u64,
+    /// Cluster mode: broker records this node never delivered (lost on its channel and gone
+    /// from Redis history).
+    pub broker_lost: u64,
 }

@@ -37,6 +37,8 @@ pub struct HubContext {
     pub live: AtomicUsize,
     /// Prometheus metrics (transports record latency and queue-depth samples).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// In-memory, or this node's Redis cluster membership.
+    pub broker: crate::broker::Broker,
 }
 
 /// Counts a live transport connection for as long as it is held.
@@ -57,9 +59,18 @@ impl Drop for LiveGuard {
 }
 
 impl HubContext {
-    /// URLs to offer as reconnect advice: the configured other nodes.
+    /// URLs to offer as reconnect advice: the configured ones, then (cluster mode) the other
+    /// live nodes'.
     pub fn reconnect_urls(&self) -> Vec<String> {
-        self.config.server.reconnect_urls.clone()
+        let mut urls = self.config.server.reconnect_urls.clone();
+        if let Some(c) = self.broker.cluster() {
+            for u in c.peer_urls() {
+                if !urls.contains(&u) && u != self.public_url {
+                    urls.push(u);
+                }
+            }
+        }
+        urls
     }
 }
 

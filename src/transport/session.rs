@@ -11,8 +11,10 @@ use base64::Engine as _;
 use bytes::Bytes;
 
 use super::{now, unix_ms, unix_us, HubContext};
+use crate::broker::{Prepared, SubscribeItem};
 use crate::hub::{
-    AuthFailure, ConnId, ConnState, Connection, PublishError, PublishReport, SubscribeOptions, TopicName,
+    AuthFailure, ConnId, ConnState, Connection, ConnectionManager, PublishError, PublishReport, SubscribeError,
+    SubscribeOptions, TopicName,
 };
 use crate::protocol::control::{parse_client_op, ClientOp, ConnectionDetails, ServerMsg, SessionInfo};
 use crate::protocol::frame::{decode_publish, FLAG_JSON};
@@ -117,7 +119,9 @@ impl ClientSession {
         };
         if !self.registered {
             return match op {
-                ClientOp::Connect { id, token, details, client_id, .. } => self.connect(id, token, details, client_id),
+                ClientOp::Connect { id, token, details, client_id, .. } => {
+                    self.connect(id, token, details, client_id).await
+                }
                 other => self.auth_failed(
                     other.id(),
                     AuthFailure::NoConnect,
@@ -145,7 +149,7 @@ impl ClientSession {
         self.publish(id, &p.topic, &p.payload, p.flags & FLAG_JSON).await
     }
 
-    fn connect(
+    async fn connect(
         &mut self,
         id: Option<u64>,
         token: Option<String>,
@@ -180,7 +184,12 @@ impl ClientSession {
         }
         let mut subscriptions = Vec::new();
         if let Some(d) = details.filter(|d| !d.is_empty()) {
-            match self.ctx.manager.open_streams(self.id(), &d, now()) {
+            let prepared = match ConnectionManager::stream_topics(&d) {
+                Ok(plan) => self.prepare(plan.into_iter().map(|(t, o)| (t, o, None)).collect()).await,
+                Err(_) => Ok(None), // open_streams answers the error
+            };
+            let opened = prepared.and_then(|_guard| self.ctx.manager.open_streams(self.id(), &d, now()));
+            match opened {
                 Ok(infos) => subscriptions = infos,
                 Err(e) => {
                     // Authenticated but the details are unusable: stay unregistered so the
@@ -224,7 +233,11 @@ impl ClientSession {
                         )
                     }
                 };
-                match m.subscribe(self.id(), &name, SubscribeOptions { offset, epoch }, now()) {
+                let subscribed = match self.prepare(vec![(name.clone(), offset, epoch)]).await {
+                    Ok(_guard) => m.subscribe(self.id(), &name, SubscribeOptions { offset, epoch }, now()),
+                    Err(e) => Err(e),
+                };
+                match subscribed {
                     Ok(sub) => self.reply(&ServerMsg::Subscribed { id, sub }),
                     Err(e) => self.error_full(id, e.code(), e.to_string(), Some(topic), e.limit()),
                 }
@@ -271,7 +284,12 @@ impl ClientSession {
                 self.publish(id, &topic, &payload, flags).await
             }
             ClientOp::AddStreams { id, streams, stream_offsets } => {
-                match m.add_streams(self.id(), &streams, &stream_offsets, now()) {
+                let prepared = match m.added_stream_topics(self.id(), &streams, &stream_offsets) {
+                    Ok(plan) => self.prepare(plan.into_iter().map(|(t, o)| (t, o, None)).collect()).await,
+                    Err(_) => Ok(None), // add_streams answers the error
+                };
+                let added = prepared.and_then(|_guard| m.add_streams(self.id(), &streams, &stream_offsets, now()));
+                match added {
                     Ok(subscriptions) => self.reply(&ServerMsg::StreamsAdded { id, subscriptions }),
                     Err(e) => self.error_full(id, e.code(), e.to_string(), None, e.limit()),
                 }
@@ -342,13 +360,23 @@ impl ClientSession {
                 )
             }
         };
-        match publish_waiting(&self.ctx, |m| m.publish_as(self.conn.id(), &name, payload, flags, now())).await {
+        match publish(&self.ctx, Some(self.conn.id()), &name, payload, flags).await {
             Ok(report) => match id {
                 Some(_) => self.reply(&ServerMsg::Published { id, topic: topic.into(), offset: report.offset }),
                 None => Flow::Continue,
             },
             Err(e) => self.error_full(id, e.code(), e.to_string(), Some(topic.into()), e.limit()),
         }
+    }
+
+    /// Cluster mode: readies the topics of a subscribe this connection may make (joins their
+    /// channels, stages Redis history); the guard must live until the subscribe attached.
+    /// In memory mode, nothing.
+    async fn prepare(&self, items: Vec<SubscribeItem>) -> Result<Option<Prepared>, SubscribeError> {
+        let Some(c) = self.ctx.broker.cluster() else { return Ok(None) };
+        let identity = self.conn.identity();
+        let items: Vec<SubscribeItem> = items.into_iter().filter(|(t, _, _)| identity.can_subscribe(t)).collect();
+        c.prepare(self.id(), &items).await.map(Some)
     }
 
     /// Periodic duties: token expiry warning and enforcement, server-initiated time sync.
@@ -383,6 +411,36 @@ impl ClientSession {
         let warn_at = exp_ms.saturating_sub(self.ctx.config.auth.expiry_warning_secs * 1000);
         let target = if self.expiry_warned || now_ms >= warn_at { exp_ms } else { warn_at };
         Some(Duration::from_millis(target.saturating_sub(now_ms)))
+    }
+}
+
+/// Publishes on behalf of connection `source` (its claims, size and rate checked) or of a
+/// trusted server-side source (`None`), through the node's broker: in memory, routed here (with
+/// backpressure waits); in cluster mode, through Redis.
+///
+/// # Errors
+/// [`PublishError`].
+pub async fn publish(
+    ctx: &HubContext,
+    source: Option<ConnId>,
+    topic: &TopicName,
+    payload: &[u8],
+    flags: u8,
+) -> Result<PublishReport, PublishError> {
+    match ctx.broker.cluster() {
+        None => {
+            publish_waiting(ctx, |m| match source {
+                Some(id) => m.publish_as(id, topic, payload, flags, now()),
+                None => m.route_data(topic, payload, flags, now()),
+            })
+            .await
+        }
+        Some(c) => {
+            if let Some(id) = source {
+                ctx.manager.authorize_publish(id, topic, payload.len(), now())?;
+            }
+            c.publish(topic, payload, flags).await
+        }
     }
 }
 

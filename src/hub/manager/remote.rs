@@ -135,6 +135,11 @@ impl ConnectionManager {
         })
     }
 
+    /// Topics this node holds with their mirror position (the cluster's maintenance pass).
+    pub fn remote_topics(&self) -> Vec<(TopicName, RemotePosition)> {
+        self.registry.names().into_iter().filter_map(|n| self.remote_position(&n).map(|p| (n, p))).collect()
+    }
+
     /// Creates the local topic if needed, so records arriving from now on are held for the
     /// sync instead of ignored.
     ///

@@ -1,0 +1,414 @@
+//! Cluster mode: one node of many sharing one topic space through Redis.
+//!
+//! Owns the node's [`RedisBroker`] and everything that awaits it, so the manager stays
+//! sans-IO:
+//! * **Publish**: offsets are assigned by Redis (one Lua script: offset, history, channel
+//!   publish). The publishing node delivers to its own subscribers when the record comes back
+//!   on the channel, like every other node, so all nodes deliver the same offsets in the same
+//!   order.
+//! * **Fan-in**: a node joins a topic's channel (one shared RESP3 connection for all topics)
+//!   when the topic gets its first local subscriber, syncs the topic's mirror to the Redis head,
+//!   and leaves the channel in the maintenance pass after the last local subscriber is gone.
+//! * **Subscribe from an offset** older than the mirror holds: the records come from the Redis
+//!   history and are staged as backfill for the subscribe (see `hub::manager::remote`).
+//! * **Gaps** (records lost on the channel while the connection was down): filled from the
+//!   Redis history, either when a later record reveals them or when the maintenance pass sees
+//!   the Redis head past the mirror's.
+//! * **Faults**: Redis unreachable at start is retried with backoff; while it is down the node
+//!   is not ready, `reliable` publishes answer `unavailable`, best-effort ones are delivered to
+//!   this node's subscribers under a node-local epoch, and subscribes that need Redis history
+//!   answer `unavailable`. Nothing is buffered without bound.
+//! * **Node registry**: a heartbeat entry per node (id, URL, connections, load) with a TTL;
+//!   the live nodes feed `GET /v1/admin/cluster` and the reconnect advice clients get.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::watch;
+
+use super::redis::{BrokerError, NodeInfo, RedisBroker, RedisHistory, RemoteMessage};
+use crate::config::RedisConfig;
+use crate::hub::manager::RemoteOutcome;
+use crate::hub::{ConnId, ConnectionManager, DeliveryPolicy, PublishError, PublishReport, SubscribeError, TopicName};
+use crate::transport::{now, unix_ms, unix_us};
+
+/// A topic a subscribe is about to attach to: `(topic, offset, epoch)`.
+pub type SubscribeItem = (TopicName, Option<u64>, Option<u64>);
+
+/// Broker traffic counters of this node.
+#[derive(Debug, Default)]
+pub struct BrokerCounters {
+    /// Records received on topic channels.
+    pub messages_in: AtomicU64,
+    /// Their payload bytes.
+    pub bytes_in: AtomicU64,
+    /// Publishes that went through Redis.
+    pub published: AtomicU64,
+    /// Records fetched from Redis history (gap fills and backfills).
+    pub history_fetched: AtomicU64,
+    /// Publishes refused as `unavailable` (reliable topics, Redis down).
+    pub refused: AtomicU64,
+    /// Best-effort publishes delivered only locally (Redis down).
+    pub detached: AtomicU64,
+}
+
+/// This node's membership of a Redis cluster.
+pub struct Cluster {
+    manager: Arc<ConnectionManager>,
+    config: RedisConfig,
+    node_id: String,
+    public_url: String,
+    broker: OnceLock<RedisBroker>,
+    ready: AtomicBool,
+    /// Topic channels this node has joined. A tokio mutex: joining awaits Redis, and the set
+    /// must not change under a join (control path only, never the publish path).
+    channels: tokio::sync::Mutex<HashSet<TopicName>>,
+    /// Subscribes between `prepare` and attach, per topic: the maintenance pass must not leave
+    /// the channel under them.
+    in_flight: DashMap<TopicName, usize>,
+    nodes: RwLock<Vec<NodeInfo>>,
+    /// Topics whose mirror was behind the Redis head at the last pass, with its next offset.
+    stalled: Mutex<HashMap<TopicName, u64>>,
+    /// Traffic counters.
+    pub counters: BrokerCounters,
+}
+
+/// Held from [`Cluster::prepare`] until the subscribe has attached: keeps the topics' channels
+/// joined and drops unused backfill.
+pub struct Prepared {
+    cluster: Arc<Cluster>,
+    id: ConnId,
+    topics: Vec<TopicName>,
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        self.cluster.manager.clear_backfill(self.id);
+        for t in &self.topics {
+            if let Some(mut n) = self.cluster.in_flight.get_mut(t) {
+                *n = n.saturating_sub(1);
+            }
+            self.cluster.in_flight.remove_if(t, |_, n| *n == 0);
+        }
+    }
+}
+
+impl Cluster {
+    /// A node for `config` (not connected yet: [`Self::start`]).
+    pub fn new(manager: Arc<ConnectionManager>, config: RedisConfig, node_id: String, public_url: String) -> Arc<Self> {
+        Arc::new(Self {
+            manager,
+            config,
+            node_id,
+            public_url,
+            broker: OnceLock::new(),
+            ready: AtomicBool::new(false),
+            channels: tokio::sync::Mutex::new(HashSet::new()),
+            in_flight: DashMap::new(),
+            nodes: RwLock::new(Vec::new()),
+            stalled: Mutex::new(HashMap::new()),
+            counters: BrokerCounters::default(),
+        })
+    }
+
+    /// Whether Redis answered the last check.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Relaxed) && self.broker.get().is_some()
+    }
+
+    /// The Redis URL without credentials, for logs and the admin API.
+    pub fn redis_endpoint(&self) -> String {
+        match self.config.url.split_once('@') {
+            Some((_, host)) => format!("redis://…@{host}"),
+            None => self.config.url.clone(),
+        }
+    }
+
+    /// The live nodes at the last heartbeat (this one included).
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        self.nodes.read().clone()
+    }
+
+    /// The other live nodes' WebSocket URLs (reconnect advice).
+    pub fn peer_urls(&self) -> Vec<String> {
+        self.nodes.read().iter().filter(|n| n.node_id != self.node_id).map(|n| n.ws_url.clone()).collect()
+    }
+
+    /// Connects (retrying with backoff until it succeeds or shutdown), then keeps the node's
+    /// registry entry, channels and mirrors in order every `heartbeat_ms`.
+    pub fn start(self: &Arc<Self>, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            let weak = Arc::downgrade(&this);
+            loop {
+                let on_message = {
+                    let weak = weak.clone();
+                    move |m: RemoteMessage| on_message(&weak, m)
+                };
+                match RedisBroker::connect(&this.config.url, &this.config.prefix, on_message).await {
+                    Ok(b) => {
+                        let _ = this.broker.set(b);
+                        this.ready.store(true, Relaxed);
+                        tracing::info!(redis = %this.redis_endpoint(), node_id = %this.node_id, "cluster broker connected");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(redis = %this.redis_endpoint(), error = %e, retry_in_ms = backoff.as_millis() as u64,
+                            "cluster broker unreachable; not ready");
+                        tokio::select! {
+                            () = tokio::time::sleep(backoff) => {}
+                            _ = shutdown.wait_for(|v| *v) => return,
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            let mut tick = tokio::time::interval(Duration::from_millis(this.config.heartbeat_ms));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_published = 0;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.wait_for(|v| *v) => break,
+                }
+                let published = this.counters.published.load(Relaxed);
+                let rate = (published - last_published) * 1000 / this.config.heartbeat_ms.max(1);
+                last_published = published;
+                this.maintain(rate).await;
+            }
+            if let Some(b) = this.broker.get() {
+                let _ = tokio::time::timeout(Duration::from_secs(1), b.deregister(&this.node_id)).await;
+            }
+        })
+    }
+
+    /// One maintenance pass: health, heartbeat, node list, channels, stalled mirrors.
+    async fn maintain(self: &Arc<Self>, publish_rate: u64) {
+        let Some(b) = self.broker.get() else { return };
+        let up = b.ping().await;
+        if up != self.ready.swap(up, Relaxed) {
+            if up {
+                tracing::info!(redis = %self.redis_endpoint(), "cluster broker reachable again; ready");
+            } else {
+                tracing::warn!(redis = %self.redis_endpoint(), "cluster broker unreachable; not ready");
+            }
+        }
+        if !up {
+            return;
+        }
+        let me = NodeInfo {
+            node_id: self.node_id.clone(),
+            ws_url: self.public_url.clone(),
+            connections: self.manager.connection_stats().active_connections,
+            publish_rate,
+            heartbeat_ms: unix_ms(),
+        };
+        let ttl = Duration::from_millis(self.config.heartbeat_ms * 3);
+        if let Err(e) = b.heartbeat(&me, ttl).await {
+            tracing::debug!(error = %e, "heartbeat failed");
+        }
+        match b.nodes().await {
+            Ok(nodes) => *self.nodes.write() = nodes,
+            Err(e) => tracing::debug!(error = %e, "reading the node registry failed"),
+        }
+        if let Err(e) = self.reconcile(b).await {
+            tracing::debug!(error = %e, "channel maintenance failed; retrying next pass");
+        }
+    }
+
+    /// Joins channels of topics that have local subscribers but no channel (subscribed while
+    /// Redis was down), leaves channels nobody here listens to, and fills stalled mirrors.
+    async fn reconcile(self: &Arc<Self>, b: &RedisBroker) -> Result<(), BrokerError> {
+        let topics: HashMap<TopicName, _> = self.manager.remote_topics().into_iter().collect();
+        let mut channels = self.channels.lock().await;
+        for (t, pos) in &topics {
+            if pos.subscribers > 0 && !channels.contains(t) {
+                b.subscribe(t).await?;
+                channels.insert(t.clone());
+            }
+            if pos.subscribers > 0 && !pos.synced {
+                let (head, epoch) = b.head(t).await?;
+                self.manager.sync_remote(t, epoch, head, now());
+            }
+        }
+        let joined: Vec<TopicName> = channels.iter().cloned().collect();
+        for t in &joined {
+            let idle = topics.get(t).is_none_or(|p| p.subscribers == 0) && !self.in_flight.contains_key(t);
+            if idle && self.manager.desync_remote_if_idle(t) {
+                b.unsubscribe(t).await?;
+                channels.remove(t);
+            }
+        }
+        let synced: Vec<(TopicName, u64, u64)> = channels
+            .iter()
+            .filter_map(|t| topics.get(t).filter(|p| p.synced).map(|p| (t.clone(), p.epoch, p.next_offset)))
+            .collect();
+        drop(channels);
+        let names: Vec<TopicName> = synced.iter().map(|(t, _, _)| t.clone()).collect();
+        let heads = b.heads(&names).await?;
+        let mut stalled = self.stalled.lock();
+        let mut fills = Vec::new();
+        for ((t, epoch, next), (head, redis_epoch)) in synced.into_iter().zip(heads) {
+            if redis_epoch != Some(epoch) || head <= next {
+                stalled.remove(&t);
+                continue;
+            }
+            // Behind twice in a row at the same offset: not just records in flight.
+            if stalled.get(&t) == Some(&next) {
+                stalled.remove(&t);
+                if let Some(from) = self.manager.fill_if_behind(&t, epoch, head) {
+                    fills.push((t, from, epoch));
+                }
+            } else {
+                stalled.insert(t, next);
+            }
+        }
+        drop(stalled);
+        for (t, from, epoch) in fills {
+            tokio::spawn(self.clone().fill(t, from, epoch));
+        }
+        Ok(())
+    }
+
+    /// Fetches `topic`'s Redis history from `from` and completes the mirror's gap fill,
+    /// retrying while Redis is down (the held records are bounded meanwhile).
+    async fn fill(self: Arc<Self>, topic: TopicName, from: u64, epoch: u64) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let still_needed = self.manager.remote_position(&topic).is_some_and(|p| p.synced && p.filling);
+            if !still_needed {
+                return;
+            }
+            if let Some(b) = self.broker.get() {
+                match b.history(&topic, from).await {
+                    Ok(msgs) => {
+                        self.counters.history_fetched.fetch_add(msgs.len() as u64, Relaxed);
+                        let records: Vec<_> = msgs.iter().map(RemoteMessage::record).collect();
+                        self.manager.fill_remote(&topic, epoch, &records, now());
+                        return;
+                    }
+                    Err(e) => tracing::debug!(topic = %topic, error = %e, "gap fill failed; retrying"),
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Publishes through Redis. While Redis is unreachable, a `reliable` topic answers
+    /// `unavailable` and anything else is delivered to this node's subscribers only.
+    ///
+    /// # Errors
+    /// [`PublishError::Unavailable`], or the topic may not be used.
+    pub async fn publish(&self, topic: &TopicName, payload: &[u8], flags: u8) -> Result<PublishReport, PublishError> {
+        self.manager.topics().get_or_create(topic)?;
+        let reliable = matches!(self.manager.delivery_policy(topic), DeliveryPolicy::Reliable { .. });
+        if let Some(b) = self.broker.get().filter(|_| self.is_ready()) {
+            let history = RedisHistory {
+                max_messages: self.manager.topics().history_for(topic).max_messages as u64,
+                ttl_secs: self.config.history_ttl_secs,
+            };
+            let ts = unix_us().max(0) as u64;
+            match b.publish(topic, flags, ts, payload, history).await {
+                Ok(a) => {
+                    self.counters.published.fetch_add(1, Relaxed);
+                    return Ok(PublishReport { offset: a.offset, epoch: a.epoch, ..Default::default() });
+                }
+                Err(e) => {
+                    if self.ready.swap(false, Relaxed) {
+                        tracing::warn!(redis = %self.redis_endpoint(), error = %e, "cluster broker failed a publish; not ready");
+                    }
+                }
+            }
+        }
+        if reliable {
+            self.counters.refused.fetch_add(1, Relaxed);
+            return Err(PublishError::Unavailable(format!(
+                "the cluster broker is unreachable and {topic} is reliable: nothing was published; retry"
+            )));
+        }
+        self.counters.detached.fetch_add(1, Relaxed);
+        self.manager.route_detached(topic, payload, flags, now())
+    }
+
+    /// Readies topics for a subscribe of connection `id`: joins their channels, syncs their
+    /// mirrors, and stages Redis history for offsets older than the mirrors hold. Keep the
+    /// returned guard until the subscribe has attached.
+    ///
+    /// # Errors
+    /// [`SubscribeError::Unavailable`] when Redis is needed and unreachable.
+    pub async fn prepare(self: &Arc<Self>, id: ConnId, items: &[SubscribeItem]) -> Result<Prepared, SubscribeError> {
+        for (t, _, _) in items {
+            *self.in_flight.entry(t.clone()).or_insert(0) += 1;
+        }
+        let guard = Prepared { cluster: self.clone(), id, topics: items.iter().map(|(t, _, _)| t.clone()).collect() };
+        let unavailable = |e: &dyn std::fmt::Display| {
+            SubscribeError::Unavailable(format!("the cluster broker is unreachable ({e}); retry"))
+        };
+        let Some(b) = self.broker.get().filter(|_| self.is_ready()) else {
+            // Live subscribes go ahead (the maintenance pass joins the channel once Redis is
+            // back); an offset this node cannot serve from its own mirror needs Redis.
+            for (t, offset, epoch) in items {
+                if let Some(o) = offset {
+                    let covered = self.manager.remote_position(t).is_some_and(|p| {
+                        p.synced
+                            && epoch.is_none_or(|e| e == p.epoch)
+                            && *o >= p.first_retained.unwrap_or(p.next_offset)
+                    });
+                    if !covered {
+                        return Err(unavailable(&"not connected"));
+                    }
+                }
+            }
+            return Ok(guard);
+        };
+        for (t, offset, epoch) in items {
+            if self.manager.ensure_topic(t).is_err() {
+                continue; // The subscribe itself reports it.
+            }
+            self.join(b, t).await.map_err(|e| unavailable(&e))?;
+            let Some(o) = offset else { continue };
+            let Some(pos) = self.manager.remote_position(t) else { continue };
+            let low = pos.first_retained.unwrap_or(pos.next_offset);
+            if *o < low && epoch.is_none_or(|e| e == pos.epoch) {
+                let msgs = b.history(t, (*o).max(1)).await.map_err(|e| unavailable(&e))?;
+                self.counters.history_fetched.fetch_add(msgs.len() as u64, Relaxed);
+                let records: Vec<_> = msgs.iter().filter(|m| m.epoch == pos.epoch).map(RemoteMessage::record).collect();
+                self.manager.stage_backfill(id, t, &records, now());
+            }
+        }
+        Ok(guard)
+    }
+
+    /// Joins `topic`'s channel if this node has not, and syncs its mirror if it is not.
+    async fn join(&self, b: &RedisBroker, topic: &TopicName) -> Result<(), BrokerError> {
+        {
+            let mut channels = self.channels.lock().await;
+            if !channels.contains(topic) {
+                b.subscribe(topic).await?;
+                channels.insert(topic.clone());
+            }
+        }
+        if !self.manager.remote_position(topic).is_some_and(|p| p.synced) {
+            // Read after the channel is joined: every record from `head` on arrives on it.
+            let (head, epoch) = b.head(topic).await?;
+            self.manager.sync_remote(topic, epoch, head, now());
+        }
+        Ok(())
+    }
+}
+
+/// A record from a topic channel (on the Redis connection's task: routes, never blocks).
+fn on_message(cluster: &Weak<Cluster>, m: RemoteMessage) {
+    let Some(c) = cluster.upgrade() else { return };
+    c.counters.messages_in.fetch_add(1, Relaxed);
+    c.counters.bytes_in.fetch_add(m.payload.len() as u64, Relaxed);
+    if let RemoteOutcome::Fill { from, epoch } = c.manager.route_remote(&m.topic, &m.record(), now()) {
+        tokio::spawn(c.clone().fill(m.topic, from, epoch));
+    }
+}
