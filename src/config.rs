@@ -478,6 +478,19 @@ mod tests {
         assert_eq!(c.topics.default_policy, d.topics.default_policy);
         assert_eq!(c.topics.default_history, d.topics.default_history);
         assert_eq!(c.topics.declare.len(), 2);
+        assert_eq!(c.broker, d.broker);
+    }
+
+    #[test]
+    fn broker_keys_are_validated_and_settable_from_the_environment() {
+        let env = vec![("FANHUB_BROKER__REDIS__URL".to_string(), "redis://127.0.0.1:6380/2".to_string())];
+        let c = Config::load(None, env).unwrap();
+        assert_eq!(c.broker.redis.url, "redis://127.0.0.1:6380/2");
+        let e = Config::from_toml("[broker.redis]\nurl = \"http://x\"\nheartbeat_ms = 5\nprefix = \"\"\n").unwrap_err();
+        let text = e.to_string();
+        for key in ["broker.redis.url = http://x", "broker.redis.heartbeat_ms = 5", "broker.redis.prefix"] {
+            assert!(text.contains(key), "{key} in {text}");
+        }
     }
 
     #[test]

@@ -39,6 +39,20 @@ pub const PACKETS_DELIVERED: &str = "fanhub_packets_delivered_total";
 pub const ESSENTIAL_READ: &str = "fanhub_essential_packets_read_total";
 /// Deliveries on `reliable` topics ("essential packets delivered") — counter.
 pub const ESSENTIAL_DELIVERED: &str = "fanhub_essential_packets_delivered_total";
+/// Whether the broker answers (1) or not (0); always 1 in memory mode — gauge.
+pub const BROKER_UP: &str = "fanhub_broker_up";
+/// Records received from the broker on topic channels — counter.
+pub const BROKER_MESSAGES: &str = "fanhub_broker_messages_received_total";
+/// Payload bytes received from the broker — counter.
+pub const BROKER_BYTES: &str = "fanhub_broker_bytes_received_total";
+/// Publishes that went through the broker — counter.
+pub const BROKER_PUBLISHED: &str = "fanhub_broker_published_total";
+/// Reliable publishes refused as `unavailable` while the broker was down — counter.
+pub const BROKER_REFUSED: &str = "fanhub_broker_publishes_refused_total";
+/// Broker records never delivered on this node (gone from history too) — counter.
+pub const BROKER_LOST: &str = "fanhub_broker_records_lost_total";
+/// Live cluster nodes seen in the registry — gauge.
+pub const CLUSTER_NODES: &str = "fanhub_cluster_nodes";
 /// Messages the router received (every publish, local or from the broker) — counter.
 pub const ROUTER_MESSAGES: &str = "fanhub_router_messages_received_total";
 /// Record bytes the router received — counter.
@@ -119,6 +133,13 @@ impl Metrics {
             (ESSENTIAL_DELIVERED, None, "Deliveries on reliable topics, by topic declaration.", 0),
             (ROUTER_MESSAGES, None, "Messages received by the router (local publishes and broker).", 0),
             (ROUTER_BYTES, Some(Unit::Bytes), "Record bytes received by the router.", 0),
+            (BROKER_UP, None, "1 when the broker answers (always in memory mode).", 1),
+            (BROKER_MESSAGES, None, "Records received from the broker on topic channels.", 0),
+            (BROKER_BYTES, Some(Unit::Bytes), "Payload bytes received from the broker.", 0),
+            (BROKER_PUBLISHED, None, "Publishes that went through the broker.", 0),
+            (BROKER_REFUSED, None, "Reliable publishes refused while the broker was unreachable.", 0),
+            (BROKER_LOST, None, "Broker records never delivered here (missed and gone from history).", 0),
+            (CLUSTER_NODES, None, "Live cluster nodes in the registry (1 in memory mode).", 1),
             (MESSAGES_SENT, None, "Messages written to client sockets.", 0),
             (BYTES_SENT, Some(Unit::Bytes), "Bytes written to client sockets, framing included.", 0),
             (DROPPED, None, "Messages dropped for a subscriber, by reason.", 0),
@@ -153,7 +174,13 @@ impl Metrics {
     }
 
     /// Copies the hub's counters into the recorder and renders the Prometheus text format.
-    pub fn render(&self, manager: &ConnectionManager, node_id: &str, uptime_secs: f64) -> String {
+    pub fn render(
+        &self,
+        manager: &ConnectionManager,
+        broker: &crate::broker::Broker,
+        node_id: &str,
+        uptime_secs: f64,
+    ) -> String {
         let stats = manager.connection_stats();
         for (protocol, n) in &stats.connections_by_protocol {
             self.gauge(CONNECTIONS, &[("protocol", protocol)]).set(*n as f64);
@@ -172,6 +199,7 @@ impl Metrics {
             (BYTES_SENT, c.bytes_out.load(Relaxed)),
             (SLOW_CONSUMER_DISCONNECTS, stats.slow_consumer_disconnects),
             (VIOLATIONS, stats.violations),
+            (BROKER_LOST, stats.broker_lost),
         ] {
             self.counter(name, &[]).absolute(v);
         }
@@ -187,6 +215,19 @@ impl Metrics {
             self.counter(PACKETS_DELIVERED, &l).absolute(t.delivered.load(Relaxed));
             self.counter(ESSENTIAL_READ, &l).absolute(t.reliable_published.load(Relaxed));
             self.counter(ESSENTIAL_DELIVERED, &l).absolute(t.reliable_delivered.load(Relaxed));
+        }
+        self.gauge(BROKER_UP, &[]).set(if broker.is_ready() { 1.0 } else { 0.0 });
+        self.gauge(CLUSTER_NODES, &[]).set(broker.cluster().map_or(1, |c| c.nodes().len().max(1)) as f64);
+        if let Some(cluster) = broker.cluster() {
+            let k = &cluster.counters;
+            for (name, v) in [
+                (BROKER_MESSAGES, &k.messages_in),
+                (BROKER_BYTES, &k.bytes_in),
+                (BROKER_PUBLISHED, &k.published),
+                (BROKER_REFUSED, &k.refused),
+            ] {
+                self.counter(name, &[]).absolute(v.load(Relaxed));
+            }
         }
         self.gauge(TOPICS, &[]).set(stats.topics as f64);
         self.gauge(SUBSCRIPTIONS, &[]).set(stats.subscriptions as f64);
@@ -224,7 +265,7 @@ mod tests {
         let metrics = Metrics::new();
         metrics.publish_to_write.record(0.002);
         metrics.run_upkeep();
-        let text = metrics.render(&m, "n1", 3.0);
+        let text = metrics.render(&m, &crate::broker::Broker::Memory, "n1", 3.0);
         assert!(text.contains("fanhub_packets_read_total{topic=\"video/*\"} 2"), "{text}");
         assert!(text.contains("fanhub_packets_read_total{topic=\"_other\"} 2"), "{text}");
         assert!(!text.contains("misc/1"), "undeclared topics must not become labels: {text}");

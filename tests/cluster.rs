@@ -103,6 +103,10 @@ async fn a_publish_on_one_node_reaches_every_node_in_order_with_the_same_offsets
     }
     assert_eq!(rb.iter().map(|r| r.offset).collect::<Vec<_>>(), offsets);
     assert_eq!(rb.iter().map(payload_index).collect::<Vec<_>>(), (0..200).collect::<Vec<_>>());
+    // A has no subscriber of the topic: it never joined the channel, so none of it reached A.
+    let view_a = admin(&a, "GET", "/v1/admin/cluster", "").await.json();
+    assert_eq!(view_a["traffic"]["messages_in"], 0, "{view_a}");
+    assert_eq!(view_a["traffic"]["published"], 200, "{view_a}");
     // The other direction, and a backend publish on the HTTP API.
     let mut on_a = a.connect("sub-a").await;
     on_a.subscribe("cl/t").await;
@@ -122,6 +126,14 @@ async fn a_publish_on_one_node_reaches_every_node_in_order_with_the_same_offsets
     assert_eq!((s["recovered"].as_bool(), s["replayed"].as_u64()), (Some(true), Some(53)), "{s}");
     let got = late.records(53).await;
     assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), (150..=202).collect::<Vec<u64>>());
+    // B's only subscriber leaves: within a maintenance pass B leaves the channel.
+    on_b.request(json!({"op": "unsubscribe", "topic": "cl/t"})).await;
+    tokio::time::sleep(Duration::from_millis(HEARTBEAT_MS * 3)).await;
+    let before = admin(&b, "GET", "/v1/admin/cluster", "").await.json()["traffic"]["messages_in"].clone();
+    on_c.publish_json("cl/t", json!({ "i": 202 })).await;
+    on_c.records(1).await;
+    let after = admin(&b, "GET", "/v1/admin/cluster", "").await.json()["traffic"]["messages_in"].clone();
+    assert_eq!(before, after, "B left the channel after its last subscriber");
     // The cluster view.
     let view = wait_nodes(&a, 4).await;
     assert_eq!(view["broker"], "redis");
@@ -129,6 +141,10 @@ async fn a_publish_on_one_node_reaches_every_node_in_order_with_the_same_offsets
     let ids: Vec<&str> = view["nodes"].as_array().unwrap().iter().map(|n| n["node_id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["A", "B", "C", "D"]);
     assert!(view["traffic"]["published"].as_u64().unwrap() >= 200, "{view}");
+    let metrics = admin(&c, "GET", "/metrics", "").await.body;
+    for series in ["fanhub_broker_up 1", "fanhub_cluster_nodes ", "fanhub_broker_messages_received_total "] {
+        assert!(metrics.contains(series), "{series} in\n{metrics}");
+    }
     let rows = admin(&b, "GET", "/v1/admin/connections", "").await.json();
     assert!(rows["items"].as_array().unwrap().iter().all(|r| r["node_id"] == "B"), "{rows}");
     for hub in [a, b, c, d] {
@@ -378,4 +394,37 @@ async fn a_drain_moves_clients_to_the_other_nodes_without_loss() {
     for hub in [a, b, c] {
         hub.shutdown().await;
     }
+}
+
+#[tokio::test]
+async fn a_node_started_before_redis_is_not_ready_until_redis_answers() {
+    let mut redis = RedisServer::not_started();
+    let config = Config::from_toml(&node_toml(&redis, "early", "127.0.0.1:0")).expect("config");
+    let hub = spawn_hub(config).await;
+    let r = http(hub.addr, "GET", "/readyz", &[], "").await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.json()["broker"], json!({"kind": "redis", "ready": false}));
+    assert_eq!(http(hub.addr, "GET", "/healthz", &[], "").await.status, 200, "alive all the same");
+    let mut c = hub.connect("early-client").await;
+    let r = c.request(json!({"op": "publish", "topic": "rel/x", "data": 1})).await;
+    assert_eq!(r["code"], "unavailable", "{r}");
+    let r = c.request(json!({"op": "subscribe", "topic": "rel/x", "offset": 1})).await;
+    assert_eq!(r["code"], "unavailable", "an offset needs Redis history: {r}");
+    c.subscribe("rel/x").await;
+    let view = admin(&hub, "GET", "/v1/admin/cluster", "").await.json();
+    assert_eq!((view["broker"].as_str(), view["ready"].as_bool()), (Some("redis"), Some(false)), "{view}");
+    // Redis comes up: the node connects by itself, joins the channel of its live subscriber.
+    redis.restart().await;
+    wait_ready(hub.addr).await;
+    let mut p = hub.connect("publisher").await;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let off = p.publish_json("rel/x", json!({ "i": 7 })).await;
+        if let Ok(rec) = tokio::time::timeout(Duration::from_millis(500), c.next_record()).await {
+            assert_eq!((rec.offset, payload_index(&rec)), (off, 7));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the live subscriber never got Redis traffic");
+    }
+    hub.shutdown().await;
 }

@@ -642,7 +642,7 @@ async fn stop_drain(State(s): State<AppState>) -> Result<Json<DrainStatus>, ApiE
 /// Prometheus metrics, text exposition format.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain"), (status = 401, body = ErrorBody)))]
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
-    let text = s.ctx.metrics.render(&s.ctx.manager, &s.ctx.node_id, s.started.elapsed().as_secs_f64());
+    let text = s.ctx.metrics.render(&s.ctx.manager, &s.ctx.broker, &s.ctx.node_id, s.started.elapsed().as_secs_f64());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
 }
 

@@ -467,6 +467,12 @@ impl RedisServer {
         s
     }
 
+    /// A free port for a Redis that is not running yet ([`Self::restart`] starts it).
+    pub fn not_started() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        RedisServer { port, child: None }
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
