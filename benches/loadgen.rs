@@ -5,6 +5,10 @@
 //! share the machine). Speaks fanhub.v1 or the NATS text protocol over WebSocket, so the same
 //! workload runs against nats-server in the same run (`deploy/bench.sh`).
 //!
+//! Cluster runs (`deploy/bench-cluster.sh`): several `--url`s spread the subscribers round-robin
+//! over the nodes (the publisher uses the first), several `--server-pid`s sum the nodes' CPU, and
+//! `--redis-pid` reports the Redis server's CPU in a last column of its own.
+//!
 //! `cargo bench --bench loadgen -- --target fanhub --url ws://127.0.0.1:8080/ws --token T
 //!  --subs 1000 --size 256 --messages 500 --window 256 --server-pid PID`
 
@@ -25,9 +29,10 @@ struct Args {
     /// `fanhub` or `nats`.
     #[arg(long, default_value = "fanhub")]
     target: String,
-    /// WebSocket URL (loopback only).
-    #[arg(long)]
-    url: String,
+    /// WebSocket URL (loopback only). Repeatable or comma-separated: subscribers are spread
+    /// round-robin over the URLs, the publisher uses the first.
+    #[arg(long, required = true, value_delimiter = ',')]
+    url: Vec<String>,
     /// fanhub token.
     #[arg(long, default_value = "")]
     token: String,
@@ -46,9 +51,13 @@ struct Args {
     /// Publish at this many messages per second instead of the window.
     #[arg(long)]
     rate: Option<u64>,
-    /// Server process id, for CPU and RSS.
+    /// Server process id, for CPU and RSS. Repeatable or comma-separated: CPU and RSS are
+    /// summed over the processes.
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
+    /// Redis server process id: its CPU seconds get a column of their own (the last one).
     #[arg(long)]
-    server_pid: Option<u32>,
+    redis_pid: Option<u32>,
     /// Only open and hold `subs` subscribed connections, and report server RSS per connection.
     #[arg(long)]
     idle: bool,
@@ -106,7 +115,7 @@ async fn next_text(ws: &mut Ws) -> serde_json::Value {
 /// Opens a subscribed connection; returns it ready.
 async fn subscriber(args: &Args, n: usize) -> (Ws, BytesMut) {
     if args.target == "nats" {
-        let mut ws = connect(&args.url, n, args.sources, None).await;
+        let mut ws = connect(sub_url(args, n), n, args.sources, None).await;
         let cmd = format!(
             "CONNECT {{\"verbose\":false,\"pedantic\":false,\"protocol\":1}}\r\nSUB {} 1\r\nPING\r\n",
             nats_subject(args)
@@ -122,7 +131,7 @@ async fn subscriber(args: &Args, n: usize) -> (Ws, BytesMut) {
             }
         }
     }
-    let mut ws = connect(&args.url, n, args.sources, Some("fanhub.v1")).await;
+    let mut ws = connect(sub_url(args, n), n, args.sources, Some("fanhub.v1")).await;
     ws.send(Message::text(serde_json::json!({"op":"connect","token":args.token}).to_string())).await.unwrap();
     let w = next_text(&mut ws).await;
     assert_eq!(w["type"], "welcome", "{w}");
@@ -132,6 +141,11 @@ async fn subscriber(args: &Args, n: usize) -> (Ws, BytesMut) {
     let s = next_text(&mut ws).await;
     assert_eq!(s["type"], "subscribed", "{s}");
     (ws, BytesMut::new())
+}
+
+/// The URL subscriber `n` connects to: round-robin over `--url`.
+fn sub_url(args: &Args, n: usize) -> &str {
+    &args.url[n % args.url.len()]
 }
 
 fn args_topic(_: &Args) -> &'static str {
@@ -149,10 +163,19 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 struct Shared {
     receipts: Vec<AtomicU32>,
     received: AtomicU64,
+    /// Deliveries per `--url` (for the loss report of multi-URL runs).
+    per_url: Vec<AtomicU64>,
 }
 
 /// Reads deliveries until `expected` arrived or the connection ends; returns latencies in µs.
-async fn receive(args: Arc<Args>, mut ws: Ws, mut buf: BytesMut, shared: Arc<Shared>, expected: u64) -> Vec<u32> {
+async fn receive(
+    args: Arc<Args>,
+    mut ws: Ws,
+    mut buf: BytesMut,
+    shared: Arc<Shared>,
+    expected: u64,
+    url: usize,
+) -> Vec<u32> {
     let mut lat = Vec::with_capacity(expected as usize);
     let mut got = 0;
     let on_payload = |p: &[u8], lat: &mut Vec<u32>| {
@@ -161,6 +184,7 @@ async fn receive(args: Arc<Args>, mut ws: Ws, mut buf: BytesMut, shared: Arc<Sha
         lat.push(now_us().saturating_sub(sent).min(u32::MAX as u64) as u32);
         shared.receipts[idx as usize].fetch_add(1, Relaxed);
         shared.received.fetch_add(1, Relaxed);
+        shared.per_url[url].fetch_add(1, Relaxed);
     };
     while got < expected {
         let Some(Ok(m)) = ws.next().await else { break };
@@ -227,6 +251,14 @@ fn proc_rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+fn sum_cpu_secs(pids: &[u32]) -> f64 {
+    pids.iter().map(|&p| proc_cpu_secs(p)).sum()
+}
+
+fn sum_rss_kb(pids: &[u32]) -> u64 {
+    pids.iter().map(|&p| proc_rss_kb(p)).sum()
+}
+
 fn pct(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -235,8 +267,8 @@ fn pct(sorted: &[u32], p: f64) -> f64 {
 }
 
 async fn run(args: Arc<Args>) {
-    let pid = args.server_pid;
-    let rss_before = pid.map(proc_rss_kb).unwrap_or(0);
+    let pids = &args.server_pid;
+    let rss_before = sum_rss_kb(pids);
     let mut conns = Vec::with_capacity(args.subs);
     let opened = Instant::now();
     for chunk in (0..args.subs).collect::<Vec<_>>().chunks(200) {
@@ -253,7 +285,7 @@ async fn run(args: Arc<Args>) {
     }
     if args.idle {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let rss = pid.map(proc_rss_kb).unwrap_or(0);
+        let rss = sum_rss_kb(pids);
         println!(
             "| {} | {} | idle | {} connections | server RSS {:.1} MB → {:.1} MB | {:.2} KB per connection | opened in {:.1} s |",
             args.label,
@@ -269,12 +301,17 @@ async fn run(args: Arc<Args>) {
     let shared = Arc::new(Shared {
         receipts: (0..args.messages).map(|_| AtomicU32::new(0)).collect(),
         received: AtomicU64::new(0),
+        per_url: args.url.iter().map(|_| AtomicU64::new(0)).collect(),
     });
     let readers: Vec<_> = conns
         .into_iter()
-        .map(|(ws, buf)| tokio::spawn(receive(args.clone(), ws, buf, shared.clone(), args.messages)))
+        .enumerate()
+        .map(|(n, (ws, buf))| {
+            let url = n % args.url.len();
+            tokio::spawn(receive(args.clone(), ws, buf, shared.clone(), args.messages, url))
+        })
         .collect();
-    let mut publisher = connect(&args.url, 0, 1, (args.target == "fanhub").then_some("fanhub.v1")).await;
+    let mut publisher = connect(&args.url[0], 0, 1, (args.target == "fanhub").then_some("fanhub.v1")).await;
     if args.target == "nats" {
         publisher
             .send(Message::binary(Bytes::from_static(
@@ -290,21 +327,36 @@ async fn run(args: Arc<Args>) {
         let w = next_text(&mut publisher).await;
         assert_eq!(w["type"], "welcome", "{w}");
     }
-    let cpu0 = pid.map(proc_cpu_secs).unwrap_or(0.0);
+    let cpu0 = sum_cpu_secs(pids);
+    let redis_cpu0 = args.redis_pid.map(proc_cpu_secs);
     let t0 = Instant::now();
     let subs = args.subs as u32;
     let mut acked = 0u64;
+    let mut progress = Instant::now();
     let mut ticker = args.rate.map(|r| tokio::time::interval(Duration::from_secs_f64(1.0 / r as f64)));
-    for idx in 0..args.messages {
+    'publish: for idx in 0..args.messages {
         if let Some(t) = ticker.as_mut() {
             t.tick().await;
         } else {
             loop {
                 while acked < idx && shared.receipts[acked as usize].load(Relaxed) >= subs {
                     acked += 1;
+                    progress = Instant::now();
                 }
                 if idx - acked < args.window {
                     break;
+                }
+                // The window is full and its oldest message has not reached every subscriber
+                // for `timeout_secs`: it never will. Stop publishing rather than wait forever.
+                if progress.elapsed() >= Duration::from_secs(args.timeout_secs) {
+                    eprintln!(
+                        "loadgen: window stalled: message {acked} reached {} of {subs} subscribers in {} s; \
+                         stopped publishing after {idx} of {} messages",
+                        shared.receipts[acked as usize].load(Relaxed),
+                        args.timeout_secs,
+                        args.messages
+                    );
+                    break 'publish;
                 }
                 tokio::time::sleep(Duration::from_micros(100)).await;
             }
@@ -317,8 +369,32 @@ async fn run(args: Arc<Args>) {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let elapsed = t0.elapsed().as_secs_f64();
-    let cpu = pid.map(proc_cpu_secs).unwrap_or(0.0) - cpu0;
+    let cpu = sum_cpu_secs(pids) - cpu0;
+    let redis_cpu = args.redis_pid.map(proc_cpu_secs).zip(redis_cpu0).map(|(a, b)| a - b);
     let received = shared.received.load(Relaxed);
+    if received < expected {
+        let incomplete: Vec<u64> =
+            (0..args.messages).filter(|&i| shared.receipts[i as usize].load(Relaxed) < subs).collect();
+        let per_url: Vec<String> = args
+            .url
+            .iter()
+            .zip(&shared.per_url)
+            .enumerate()
+            .map(|(i, (u, n))| {
+                let s = (args.subs + args.url.len() - 1 - i) / args.url.len();
+                format!("{u}: {} of {}", n.load(Relaxed), s as u64 * args.messages)
+            })
+            .collect();
+        eprintln!(
+            "loadgen: {} deliveries missing; {} of {} messages incomplete (first {:?}, last {:?}); per URL: {}",
+            expected - received,
+            incomplete.len(),
+            args.messages,
+            incomplete.first(),
+            incomplete.last(),
+            per_url.join(", ")
+        );
+    }
     let mut lat = Vec::with_capacity(received as usize);
     for r in readers {
         if r.is_finished() {
@@ -333,7 +409,7 @@ async fn run(args: Arc<Args>) {
         None => format!("window {}", args.window),
     };
     println!(
-        "| {} | {} | S={} P={} N={} {} | {:.0} deliveries/s | {:.0} per server-CPU-s | p50 {:.2} ms | p99 {:.2} ms | p999 {:.2} ms | loss {} | server CPU {:.2} s in {:.2} s |",
+        "| {} | {} | S={} P={} N={} {} | {:.0} deliveries/s | {:.0} per server-CPU-s | p50 {:.2} ms | p99 {:.2} ms | p999 {:.2} ms | loss {} | server CPU {:.2} s in {:.2} s | {} |",
         args.label,
         args.target,
         args.subs,
@@ -347,7 +423,8 @@ async fn run(args: Arc<Args>) {
         pct(&lat, 0.999),
         expected - received,
         cpu,
-        elapsed
+        elapsed,
+        redis_cpu.map(|c| format!("redis CPU {c:.2} s")).unwrap_or_default()
     );
 }
 
