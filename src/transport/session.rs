@@ -388,6 +388,12 @@ impl ClientSession {
             let now_ms = unix_ms();
             let exp_ms = exp.saturating_mul(1000);
             if now_ms >= exp_ms {
+                if !self.expiry_warned {
+                    // The warning window passed unseen (a late tick on a loaded machine): the
+                    // client is still told, before the bye.
+                    self.expiry_warned = true;
+                    let _ = self.reply(&ServerMsg::TokenExpiring { expires_at: exp, in_ms: 0 });
+                }
                 return Flow::Close(CloseReason::TokenExpired, "the token expired and was not refreshed".into());
             }
             let warn_ms = self.ctx.config.auth.expiry_warning_secs * 1000;
