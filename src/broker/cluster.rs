@@ -28,13 +28,72 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::redis::{BrokerError, NodeInfo, RedisBroker, RedisHistory, RemoteMessage};
 use crate::config::RedisConfig;
 use crate::hub::manager::RemoteOutcome;
-use crate::hub::{ConnId, ConnectionManager, DeliveryPolicy, PublishError, PublishReport, SubscribeError, TopicName};
+use crate::hub::{
+    ConnId, Connection, ConnectionManager, DeliveryPolicy, PublishError, PublishReport, SubscribeError, TopicName,
+};
+use crate::protocol::control::ServerMsg;
 use crate::transport::{now, unix_ms, unix_us};
+
+/// Most publishes sent to Redis in one pipeline.
+pub const MAX_BATCH: usize = 256;
+/// Publishes queued per node before publishers wait.
+pub const PUBLISH_QUEUE: usize = 4096;
+
+/// A publish waiting for Redis.
+pub struct PublishJob {
+    /// Topic.
+    pub topic: TopicName,
+    /// Payload.
+    pub payload: bytes::Bytes,
+    /// Record flags.
+    pub flags: u8,
+    /// Where the outcome goes.
+    pub reply: PublishReply,
+}
+
+/// Where a publish's outcome goes.
+pub enum PublishReply {
+    /// A client connection: `published` when it gave a request id, an `error` always.
+    Connection {
+        /// The publisher.
+        conn: Arc<dyn Connection>,
+        /// Its request id.
+        id: Option<u64>,
+    },
+    /// A waiting caller.
+    Waiting(tokio::sync::oneshot::Sender<Result<PublishReport, PublishError>>),
+}
+
+impl PublishReply {
+    fn send(self, topic: &TopicName, result: Result<PublishReport, PublishError>) {
+        match self {
+            Self::Waiting(tx) => {
+                let _ = tx.send(result);
+            }
+            Self::Connection { conn, id } => {
+                let msg = match result {
+                    Ok(r) => match id {
+                        Some(_) => ServerMsg::Published { id, topic: topic.to_string(), offset: r.offset },
+                        None => return,
+                    },
+                    Err(e) => ServerMsg::Error {
+                        id,
+                        code: e.code(),
+                        message: e.to_string(),
+                        topic: Some(topic.to_string()),
+                        limit: e.limit().map(str::to_owned),
+                    },
+                };
+                let _ = conn.send_control(&msg);
+            }
+        }
+    }
+}
 
 /// A topic a subscribe is about to attach to: `(topic, offset, epoch)`.
 pub type SubscribeItem = (TopicName, Option<u64>, Option<u64>);
@@ -75,6 +134,8 @@ pub struct Cluster {
     stalled: Mutex<HashMap<TopicName, u64>>,
     /// Traffic counters.
     pub counters: BrokerCounters,
+    jobs_tx: mpsc::Sender<PublishJob>,
+    jobs_rx: Mutex<Option<mpsc::Receiver<PublishJob>>>,
 }
 
 /// Held from [`Cluster::prepare`] until the subscribe has attached: keeps the topics' channels
@@ -100,7 +161,10 @@ impl Drop for Prepared {
 impl Cluster {
     /// A node for `config` (not connected yet: [`Self::start`]).
     pub fn new(manager: Arc<ConnectionManager>, config: RedisConfig, node_id: String, public_url: String) -> Arc<Self> {
+        let (jobs_tx, jobs_rx) = mpsc::channel(PUBLISH_QUEUE);
         Arc::new(Self {
+            jobs_tx,
+            jobs_rx: Mutex::new(Some(jobs_rx)),
             manager,
             config,
             node_id,
@@ -142,6 +206,9 @@ impl Cluster {
     /// registry entry, channels and mirrors in order every `heartbeat_ms`.
     pub fn start(self: &Arc<Self>, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
+        if let Some(rx) = self.jobs_rx.lock().take() {
+            tokio::spawn(self.clone().run_publisher(rx, shutdown.clone()));
+        }
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
             let weak = Arc::downgrade(&this);
@@ -300,24 +367,78 @@ impl Cluster {
         }
     }
 
-    /// Publishes through Redis. While Redis is unreachable, a `reliable` topic answers
-    /// `unavailable` and anything else is delivered to this node's subscribers only.
+    /// Queues a publish (order kept per node, so per connection); its outcome goes to
+    /// `job.reply`. Waits while the queue is full (bounded).
+    ///
+    /// # Errors
+    /// [`PublishError::Unavailable`] when the node is shutting down.
+    pub async fn enqueue(&self, job: PublishJob) -> Result<(), PublishError> {
+        self.jobs_tx.send(job).await.map_err(|_| PublishError::Unavailable("the node is shutting down".into()))
+    }
+
+    /// Publishes through Redis and waits for the outcome (the HTTP publish API). While Redis is
+    /// unreachable, a `reliable` topic answers `unavailable` and anything else is delivered to
+    /// this node's subscribers only.
     ///
     /// # Errors
     /// [`PublishError::Unavailable`], or the topic may not be used.
     pub async fn publish(&self, topic: &TopicName, payload: &[u8], flags: u8) -> Result<PublishReport, PublishError> {
-        self.manager.topics().get_or_create(topic)?;
-        let reliable = matches!(self.manager.delivery_policy(topic), DeliveryPolicy::Reliable { .. });
-        if let Some(b) = self.broker.get().filter(|_| self.is_ready()) {
-            let history = RedisHistory {
-                max_messages: self.manager.topics().history_for(topic).max_messages as u64,
-                ttl_secs: self.config.history_ttl_secs,
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job = PublishJob {
+            topic: topic.clone(),
+            payload: bytes::Bytes::copy_from_slice(payload),
+            flags,
+            reply: PublishReply::Waiting(tx),
+        };
+        self.enqueue(job).await?;
+        rx.await.map_err(|_| PublishError::Unavailable("the node is shutting down".into()))?
+    }
+
+    /// Runs queued publishes: everything queued at once (up to [`MAX_BATCH`]) goes to Redis as
+    /// one pipeline — one round trip, and the records come back to every node in a burst, so
+    /// subscriber writers batch them.
+    async fn run_publisher(self: Arc<Self>, mut rx: mpsc::Receiver<PublishJob>, mut shutdown: watch::Receiver<bool>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        loop {
+            let n = tokio::select! {
+                n = rx.recv_many(&mut batch, MAX_BATCH) => n,
+                _ = shutdown.wait_for(|v| *v) => 0,
             };
+            if n == 0 {
+                return;
+            }
+            let results = self.publish_batch(&batch).await;
+            for (job, result) in batch.drain(..).zip(results) {
+                job.reply.send(&job.topic, result);
+            }
+        }
+    }
+
+    async fn publish_batch(&self, jobs: &[PublishJob]) -> Vec<Result<PublishReport, PublishError>> {
+        let mut results: Vec<Option<Result<PublishReport, PublishError>>> = jobs
+            .iter()
+            .map(|j| self.manager.topics().get_or_create(&j.topic).err().map(|e| Err(PublishError::from(e))))
+            .collect();
+        let todo: Vec<usize> = (0..jobs.len()).filter(|&i| results[i].is_none()).collect();
+        if let Some(b) = self.broker.get().filter(|_| self.is_ready()) {
             let ts = unix_us().max(0) as u64;
-            match b.publish(topic, flags, ts, payload, history).await {
-                Ok(a) => {
-                    self.counters.published.fetch_add(1, Relaxed);
-                    return Ok(PublishReport { offset: a.offset, epoch: a.epoch, ..Default::default() });
+            let items: Vec<_> = todo
+                .iter()
+                .map(|&i| {
+                    let j = &jobs[i];
+                    let history = RedisHistory {
+                        max_messages: self.manager.topics().history_for(&j.topic).max_messages as u64,
+                        ttl_secs: self.config.history_ttl_secs,
+                    };
+                    (&j.topic, j.flags, ts, &j.payload[..], history)
+                })
+                .collect();
+            match b.publish_many(&items).await {
+                Ok(assigned) => {
+                    self.counters.published.fetch_add(assigned.len() as u64, Relaxed);
+                    for (&i, a) in todo.iter().zip(assigned) {
+                        results[i] = Some(Ok(PublishReport { offset: a.offset, epoch: a.epoch, ..Default::default() }));
+                    }
                 }
                 Err(e) => {
                     if self.ready.swap(false, Relaxed) {
@@ -326,14 +447,25 @@ impl Cluster {
                 }
             }
         }
-        if reliable {
-            self.counters.refused.fetch_add(1, Relaxed);
-            return Err(PublishError::Unavailable(format!(
-                "the cluster broker is unreachable and {topic} is reliable: nothing was published; retry"
-            )));
+        // Redis unreachable: reliable topics refuse, the others are delivered here only.
+        for &i in &todo {
+            if results[i].is_some() {
+                continue;
+            }
+            let j = &jobs[i];
+            let reliable = matches!(self.manager.delivery_policy(&j.topic), DeliveryPolicy::Reliable { .. });
+            results[i] = Some(if reliable {
+                self.counters.refused.fetch_add(1, Relaxed);
+                Err(PublishError::Unavailable(format!(
+                    "the cluster broker is unreachable and {} is reliable: nothing was published; retry",
+                    j.topic
+                )))
+            } else {
+                self.counters.detached.fetch_add(1, Relaxed);
+                self.manager.route_detached(&j.topic, &j.payload, j.flags, now())
+            });
         }
-        self.counters.detached.fetch_add(1, Relaxed);
-        self.manager.route_detached(topic, payload, flags, now())
+        results.into_iter().map(|r| r.expect("every job has a result")).collect()
     }
 
     /// Readies topics for a subscribe of connection `id`: joins their channels, syncs their

@@ -233,6 +233,51 @@ impl RedisBroker {
         Ok(Assigned { offset, epoch })
     }
 
+    /// [`Self::publish`] of several messages in one round trip (one pipeline of script calls,
+    /// executed by Redis in order). One result per message; an error fails the whole batch
+    /// (Redis unreachable), and then some may have been published.
+    ///
+    /// # Errors
+    /// When Redis is unreachable or fails.
+    pub async fn publish_many(
+        &self,
+        items: &[(&TopicName, u8, u64, &[u8], RedisHistory)],
+    ) -> Result<Vec<Assigned>, BrokerError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for &(topic, flags, timestamp_us, payload, history) in items {
+            let mut body = BytesMut::with_capacity(9 + payload.len());
+            body.put_u64(timestamp_us);
+            body.put_u8(flags);
+            body.put_slice(payload);
+            let new_epoch = (rand::random::<u64>() >> 11).max(1);
+            pipe.cmd("EVALSHA")
+                .arg(self.publish.get_hash())
+                .arg(4)
+                .arg(self.key(topic, "seq"))
+                .arg(self.key(topic, "epoch"))
+                .arg(self.key(topic, "hist"))
+                .arg(self.channel(topic))
+                .arg(&body[..])
+                .arg(new_epoch)
+                .arg(history.max_messages.max(1))
+                .arg(history.ttl_secs.max(1));
+        }
+        let mut con = self.commands.clone();
+        let raw: Vec<(u64, u64)> = match pipe.query_async(&mut con).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                // Redis restarted (its script cache is empty). Every call failed with NOSCRIPT,
+                // so none ran: load the script and run the batch again.
+                self.publish.prepare_invoke().load_async(&mut con).await?;
+                pipe.query_async(&mut con).await?
+            }
+            other => other?,
+        };
+        Ok(raw.into_iter().map(|(offset, epoch)| Assigned { offset, epoch }).collect())
+    }
+
     /// Messages of `topic` from offset `from` on, oldest first (empty when history starts
     /// later or the topic is unknown; compare the first offset and the epoch).
     ///

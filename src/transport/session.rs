@@ -360,6 +360,23 @@ impl ClientSession {
                 )
             }
         };
+        if let Some(c) = self.ctx.broker.cluster() {
+            // Cluster mode: queued for Redis in order; the outcome is answered from there, so
+            // this connection's next publishes are read meanwhile (one round trip per batch).
+            if let Err(e) = self.ctx.manager.authorize_publish(self.conn.id(), &name, payload.len(), now()) {
+                return self.error_full(id, e.code(), e.to_string(), Some(topic.into()), e.limit());
+            }
+            let job = crate::broker::cluster::PublishJob {
+                topic: name,
+                payload: Bytes::copy_from_slice(payload),
+                flags,
+                reply: crate::broker::cluster::PublishReply::Connection { conn: self.conn.clone(), id },
+            };
+            return match c.enqueue(job).await {
+                Ok(()) => Flow::Continue,
+                Err(e) => self.error_full(id, e.code(), e.to_string(), Some(topic.into()), e.limit()),
+            };
+        }
         match publish(&self.ctx, Some(self.conn.id()), &name, payload, flags).await {
             Ok(report) => match id {
                 Some(_) => self.reply(&ServerMsg::Published { id, topic: topic.into(), offset: report.offset }),
