@@ -39,6 +39,34 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Where topics are shared: in-process (default) or through Redis (cluster mode).
     pub broker: BrokerConfig,
+    /// WebRTC data channels.
+    pub webrtc: WebRtcConfig,
+}
+
+/// `[webrtc]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebRtcConfig {
+    /// Serve WebRTC peers (`POST /v1/rtc/offer`).
+    pub enabled: bool,
+    /// The one UDP socket every peer uses (ICE-lite, muxed); port 0 = any free port.
+    pub udp_listen: SocketAddr,
+    /// Address advertised in the host candidate instead of `udp_listen`'s (NAT 1:1, e.g. a
+    /// load balancer's public IP).
+    pub public_ip: Option<std::net::IpAddr>,
+    /// Largest data-channel message; bigger records are sent as chunks.
+    pub chunk_size: usize,
+}
+
+impl Default for WebRtcConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            udp_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            public_ip: None,
+            chunk_size: 16 * 1024,
+        }
+    }
 }
 
 /// `[broker]`
@@ -321,6 +349,7 @@ impl Config {
         range("websocket.batch_max_records", ws.batch_max_records as u64, 1, 1000);
         range("websocket.batch_max_bytes", ws.batch_max_bytes as u64, 1024, 64 << 20);
         range("websocket.close_timeout_ms", ws.close_timeout_ms, 10, 600_000);
+        range("webrtc.chunk_size", self.webrtc.chunk_size as u64, 1024, 256 * 1024);
         range("broker.redis.history_ttl_secs", self.broker.redis.history_ttl_secs, 1, 365 * 86_400);
         range("broker.redis.heartbeat_ms", self.broker.redis.heartbeat_ms, 100, 60_000);
         range("admin.stats_interval_ms", self.admin.stats_interval_ms, 100, 60_000);
@@ -479,6 +508,7 @@ mod tests {
         assert_eq!(c.topics.default_history, d.topics.default_history);
         assert_eq!(c.topics.declare.len(), 2);
         assert_eq!(c.broker, d.broker);
+        assert_eq!(c.webrtc, d.webrtc);
     }
 
     #[test]

@@ -121,6 +121,7 @@ impl Server {
             live: AtomicUsize::new(0),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             broker,
+            rtc: std::sync::OnceLock::new(),
         });
         Ok(Self { ctx, shutdown_tx, started: Instant::now() })
     }
@@ -152,6 +153,11 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let ctx = self.ctx.clone();
+        if ctx.config.webrtc.enabled {
+            let w = &ctx.config.webrtc;
+            let handle = crate::transport::webrtc::start(&ctx, w.udp_listen, w.public_ip)?;
+            let _ = ctx.rtc.set(handle);
+        }
         let app = AppState { ctx: ctx.clone(), started: self.started, admin: Arc::default() };
         let public_task = tokio::spawn(serve_http(listeners.public, public_router(app.clone()), ctx.shutdown.clone()));
         let admin_task =
@@ -290,11 +296,83 @@ pub fn public_router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/v1/sessions", post(create_session))
         .route("/v1/publish", post(publish))
+        .route("/v1/rtc/offer", post(rtc_offer))
+        .route("/v1/rtc/sessions/{id}", axum::routing::patch(rtc_trickle).delete(rtc_delete))
         .route("/", get(|| async { Html(include_str!("../web-demo/index.html")) }));
     if state.ctx.sessions.is_dev() {
         r = r.route("/v1/dev/token", post(dev_token));
     }
     r.with_state(state)
+}
+
+/// `POST /v1/rtc/offer`: WebRTC signaling over HTTP (see `transport::webrtc::offer`).
+async fn rtc_offer(
+    State(s): State<AppState>,
+    axum::extract::ConnectInfo(remote): axum::extract::ConnectInfo<SocketAddr>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let token = crate::transport::webrtc::bearer(&headers, uri.query());
+    crate::transport::webrtc::offer(s.ctx.clone(), token, remote, body).await
+}
+
+/// The subject of a signaling request's bearer token.
+fn rtc_subject(s: &AppState, uri: &axum::http::Uri, headers: &HeaderMap) -> Result<String, ApiError> {
+    let token = crate::transport::webrtc::bearer(headers, uri.query())
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "a bearer token is required"))?;
+    s.ctx.sessions.verify(&token).map(|i| i.subject).map_err(|e| {
+        s.ctx.manager.counters().record_auth_failure(e.reason);
+        ApiError::new(ErrorCode::Unauthenticated, e.to_string())
+    })
+}
+
+/// `PATCH /v1/rtc/sessions/{id}` (WHEP trickle): `a=candidate:` lines
+/// (`application/trickle-ice-sdpfrag`) for a session the token's subject created; 204.
+async fn rtc_trickle(
+    State(s): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let subject = match rtc_subject(&s, &uri, &headers) {
+        Ok(x) => x,
+        Err(e) => return e.into_response(),
+    };
+    let lines: Vec<&str> = body.lines().map(str::trim).filter(|l| l.starts_with("a=candidate:")).collect();
+    if lines.is_empty() {
+        // No candidate: still say whether the session exists.
+        if let Err(e) = crate::transport::webrtc::add_candidate(&s.ctx, &subject, id, "") {
+            if e.code != ErrorCode::InvalidArgument {
+                return e.into_response();
+            }
+        }
+        return ApiError::new(ErrorCode::InvalidArgument, "no a=candidate: line in the body").into_response();
+    }
+    for line in lines {
+        if let Err(e) = crate::transport::webrtc::add_candidate(&s.ctx, &subject, id, line) {
+            return e.into_response();
+        }
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `DELETE /v1/rtc/sessions/{id}`: ends a session the token's subject created; 204.
+async fn rtc_delete(
+    State(s): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let subject = match rtc_subject(&s, &uri, &headers) {
+        Ok(x) => x,
+        Err(e) => return e.into_response(),
+    };
+    match crate::transport::webrtc::close_session(&s.ctx, &subject, id) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 fn health_body(s: &AppState, ready: bool) -> serde_json::Value {

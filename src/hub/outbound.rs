@@ -107,6 +107,9 @@ pub struct Batch {
     pub records: Vec<Bytes>,
     /// Sum of `records` lengths.
     pub record_bytes: usize,
+    /// How many of `records`, from the front, came from the `reliable` lane (transports with a
+    /// lossy path, WebRTC, keep those on the reliable one).
+    pub reliable_records: usize,
 }
 
 impl Batch {
@@ -115,6 +118,7 @@ impl Batch {
         self.control.clear();
         self.records.clear();
         self.record_bytes = 0;
+        self.reliable_records = 0;
     }
 
     /// True when nothing is in it.
@@ -514,7 +518,9 @@ impl OutboundQueue {
             batch.record_bytes += e.record.len();
             batch.records.push(e.record);
         };
+        let before = batch.records.len();
         take(&mut l, Lane::Reliable, batch);
+        batch.reliable_records += batch.records.len() - before;
         take(&mut l, Lane::BestEffort, batch);
         if !l.coalesced.is_empty() && batch.records.len() < max_records {
             let mut i = 0;

@@ -128,6 +128,21 @@ pub enum ClientOp {
         id: Option<u64>,
         token: String,
     },
+    /// WebRTC signaling over this WebSocket: an SDP offer for a new WebRTC peer connection
+    /// (authenticated with this connection's token); answered by `rtc_answer`.
+    RtcOffer {
+        #[serde(default)]
+        id: Option<u64>,
+        sdp: String,
+    },
+    /// A trickled ICE candidate (`candidate:…` line) for a WebRTC session this connection
+    /// created; answered by `rtc_candidate_added`.
+    RtcCandidate {
+        #[serde(default)]
+        id: Option<u64>,
+        session: u64,
+        candidate: String,
+    },
     /// Close the connection (seed 000 "close connection"); answered by `closed`.
     Bye {
         #[serde(default)]
@@ -151,6 +166,8 @@ impl ClientOp {
             | Self::Ping { id }
             | Self::TimeSync { id, .. }
             | Self::Refresh { id, .. }
+            | Self::RtcOffer { id, .. }
+            | Self::RtcCandidate { id, .. }
             | Self::Bye { id, .. } => *id,
             Self::TimeSyncReply { .. } => None,
         }
@@ -170,6 +187,8 @@ impl ClientOp {
             Self::TimeSync { .. } => "time_sync",
             Self::TimeSyncReply { .. } => "time_sync_reply",
             Self::Refresh { .. } => "refresh",
+            Self::RtcOffer { .. } => "rtc_offer",
+            Self::RtcCandidate { .. } => "rtc_candidate",
             Self::Bye { .. } => "bye",
         }
     }
@@ -188,6 +207,8 @@ pub const KNOWN_OPS: &[&str] = &[
     "time_sync",
     "time_sync_reply",
     "refresh",
+    "rtc_offer",
+    "rtc_candidate",
     "bye",
 ];
 
@@ -309,6 +330,10 @@ pub enum ServerMsg {
     TimeSyncRequest { seq: u64, t1: i64 },
     /// Answer to `refresh`.
     Refreshed { id: Option<u64>, expires_at: Option<u64> },
+    /// Answer to `rtc_offer`: the SDP answer and the new WebRTC connection's id (its session).
+    RtcAnswer { id: Option<u64>, sdp: String, session: u64 },
+    /// Answer to `rtc_candidate`.
+    RtcCandidateAdded { id: Option<u64>, session: u64 },
     /// Answer to `bye`: the connection is closing at the client's request.
     Closed { id: Option<u64>, success: bool },
     /// A request failed (or, with no id, something about the connection went wrong).

@@ -5,6 +5,7 @@
 //! keep-alive bookkeeping), so WebRTC and TCP reuse it; [`ws`] is the WebSocket transport.
 
 pub mod session;
+pub mod webrtc;
 pub mod ws;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -39,6 +40,8 @@ pub struct HubContext {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// In-memory, or this node's Redis cluster membership.
     pub broker: crate::broker::Broker,
+    /// The WebRTC driver (started with the server when `webrtc.enabled`).
+    pub rtc: std::sync::OnceLock<webrtc::RtcHandle>,
 }
 
 /// Counts a live transport connection for as long as it is held.

@@ -35,6 +35,9 @@ pub struct ClientSession {
     conn: Arc<dyn Connection>,
     /// Token verified at the upgrade (header or query), used by a `connect` without a token.
     upgrade_token: Option<String>,
+    /// The token the connection authenticated with (or refreshed to): WebRTC sessions created
+    /// over this connection use it.
+    token: Option<String>,
     registered: bool,
     expiry_warned: bool,
     sync_seq: u64,
@@ -44,7 +47,7 @@ impl ClientSession {
     /// A session for `conn`, not yet authenticated.
     pub fn new(ctx: Arc<HubContext>, conn: Arc<dyn Connection>, upgrade_token: Option<String>) -> Self {
         conn.core().set_state(ConnState::Authenticating);
-        Self { ctx, conn, upgrade_token, registered: false, expiry_warned: false, sync_seq: 0 }
+        Self { ctx, conn, upgrade_token, token: None, registered: false, expiry_warned: false, sync_seq: 0 }
     }
 
     /// Whether `connect` succeeded.
@@ -201,6 +204,7 @@ impl ClientSession {
             }
         }
         self.registered = true;
+        self.token = Some(token);
         let ws = &self.ctx.config.websocket;
         self.reply(&ServerMsg::Welcome {
             id,
@@ -331,6 +335,7 @@ impl ClientSession {
                 Ok(identity) if identity.subject == self.conn.identity().subject => {
                     let expires_at = identity.expires_at;
                     self.conn.core().set_identity(identity);
+                    self.token = Some(token);
                     self.expiry_warned = false;
                     self.reply(&ServerMsg::Refreshed { id, expires_at })
                 }
@@ -340,6 +345,20 @@ impl ClientSession {
                     self.error(id, ErrorCode::Unauthenticated, e.to_string())
                 }
             },
+            ClientOp::RtcOffer { id, sdp } => {
+                let token = self.token.clone().unwrap_or_default();
+                match super::webrtc::accept(&self.ctx, token, self.conn.remote_addr(), &sdp) {
+                    Ok((sdp, session)) => self.reply(&ServerMsg::RtcAnswer { id, sdp, session: session.0 }),
+                    Err(e) => self.error(id, e.code, e.message),
+                }
+            }
+            ClientOp::RtcCandidate { id, session, candidate } => {
+                let subject = self.conn.identity().subject.clone();
+                match super::webrtc::add_candidate(&self.ctx, &subject, session, &candidate) {
+                    Ok(()) => self.reply(&ServerMsg::RtcCandidateAdded { id, session }),
+                    Err(e) => self.error(id, e.code, e.message),
+                }
+            }
             ClientOp::Bye { id, .. } => {
                 let _ = self.conn.send_control(&ServerMsg::Closed { id, success: true });
                 Flow::Close(CloseReason::Normal, "client said bye".into())

@@ -1,0 +1,616 @@
+//! WebRTC data-channel transport (str0m, sans-IO): every peer is a [`Connection`] like a
+//! WebSocket client, registered in the same `ConnectionManager`, under the same policies.
+//!
+//! One **driver task** owns the UDP socket (ICE-lite, host candidate on `webrtc.udp_listen`,
+//! optionally advertised as `webrtc.public_ip`) and every peer's `Rtc`; incoming datagrams go to
+//! the peer whose `Rtc::accepts` them. Per peer, a **session task** runs the transport-neutral
+//! `fanhub.v1` state machine (`session.rs`) on the control channel's messages, and a **pump**
+//! tells the driver when the peer's outbound queue has something.
+//!
+//! Channels (opened by the peer): `fanhub` (reliable, ordered) carries the JSON control
+//! messages and `reliable` topics' records; `fanhub-lossy` (unordered, `maxRetransmits: 0`),
+//! when the peer opens it, carries the other records. A record larger than `webrtc.chunk_size`
+//! is split into chunks, each a message starting with the chunk header of `docs/protocol.md`;
+//! on the lossy channel an incomplete frame is dropped whole by the client.
+//!
+//! Slow peers: the driver takes records from a peer's outbound queue only while the peer's
+//! SCTP send buffer has room for the largest possible record, so a record is always written
+//! whole, and a peer that does not keep up is handled by the outbound queue's policy (drop
+//! whole frames, coalesce, or disconnect a reliable subscriber) — never by blocking others.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use str0m::change::SdpOffer;
+use str0m::channel::{ChannelData, ChannelId};
+use str0m::net::{Protocol as NetProtocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use super::session::{ClientSession, Flow};
+use super::{unix_ms, HubContext};
+use crate::hub::{Batch, CloseInfo, ConnCore, ConnId, Connection, Control, Drain, Protocol};
+use crate::protocol::{CloseReason, ErrorCode};
+
+/// Label of the reliable, ordered channel (control + reliable records).
+pub const CONTROL_LABEL: &str = "fanhub";
+/// Label of the optional lossy channel (best-effort and rate-limited records).
+pub const LOSSY_LABEL: &str = "fanhub-lossy";
+/// First byte of a chunk message (a record never starts with it).
+pub const CHUNK_MAGIC: u8 = 0xCF;
+/// Chunk header length: magic, reserved, chunk index (u16), chunk count (u16), frame id (u32),
+/// all big-endian.
+pub const CHUNK_HEADER_LEN: usize = 10;
+
+/// A peer's connection as the hub sees it.
+pub struct RtcConnection {
+    core: ConnCore,
+}
+
+impl Connection for RtcConnection {
+    fn core(&self) -> &ConnCore {
+        &self.core
+    }
+}
+
+enum Command {
+    Add(Box<Peer>),
+    /// The peer's outbound queue has something (or closed).
+    Ready(ConnId),
+    /// A trickled remote candidate.
+    Candidate(ConnId, Candidate),
+    /// End the session (`DELETE /v1/rtc/sessions/{id}`).
+    Close(ConnId),
+}
+
+/// The handle the HTTP signaling uses.
+#[derive(Clone)]
+pub struct RtcHandle {
+    tx: mpsc::UnboundedSender<Command>,
+    /// The socket's address.
+    pub local: SocketAddr,
+    /// The address put in host candidates.
+    pub advertised: SocketAddr,
+    /// Live sessions and the token subject that created each.
+    sessions: Arc<dashmap::DashMap<ConnId, String>>,
+}
+
+impl RtcHandle {
+    /// Live WebRTC sessions (peers the driver holds).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+}
+
+/// Why a signaling request failed: an HTTP status and a wire error.
+#[derive(Debug)]
+pub struct SignalingError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Wire code.
+    pub code: ErrorCode,
+    /// Message.
+    pub message: String,
+}
+
+fn sig(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> SignalingError {
+    SignalingError { status, code, message: message.into() }
+}
+
+impl IntoResponse for SignalingError {
+    fn into_response(self) -> Response {
+        error(self.status, self.code, self.message)
+    }
+}
+
+struct Peer {
+    rtc: Rtc,
+    conn: Arc<RtcConnection>,
+    control: Option<ChannelId>,
+    lossy: Option<ChannelId>,
+    /// Control-channel messages to the session task.
+    to_session: mpsc::Sender<(bool, Bytes)>,
+    scheduled: Arc<AtomicBool>,
+    frame_id: u32,
+    retry_at: Option<Instant>,
+    finished: bool,
+}
+
+/// Binds the UDP socket (large receive buffer) and starts the driver.
+///
+/// # Errors
+/// When the socket cannot be bound.
+pub fn start(ctx: &Arc<HubContext>, listen: SocketAddr, public_ip: Option<IpAddr>) -> std::io::Result<RtcHandle> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(listen), socket2::Type::DGRAM, None)?;
+    // At the default ~208 KB the socket dropped packets while 200 peers joined; 8 MiB: none.
+    let _ = socket.set_recv_buffer_size(8 << 20);
+    socket.set_nonblocking(true)?;
+    socket.bind(&listen.into())?;
+    let socket = UdpSocket::from_std(socket.into())?;
+    let local = socket.local_addr()?;
+    let advertised = SocketAddr::new(public_ip.unwrap_or(local.ip()), local.port());
+    let (tx, rx) = mpsc::unbounded_channel();
+    let sessions = Arc::new(dashmap::DashMap::new());
+    let handle = RtcHandle { tx: tx.clone(), local, advertised, sessions: sessions.clone() };
+    tokio::spawn(drive(ctx.clone(), socket, rx, tx, sessions));
+    tracing::info!(udp = %local, advertised = %advertised, "webrtc listening");
+    Ok(handle)
+}
+
+/// `POST /v1/rtc/offer` (WHEP style): the body is the peer's SDP offer (`application/sdp`, or
+/// JSON `{"type":"offer","sdp":…}`), the token is a bearer token (or `?token=`); the answer is
+/// `201` with the SDP answer and `Location: /v1/rtc/sessions/{id}`.
+pub async fn offer(ctx: Arc<HubContext>, token: Option<String>, remote: SocketAddr, body: Bytes) -> Response {
+    let Some(token) = token else {
+        ctx.manager.counters().record_auth_failure(crate::hub::AuthFailure::Missing);
+        return error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated, "a bearer token is required".into());
+    };
+    let sdp = match parse_offer(&body) {
+        Ok(s) => s,
+        Err(m) => return error(StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument, m),
+    };
+    match accept(&ctx, token, remote, &sdp) {
+        Ok((answer, id)) => (
+            StatusCode::CREATED,
+            [
+                (header::CONTENT_TYPE, "application/sdp".to_owned()),
+                (header::LOCATION, format!("/v1/rtc/sessions/{}", id.0)),
+            ],
+            answer,
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Creates a WebRTC peer for an SDP offer authenticated by `token` (HTTP or WebSocket
+/// signaling): returns the SDP answer and the new connection's id. The peer then says
+/// `connect` on its `fanhub` channel.
+///
+/// # Errors
+/// [`SignalingError`]: unauthenticated, malformed SDP, no data channel, WebRTC off, draining.
+pub fn accept(
+    ctx: &Arc<HubContext>,
+    token: String,
+    remote: SocketAddr,
+    sdp: &str,
+) -> Result<(String, ConnId), SignalingError> {
+    let handle = ctx
+        .rtc
+        .get()
+        .cloned()
+        .ok_or_else(|| sig(StatusCode::NOT_FOUND, ErrorCode::NotFound, "WebRTC is disabled on this node"))?;
+    if ctx.draining.load(Ordering::Relaxed) {
+        return Err(sig(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, "this node is draining"));
+    }
+    let identity = ctx.sessions.verify(&token).map_err(|e| {
+        ctx.manager.counters().record_auth_failure(e.reason);
+        sig(StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated, e.to_string())
+    })?;
+    if !sdp.lines().any(|l| l.starts_with("m=application")) {
+        return Err(sig(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidArgument,
+            "the offer has no data channel (no m=application section)",
+        ));
+    }
+    let offer = SdpOffer::from_sdp_string(sdp)
+        .map_err(|e| sig(StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument, format!("malformed SDP offer: {e}")))?;
+    let max = ctx.manager.limits().max_message_size + 64 * 1024;
+    let mut rtc = Rtc::builder().set_ice_lite(true).set_sctp_max_buffered_amount(2 * max).build(Instant::now());
+    let candidate = Candidate::host(handle.advertised, "udp")
+        .map_err(|e| sig(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, format!("candidate: {e}")))?;
+    rtc.add_local_candidate(candidate);
+    let answer = rtc
+        .sdp_api()
+        .accept_offer(offer)
+        .map_err(|e| sig(StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument, format!("offer refused: {e}")))?;
+    let conn = Arc::new(RtcConnection { core: ctx.manager.new_core(Protocol::WebRtc, remote, unix_ms()) });
+    let id = conn.id();
+    let (to_session, from_driver) = mpsc::channel(256);
+    let scheduled = Arc::new(AtomicBool::new(false));
+    handle.sessions.insert(id, identity.subject);
+    tokio::spawn(session_task(ctx.clone(), conn.clone(), token, from_driver));
+    tokio::spawn(pump(conn.clone(), handle.tx.clone(), scheduled.clone()));
+    let peer = Peer {
+        rtc,
+        conn,
+        control: None,
+        lossy: None,
+        to_session,
+        scheduled,
+        frame_id: 0,
+        retry_at: None,
+        finished: false,
+    };
+    if handle.tx.send(Command::Add(Box::new(peer))).is_err() {
+        handle.sessions.remove(&id);
+        return Err(sig(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, "WebRTC is shutting down"));
+    }
+    Ok((answer.to_sdp_string(), id))
+}
+
+/// Adds a trickled remote ICE candidate (`candidate:…`, with or without `a=`) to session `id`,
+/// which the token's subject must have created.
+///
+/// # Errors
+/// [`SignalingError`]: unknown session (`not_found`), another subject's session
+/// (`permission_denied`), a malformed candidate.
+pub fn add_candidate(ctx: &HubContext, subject: &str, id: u64, candidate: &str) -> Result<(), SignalingError> {
+    let handle = owned_session(ctx, subject, id)?;
+    let line = candidate.trim().trim_start_matches("a=");
+    let c = Candidate::from_sdp_string(line)
+        .map_err(|e| sig(StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument, format!("malformed candidate: {e}")))?;
+    let _ = handle.tx.send(Command::Candidate(ConnId(id), c));
+    Ok(())
+}
+
+/// Ends session `id` (`DELETE /v1/rtc/sessions/{id}`).
+///
+/// # Errors
+/// As [`add_candidate`].
+pub fn close_session(ctx: &HubContext, subject: &str, id: u64) -> Result<(), SignalingError> {
+    let handle = owned_session(ctx, subject, id)?;
+    let _ = handle.tx.send(Command::Close(ConnId(id)));
+    Ok(())
+}
+
+fn owned_session(ctx: &HubContext, subject: &str, id: u64) -> Result<RtcHandle, SignalingError> {
+    let handle = ctx
+        .rtc
+        .get()
+        .cloned()
+        .ok_or_else(|| sig(StatusCode::NOT_FOUND, ErrorCode::NotFound, "WebRTC is disabled on this node"))?;
+    let owner = handle.sessions.get(&ConnId(id)).map(|o| o.clone());
+    match owner {
+        None => Err(sig(StatusCode::NOT_FOUND, ErrorCode::NotFound, format!("no WebRTC session {id}"))),
+        Some(o) if o != subject => Err(sig(
+            StatusCode::FORBIDDEN,
+            ErrorCode::PermissionDenied,
+            format!("session {id} belongs to another subject"),
+        )),
+        Some(_) => Ok(handle),
+    }
+}
+
+fn parse_offer(body: &[u8]) -> Result<String, String> {
+    let text = std::str::from_utf8(body).map_err(|_| "the offer is not UTF-8".to_owned())?;
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('{') {
+        #[derive(serde::Deserialize)]
+        struct Json {
+            #[serde(rename = "type")]
+            kind: Option<String>,
+            sdp: String,
+        }
+        let j: Json = serde_json::from_str(trimmed).map_err(|e| format!("invalid offer JSON: {e}"))?;
+        if j.kind.as_deref().is_some_and(|k| k != "offer") {
+            return Err(format!("expected an offer, got {:?}", j.kind.unwrap_or_default()));
+        }
+        return Ok(j.sdp);
+    }
+    if !trimmed.starts_with("v=") {
+        return Err("malformed SDP offer: it must start with v=".into());
+    }
+    Ok(text.to_owned())
+}
+
+fn error(status: StatusCode, code: ErrorCode, message: String) -> Response {
+    (status, axum::Json(serde_json::json!({ "code": code, "message": message }))).into_response()
+}
+
+/// The bearer token of a signaling request.
+pub fn bearer(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+    if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        if let Some((scheme, t)) = v.split_once(' ') {
+            if scheme.eq_ignore_ascii_case("bearer") {
+                return Some(t.trim().to_owned());
+            }
+        }
+    }
+    query?.split('&').find_map(|kv| kv.strip_prefix("token=")).map(str::to_owned)
+}
+
+/// Tells the driver when the peer's queue has something.
+async fn pump(conn: Arc<RtcConnection>, tx: mpsc::UnboundedSender<Command>, scheduled: Arc<AtomicBool>) {
+    let closed = conn.core.outbound.closed();
+    tokio::pin!(closed);
+    loop {
+        tokio::select! {
+            () = conn.core.outbound.wait() => {}
+            () = &mut closed => {
+                let _ = tx.send(Command::Ready(conn.id()));
+                return;
+            }
+        }
+        if !scheduled.swap(true, Ordering::AcqRel) && tx.send(Command::Ready(conn.id())).is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs `fanhub.v1` for one peer: control-channel messages in, replies through the queue.
+async fn session_task(
+    ctx: Arc<HubContext>,
+    conn: Arc<RtcConnection>,
+    token: String,
+    mut rx: mpsc::Receiver<(bool, Bytes)>,
+) {
+    let _live = super::LiveGuard::new(ctx.clone());
+    let dyn_conn: Arc<dyn Connection> = conn.clone();
+    let mut session = ClientSession::new(ctx.clone(), dyn_conn, Some(token));
+    let mut flow = session.check_upgrade_token();
+    let cfg = ctx.config.websocket.clone();
+    let mut tick = tokio::time::interval(Duration::from_millis(cfg.ping_interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let auth_deadline = tokio::time::sleep(Duration::from_millis(cfg.auth_timeout_ms * 4));
+    tokio::pin!(auth_deadline);
+    let mut shutdown = ctx.shutdown.clone();
+    let shutdown_signal = async move {
+        let _ = shutdown.wait_for(|v| *v).await;
+    };
+    tokio::pin!(shutdown_signal);
+    let closed = conn.core.outbound.closed();
+    tokio::pin!(closed);
+    while flow == Flow::Continue {
+        tokio::select! {
+            biased;
+            () = &mut closed => break,
+            m = rx.recv() => match m {
+                Some((binary, data)) => {
+                    conn.core.touch(unix_ms());
+                    flow = if binary { session.handle_binary(data).await } else { session.handle_text(&data).await };
+                }
+                None => break,
+            },
+            _ = tick.tick() => flow = session.tick(false),
+            () = &mut auth_deadline, if !session.is_registered() => {
+                ctx.manager.counters().record_auth_failure(crate::hub::AuthFailure::NoConnect);
+                flow = Flow::Close(CloseReason::Unauthenticated, "no connect on the data channel in time".into());
+            }
+            () = &mut shutdown_signal => flow = Flow::Close(CloseReason::Shutdown, "server shutting down".into()),
+        }
+    }
+    match flow {
+        Flow::Close(CloseReason::Normal, msg) => {
+            conn.core.outbound.begin_close(CloseReason::Normal, &msg, None);
+        }
+        Flow::Close(reason, msg) => conn.close(reason, &msg, &ctx.reconnect_urls()),
+        Flow::Continue => {
+            let info = CloseInfo { reason: CloseReason::Normal, message: "peer gone".into(), send_close_frame: false };
+            conn.core.outbound.begin_close_with(info, None);
+        }
+    }
+    ctx.manager.unregister_client(conn.id());
+}
+
+async fn drive(
+    ctx: Arc<HubContext>,
+    socket: UdpSocket,
+    mut rx: mpsc::UnboundedReceiver<Command>,
+    _keep: mpsc::UnboundedSender<Command>,
+    sessions: Arc<dashmap::DashMap<ConnId, String>>,
+) {
+    let mut peers: HashMap<ConnId, Peer> = HashMap::new();
+    let mut buf = vec![0u8; 2048];
+    let mut batch = Batch::default();
+    let local = socket.local_addr().expect("bound");
+    let chunk = ctx.config.webrtc.chunk_size;
+    let max_record = ctx.manager.limits().max_message_size + 64 * 1024;
+    let mut shutdown = ctx.shutdown.clone();
+    let mut stopping: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        // On shutdown, keep serving until the peers' sessions have said bye (bounded).
+        if *shutdown.borrow_and_update() && stopping.is_none() {
+            stopping = Some(now + Duration::from_millis(ctx.config.server.shutdown_grace_ms + 500));
+        }
+        if stopping.is_some_and(|t| now >= t || peers.is_empty()) {
+            for p in peers.values_mut() {
+                p.rtc.disconnect();
+                ctx.manager.unregister_client(p.conn.id());
+            }
+            sessions.clear();
+            return;
+        }
+        let mut next = now + Duration::from_millis(100);
+        for p in peers.values_mut() {
+            if p.retry_at.is_some_and(|t| t <= now) {
+                p.retry_at = None;
+                p.flush(&mut batch, chunk, max_record);
+            }
+            next = next.min(p.poll(&socket, &mut batch, chunk, max_record));
+            if let Some(t) = p.retry_at {
+                next = next.min(t);
+            }
+        }
+        peers.retain(|_, p| {
+            let alive = p.rtc.is_alive() && !p.finished;
+            if !alive {
+                p.conn.core.outbound.begin_close(CloseReason::Normal, "peer gone", None);
+                ctx.manager.unregister_client(p.conn.id());
+                sessions.remove(&p.conn.id());
+            }
+            alive
+        });
+        let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(next.max(now)));
+        tokio::select! {
+            r = socket.recv_from(&mut buf) => {
+                if let Ok((n, source)) = r {
+                    let Ok(contents) = (&buf[..n]).try_into() else { continue };
+                    let input = Input::Receive(Instant::now(), Receive { proto: NetProtocol::Udp, source, destination: local, contents });
+                    if let Some(p) = peers.values_mut().find(|p| p.rtc.accepts(&input)) {
+                        if let Err(e) = p.rtc.handle_input(input) {
+                            tracing::debug!(conn = p.conn.id().0, error = %e, "webrtc peer failed");
+                            p.rtc.disconnect();
+                        }
+                    }
+                }
+            }
+            cmd = rx.recv() => match cmd {
+                Some(Command::Add(p)) => {
+                    peers.insert(p.conn.id(), *p);
+                }
+                Some(Command::Candidate(id, c)) => {
+                    if let Some(p) = peers.get_mut(&id) {
+                        p.rtc.add_remote_candidate(c);
+                    }
+                }
+                Some(Command::Close(id)) => {
+                    if let Some(p) = peers.get_mut(&id) {
+                        p.conn.close(CloseReason::Normal, "session ended by the peer", &[]);
+                        p.rtc.disconnect();
+                    }
+                }
+                Some(Command::Ready(id)) => {
+                    if let Some(p) = peers.get_mut(&id) {
+                        p.scheduled.store(false, Ordering::Release);
+                        p.flush(&mut batch, chunk, max_record);
+                    }
+                }
+                None => return,
+            },
+            () = sleep => {
+                let now = Instant::now();
+                for p in peers.values_mut() {
+                    if p.rtc.handle_input(Input::Timeout(now)).is_err() {
+                        p.rtc.disconnect();
+                    }
+                }
+            }
+            _ = shutdown.changed(), if stopping.is_none() => {}
+        }
+    }
+}
+
+impl Peer {
+    /// Runs the `Rtc` until it wants time to pass; returns when.
+    fn poll(&mut self, socket: &UdpSocket, batch: &mut Batch, chunk: usize, max_record: usize) -> Instant {
+        loop {
+            if !self.rtc.is_alive() {
+                return Instant::now();
+            }
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => return t,
+                Ok(Output::Transmit(t)) => {
+                    // UDP: a full socket buffer loses the packet, as the network would.
+                    let _ = socket.try_send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Event(e)) => self.event(e, batch, chunk, max_record),
+                Err(e) => {
+                    tracing::debug!(conn = self.conn.id().0, error = %e, "webrtc peer failed");
+                    self.rtc.disconnect();
+                }
+            }
+        }
+    }
+
+    fn event(&mut self, e: Event, batch: &mut Batch, chunk: usize, max_record: usize) {
+        match e {
+            Event::ChannelOpen(id, label) => {
+                if label == CONTROL_LABEL && self.control.is_none() {
+                    self.control = Some(id);
+                } else if label == LOSSY_LABEL && self.lossy.is_none() {
+                    self.lossy = Some(id);
+                }
+                self.flush(batch, chunk, max_record);
+            }
+            Event::ChannelData(ChannelData { id, binary, data }) if Some(id) == self.control => {
+                let full = self.to_session.try_send((binary, Bytes::from(data))).is_err();
+                if full {
+                    // The session does not keep up with this peer's requests.
+                    self.conn.close(CloseReason::SlowConsumer, "too many requests in flight", &[]);
+                }
+            }
+            Event::ChannelClose(id) if Some(id) == self.control => self.rtc.disconnect(),
+            Event::ChannelBufferedAmountLow(_) => self.flush(batch, chunk, max_record),
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => self.rtc.disconnect(),
+            _ => {}
+        }
+    }
+
+    fn buffered(&mut self) -> usize {
+        let mut n = 0;
+        for id in [self.control, self.lossy].into_iter().flatten() {
+            if let Some(mut ch) = self.rtc.channel(id) {
+                n += ch.buffered_amount();
+            }
+        }
+        n
+    }
+
+    /// Moves what the outbound queue has into the channels, while they have room for whole
+    /// records.
+    fn flush(&mut self, batch: &mut Batch, chunk: usize, max_record: usize) {
+        let Some(control) = self.control else { return };
+        let capacity = 2 * max_record;
+        loop {
+            let buffered = self.buffered();
+            if buffered + max_record > capacity {
+                // Wait for ChannelBufferedAmountLow.
+                if let Some(mut ch) = self.rtc.channel(control) {
+                    ch.set_buffered_amount_low_threshold(max_record / 2);
+                }
+                return;
+            }
+            batch.clear();
+            match self.conn.core.outbound.drain(batch, 64, capacity - max_record - buffered) {
+                Drain::Ready => {}
+                Drain::Idle { retry_after } => {
+                    self.retry_at = retry_after.map(|d| Instant::now() + d);
+                    return;
+                }
+                Drain::Finished(_) => {
+                    self.finished = true;
+                    return;
+                }
+            }
+            for c in batch.control.drain(..) {
+                if let Control::Json(b) = c {
+                    if let Some(mut ch) = self.rtc.channel(control) {
+                        let _ = ch.write(false, &b);
+                    }
+                }
+            }
+            let sent = batch.records.len() as u64;
+            for (i, record) in batch.records.iter().enumerate() {
+                let reliable = i < batch.reliable_records;
+                let cid = if reliable { control } else { self.lossy.unwrap_or(control) };
+                self.frame_id = self.frame_id.wrapping_add(1);
+                write_record(&mut self.rtc, cid, record, chunk, self.frame_id);
+            }
+            self.conn.core.record_sent(sent, batch.record_bytes as u64);
+        }
+    }
+}
+
+/// Writes `record` whole, or as chunks with the chunk header when it is larger than `chunk`.
+fn write_record(rtc: &mut Rtc, cid: ChannelId, record: &Bytes, chunk: usize, frame_id: u32) {
+    let Some(mut ch) = rtc.channel(cid) else { return };
+    if record.len() <= chunk {
+        let _ = ch.write(true, record);
+        return;
+    }
+    let body = chunk - CHUNK_HEADER_LEN;
+    let count = record.len().div_ceil(body);
+    let mut msg = Vec::with_capacity(chunk);
+    for (i, part) in record.chunks(body).enumerate() {
+        msg.clear();
+        msg.push(CHUNK_MAGIC);
+        msg.push(0);
+        msg.extend_from_slice(&(i as u16).to_be_bytes());
+        msg.extend_from_slice(&(count as u16).to_be_bytes());
+        msg.extend_from_slice(&frame_id.to_be_bytes());
+        msg.extend_from_slice(part);
+        if !matches!(ch.write(true, &msg), Ok(true)) {
+            return; // Whole or absent: the client drops an incomplete frame.
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! WebRTC data channels against the real server, with a str0m peer of our own on loopback: the
+//! peer signals over `POST /v1/rtc/offer`, connects and subscribes on the `fanhub` channel,
+//! and receives frames of 1 KiB to 512 KiB (chunked above `webrtc.chunk_size`) byte for byte:
+//! a `reliable` topic on the reliable channel with no loss, a best-effort topic on the lossy
+//! channel with every frame whole. Bad signaling input gets a clear error and leaves nothing.
+
+mod common;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+use fanhub::config::Config;
+use fanhub::protocol::frame::decode_records;
+use serde_json::{json, Value};
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::channel::{ChannelConfig, ChannelId, Reliability};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+
+const CHUNK_MAGIC: u8 = 0xCF;
+
+/// A WebRTC peer: one `Rtc`, one loopback UDP socket, the two fanhub channels.
+struct Peer {
+    rtc: Rtc,
+    socket: UdpSocket,
+    control: ChannelId,
+    lossy: ChannelId,
+    open: usize,
+    /// JSON control messages received.
+    control_msgs: VecDeque<Value>,
+    /// Whole records received (reassembled), with the channel they came on.
+    records: VecDeque<(bool, Record)>,
+    partial: HashMap<u32, Vec<Option<Vec<u8>>>>,
+}
+
+/// A peer that has made its offer and waits for the answer.
+struct Offering {
+    rtc: Rtc,
+    socket: UdpSocket,
+    control: ChannelId,
+    lossy: ChannelId,
+    pending: SdpPendingOffer,
+}
+
+async fn offering() -> (Offering, String) {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut rtc = Rtc::builder().build(Instant::now());
+    rtc.add_local_candidate(Candidate::host(socket.local_addr().unwrap(), "udp").unwrap());
+    let mut api = rtc.sdp_api();
+    let control = api.add_channel("fanhub".into());
+    let lossy = api.add_channel_with_config(ChannelConfig {
+        label: "fanhub-lossy".into(),
+        ordered: false,
+        reliability: Reliability::MaxRetransmits { retransmits: 0 },
+        ..Default::default()
+    });
+    let (offer, pending) = api.apply().unwrap();
+    (Offering { rtc, socket, control, lossy, pending }, offer.to_sdp_string())
+}
+
+impl Offering {
+    async fn complete(mut self, answer: &str) -> Peer {
+        let answer = SdpAnswer::from_sdp_string(answer).expect("an SDP answer");
+        self.rtc.sdp_api().accept_answer(self.pending, answer).unwrap();
+        let mut p = Peer {
+            rtc: self.rtc,
+            socket: self.socket,
+            control: self.control,
+            lossy: self.lossy,
+            open: 0,
+            control_msgs: VecDeque::new(),
+            records: VecDeque::new(),
+            partial: HashMap::new(),
+        };
+        p.run_until("both channels open", |p| p.open == 2).await;
+        p
+    }
+}
+
+/// Signals over `POST /v1/rtc/offer`; returns the peer and its session path.
+async fn peer_with_session(hub: &Hub, token: &str) -> (Peer, String) {
+    let (o, offer) = offering().await;
+    let auth = format!("Bearer {token}");
+    let r = http(
+        hub.addr,
+        "POST",
+        "/v1/rtc/offer",
+        &[("Authorization", &auth), ("Content-Type", "application/sdp")],
+        &offer,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.header("content-type"), Some("application/sdp"));
+    let location = r.header("location").expect("a Location").to_owned();
+    assert!(location.starts_with("/v1/rtc/sessions/"), "{location}");
+    (o.complete(&r.body).await, location)
+}
+
+async fn peer(hub: &Hub, token: &str) -> Peer {
+    peer_with_session(hub, token).await.0
+}
+
+impl Peer {
+    /// Drives the peer until `done` holds (bounded by [`TIMEOUT`]).
+    async fn run_until(&mut self, what: &str, done: impl Fn(&Peer) -> bool) {
+        let deadline = tokio::time::Instant::now() + TIMEOUT * 3;
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let timeout = loop {
+                match self.rtc.poll_output().expect("rtc") {
+                    Output::Timeout(t) => break t,
+                    Output::Transmit(t) => {
+                        assert!(t.destination.ip().is_loopback(), "only loopback traffic");
+                        self.socket.send_to(&t.contents, t.destination).await.unwrap();
+                    }
+                    Output::Event(e) => self.event(e),
+                }
+            };
+            if done(self) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}: {} records {:?}, partial frames {:?}, control {:?}",
+                self.records.len(),
+                self.records.iter().map(|(c, r)| (*c, r.topic.clone(), r.offset, r.payload.len())).collect::<Vec<_>>(),
+                self.partial
+                    .iter()
+                    .map(|(k, v)| (*k, v.iter().filter(|x| x.is_some()).count(), v.len()))
+                    .collect::<Vec<_>>(),
+                self.control_msgs
+            );
+            let wait = timeout.saturating_duration_since(Instant::now()).min(Duration::from_millis(50));
+            match tokio::time::timeout(wait, self.socket.recv_from(&mut buf)).await {
+                Ok(Ok((n, source))) => {
+                    let input = Input::Receive(
+                        Instant::now(),
+                        Receive {
+                            proto: Protocol::Udp,
+                            source,
+                            destination: self.socket.local_addr().unwrap(),
+                            contents: (&buf[..n]).try_into().unwrap(),
+                        },
+                    );
+                    self.rtc.handle_input(input).unwrap();
+                }
+                _ => self.rtc.handle_input(Input::Timeout(Instant::now())).unwrap(),
+            }
+        }
+    }
+
+    fn event(&mut self, e: Event) {
+        match e {
+            Event::ChannelOpen(..) => self.open += 1,
+            Event::ChannelData(d) => {
+                let reliable = d.id == self.control;
+                if !d.binary {
+                    assert!(reliable, "control messages come on the reliable channel");
+                    self.control_msgs.push_back(serde_json::from_slice(&d.data).expect("JSON"));
+                    return;
+                }
+                if d.data.first() == Some(&CHUNK_MAGIC) {
+                    let i = u16::from_be_bytes([d.data[2], d.data[3]]) as usize;
+                    let n = u16::from_be_bytes([d.data[4], d.data[5]]) as usize;
+                    let frame = u32::from_be_bytes(d.data[6..10].try_into().unwrap());
+                    let parts = self.partial.entry(frame).or_insert_with(|| vec![None; n]);
+                    parts[i] = Some(d.data[10..].to_vec());
+                    if parts.iter().all(Option::is_some) {
+                        let whole: Vec<u8> =
+                            self.partial.remove(&frame).unwrap().into_iter().flatten().flatten().collect();
+                        self.push_records(reliable, &whole);
+                    }
+                } else {
+                    self.push_records(reliable, &d.data);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn push_records(&mut self, reliable: bool, bytes: &[u8]) {
+        for r in decode_records(bytes) {
+            let r = r.expect("a whole record");
+            self.records.push_back((
+                reliable,
+                Record {
+                    topic: r.topic.to_owned(),
+                    offset: r.offset,
+                    epoch: r.epoch,
+                    flags: r.flags,
+                    payload: r.payload.to_vec(),
+                },
+            ));
+        }
+    }
+
+    async fn send(&mut self, msg: Value) {
+        let text = msg.to_string();
+        assert!(self.rtc.channel(self.control).unwrap().write(false, text.as_bytes()).unwrap());
+        let _ = self.lossy;
+    }
+
+    async fn request(&mut self, msg: Value) -> Value {
+        let id = msg["id"].as_u64().expect("an id");
+        self.send(msg).await;
+        self.run_until("a reply", |p| p.control_msgs.iter().any(|m| m["id"] == id)).await;
+        let pos = self.control_msgs.iter().position(|m| m["id"] == id).unwrap();
+        self.control_msgs.remove(pos).unwrap()
+    }
+}
+
+fn rtc_config() -> Config {
+    let mut c = test_config();
+    c.topics.declare = vec![serde_json::from_value(json!({
+        "pattern": "rel/>", "policy": {"kind": "reliable"}
+    }))
+    .unwrap()];
+    c
+}
+
+/// A frame whose bytes depend on its index and size, so any corruption shows.
+fn frame(i: usize, size: usize) -> Vec<u8> {
+    (0..size).map(|j| ((j * 31 + i * 7) % 251) as u8).collect()
+}
+
+async fn connected_peer(hub: &Hub, subject: &str) -> Peer {
+    let token = hub.token(subject);
+    let mut p = peer(hub, &token).await;
+    let w = p.request(json!({"op": "connect", "id": 1})).await;
+    assert_eq!(w["type"], "welcome", "{w}");
+    p
+}
+
+#[tokio::test]
+async fn a_webrtc_peer_receives_every_frame_whole_from_1_kib_to_512_kib() {
+    let hub = spawn_hub(rtc_config()).await;
+    let mut p = connected_peer(&hub, "rtc-viewer").await;
+    for (id, topic) in [(2, "rel/video"), (3, "be/video")] {
+        let s = p.request(json!({"op": "subscribe", "id": id, "topic": topic})).await;
+        assert_eq!(s["type"], "subscribed", "{s}");
+    }
+    let rows = admin(&hub, "GET", "/v1/admin/connections?protocol=webrtc", "").await.json();
+    assert_eq!(rows["total"], 1, "the peer is listed as a webrtc connection: {rows}");
+    let mut publisher = hub.connect("camera").await;
+    let sizes = [1024, 16 * 1024, 16 * 1024 + 1, 100_000, 512 * 1024];
+    for (i, &size) in sizes.iter().enumerate() {
+        publisher.publish_bin("rel/video", &frame(i, size)).await;
+        publisher.publish_bin("be/video", &frame(i + 100, size)).await;
+    }
+    // Reliable: every frame. Lossy (maxRetransmits 0): whatever arrives is whole; a frame that
+    // lost a chunk is absent (this peer's default-sized UDP buffer can overflow on a 512 KiB burst).
+    p.run_until("every reliable frame", |p| {
+        p.records.iter().filter(|(_, r)| r.topic == "rel/video").count() == sizes.len()
+    })
+    .await;
+    let settle = tokio::time::Instant::now() + Duration::from_millis(300);
+    p.run_until("the lossy channel to settle", |_| tokio::time::Instant::now() >= settle).await;
+    let got: Vec<(bool, Record)> = p.records.drain(..).collect();
+    let (rel, be): (Vec<_>, Vec<_>) = got.into_iter().partition(|(_, r)| r.topic == "rel/video");
+    assert!(rel.iter().all(|(reliable_channel, _)| *reliable_channel), "reliable records on the reliable channel");
+    assert!(be.iter().all(|(reliable_channel, _)| !*reliable_channel), "best-effort records on the lossy channel");
+    assert_eq!(rel.iter().map(|(_, r)| r.offset).collect::<Vec<_>>(), (1..=sizes.len() as u64).collect::<Vec<_>>());
+    for (i, (_, r)) in rel.iter().enumerate() {
+        assert_eq!(r.payload, frame(i, sizes[i]), "reliable frame {i} ({} bytes) is byte-exact", sizes[i]);
+    }
+    assert!(be.iter().any(|(_, r)| r.offset == 1), "the small best-effort frames arrive on loopback: {}", be.len());
+    for (_, r) in &be {
+        let i = (r.offset - 1) as usize;
+        assert_eq!(r.payload, frame(i + 100, sizes[i]), "best-effort frame at offset {} is whole", r.offset);
+    }
+    // The peer says bye: the hub answers and forgets it.
+    let r = p.request(json!({"op": "bye", "id": 9})).await;
+    assert_eq!(r["type"], "closed", "{r}");
+    hub.eventually("the peer is unregistered", |m| m.connection_stats().active_connections == 1).await;
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_signaling_gets_a_clear_error_and_leaves_nothing() {
+    let hub = spawn_hub(rtc_config()).await;
+    let token = hub.token("rtc-bad");
+    let auth = format!("Bearer {token}");
+    let offer = |body: &'static str, auth: Option<String>| {
+        let addr: SocketAddr = hub.addr;
+        async move {
+            let mut headers = vec![("Content-Type", "application/sdp")];
+            let a;
+            if let Some(x) = auth {
+                a = x;
+                headers.push(("Authorization", a.as_str()));
+            }
+            http(addr, "POST", "/v1/rtc/offer", &headers, body).await
+        }
+    };
+    let r = offer("this is not SDP", Some(auth.clone())).await;
+    assert_eq!((r.status, r.json()["code"].as_str()), (400, Some("invalid_argument")), "{}", r.body);
+    let r = offer("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n", Some(auth.clone())).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.json()["message"].as_str().unwrap().contains("no data channel"), "{}", r.body);
+    let r = offer("v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n", Some(auth.clone())).await;
+    assert_eq!((r.status, r.json()["code"].as_str()), (400, Some("invalid_argument")), "{}", r.body);
+    let r = offer("v=0\r\n", None).await;
+    assert_eq!((r.status, r.json()["code"].as_str()), (401, Some("unauthenticated")), "{}", r.body);
+    let r = offer("v=0\r\n", Some("Bearer not-a-jwt".into())).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(hub.manager.connection_stats().active_connections, 0);
+    // A peer that never says connect does not stop the hub from shutting down cleanly.
+    let _silent = peer(&hub, &token).await;
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn signaling_over_the_websocket_creates_a_peer_that_receives_frames() {
+    let hub = spawn_hub(rtc_config()).await;
+    let mut ws = hub.connect("ws-signaler").await;
+    let (o, offer) = offering().await;
+    let r = ws.request(json!({"op": "rtc_offer", "sdp": offer})).await;
+    assert_eq!(r["type"], "rtc_answer", "{r}");
+    let session = r["session"].as_u64().unwrap();
+    let mut p = o.complete(r["sdp"].as_str().unwrap()).await;
+    let w = p.request(json!({"op": "connect", "id": 1})).await;
+    assert_eq!((w["type"].as_str(), w["conn_id"].as_u64()), (Some("welcome"), Some(session)), "{w}");
+    p.request(json!({"op": "subscribe", "id": 2, "topic": "rel/ws"})).await;
+    ws.publish_bin("rel/ws", &frame(1, 40_000)).await;
+    p.run_until("the frame", |p| !p.records.is_empty()).await;
+    assert_eq!(p.records[0].1.payload, frame(1, 40_000));
+    // Bad WebSocket signaling: each a clear error, the connection stays.
+    let r = ws.request(json!({"op": "rtc_offer", "sdp": "garbage"})).await;
+    assert_eq!((r["type"].as_str(), r["code"].as_str()), (Some("error"), Some("invalid_argument")), "{r}");
+    let r = ws
+        .request(
+            json!({"op": "rtc_candidate", "session": 999_999, "candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host"}),
+        )
+        .await;
+    assert_eq!(r["code"], "not_found", "{r}");
+    let r = ws.request(json!({"op": "rtc_candidate", "session": session, "candidate": "candidate:nonsense"})).await;
+    assert_eq!(r["code"], "invalid_argument", "{r}");
+    let r = ws.request(json!({"op": "rtc_candidate", "session": session, "candidate": "candidate:1 1 udp 2130706431 127.0.0.1 9 typ host"})).await;
+    assert_eq!(r["type"], "rtc_candidate_added", "{r}");
+    ws.assert_alive().await;
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn sessions_are_owned_trickle_and_delete_answer_and_a_deleted_peer_is_gone() {
+    let hub = spawn_hub(rtc_config()).await;
+    let token = hub.token("owner");
+    let (mut p, location) = peer_with_session(&hub, &token).await;
+    let w = p.request(json!({"op": "connect", "id": 1})).await;
+    assert_eq!(w["type"], "welcome", "{w}");
+    let owner = format!("Bearer {token}");
+    let other = format!("Bearer {}", hub.token("someone-else"));
+    let frag = "a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n";
+    let r = http(hub.addr, "PATCH", "/v1/rtc/sessions/999999", &[("Authorization", &owner)], frag).await;
+    assert_eq!((r.status, r.json()["code"].as_str()), (404, Some("not_found")), "{}", r.body);
+    let r = http(hub.addr, "PATCH", &location, &[("Authorization", &other)], frag).await;
+    assert_eq!((r.status, r.json()["code"].as_str()), (403, Some("permission_denied")), "{}", r.body);
+    let r = http(hub.addr, "PATCH", &location, &[], frag).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    let r = http(hub.addr, "PATCH", &location, &[("Authorization", &owner)], "nothing useful").await;
+    assert_eq!((r.status, r.json()["code"].as_str()), (400, Some("invalid_argument")), "{}", r.body);
+    let r = http(hub.addr, "PATCH", &location, &[("Authorization", &owner)], frag).await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(hub.manager.connection_stats().active_connections, 1);
+    let r = http(hub.addr, "DELETE", &location, &[("Authorization", &owner)], "").await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    hub.eventually("the deleted peer is unregistered", |m| m.connection_stats().active_connections == 0).await;
+    let r = http(hub.addr, "DELETE", &location, &[("Authorization", &owner)], "").await;
+    assert_eq!(r.status, 404, "a deleted session is gone: {}", r.body);
+    hub.shutdown().await;
+}
