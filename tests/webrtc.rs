@@ -372,3 +372,20 @@ async fn sessions_are_owned_trickle_and_delete_answer_and_a_deleted_peer_is_gone
     assert_eq!(r.status, 404, "a deleted session is gone: {}", r.body);
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_peer_that_vanishes_is_unregistered_when_its_ice_consent_expires() {
+    let hub = spawn_hub(rtc_config()).await;
+    let mut p = connected_peer(&hub, "vanishing").await;
+    p.request(json!({"op": "subscribe", "id": 2, "topic": "be/gone"})).await;
+    assert_eq!(hub.manager.connection_stats().active_connections, 1);
+    // The peer process dies: no bye, no DTLS close, its socket gone. Only ICE notices.
+    drop(p);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while hub.manager.connection_stats().active_connections != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the vanished peer was never unregistered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(hub.manager.connection_stats().subscriptions, 0, "its subscription went with it");
+    hub.shutdown().await;
+}
