@@ -120,6 +120,8 @@ struct Peer {
     scheduled: Arc<AtomicBool>,
     frame_id: u32,
     retry_at: Option<Instant>,
+    /// When the `Rtc` wants `Input::Timeout` next.
+    timeout: Instant,
     finished: bool,
 }
 
@@ -228,6 +230,7 @@ pub fn accept(
         scheduled,
         frame_id: 0,
         retry_at: None,
+        timeout: Instant::now(),
         finished: false,
     };
     if handle.tx.send(Command::Add(Box::new(peer))).is_err() {
@@ -318,6 +321,33 @@ pub fn bearer(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
     query?.split('&').find_map(|kv| kv.strip_prefix("token=")).map(str::to_owned)
 }
 
+/// Hands a datagram to the peer it belongs to; returns that peer.
+fn route_datagram(
+    peers: &mut HashMap<ConnId, Peer>,
+    by_source: &mut HashMap<SocketAddr, ConnId>,
+    data: &[u8],
+    source: SocketAddr,
+    local: SocketAddr,
+) -> Option<ConnId> {
+    let contents = data.try_into().ok()?;
+    let input = Input::Receive(Instant::now(), Receive { proto: NetProtocol::Udp, source, destination: local, contents });
+    let known = by_source.get(&source).copied().filter(|id| peers.get(id).is_some_and(|p| p.rtc.accepts(&input)));
+    let id = match known {
+        Some(id) => id,
+        None => {
+            let id = peers.iter().find(|(_, p)| p.rtc.accepts(&input)).map(|(id, _)| *id)?;
+            by_source.insert(source, id);
+            id
+        }
+    };
+    let p = peers.get_mut(&id)?;
+    if let Err(e) = p.rtc.handle_input(input) {
+        tracing::debug!(conn = id.0, error = %e, "webrtc peer failed");
+        p.rtc.disconnect();
+    }
+    Some(id)
+}
+
 /// Tells the driver when the peer's queue has something.
 async fn pump(conn: Arc<RtcConnection>, tx: mpsc::UnboundedSender<Command>, scheduled: Arc<AtomicBool>) {
     let closed = conn.core.outbound.closed();
@@ -406,6 +436,9 @@ async fn drive(
     let max_record = ctx.manager.limits().max_message_size + 64 * 1024;
     let mut shutdown = ctx.shutdown.clone();
     let mut stopping: Option<Instant> = None;
+    let mut dirty: Vec<ConnId> = Vec::new();
+    // Where each peer's datagrams come from, learned from the first one its `Rtc` accepted.
+    let mut by_source: HashMap<SocketAddr, ConnId> = HashMap::new();
     loop {
         let now = Instant::now();
         // On shutdown, keep serving until the peers' sessions have said bye (bounded).
@@ -420,15 +453,30 @@ async fn drive(
             sessions.clear();
             return;
         }
-        let mut next = now + Duration::from_millis(100);
-        for p in peers.values_mut() {
+        // Only peers that got input, a command or a due timer are polled: O(touched), not
+        // O(peers), per wake-up.
+        for (id, p) in peers.iter_mut() {
+            let mut touched = false;
             if p.retry_at.is_some_and(|t| t <= now) {
                 p.retry_at = None;
                 p.flush(&mut batch, chunk, max_record);
+                touched = true;
             }
-            next = next.min(p.poll(&socket, &mut batch, chunk, max_record));
-            if let Some(t) = p.retry_at {
-                next = next.min(t);
+            if p.timeout <= now {
+                if p.rtc.handle_input(Input::Timeout(now)).is_err() {
+                    p.rtc.disconnect();
+                }
+                touched = true;
+            }
+            if touched {
+                dirty.push(*id);
+            }
+        }
+        dirty.sort_unstable();
+        dirty.dedup();
+        for id in dirty.drain(..) {
+            if let Some(p) = peers.get_mut(&id) {
+                p.timeout = p.poll(&socket, &mut batch, chunk, max_record);
             }
         }
         peers.retain(|_, p| {
@@ -437,54 +485,61 @@ async fn drive(
                 p.conn.core.outbound.begin_close(CloseReason::Normal, "peer gone", None);
                 ctx.manager.unregister_client(p.conn.id());
                 sessions.remove(&p.conn.id());
+                by_source.retain(|_, id| *id != p.conn.id());
             }
             alive
         });
-        let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(next.max(now)));
+        let next = peers
+            .values()
+            .flat_map(|p| [Some(p.timeout), p.retry_at])
+            .flatten()
+            .min()
+            .unwrap_or(now + Duration::from_millis(100))
+            .max(now);
+        let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(next));
         tokio::select! {
             r = socket.recv_from(&mut buf) => {
-                if let Ok((n, source)) = r {
-                    let Ok(contents) = (&buf[..n]).try_into() else { continue };
-                    let input = Input::Receive(Instant::now(), Receive { proto: NetProtocol::Udp, source, destination: local, contents });
-                    if let Some(p) = peers.values_mut().find(|p| p.rtc.accepts(&input)) {
-                        if let Err(e) = p.rtc.handle_input(input) {
-                            tracing::debug!(conn = p.conn.id().0, error = %e, "webrtc peer failed");
-                            p.rtc.disconnect();
+                let mut r = r;
+                // Take what else is queued too (bounded).
+                for _ in 0..64 {
+                    let Ok((n, source)) = r else { break };
+                    // str0m wants its output drained after every input: poll right away.
+                    if let Some(id) = route_datagram(&mut peers, &mut by_source, &buf[..n], source, local) {
+                        if let Some(p) = peers.get_mut(&id) {
+                            p.timeout = p.poll(&socket, &mut batch, chunk, max_record);
                         }
                     }
+                    r = socket.try_recv_from(&mut buf);
                 }
             }
             cmd = rx.recv() => match cmd {
                 Some(Command::Add(p)) => {
+                    dirty.push(p.conn.id());
                     peers.insert(p.conn.id(), *p);
                 }
                 Some(Command::Candidate(id, c)) => {
                     if let Some(p) = peers.get_mut(&id) {
                         p.rtc.add_remote_candidate(c);
+                        dirty.push(id);
                     }
                 }
                 Some(Command::Close(id)) => {
                     if let Some(p) = peers.get_mut(&id) {
                         p.conn.close(CloseReason::Normal, "session ended by the peer", &[]);
                         p.rtc.disconnect();
+                        dirty.push(id);
                     }
                 }
                 Some(Command::Ready(id)) => {
                     if let Some(p) = peers.get_mut(&id) {
                         p.scheduled.store(false, Ordering::Release);
                         p.flush(&mut batch, chunk, max_record);
+                        dirty.push(id);
                     }
                 }
                 None => return,
             },
-            () = sleep => {
-                let now = Instant::now();
-                for p in peers.values_mut() {
-                    if p.rtc.handle_input(Input::Timeout(now)).is_err() {
-                        p.rtc.disconnect();
-                    }
-                }
-            }
+            () = sleep => {}
             _ = shutdown.changed(), if stopping.is_none() => {}
         }
     }
