@@ -56,6 +56,23 @@ pub struct WebRtcConfig {
     pub public_ip: Option<std::net::IpAddr>,
     /// Largest data-channel message; bigger records are sent as chunks.
     pub chunk_size: usize,
+    /// STUN/TURN servers handed to peers by `GET /v1/rtc/config` for their own gathering (the
+    /// server is ICE-lite and needs none itself; on loopback none are needed at all).
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// One `[[webrtc.ice_servers]]` entry, in the browser's `RTCIceServer` shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    /// `stun:host:port` / `turn:host:port?transport=udp` URLs.
+    pub urls: Vec<String>,
+    /// TURN username.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// TURN credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 impl Default for WebRtcConfig {
@@ -65,6 +82,7 @@ impl Default for WebRtcConfig {
             udp_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             public_ip: None,
             chunk_size: 16 * 1024,
+            ice_servers: Vec::new(),
         }
     }
 }
@@ -390,6 +408,17 @@ impl Config {
                 allowed: "a non-empty string without spaces".into(),
             });
         }
+        for (i, server) in self.webrtc.ice_servers.iter().enumerate() {
+            let bad = server.urls.is_empty()
+                || server.urls.iter().any(|u| !["stun:", "stuns:", "turn:", "turns:"].iter().any(|p| u.starts_with(p)));
+            if bad {
+                p.push(ConfigProblem {
+                    key: format!("webrtc.ice_servers[{i}].urls"),
+                    value: format!("{:?}", server.urls),
+                    allowed: "one or more stun:, stuns:, turn: or turns: URLs".into(),
+                });
+            }
+        }
         if self.limits.violations_to_close < self.limits.violations_to_monitor {
             p.push(ConfigProblem {
                 key: "limits.violations_to_close".into(),
@@ -518,6 +547,8 @@ mod tests {
         assert_eq!(c.broker.redis.url, "redis://127.0.0.1:6380/2");
         let e = Config::from_toml("[broker.redis]\nurl = \"http://x\"\nheartbeat_ms = 5\nprefix = \"\"\n").unwrap_err();
         let text = e.to_string();
+        let e = Config::from_toml("[[webrtc.ice_servers]]\nurls = [\"http://stun\"]\n").unwrap_err();
+        assert!(e.to_string().contains("webrtc.ice_servers[0].urls"), "{e}");
         for key in ["broker.redis.url = http://x", "broker.redis.heartbeat_ms = 5", "broker.redis.prefix"] {
             assert!(text.contains(key), "{key} in {text}");
         }

@@ -297,6 +297,7 @@ pub fn public_router(state: AppState) -> Router {
         .route("/v1/sessions", post(create_session))
         .route("/v1/publish", post(publish))
         .route("/v1/rtc/offer", post(rtc_offer))
+        .route("/v1/rtc/config", get(rtc_config))
         .route("/v1/rtc/sessions/{id}", axum::routing::patch(rtc_trickle).delete(rtc_delete))
         .route("/", get(|| async { Html(include_str!("../web-demo/index.html")) }));
     if state.ctx.sessions.is_dev() {
@@ -315,6 +316,20 @@ async fn rtc_offer(
 ) -> Response {
     let token = crate::transport::webrtc::bearer(&headers, uri.query());
     crate::transport::webrtc::offer(s.ctx.clone(), token, remote, body).await
+}
+
+/// `GET /v1/rtc/config`: what a peer needs before its offer — whether WebRTC is on, the ICE
+/// servers for its `RTCPeerConnection`, the channel labels and the chunk size.
+async fn rtc_config(State(s): State<AppState>) -> Response {
+    let w = &s.ctx.config.webrtc;
+    Json(serde_json::json!({
+        "enabled": s.ctx.rtc.get().is_some(),
+        "ice_servers": w.ice_servers,
+        "channels": { "control": crate::transport::webrtc::CONTROL_LABEL, "lossy": crate::transport::webrtc::LOSSY_LABEL },
+        "chunk_size": w.chunk_size,
+        "offer_url": "/v1/rtc/offer",
+    }))
+    .into_response()
 }
 
 /// The subject of a signaling request's bearer token.

@@ -389,3 +389,29 @@ async fn a_peer_that_vanishes_is_unregistered_when_its_ice_consent_expires() {
     assert_eq!(hub.manager.connection_stats().subscriptions, 0, "its subscription went with it");
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn rtc_config_tells_peers_the_ice_servers_channels_and_chunk_size() {
+    let mut config = rtc_config();
+    config.webrtc.ice_servers = vec![serde_json::from_value(json!({
+        "urls": ["turn:turn.example.org:3478"], "username": "u", "credential": "c"
+    }))
+    .unwrap()];
+    let hub = spawn_hub(config).await;
+    let r = http(hub.addr, "GET", "/v1/rtc/config", &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["enabled"], true);
+    assert_eq!(v["ice_servers"], json!([{"urls": ["turn:turn.example.org:3478"], "username": "u", "credential": "c"}]));
+    assert_eq!(v["channels"], json!({"control": "fanhub", "lossy": "fanhub-lossy"}));
+    assert_eq!(v["chunk_size"], 16384);
+    hub.shutdown().await;
+    let mut off = rtc_config();
+    off.webrtc.enabled = false;
+    let hub = spawn_hub(off).await;
+    assert_eq!(http(hub.addr, "GET", "/v1/rtc/config", &[], "").await.json()["enabled"], false);
+    let token = hub.token("x");
+    let r = http(hub.addr, "POST", "/v1/rtc/offer", &[("Authorization", &format!("Bearer {token}"))], "v=0\r\n").await;
+    assert_eq!((r.status, r.json()["code"].as_str()), (404, Some("not_found")), "{}", r.body);
+    hub.shutdown().await;
+}
