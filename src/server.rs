@@ -299,6 +299,7 @@ pub fn public_router(state: AppState) -> Router {
         .route("/v1/rtc/offer", post(rtc_offer))
         .route("/v1/rtc/config", get(rtc_config))
         .route("/v1/rtc/sessions/{id}", axum::routing::patch(rtc_trickle).delete(rtc_delete))
+        .route("/rtc", get(|| async { Html(include_str!("../web-demo/rtc.html")) }))
         .route("/", get(|| async { Html(include_str!("../web-demo/index.html")) }));
     if state.ctx.sessions.is_dev() {
         r = r.route("/v1/dev/token", post(dev_token));

@@ -330,7 +330,8 @@ fn route_datagram(
     local: SocketAddr,
 ) -> Option<ConnId> {
     let contents = data.try_into().ok()?;
-    let input = Input::Receive(Instant::now(), Receive { proto: NetProtocol::Udp, source, destination: local, contents });
+    let input =
+        Input::Receive(Instant::now(), Receive { proto: NetProtocol::Udp, source, destination: local, contents });
     let known = by_source.get(&source).copied().filter(|id| peers.get(id).is_some_and(|p| p.rtc.accepts(&input)));
     let id = match known {
         Some(id) => id,
