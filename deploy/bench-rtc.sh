@@ -81,7 +81,7 @@ SPID=""
 start_server() {
   PORT=$(free_port); ADMIN=$(free_port)
   "$FANHUB" serve --config "$tmp/fanhub.toml" --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN" \
-    --log-level warn 2>>"$tmp/fanhub.log" &
+    --log-level warn 2>"$tmp/fanhub.log" &
   SPID=$!; pids+=("$SPID")
   wait_port "$PORT"
 }
@@ -118,9 +118,10 @@ run() {
   fi
   if ! timeout "$RUN_CAP_SECS" "$RTC_LOAD" --url "http://127.0.0.1:$PORT" --token "$TOKEN" --server-pid "$SPID" \
       --label "$label" --peers "$peers" --fps "$FPS" --size "$size" --seconds "$SECS" --policy "$policy" \
-      >>"$out" 2> >(tee "$errf" >&2); then
+      >>"$out" 2>"$errf"; then
     echo "| $label | $peers | $FPS | $((size / 1024)) KiB | $policy | run failed (see stderr) | | | | | | | |" >> "$out"
   fi
+  cat "$errf" >&2
   tail -n 1 "$out"
   grep -h '^rtc_load' "$errf" >> "$details" || true
   if [ "$PERF" = 1 ] && [ -f "$tmp/perf.data" ]; then
