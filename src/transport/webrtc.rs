@@ -36,6 +36,7 @@ use tokio::sync::mpsc;
 
 use super::session::{ClientSession, Flow};
 use super::{unix_ms, HubContext};
+use crate::hub::stats::DropReason;
 use crate::hub::{Batch, CloseInfo, ConnCore, ConnId, Connection, Control, Drain, Protocol};
 use crate::protocol::{CloseReason, ErrorCode};
 
@@ -43,6 +44,11 @@ use crate::protocol::{CloseReason, ErrorCode};
 pub const CONTROL_LABEL: &str = "fanhub";
 /// Label of the optional lossy channel (best-effort and rate-limited records).
 pub const LOSSY_LABEL: &str = "fanhub-lossy";
+/// Most bytes the lossy channel may have waiting in the SCTP send buffer: a best-effort frame
+/// beyond it is dropped whole at once (counted as `queue_full`) instead of waiting seconds
+/// behind frames the peer has not taken (a frame larger than this still goes on an empty
+/// channel).
+pub const LOSSY_BUDGET: usize = 256 * 1024;
 /// First byte of a chunk message (a record never starts with it).
 pub const CHUNK_MAGIC: u8 = 0xCF;
 /// Chunk header length: magic, reserved, chunk index (u16), chunk count (u16), frame id (u32),
@@ -122,6 +128,7 @@ struct Peer {
     retry_at: Option<Instant>,
     /// When the `Rtc` wants `Input::Timeout` next.
     timeout: Instant,
+    counters: Arc<crate::hub::Counters>,
     finished: bool,
 }
 
@@ -231,6 +238,7 @@ pub fn accept(
         frame_id: 0,
         retry_at: None,
         timeout: Instant::now(),
+        counters: ctx.manager.counters().clone(),
         finished: false,
     };
     if handle.tx.send(Command::Add(Box::new(peer))).is_err() {
@@ -635,14 +643,25 @@ impl Peer {
                     }
                 }
             }
-            let sent = batch.records.len() as u64;
+            let (mut sent, mut bytes) = (0u64, 0u64);
             for (i, record) in batch.records.iter().enumerate() {
                 let reliable = i < batch.reliable_records;
+                if let (false, Some(lossy)) = (reliable, self.lossy) {
+                    let waiting = self.rtc.channel(lossy).map_or(0, |mut c| c.buffered_amount());
+                    if waiting > 0 && waiting + record.len() > LOSSY_BUDGET {
+                        // Late video is useless: drop this frame whole rather than queue it
+                        // behind what the peer has not taken yet.
+                        self.counters.record_drop(DropReason::QueueFull);
+                        continue;
+                    }
+                }
                 let cid = if reliable { control } else { self.lossy.unwrap_or(control) };
                 self.frame_id = self.frame_id.wrapping_add(1);
                 write_record(&mut self.rtc, cid, record, chunk, self.frame_id);
+                sent += 1;
+                bytes += record.len() as u64;
             }
-            self.conn.core.record_sent(sent, batch.record_bytes as u64);
+            self.conn.core.record_sent(sent, bytes);
         }
     }
 }
