@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
-use fanhub::config::Config;
 use fanhub::protocol::frame::decode_records;
 use serde_json::{json, Value};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
@@ -210,20 +209,6 @@ impl Peer {
         let pos = self.control_msgs.iter().position(|m| m["id"] == id).unwrap();
         self.control_msgs.remove(pos).unwrap()
     }
-}
-
-fn rtc_config() -> Config {
-    let mut c = test_config();
-    c.topics.declare = vec![serde_json::from_value(json!({
-        "pattern": "rel/>", "policy": {"kind": "reliable"}
-    }))
-    .unwrap()];
-    c
-}
-
-/// A frame whose bytes depend on its index and size, so any corruption shows.
-fn frame(i: usize, size: usize) -> Vec<u8> {
-    (0..size).map(|j| ((j * 31 + i * 7) % 251) as u8).collect()
 }
 
 async fn connected_peer(hub: &Hub, subject: &str) -> Peer {

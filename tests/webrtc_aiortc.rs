@@ -16,7 +16,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
-use fanhub::config::Config;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -29,20 +28,6 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 const RELIABLE: &str = "rel/cam";
 const LOSSY: &str = "be/cam";
 const SIZES: [usize; 8] = [1024, 4096, 16 * 1024, 16 * 1024 + 1, 65_536, 100_000, 256 * 1024, 512 * 1024];
-
-fn rtc_config() -> Config {
-    let mut c = test_config();
-    c.topics.declare = vec![serde_json::from_value(json!({
-        "pattern": "rel/>", "policy": {"kind": "reliable"}
-    }))
-    .unwrap()];
-    c
-}
-
-/// A frame whose bytes depend on its index and size, so any corruption shows.
-fn frame(i: usize, size: usize) -> Vec<u8> {
-    (0..size).map(|j| ((j * 31 + i * 7) % 251) as u8).collect()
-}
 
 fn sha1_hex(data: &[u8]) -> String {
     sha1_smol::Sha1::from(data).digest().to_string()

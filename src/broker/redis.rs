@@ -212,25 +212,8 @@ impl RedisBroker {
         payload: &[u8],
         history: RedisHistory,
     ) -> Result<Assigned, BrokerError> {
-        let mut body = BytesMut::with_capacity(9 + payload.len());
-        body.put_u64(timestamp_us);
-        body.put_u8(flags);
-        body.put_slice(payload);
-        let new_epoch = (rand::random::<u64>() >> 11).max(1);
-        let mut con = self.commands.clone();
-        let (offset, epoch): (u64, u64) = self
-            .publish
-            .key(self.key(topic, "seq"))
-            .key(self.key(topic, "epoch"))
-            .key(self.key(topic, "hist"))
-            .key(self.channel(topic))
-            .arg(&body[..])
-            .arg(new_epoch)
-            .arg(history.max_messages.max(1))
-            .arg(history.ttl_secs.max(1))
-            .invoke_async(&mut con)
-            .await?;
-        Ok(Assigned { offset, epoch })
+        let assigned = self.publish_many(&[(topic, flags, timestamp_us, payload, history)]).await?;
+        assigned.into_iter().next().ok_or(BrokerError::Malformed("no answer to a publish"))
     }
 
     /// [`Self::publish`] of several messages in one round trip (one pipeline of script calls,

@@ -47,6 +47,21 @@ pub fn test_config() -> Config {
     c
 }
 
+/// The WebRTC tests' configuration: `rel/>` is `reliable`; everything else is best-effort.
+pub fn rtc_config() -> Config {
+    let mut c = test_config();
+    c.topics.declare = vec![serde_json::from_value(json!({
+        "pattern": "rel/>", "policy": {"kind": "reliable"}
+    }))
+    .unwrap()];
+    c
+}
+
+/// A frame whose bytes depend on its index and size, so any corruption shows.
+pub fn frame(i: usize, size: usize) -> Vec<u8> {
+    (0..size).map(|j| ((j * 31 + i * 7) % 251) as u8).collect()
+}
+
 pub struct Hub {
     pub addr: SocketAddr,
     pub admin: SocketAddr,

@@ -63,8 +63,10 @@ try {
     args: [
       "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
-      // WebRTC on loopback: gather 127.0.0.1 host candidates, and show real addresses (not
-      // mDNS .local names, which would also send multicast off the machine).
+      // WebRTC on loopback. Real addresses in candidates, not mDNS .local names (whose
+      // registration would multicast on the LAN). Chromium 156 gathers no 127.0.0.1 host
+      // candidate even with --allow-loopback-in-peer-connection (kept in case other builds do);
+      // it reaches the hub's 127.0.0.1 candidate anyway, as a peer-reflexive 127.0.0.1 pair.
       "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
     ],
   });
@@ -106,6 +108,12 @@ try {
   const frames = await page.evaluate(() =>
     window.rtc.frames.map(({ topic, offset, epoch, size, fnv, channel, chunks, at }) =>
       ({ topic, offset, epoch, size, fnv, channel, chunks, at })));
+  // The page shows them: one row per frame (newest first) with its size and checksum.
+  const rows = await page.$$eval("#frames tr", (trs) => trs.map((tr) => [tr.dataset.topic, Number(tr.dataset.offset),
+    Number(tr.dataset.size), tr.dataset.fnv]).reverse());
+  check(JSON.stringify(rows) === JSON.stringify(frames.map((f) => [f.topic, f.offset, f.size, f.fnv])),
+    `the frames table shows ${JSON.stringify(rows)}`);
+  check((await page.textContent("#count")) === String(frames.length), `#count is ${await page.textContent("#count")}`);
   // Which addresses ICE actually used: every pair that carried a check or traffic.
   const used = (d.stats.pairs || []).filter((p) => p.requestsSent || p.responsesReceived || p.bytesReceived);
   const bye = await page.evaluate(() => window.rtc.stop());
