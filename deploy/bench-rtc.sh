@@ -8,7 +8,9 @@
 # Prints a markdown table and writes it to target/bench-rtc.md. Bounded: each run is capped by
 # `timeout`; about 4-6 minutes in all on 2 cores.
 # Usage: bash deploy/bench-rtc.sh     (env: SECONDS_PER_RUN=10 FPS=30; PERF=1 records a perf
-# profile of the server during the 200-peer 64 KiB run into target/bench-rtc.perf.txt)
+# profile of the server during the 200-peer 64 KiB run into target/bench-rtc.perf.txt;
+# OUT=path for the table, default target/bench-rtc.md; DRIVERS=n sets webrtc.drivers, default 0
+# = one per core)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -17,10 +19,14 @@ SECS=${SECONDS_PER_RUN:-10}
 FPS=${FPS:-30}
 RUN_CAP_SECS=${RUN_CAP_SECS:-150}
 PERF=${PERF:-0}
+DRIVERS=${DRIVERS:-0}   # webrtc.drivers (0 = one per core)
 
-cargo build --release --locked --bin fanhub --bench rtc_load -q
-RTC_LOAD=$(ls -t target/release/deps/rtc_load-* | grep -v '\.d$' | head -1)
-FANHUB=target/release/fanhub
+# BENCH_SERVER_BIN / BENCH_LOAD_BIN: measure other builds (e.g. a baseline) instead of this tree's.
+if [ -z "${BENCH_SERVER_BIN:-}" ] || [ -z "${BENCH_LOAD_BIN:-}" ]; then
+  cargo build --release --locked --bin fanhub --bench rtc_load -q
+fi
+RTC_LOAD=${BENCH_LOAD_BIN:-$(ls -t target/release/deps/rtc_load-* | grep -v '\.d$' | head -1)}
+FANHUB=${BENCH_SERVER_BIN:-target/release/fanhub}
 
 tmp=$(mktemp -d)
 pids=()
@@ -59,6 +65,7 @@ history = { max_messages = 1000, max_bytes = 134217728 }
 [webrtc]
 enabled = true
 udp_listen = "127.0.0.1:0"
+drivers = ${DRIVERS}
 TOML
 TOKEN=$("$FANHUB" token --config "$tmp/fanhub.toml" --sub bench)
 
@@ -92,7 +99,7 @@ stop_server() {
   wait "$SPID" 2>/dev/null || true
 }
 
-out=target/bench-rtc.md
+out=${OUT:-target/bench-rtc.md}
 {
   echo "fanhub $(git rev-parse --short HEAD 2>/dev/null || echo '?') WebRTC data channels (str0m 0.25), loopback, $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(date -u +%F)."
   echo "Peers and publisher share the machine with the server. ${FPS} fps for ${SECS} s per run; loss = 1 - delivered / (frames published x peers);"

@@ -49,8 +49,11 @@ pub struct Config {
 pub struct WebRtcConfig {
     /// Serve WebRTC peers (`POST /v1/rtc/offer`).
     pub enabled: bool,
-    /// The one UDP socket every peer uses (ICE-lite, muxed); port 0 = any free port.
+    /// Address of the drivers' UDP sockets (ICE-lite, peers muxed on each): driver *i* binds
+    /// this port + *i* (so a range of `drivers` ports); port 0 = any free port for each.
     pub udp_listen: SocketAddr,
+    /// Driver tasks, each with its own socket and peers: 0 = one per core; 1 = a single port.
+    pub drivers: usize,
     /// Address advertised in the host candidate instead of `udp_listen`'s (NAT 1:1, e.g. a
     /// load balancer's public IP).
     pub public_ip: Option<std::net::IpAddr>,
@@ -80,6 +83,7 @@ impl Default for WebRtcConfig {
         Self {
             enabled: true,
             udp_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            drivers: 0,
             public_ip: None,
             chunk_size: 16 * 1024,
             ice_servers: Vec::new(),
@@ -368,6 +372,7 @@ impl Config {
         range("websocket.batch_max_bytes", ws.batch_max_bytes as u64, 1024, 64 << 20);
         range("websocket.close_timeout_ms", ws.close_timeout_ms, 10, 600_000);
         range("webrtc.chunk_size", self.webrtc.chunk_size as u64, 1024, 256 * 1024);
+        range("webrtc.drivers", self.webrtc.drivers as u64, 0, 256);
         range("broker.redis.history_ttl_secs", self.broker.redis.history_ttl_secs, 1, 365 * 86_400);
         range("broker.redis.heartbeat_ms", self.broker.redis.heartbeat_ms, 100, 60_000);
         range("admin.stats_interval_ms", self.admin.stats_interval_ms, 100, 60_000);
@@ -406,6 +411,14 @@ impl Config {
                 key: "broker.redis.prefix".into(),
                 value: r.prefix.clone(),
                 allowed: "a non-empty string without spaces".into(),
+            });
+        }
+        let w = &self.webrtc;
+        if w.udp_listen.port() != 0 && usize::from(w.udp_listen.port()) + w.drivers.max(1) - 1 > 65535 {
+            p.push(ConfigProblem {
+                key: "webrtc.udp_listen".into(),
+                value: w.udp_listen.to_string(),
+                allowed: "a port such that port + webrtc.drivers - 1 <= 65535".into(),
             });
         }
         for (i, server) in self.webrtc.ice_servers.iter().enumerate() {
@@ -538,6 +551,18 @@ mod tests {
         assert_eq!(c.topics.declare.len(), 2);
         assert_eq!(c.broker, d.broker);
         assert_eq!(c.webrtc, d.webrtc);
+    }
+
+    #[test]
+    fn webrtc_drivers_and_their_port_range_are_validated() {
+        let c = Config::from_toml("[webrtc]\nudp_listen = \"0.0.0.0:50000\"\ndrivers = 4\n").unwrap();
+        assert_eq!((c.webrtc.drivers, c.webrtc.udp_listen.port()), (4, 50000));
+        let e = Config::from_toml("[webrtc]\nudp_listen = \"0.0.0.0:65534\"\ndrivers = 4\n").unwrap_err();
+        assert!(e.to_string().contains("webrtc.udp_listen"), "ports 65534..65537 do not exist: {e}");
+        let e = Config::from_toml("[webrtc]\ndrivers = 1000\n").unwrap_err();
+        assert!(e.to_string().contains("webrtc.drivers"), "{e}");
+        let env = vec![("FANHUB_WEBRTC__DRIVERS".to_string(), "1".to_string())];
+        assert_eq!(Config::load(None, env).unwrap().webrtc.drivers, 1);
     }
 
     #[test]

@@ -154,8 +154,7 @@ impl Server {
     ) -> Result<(), ServerError> {
         let ctx = self.ctx.clone();
         if ctx.config.webrtc.enabled {
-            let w = &ctx.config.webrtc;
-            let handle = crate::transport::webrtc::start(&ctx, w.udp_listen, w.public_ip)?;
+            let handle = crate::transport::webrtc::start(&ctx, &ctx.config.webrtc)?;
             let _ = ctx.rtc.set(handle);
         }
         let app = AppState { ctx: ctx.clone(), started: self.started, admin: Arc::default() };

@@ -400,3 +400,61 @@ async fn rtc_config_tells_peers_the_ice_servers_channels_and_chunk_size() {
     assert_eq!((r.status, r.json()["code"].as_str()), (404, Some("not_found")), "{}", r.body);
     hub.shutdown().await;
 }
+
+/// The host candidate's port in an SDP answer.
+fn candidate_port(answer: &str) -> u16 {
+    let line = answer.lines().find(|l| l.starts_with("a=candidate:")).expect("a host candidate");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[4], "127.0.0.1", "{line}");
+    fields[5].parse().expect("a port")
+}
+
+#[tokio::test]
+async fn peers_are_spread_over_the_drivers_each_on_its_own_port_and_all_receive() {
+    let mut config = rtc_config();
+    config.webrtc.drivers = 3;
+    let hub = spawn_hub(config).await;
+    let token = hub.token("spread");
+    let auth = format!("Bearer {token}");
+    let (mut peers, mut ports, mut sessions) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..4 {
+        let (o, offer) = offering().await;
+        let r = http(hub.addr, "POST", "/v1/rtc/offer", &[("Authorization", &auth)], &offer).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        ports.push(candidate_port(&r.body));
+        sessions.push(r.header("location").expect("a Location").to_owned());
+        peers.push(o.complete(&r.body).await);
+    }
+    // Placed on the least loaded driver: three drivers, three ports, the fourth peer shares one.
+    let mut distinct = ports.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "one port per driver, peers spread: {ports:?}");
+    for (i, p) in peers.iter_mut().enumerate() {
+        let w = p.request(json!({"op": "connect", "id": 1})).await;
+        assert_eq!(w["type"], "welcome", "peer {i}: {w}");
+        let s = p.request(json!({"op": "subscribe", "id": 2, "topic": "rel/spread"})).await;
+        assert_eq!(s["type"], "subscribed", "peer {i}: {s}");
+    }
+    let mut publisher = hub.connect("camera").await;
+    for i in 0..3 {
+        publisher.publish_bin("rel/spread", &frame(i, 40_000)).await;
+    }
+    for (n, p) in peers.iter_mut().enumerate() {
+        p.run_until("three frames", |p| p.records.len() == 3).await;
+        for (i, (_, r)) in p.records.iter().enumerate() {
+            assert_eq!(r.payload, frame(i, 40_000), "peer {n} frame {i} is byte-exact");
+        }
+    }
+    // Each session is found on its own driver: DELETE of the first peer ends exactly that one,
+    // and the peer sharing its driver goes on receiving.
+    let r = http(hub.addr, "DELETE", &sessions[0], &[("Authorization", &auth)], "").await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    hub.eventually("the deleted peer is gone", |m| m.connection_stats().active_connections == 4).await;
+    publisher.publish_bin("rel/spread", &frame(3, 40_000)).await;
+    for p in &mut peers[1..] {
+        p.run_until("the fourth frame", |p| p.records.len() == 4).await;
+        assert_eq!(p.records[3].1.payload, frame(3, 40_000));
+    }
+    hub.shutdown().await;
+}

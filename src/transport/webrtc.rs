@@ -1,11 +1,17 @@
 //! WebRTC data-channel transport (str0m, sans-IO): every peer is a [`Connection`] like a
 //! WebSocket client, registered in the same `ConnectionManager`, under the same policies.
 //!
-//! One **driver task** owns the UDP socket (ICE-lite, host candidate on `webrtc.udp_listen`,
-//! optionally advertised as `webrtc.public_ip`) and every peer's `Rtc`; incoming datagrams go to
-//! the peer whose `Rtc::accepts` them. Per peer, a **session task** runs the transport-neutral
-//! `fanhub.v1` state machine (`session.rs`) on the control channel's messages, and a **pump**
-//! tells the driver when the peer's outbound queue has something.
+//! **Driver tasks** (`webrtc.drivers`, default one per core) each own one UDP socket (ICE-lite;
+//! driver *i* binds `webrtc.udp_listen`'s port + *i*, or any free port for port 0; advertised as
+//! `webrtc.public_ip` behind a 1:1 NAT) and the `Rtc`s of the peers placed on it. A new peer
+//! goes to the driver holding the fewest and gets that driver's address as its only host
+//! candidate, so all its datagrams arrive on that driver's socket: drivers share nothing and run
+//! on separate cores. (Rejected: one port with `SO_REUSEPORT` — the kernel picks the socket by
+//! the remote address hash, which the server does not know when it places the peer, so datagrams
+//! would have to be forwarded between drivers.) Inside a driver, incoming datagrams go to the peer
+//! whose `Rtc::accepts` them (then by learned source address). Per peer, a **session task** runs
+//! the transport-neutral `fanhub.v1` state machine (`session.rs`) on the control channel's
+//! messages, and a **pump** tells the driver when the peer's outbound queue has something.
 //!
 //! Channels (opened by the peer): `fanhub` (reliable, ordered) carries the JSON control
 //! messages and `reliable` topics' records; `fanhub-lossy` (unordered, `maxRetransmits: 0`),
@@ -19,8 +25,8 @@
 //! whole frames, coalesce, or disconnect a reliable subscriber) — never by blocking others.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -76,22 +82,43 @@ enum Command {
     Close(ConnId),
 }
 
-/// The handle the HTTP signaling uses.
+/// One driver: its command channel, socket and load.
+struct Shard {
+    tx: mpsc::UnboundedSender<Command>,
+    /// The address put in the host candidate of the peers placed here.
+    advertised: SocketAddr,
+    /// The socket's address.
+    local: SocketAddr,
+    /// Peers this driver holds (a new peer goes to the least loaded driver).
+    peers: Arc<AtomicUsize>,
+}
+
+/// A live session: the token subject that created it and the driver holding it.
+struct SessionEntry {
+    subject: String,
+    shard: usize,
+}
+
+/// The handle the signaling uses.
 #[derive(Clone)]
 pub struct RtcHandle {
-    tx: mpsc::UnboundedSender<Command>,
-    /// The socket's address.
-    pub local: SocketAddr,
-    /// The address put in host candidates.
-    pub advertised: SocketAddr,
-    /// Live sessions and the token subject that created each.
-    sessions: Arc<dashmap::DashMap<ConnId, String>>,
+    shards: Arc<[Shard]>,
+    sessions: Arc<dashmap::DashMap<ConnId, SessionEntry>>,
 }
 
 impl RtcHandle {
-    /// Live WebRTC sessions (peers the driver holds).
+    /// Live WebRTC sessions (peers the drivers hold).
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// The drivers' UDP sockets, one per driver.
+    pub fn sockets(&self) -> Vec<SocketAddr> {
+        self.shards.iter().map(|s| s.local).collect()
+    }
+
+    fn least_loaded(&self) -> usize {
+        (0..self.shards.len()).min_by_key(|&i| self.shards[i].peers.load(Ordering::Relaxed)).unwrap_or(0)
     }
 }
 
@@ -132,25 +159,57 @@ struct Peer {
     finished: bool,
 }
 
-/// Binds the UDP socket (large receive buffer) and starts the driver.
+/// How many drivers `webrtc.drivers` asks for (0 = one per core).
+pub fn driver_count(configured: usize) -> usize {
+    if configured > 0 {
+        configured
+    } else {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    }
+}
+
+/// Binds one UDP socket per driver (large receive buffers) and starts the drivers.
 ///
 /// # Errors
-/// When the socket cannot be bound.
-pub fn start(ctx: &Arc<HubContext>, listen: SocketAddr, public_ip: Option<IpAddr>) -> std::io::Result<RtcHandle> {
-    let socket = socket2::Socket::new(socket2::Domain::for_address(listen), socket2::Type::DGRAM, None)?;
+/// When a socket cannot be bound (port taken, or port + drivers beyond 65535).
+pub fn start(ctx: &Arc<HubContext>, cfg: &crate::config::WebRtcConfig) -> std::io::Result<RtcHandle> {
+    let n = driver_count(cfg.drivers);
+    let sessions = Arc::new(dashmap::DashMap::new());
+    let mut shards = Vec::with_capacity(n);
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let socket = bind(cfg.udp_listen, i)?;
+        let local = socket.local_addr()?;
+        let advertised = SocketAddr::new(cfg.public_ip.unwrap_or(local.ip()), local.port());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let peers = Arc::new(AtomicUsize::new(0));
+        tasks.push((socket, rx, tx.clone(), peers.clone()));
+        shards.push(Shard { tx, advertised, local, peers });
+    }
+    let handle = RtcHandle { shards: shards.into(), sessions: sessions.clone() };
+    for (socket, rx, tx, peers) in tasks {
+        tokio::spawn(drive(ctx.clone(), socket, rx, tx, sessions.clone(), peers));
+    }
+    let ports: Vec<u16> = handle.shards.iter().map(|s| s.local.port()).collect();
+    tracing::info!(ip = %handle.shards[0].local.ip(), ?ports, advertised = %handle.shards[0].advertised.ip(), "webrtc listening");
+    Ok(handle)
+}
+
+/// Driver `i`'s socket: `listen`'s port + `i` (any free port when it is 0).
+fn bind(listen: SocketAddr, i: usize) -> std::io::Result<UdpSocket> {
+    let mut addr = listen;
+    if listen.port() != 0 {
+        let port = u16::try_from(usize::from(listen.port()) + i).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "webrtc.udp_listen port + drivers exceeds 65535")
+        })?;
+        addr.set_port(port);
+    }
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, None)?;
     // At the default ~208 KB the socket dropped packets while 200 peers joined; 8 MiB: none.
     let _ = socket.set_recv_buffer_size(8 << 20);
     socket.set_nonblocking(true)?;
-    socket.bind(&listen.into())?;
-    let socket = UdpSocket::from_std(socket.into())?;
-    let local = socket.local_addr()?;
-    let advertised = SocketAddr::new(public_ip.unwrap_or(local.ip()), local.port());
-    let (tx, rx) = mpsc::unbounded_channel();
-    let sessions = Arc::new(dashmap::DashMap::new());
-    let handle = RtcHandle { tx: tx.clone(), local, advertised, sessions: sessions.clone() };
-    tokio::spawn(drive(ctx.clone(), socket, rx, tx, sessions));
-    tracing::info!(udp = %local, advertised = %advertised, "webrtc listening");
-    Ok(handle)
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
 }
 
 /// `POST /v1/rtc/offer` (WHEP style): the body is the peer's SDP offer (`application/sdp`, or
@@ -214,7 +273,9 @@ pub fn accept(
         .map_err(|e| sig(StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument, format!("malformed SDP offer: {e}")))?;
     let max = ctx.manager.limits().max_message_size + 64 * 1024;
     let mut rtc = Rtc::builder().set_ice_lite(true).set_sctp_max_buffered_amount(2 * max).build(Instant::now());
-    let candidate = Candidate::host(handle.advertised, "udp")
+    let shard_index = handle.least_loaded();
+    let shard = &handle.shards[shard_index];
+    let candidate = Candidate::host(shard.advertised, "udp")
         .map_err(|e| sig(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, format!("candidate: {e}")))?;
     rtc.add_local_candidate(candidate);
     let answer = rtc
@@ -225,9 +286,10 @@ pub fn accept(
     let id = conn.id();
     let (to_session, from_driver) = mpsc::channel(256);
     let scheduled = Arc::new(AtomicBool::new(false));
-    handle.sessions.insert(id, identity.subject);
+    handle.sessions.insert(id, SessionEntry { subject: identity.subject, shard: shard_index });
+    shard.peers.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(session_task(ctx.clone(), conn.clone(), token, from_driver));
-    tokio::spawn(pump(conn.clone(), handle.tx.clone(), scheduled.clone()));
+    tokio::spawn(pump(conn.clone(), shard.tx.clone(), scheduled.clone()));
     let peer = Peer {
         rtc,
         conn,
@@ -241,8 +303,9 @@ pub fn accept(
         counters: ctx.manager.counters().clone(),
         finished: false,
     };
-    if handle.tx.send(Command::Add(Box::new(peer))).is_err() {
+    if shard.tx.send(Command::Add(Box::new(peer))).is_err() {
         handle.sessions.remove(&id);
+        shard.peers.fetch_sub(1, Ordering::Relaxed);
         return Err(sig(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, "WebRTC is shutting down"));
     }
     Ok((answer.to_sdp_string(), id))
@@ -255,11 +318,11 @@ pub fn accept(
 /// [`SignalingError`]: unknown session (`not_found`), another subject's session
 /// (`permission_denied`), a malformed candidate.
 pub fn add_candidate(ctx: &HubContext, subject: &str, id: u64, candidate: &str) -> Result<(), SignalingError> {
-    let handle = owned_session(ctx, subject, id)?;
+    let tx = owned_session(ctx, subject, id)?;
     let line = candidate.trim().trim_start_matches("a=");
     let c = Candidate::from_sdp_string(line)
         .map_err(|e| sig(StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument, format!("malformed candidate: {e}")))?;
-    let _ = handle.tx.send(Command::Candidate(ConnId(id), c));
+    let _ = tx.send(Command::Candidate(ConnId(id), c));
     Ok(())
 }
 
@@ -268,26 +331,27 @@ pub fn add_candidate(ctx: &HubContext, subject: &str, id: u64, candidate: &str) 
 /// # Errors
 /// As [`add_candidate`].
 pub fn close_session(ctx: &HubContext, subject: &str, id: u64) -> Result<(), SignalingError> {
-    let handle = owned_session(ctx, subject, id)?;
-    let _ = handle.tx.send(Command::Close(ConnId(id)));
+    let tx = owned_session(ctx, subject, id)?;
+    let _ = tx.send(Command::Close(ConnId(id)));
     Ok(())
 }
 
-fn owned_session(ctx: &HubContext, subject: &str, id: u64) -> Result<RtcHandle, SignalingError> {
+/// The command channel of the driver holding session `id`, if `subject` owns it.
+fn owned_session(ctx: &HubContext, subject: &str, id: u64) -> Result<mpsc::UnboundedSender<Command>, SignalingError> {
     let handle = ctx
         .rtc
         .get()
         .cloned()
         .ok_or_else(|| sig(StatusCode::NOT_FOUND, ErrorCode::NotFound, "WebRTC is disabled on this node"))?;
-    let owner = handle.sessions.get(&ConnId(id)).map(|o| o.clone());
+    let owner = handle.sessions.get(&ConnId(id)).map(|e| (e.subject.clone(), e.shard));
     match owner {
         None => Err(sig(StatusCode::NOT_FOUND, ErrorCode::NotFound, format!("no WebRTC session {id}"))),
-        Some(o) if o != subject => Err(sig(
+        Some((o, _)) if o != subject => Err(sig(
             StatusCode::FORBIDDEN,
             ErrorCode::PermissionDenied,
             format!("session {id} belongs to another subject"),
         )),
-        Some(_) => Ok(handle),
+        Some((_, shard)) => Ok(handle.shards[shard].tx.clone()),
     }
 }
 
@@ -435,10 +499,12 @@ async fn drive(
     socket: UdpSocket,
     mut rx: mpsc::UnboundedReceiver<Command>,
     _keep: mpsc::UnboundedSender<Command>,
-    sessions: Arc<dashmap::DashMap<ConnId, String>>,
+    sessions: Arc<dashmap::DashMap<ConnId, SessionEntry>>,
+    load: Arc<AtomicUsize>,
 ) {
     let mut peers: HashMap<ConnId, Peer> = HashMap::new();
     let mut buf = vec![0u8; 2048];
+    let mut out = Sender::new(&socket);
     let mut batch = Batch::default();
     let local = socket.local_addr().expect("bound");
     let chunk = ctx.config.webrtc.chunk_size;
@@ -458,8 +524,9 @@ async fn drive(
             for p in peers.values_mut() {
                 p.rtc.disconnect();
                 ctx.manager.unregister_client(p.conn.id());
+                sessions.remove(&p.conn.id());
             }
-            sessions.clear();
+            load.store(0, Ordering::Relaxed);
             return;
         }
         // Only peers that got input, a command or a due timer are polled: O(touched), not
@@ -485,7 +552,7 @@ async fn drive(
         dirty.dedup();
         for id in dirty.drain(..) {
             if let Some(p) = peers.get_mut(&id) {
-                p.timeout = p.poll(&socket, &mut batch, chunk, max_record);
+                p.timeout = p.poll(&mut out, &mut batch, chunk, max_record);
             }
         }
         peers.retain(|_, p| {
@@ -494,6 +561,7 @@ async fn drive(
                 p.conn.core.outbound.begin_close(CloseReason::Normal, "peer gone", None);
                 ctx.manager.unregister_client(p.conn.id());
                 sessions.remove(&p.conn.id());
+                load.fetch_sub(1, Ordering::Relaxed);
                 by_source.retain(|_, id| *id != p.conn.id());
             }
             alive
@@ -515,7 +583,7 @@ async fn drive(
                     // str0m wants its output drained after every input: poll right away.
                     if let Some(id) = route_datagram(&mut peers, &mut by_source, &buf[..n], source, local) {
                         if let Some(p) = peers.get_mut(&id) {
-                            p.timeout = p.poll(&socket, &mut batch, chunk, max_record);
+                            p.timeout = p.poll(&mut out, &mut batch, chunk, max_record);
                         }
                     }
                     r = socket.try_recv_from(&mut buf);
@@ -556,17 +624,18 @@ async fn drive(
 
 impl Peer {
     /// Runs the `Rtc` until it wants time to pass; returns when.
-    fn poll(&mut self, socket: &UdpSocket, batch: &mut Batch, chunk: usize, max_record: usize) -> Instant {
+    fn poll(&mut self, out: &mut Sender<'_>, batch: &mut Batch, chunk: usize, max_record: usize) -> Instant {
         loop {
             if !self.rtc.is_alive() {
+                out.flush();
                 return Instant::now();
             }
             match self.rtc.poll_output() {
-                Ok(Output::Timeout(t)) => return t,
-                Ok(Output::Transmit(t)) => {
-                    // UDP: a full socket buffer loses the packet, as the network would.
-                    let _ = socket.try_send_to(&t.contents, t.destination);
+                Ok(Output::Timeout(t)) => {
+                    out.flush();
+                    return t;
                 }
+                Ok(Output::Transmit(t)) => out.push(t.destination, &t.contents),
                 Ok(Output::Event(e)) => self.event(e, batch, chunk, max_record),
                 Err(e) => {
                     tracing::debug!(conn = self.conn.id().0, error = %e, "webrtc peer failed");
@@ -666,6 +735,71 @@ impl Peer {
     }
 }
 
+/// A driver's outgoing datagrams. Consecutive datagrams to the same peer of the same size (the
+/// last may be shorter) leave as one `sendmsg` with UDP GSO (`quinn-udp`: segmentation offload
+/// where the kernel has it, one datagram per call where not): a 64 KiB frame is ~55 full-MTU
+/// SCTP packets, and `sendto` per packet was 17–23 % of the driver's CPU.
+struct Sender<'a> {
+    socket: &'a UdpSocket,
+    state: Option<quinn_udp::UdpSocketState>,
+    buf: Vec<u8>,
+    destination: Option<SocketAddr>,
+    segment: usize,
+    count: usize,
+}
+
+/// Most bytes in one GSO send (a UDP datagram's limit, with room for headers).
+const GSO_MAX_BYTES: usize = 65_000;
+
+impl<'a> Sender<'a> {
+    fn new(socket: &'a UdpSocket) -> Self {
+        let state = quinn_udp::UdpSocketState::new(socket.into()).ok();
+        Sender { socket, state, buf: Vec::with_capacity(GSO_MAX_BYTES), destination: None, segment: 0, count: 0 }
+    }
+
+    /// Datagrams one send may carry (quinn-udp lowers it to 1 if the kernel refuses GSO).
+    fn max_segments(&self) -> usize {
+        self.state.as_ref().map_or(1, quinn_udp::UdpSocketState::max_gso_segments).max(1)
+    }
+
+    fn push(&mut self, destination: SocketAddr, data: &[u8]) {
+        let joins = self.destination == Some(destination)
+            && data.len() <= self.segment
+            && self.buf.len() % self.segment == 0 // the batch's last datagram is still full-size
+            && self.count < self.max_segments()
+            && self.buf.len() + data.len() <= GSO_MAX_BYTES;
+        if !joins {
+            self.flush();
+            self.destination = Some(destination);
+            self.segment = data.len().max(1);
+        }
+        self.buf.extend_from_slice(data);
+        self.count += 1;
+    }
+
+    fn flush(&mut self) {
+        let Some(destination) = self.destination.take() else { return };
+        // UDP: a full socket buffer loses the packets, as the network would; SCTP resends.
+        match &self.state {
+            Some(state) => {
+                let t = quinn_udp::Transmit {
+                    destination,
+                    ecn: None,
+                    contents: &self.buf,
+                    segment_size: (self.count > 1).then_some(self.segment),
+                    src_ip: None,
+                };
+                let _ = state.try_send(self.socket.into(), &t);
+            }
+            None => {
+                let _ = self.socket.try_send_to(&self.buf, destination);
+            }
+        }
+        self.buf.clear();
+        self.count = 0;
+    }
+}
+
 /// Writes `record` whole, or as chunks with the chunk header when it is larger than `chunk`.
 fn write_record(rtc: &mut Rtc, cid: ChannelId, record: &Bytes, chunk: usize, frame_id: u32) {
     let Some(mut ch) = rtc.channel(cid) else { return };
@@ -686,6 +820,43 @@ fn write_record(rtc: &mut Rtc, cid: ChannelId, record: &Bytes, chunk: usize, fra
         msg.extend_from_slice(part);
         if !matches!(ch.write(true, &msg), Ok(true)) {
             return; // Whole or absent: the client drops an incomplete frame.
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Datagrams batched for GSO arrive as the same datagrams, in order, with their boundaries:
+    /// full-size runs, a short last one, a change of size and of destination.
+    #[tokio::test]
+    async fn the_sender_batches_datagrams_and_the_receiver_sees_each_one_whole() {
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (to_a, to_b) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        let datagram = |i: usize, len: usize| -> Vec<u8> { (0..len).map(|j| (i * 13 + j) as u8).collect() };
+        let plan_a: Vec<(usize, usize)> =
+            (0..70).map(|i| (i, 1200)).chain([(70, 300), (71, 1200), (72, 1200), (73, 1300)]).collect();
+        let plan_b = [(100, 1200), (101, 1200), (102, 5)];
+        let mut out = Sender::new(&server);
+        for &(i, len) in &plan_a[..10] {
+            out.push(to_a, &datagram(i, len));
+        }
+        for &(i, len) in &plan_b {
+            out.push(to_b, &datagram(i, len));
+        }
+        for &(i, len) in &plan_a[10..] {
+            out.push(to_a, &datagram(i, len));
+        }
+        out.flush();
+        let mut buf = vec![0u8; 65_536];
+        for (socket, plan) in [(&a, &plan_a[..]), (&b, &plan_b[..])] {
+            for &(i, len) in plan {
+                let n = tokio::time::timeout(Duration::from_secs(5), socket.recv(&mut buf)).await.unwrap().unwrap();
+                assert_eq!(&buf[..n], &datagram(i, len)[..], "datagram {i} ({len} bytes) arrives whole");
+            }
         }
     }
 }
