@@ -446,7 +446,13 @@ impl Peer {
         }
         if p.have == n {
             let p = self.partial.remove(&frame).unwrap();
-            let whole: Vec<u8> = p.parts.into_iter().flatten().flatten().collect();
+            // Concatenate slice by slice (a byte-wise `flatten().collect()` was 17 % of this
+            // process's CPU in the 64 KiB runs).
+            let total = p.parts.iter().flatten().map(Vec::len).sum();
+            let whole = p.parts.iter().flatten().fold(Vec::with_capacity(total), |mut w, part| {
+                w.extend_from_slice(part);
+                w
+            });
             self.records(on_control, &whole, shared, stats);
         }
     }
