@@ -2,7 +2,8 @@
 # WebRTC data-channel fan-out benchmark on loopback: N str0m peers (benches/rtc_load.rs) receive
 # F frames/s of S bytes from one WebSocket publisher, through a private release fanhub. Matrix:
 # 50 and 200 peers x 16 KiB and 64 KiB at 30 fps on a best-effort topic (frames on the
-# `fanhub-lossy` channel), plus one run on a reliable topic (50 peers, 16 KiB, `fanhub` channel).
+# `fanhub-lossy` channel), plus two runs on a reliable topic (50 and 200 peers, 16 KiB, `fanhub`
+# channel).
 # Each run gets a fresh server, so its RSS and CPU figures are its own. The peers run on the same
 # machine as the server and compete with it for the cores (the last column shows how much).
 # Prints a markdown table and writes it to target/bench-rtc.md. Bounded: each run is capped by
@@ -150,6 +151,7 @@ run "b: lossy" 50 65536 lossy
 run "c: lossy" 200 16384 lossy
 run "d: lossy" 200 65536 lossy
 run "e: reliable" 50 16384 reliable
+run "f: reliable" 200 16384 reliable
 
 { echo; echo '```'; cat "$details"; echo '```'; } >> "$out"
 echo
