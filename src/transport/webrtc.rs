@@ -190,8 +190,8 @@ pub fn start(ctx: &Arc<HubContext>, cfg: &crate::config::WebRtcConfig) -> std::i
     for (socket, rx, tx, peers) in tasks {
         tokio::spawn(drive(ctx.clone(), socket, rx, tx, sessions.clone(), peers));
     }
-    let ports: Vec<u16> = handle.shards.iter().map(|s| s.local.port()).collect();
-    tracing::info!(ip = %handle.shards[0].local.ip(), ?ports, advertised = %handle.shards[0].advertised.ip(), "webrtc listening");
+    let advertised = handle.shards[0].advertised.ip();
+    tracing::info!(sockets = ?handle.sockets(), %advertised, "webrtc listening");
     Ok(handle)
 }
 
