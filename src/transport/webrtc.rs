@@ -503,8 +503,11 @@ async fn drive(
     load: Arc<AtomicUsize>,
 ) {
     let mut peers: HashMap<ConnId, Peer> = HashMap::new();
-    let mut buf = vec![0u8; 2048];
-    let mut out = Sender::new(&socket);
+    // One quinn-udp state for both directions: it turns on UDP GRO, so receiving must go
+    // through it too (a GRO buffer holds several datagrams; a plain recv would truncate it).
+    let udp = quinn_udp::UdpSocketState::new((&socket).into()).ok();
+    let mut out = Sender::new(&socket, udp.as_ref());
+    let mut inbox = Inbox::new(udp.as_ref());
     let mut batch = Batch::default();
     let local = socket.local_addr().expect("bound");
     let chunk = ctx.config.webrtc.chunk_size;
@@ -575,18 +578,21 @@ async fn drive(
             .max(now);
         let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(next));
         tokio::select! {
-            r = socket.recv_from(&mut buf) => {
-                let mut r = r;
-                // Take what else is queued too (bounded).
-                for _ in 0..64 {
-                    let Ok((n, source)) = r else { break };
-                    // str0m wants its output drained after every input: poll right away.
-                    if let Some(id) = route_datagram(&mut peers, &mut by_source, &buf[..n], source, local) {
-                        if let Some(p) = peers.get_mut(&id) {
-                            p.timeout = p.poll(&mut out, &mut batch, chunk, max_record);
+            _ = socket.readable() => {
+                // Take what is queued, bounded (8 batches) so timers and commands get their turn.
+                for _ in 0..8 {
+                    let Ok(n) = inbox.recv(&socket, udp.as_ref()) else { break };
+                    for i in 0..n {
+                        let (source, data, stride) = inbox.message(i);
+                        for datagram in data.chunks(stride) {
+                            // str0m wants its output drained after every input: poll right away.
+                            if let Some(id) = route_datagram(&mut peers, &mut by_source, datagram, source, local) {
+                                if let Some(p) = peers.get_mut(&id) {
+                                    p.timeout = p.poll(&mut out, &mut batch, chunk, max_record);
+                                }
+                            }
                         }
                     }
-                    r = socket.try_recv_from(&mut buf);
                 }
             }
             cmd = rx.recv() => match cmd {
@@ -741,7 +747,7 @@ impl Peer {
 /// SCTP packets, and `sendto` per packet was 17–23 % of the driver's CPU.
 struct Sender<'a> {
     socket: &'a UdpSocket,
-    state: Option<quinn_udp::UdpSocketState>,
+    state: Option<&'a quinn_udp::UdpSocketState>,
     buf: Vec<u8>,
     destination: Option<SocketAddr>,
     segment: usize,
@@ -752,14 +758,13 @@ struct Sender<'a> {
 const GSO_MAX_BYTES: usize = 65_000;
 
 impl<'a> Sender<'a> {
-    fn new(socket: &'a UdpSocket) -> Self {
-        let state = quinn_udp::UdpSocketState::new(socket.into()).ok();
+    fn new(socket: &'a UdpSocket, state: Option<&'a quinn_udp::UdpSocketState>) -> Self {
         Sender { socket, state, buf: Vec::with_capacity(GSO_MAX_BYTES), destination: None, segment: 0, count: 0 }
     }
 
     /// Datagrams one send may carry (quinn-udp lowers it to 1 if the kernel refuses GSO).
     fn max_segments(&self) -> usize {
-        self.state.as_ref().map_or(1, quinn_udp::UdpSocketState::max_gso_segments).max(1)
+        self.state.map_or(1, quinn_udp::UdpSocketState::max_gso_segments).max(1)
     }
 
     fn push(&mut self, destination: SocketAddr, data: &[u8]) {
@@ -780,7 +785,7 @@ impl<'a> Sender<'a> {
     fn flush(&mut self) {
         let Some(destination) = self.destination.take() else { return };
         // UDP: a full socket buffer loses the packets, as the network would; SCTP resends.
-        match &self.state {
+        match self.state {
             Some(state) => {
                 let t = quinn_udp::Transmit {
                     destination,
@@ -797,6 +802,49 @@ impl<'a> Sender<'a> {
         }
         self.buf.clear();
         self.count = 0;
+    }
+}
+
+/// Messages one `recvmmsg` takes.
+const RECV_BATCH: usize = 8;
+
+/// A driver's receive buffers: `RECV_BATCH` messages per `recvmmsg` (quinn-udp), each large
+/// enough for a GRO buffer of up to `gro_segments` datagrams, split again by their stride.
+struct Inbox {
+    buf: Vec<u8>,
+    size: usize,
+    meta: [quinn_udp::RecvMeta; RECV_BATCH],
+}
+
+impl Inbox {
+    fn new(state: Option<&quinn_udp::UdpSocketState>) -> Self {
+        // A GRO buffer holds up to `gro_segments` datagrams of at most an Ethernet MTU, and a
+        // loopback GSO batch up to 64 KiB.
+        let size = state.map_or(2048, |s| (1500 * s.gro_segments()).max(65_536));
+        let batch = if state.is_some() { RECV_BATCH } else { 1 };
+        Inbox { buf: vec![0; size * batch], size, meta: [quinn_udp::RecvMeta::default(); RECV_BATCH] }
+    }
+
+    /// Receives what is queued (without waiting); how many messages.
+    fn recv(&mut self, socket: &UdpSocket, state: Option<&quinn_udp::UdpSocketState>) -> std::io::Result<usize> {
+        let Some(state) = state else {
+            // Without quinn-udp's state (it failed to set up, so no GRO): one datagram a call.
+            let (n, source) = socket.try_recv_from(&mut self.buf)?;
+            (self.meta[0].addr, self.meta[0].len, self.meta[0].stride) = (source, n, n);
+            return Ok(1);
+        };
+        let mut chunks = self.buf.chunks_mut(self.size);
+        let mut slices: [std::io::IoSliceMut<'_>; RECV_BATCH] =
+            std::array::from_fn(|_| std::io::IoSliceMut::new(chunks.next().unwrap_or_default()));
+        let meta = &mut self.meta;
+        socket.try_io(tokio::io::Interest::READABLE, || state.recv(socket.into(), &mut slices, meta))
+    }
+
+    /// Message `i` of the last `recv`: its source, its bytes and the size of each datagram in it.
+    fn message(&self, i: usize) -> (SocketAddr, &[u8], usize) {
+        let m = &self.meta[i];
+        let start = i * self.size;
+        (m.addr, &self.buf[start..start + m.len], m.stride.max(1))
     }
 }
 
@@ -840,7 +888,8 @@ mod tests {
         let plan_a: Vec<(usize, usize)> =
             (0..70).map(|i| (i, 1200)).chain([(70, 300), (71, 1200), (72, 1200), (73, 1300)]).collect();
         let plan_b = [(100, 1200), (101, 1200), (102, 5)];
-        let mut out = Sender::new(&server);
+        let state = quinn_udp::UdpSocketState::new((&server).into()).ok();
+        let mut out = Sender::new(&server, state.as_ref());
         for &(i, len) in &plan_a[..10] {
             out.push(to_a, &datagram(i, len));
         }
@@ -857,6 +906,40 @@ mod tests {
                 let n = tokio::time::timeout(Duration::from_secs(5), socket.recv(&mut buf)).await.unwrap().unwrap();
                 assert_eq!(&buf[..n], &datagram(i, len)[..], "datagram {i} ({len} bytes) arrives whole");
             }
+        }
+    }
+
+    /// A receiving driver socket has UDP GRO on (quinn-udp turns it on): a GSO batch may arrive
+    /// as one buffer of several datagrams, which the inbox splits again by its stride.
+    #[tokio::test]
+    async fn the_inbox_splits_gro_buffers_back_into_the_datagrams_sent() {
+        let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let receiver = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = receiver.local_addr().unwrap();
+        let rx_state = quinn_udp::UdpSocketState::new((&receiver).into()).ok();
+        let tx_state = quinn_udp::UdpSocketState::new((&sender).into()).ok();
+        let mut inbox = Inbox::new(rx_state.as_ref());
+        let mut out = Sender::new(&sender, tx_state.as_ref());
+        let datagram = |i: usize, len: usize| -> Vec<u8> { (0..len).map(|j| (i * 7 + j) as u8).collect() };
+        let plan: Vec<(usize, usize)> = (0..40).map(|i| (i, 1200)).chain([(40, 77), (41, 1200), (42, 9)]).collect();
+        for &(i, len) in &plan {
+            out.push(to, &datagram(i, len));
+        }
+        out.flush();
+        let mut got: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while got.len() < plan.len() {
+            assert!(tokio::time::Instant::now() < deadline, "only {} of {} datagrams", got.len(), plan.len());
+            let _ = tokio::time::timeout(Duration::from_millis(100), receiver.readable()).await;
+            let Ok(n) = inbox.recv(&receiver, rx_state.as_ref()) else { continue };
+            for i in 0..n {
+                let (source, data, stride) = inbox.message(i);
+                got.extend(data.chunks(stride).map(|d| (source, d.to_vec())));
+            }
+        }
+        for (k, &(i, len)) in plan.iter().enumerate() {
+            assert_eq!(got[k].0, sender.local_addr().unwrap());
+            assert_eq!(got[k].1, datagram(i, len), "datagram {i} ({len} bytes) whole and in order");
         }
     }
 }
