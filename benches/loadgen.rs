@@ -24,6 +24,10 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_websockets::{Message, WebSocketStream};
 
+#[path = "support/procfs.rs"]
+mod procfs;
+use procfs::{proc_cpu_secs, proc_rss_kb};
+
 #[derive(Parser, Clone)]
 struct Args {
     /// `fanhub` or `nats`.
@@ -230,25 +234,6 @@ fn publish_frame(args: &Args, idx: u64) -> Bytes {
     } else {
         Bytes::from(fanhub::protocol::frame::encode_publish(args_topic(args), 0, 0, &payload))
     }
-}
-
-fn proc_cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // Fields 14 and 15 of stat (utime, stime) are 12 and 13 after the comm field; clock ticks
-    // are 100 per second on Linux.
-    let ticks = f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    ticks as f64 / 100.0
-}
-
-fn proc_rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0)))
-        .unwrap_or(0)
 }
 
 fn sum_cpu_secs(pids: &[u32]) -> f64 {

@@ -39,6 +39,10 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_websockets::{Message, WebSocketStream};
 
+#[path = "support/procfs.rs"]
+mod procfs;
+use procfs::{proc_cpu_secs, proc_rss_kb};
+
 const CHUNK_MAGIC: u8 = 0xCF;
 const CHUNK_HEADER_LEN: usize = 10;
 
@@ -126,24 +130,6 @@ fn fail(msg: impl std::fmt::Display) -> ! {
 }
 
 // ---- /proc ----
-
-fn proc_cpu_secs(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // utime and stime (fields 14 and 15) are 12 and 13 after the comm field; 100 ticks/s.
-    let ticks = f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    ticks as f64 / 100.0
-}
-
-fn proc_rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0)))
-        .unwrap_or(0)
-}
 
 /// Busy CPU seconds of the whole machine (`/proc/stat`: all but idle and iowait; 100 ticks/s).
 fn machine_busy_secs() -> f64 {

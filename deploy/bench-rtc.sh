@@ -29,32 +29,12 @@ fi
 RTC_LOAD=${BENCH_LOAD_BIN:-$(ls -t target/release/deps/rtc_load-* | grep -v '\.d$' | head -1)}
 FANHUB=${BENCH_SERVER_BIN:-target/release/fanhub}
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+. deploy/bench-common.sh   # tmp, pids + cleanup, free_port, wait_port, bench_limits_toml
 
 # Limits raised as in deploy/bench.sh. `video/>`: best-effort with a short queue (8 frames, a
 # viewer wants the newest frame, not a backlog), no history. `reliable/>`: reliable, a slow
 # peer is disconnected (slow_consumer) rather than silently losing frames.
-cat > "$tmp/fanhub.toml" <<TOML
-[limits]
-max_connections = 200000
-max_connections_per_user = 200000
-max_connections_per_ip = 200000
-publish_rate_per_second = 10000000
-publish_burst = 10000000
-[topics.default_policy]
-kind = "best_effort"
-queue_messages = 4096
-queue_bytes = 67108864
+{ bench_limits_toml; cat <<TOML
 [[topics.declare]]
 pattern = "video/>"
 policy = { kind = "best_effort", queue_messages = 8, queue_bytes = 8388608, overflow = "drop_oldest" }
@@ -68,6 +48,7 @@ enabled = true
 udp_listen = "127.0.0.1:0"
 drivers = ${DRIVERS}
 TOML
+} > "$tmp/fanhub.toml"
 TOKEN=$("$FANHUB" token --config "$tmp/fanhub.toml" --sub bench)
 
 # Other work on this machine would distort the figures: before each run wait (at most

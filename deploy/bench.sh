@@ -12,29 +12,14 @@ command -v "$NATS_SERVER" >/dev/null || { echo "nats-server not found (apt-get i
 cargo build --release --locked --bin fanhub --bench loadgen -q
 LOADGEN=$(ls -t target/release/deps/loadgen-* | grep -v '\.d$' | head -1)
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+. deploy/bench-common.sh   # tmp, pids + cleanup, free_port, wait_port, bench_limits_toml
 
 FP=$(free_port); FA=$(free_port); NP=$(free_port); NW=$(free_port)
-cat > "$tmp/fanhub.toml" <<TOML
-[limits]
-max_connections = 200000
-max_connections_per_user = 200000
-max_connections_per_ip = 200000
-publish_rate_per_second = 10000000
-publish_burst = 10000000
-[topics.default_policy]
-kind = "best_effort"
-queue_messages = 4096
-queue_bytes = 67108864
+{ bench_limits_toml; cat <<TOML
 [topics.default_history]
 max_messages = 1000
 TOML
+} > "$tmp/fanhub.toml"
 cat > "$tmp/nats.conf" <<CONF
 listen: 127.0.0.1:$NP
 max_payload: 1MB

@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
@@ -20,17 +19,7 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Runs `node web-demo/tests/<script> <args…>` from the crate root; panics with its output
 /// unless it exits 0.
 async fn node(script: &str, args: &[&str]) {
-    let dir = env!("CARGO_MANIFEST_DIR");
-    let child = tokio::process::Command::new("node")
-        .arg(format!("web-demo/tests/{script}"))
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run node ({e}); run web-demo/ci-setup.sh"));
+    let child = node_script(script, args);
     let out = tokio::time::timeout(SCRIPT_TIMEOUT, child.wait_with_output())
         .await
         .unwrap_or_else(|_| panic!("{script} still running after {SCRIPT_TIMEOUT:?}"))

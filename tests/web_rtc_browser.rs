@@ -11,7 +11,6 @@
 mod common;
 
 use std::collections::HashSet;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
@@ -64,16 +63,7 @@ struct Script {
 
 impl Script {
     fn spawn(args: &[&str]) -> Script {
-        let mut child = tokio::process::Command::new("node")
-            .arg("web-demo/tests/webrtc.mjs")
-            .args(args)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run node ({e}); run web-demo/ci-setup.sh"));
+        let mut child = node_script("webrtc.mjs", args);
         let lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut err = child.stderr.take().unwrap();
         let stderr = tokio::spawn(async move {

@@ -536,3 +536,18 @@ impl Drop for RedisServer {
         self.stop();
     }
 }
+
+/// Runs `web-demo/tests/{script}` with Node (piped stdout and stderr, killed when dropped): the
+/// headless-Chromium tests' driver scripts.
+pub fn node_script(script: &str, args: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new("node")
+        .arg(format!("web-demo/tests/{script}"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run node ({e}); run web-demo/ci-setup.sh"))
+}
