@@ -2,9 +2,8 @@
 //! with filters and pages, one connection's full details, kicking (the client sees `bye`
 //! `kicked`, the hub forgets it) and `404 not_found` for unknown ids.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 fn ids(page: &Value) -> Vec<u64> {

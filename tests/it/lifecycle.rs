@@ -1,8 +1,7 @@
 //! Connect, authenticate, subscribe, receive, unsubscribe, close — and the hub cleans up.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test]

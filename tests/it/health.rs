@@ -3,9 +3,8 @@
 //! (`POST /v1/admin/drain`) `/readyz` answers 503 `"unavailable"` and `/healthz` stays 200; after
 //! `DELETE /v1/admin/drain` `/readyz` is ready again.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 async fn get(hub: &Hub, path: &str) -> HttpResponse {

@@ -4,13 +4,12 @@
 //! a `reliable` topic on the reliable channel with no loss, a best-effort topic on the lossy
 //! channel with every frame whole. Bad signaling input gets a clear error and leaves nothing.
 
-mod common;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use fanhub::protocol::frame::decode_records;
 use serde_json::{json, Value};
 use str0m::change::{SdpAnswer, SdpPendingOffer};

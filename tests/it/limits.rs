@@ -3,11 +3,10 @@
 //! message size (refused below the frame limit, 1009 above it), publish rate, and violation
 //! enforcement (`monitored_violation`, then bye `violation` and close 4003).
 
-mod common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use common::*;
+use crate::common::*;
 use fanhub::config::Config;
 use fanhub::hub::{ConnId, ConnState};
 use fanhub::transport::ws::frame_limit;

@@ -2,9 +2,8 @@
 //! past the idle timeout is closed (4007) and cleaned up, one that answers stays; time sync
 //! works in both directions.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use fanhub::hub::ConnId;
 use futures_util::StreamExt;
 use serde_json::json;

@@ -2,11 +2,10 @@
 //! after a known workload, topic labels only for declared topics (`_other` for the rest), the
 //! admin token required by default and optional by configuration.
 
-mod common;
 
 use std::collections::HashMap;
 
-use common::*;
+use crate::common::*;
 use fanhub::hub::TopicDecl;
 use serde_json::json;
 

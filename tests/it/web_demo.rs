@@ -7,11 +7,10 @@
 //! lists the connections and kicks one. `web-demo/ci-setup.sh` installs Chromium and
 //! playwright-core.
 
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// Longer than the scripts' own 30 s guard: they report their failure themselves.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);

@@ -1,9 +1,8 @@
 //! Graceful shutdown: stop accepting, tell every client (bye `shutdown` with reconnect advice,
 //! close 1001), deliver what was already queued, and return cleanly.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use fanhub::hub::{DeliveryPolicy, DropStrategy, TopicName};
 use fanhub::transport::now;
 

@@ -5,12 +5,11 @@
 //! publishes, local best-effort delivery, recovery with a new epoch); a drain moves clients to
 //! the other nodes without loss; and the admin API shows the cluster.
 
-mod common;
 
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use fanhub::config::Config;
 use serde_json::{json, Value};
 

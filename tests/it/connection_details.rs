@@ -2,9 +2,8 @@
 //! offsets; the hub subscribes them (plus the main stream unless excluded); streams can be added
 //! and removed later; `get_connection` reports them; `bye` answers success.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use fanhub::hub::TopicName;
 use fanhub::transport::now;
 use serde_json::json;

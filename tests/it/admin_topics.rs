@@ -2,9 +2,8 @@
 //! changing the delivery policy live — the change takes effect on traffic already flowing —
 //! and `400 invalid_argument` naming the field for invalid policies.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test]

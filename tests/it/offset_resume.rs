@@ -2,9 +2,8 @@
 //! while other clients publish concurrently — and clear answers when the offset cannot be
 //! served.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use fanhub::hub::{DeliveryPolicy, DropStrategy, HistoryLimits, TopicDecl, TopicName};
 use fanhub::transport::now;
 

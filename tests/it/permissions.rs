@@ -3,9 +3,8 @@
 //! the subject, answers `error` `permission_denied` with the request id and topic; the
 //! connection stays open and usable, and nothing denied reaches a subscriber.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use fanhub::hub::TopicDecl;
 use serde_json::{json, Value};
 

@@ -9,13 +9,12 @@
 //! Needs aiortc: `tests/rtc/setup.sh` installs it (`.ci/run` calls it). All traffic is loopback:
 //! the script limits aiortc to one 127.0.0.1 host candidate and no STUN server.
 
-mod common;
 
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};

@@ -3,9 +3,8 @@
 //! statuses. `GET /healthz` reports version, uptime and node id. HTTP is spoken by hand over a
 //! `TcpStream` (no HTTP client dependency).
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use fanhub::auth::unix_now;
 use fanhub::config::Config;
 use serde_json::{json, Value};

@@ -2,11 +2,10 @@
 //! `stats` and `connections` pretty-print the admin API, and a missing admin token fails with
 //! the API's error and a non-zero exit.
 
-mod common;
 
 use std::process::Stdio;
 
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 

@@ -8,12 +8,11 @@
 //! order, byte-exact, on the reliable channel; every best-effort frame that arrived whole, on
 //! the lossy channel. Then the page says bye and the hub forgets it.
 
-mod common;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout};

@@ -5,12 +5,11 @@
 //! come in the upgrade request (`Authorization: Bearer`, `?token=`), and asymmetric keys
 //! (ES256) verify.
 
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use fanhub::auth::{unix_now, MintRequest, SessionManager};
 use fanhub::config::AuthConfig;
 use serde_json::{json, Value};

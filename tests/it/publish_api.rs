@@ -3,10 +3,9 @@
 //! the JSON flag and `data_base64` as raw bytes with flags 0; every bad input gets its status
 //! and code, and neither takes an offset nor loses anything accepted before.
 
-mod common;
 
 use base64::Engine as _;
-use common::*;
+use crate::common::*;
 use fanhub::protocol::ErrorCode;
 use serde_json::{json, Value};
 

@@ -1,9 +1,8 @@
 //! Token expiry: a connection is warned ahead of its token's expiry and closed at expiry (4002)
 //! unless it refreshes with a new token for the same subject.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 fn short_lived() -> fanhub::config::Config {

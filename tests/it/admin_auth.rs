@@ -4,9 +4,8 @@
 //! token in `?token=` is accepted; `/healthz` on the admin listener is open; and the admin API
 //! does not exist on the public listener.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 /// A subject and a topic that must never show up in a refusal.

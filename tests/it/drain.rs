@@ -2,9 +2,8 @@
 //! `unavailable`), every client gets `bye` `maintenance` with the configured reconnect URLs
 //! after its queued data, progress is reported, and `DELETE` ends the drain.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test]

@@ -3,9 +3,8 @@
 //! browser `EventSource` needs. (Access control is in `admin_auth.rs`, the OpenAPI document in
 //! `openapi.rs`.)
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 #[tokio::test]

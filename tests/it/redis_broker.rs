@@ -3,12 +3,11 @@
 //! subscriber connection per node that restores its channels after a Redis restart (with a
 //! new epoch when Redis lost the data), and the node registry.
 
-mod common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use fanhub::broker::{NodeInfo, RedisBroker, RedisHistory, RemoteMessage};
 use fanhub::hub::TopicName;
 

@@ -4,9 +4,8 @@
 //! can be recovered); the connection and the hub stay healthy, and nothing already accepted is
 //! lost.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};

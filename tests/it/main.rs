@@ -1,0 +1,36 @@
+//! The integration tests: one crate (one link of the server), a module per behaviour, sharing
+//! [`common`] (a real hub on ephemeral ports, real clients). Test names are sentences.
+
+mod common;
+
+mod admin_access;
+mod admin_auth;
+mod admin_connections;
+mod admin_topics;
+mod auth;
+mod bad_input;
+mod cli;
+mod cluster;
+mod config_validation;
+mod connection_details;
+mod drain;
+mod health;
+mod keepalive;
+mod lifecycle;
+mod limits;
+mod metrics;
+mod offset_resume;
+mod openapi;
+mod permissions;
+mod policies;
+mod publish_api;
+mod redis_broker;
+mod sessions_api;
+mod shutdown;
+mod slow_client;
+mod token_expiry;
+mod version_negotiation;
+mod web_demo;
+mod web_rtc_browser;
+mod webrtc;
+mod webrtc_aiortc;
