@@ -476,7 +476,7 @@ impl Config {
                 });
             }
         }
-        if let Err(e) = crate::hub::TopicRegistry::new(self.topics.clone()) {
+        if let Err(e) = crate::hub::TopicRegistry::new(self.topics.clone(), 0) {
             let key = if e.0 == usize::MAX {
                 "topics.default_policy".to_string()
             } else {
@@ -493,7 +493,7 @@ impl Config {
 
     /// The hub's part of the configuration.
     pub fn hub(&self) -> HubConfig {
-        HubConfig { limits: self.limits.clone(), topics: self.topics.clone() }
+        HubConfig { limits: self.limits.clone(), topics: self.topics.clone(), epoch_seed: 0 }
     }
 
     /// The WebSocket URL clients should use.

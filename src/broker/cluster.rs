@@ -373,7 +373,7 @@ impl Cluster {
     /// # Errors
     /// [`PublishError::Unavailable`] when the node is shutting down.
     pub async fn enqueue(&self, job: PublishJob) -> Result<(), PublishError> {
-        self.jobs_tx.send(job).await.map_err(|_| PublishError::Unavailable("the node is shutting down".into()))
+        self.jobs_tx.send(job).await.map_err(|_| PublishError::unavailable("the node is shutting down"))
     }
 
     /// Publishes through Redis and waits for the outcome (the HTTP publish API). While Redis is
@@ -391,7 +391,7 @@ impl Cluster {
             reply: PublishReply::Waiting(tx),
         };
         self.enqueue(job).await?;
-        rx.await.map_err(|_| PublishError::Unavailable("the node is shutting down".into()))?
+        rx.await.map_err(|_| PublishError::unavailable("the node is shutting down"))?
     }
 
     /// Runs queued publishes: everything queued at once (up to [`MAX_BATCH`]) goes to Redis as
@@ -456,7 +456,7 @@ impl Cluster {
             let reliable = matches!(self.manager.delivery_policy(&j.topic), DeliveryPolicy::Reliable { .. });
             results[i] = Some(if reliable {
                 self.counters.refused.fetch_add(1, Relaxed);
-                Err(PublishError::Unavailable(format!(
+                Err(PublishError::unavailable(format!(
                     "the cluster broker is unreachable and {} is reliable: nothing was published; retry",
                     j.topic
                 )))
@@ -480,7 +480,7 @@ impl Cluster {
         }
         let guard = Prepared { cluster: self.clone(), id, topics: items.iter().map(|(t, _, _)| t.clone()).collect() };
         let unavailable = |e: &dyn std::fmt::Display| {
-            SubscribeError::Unavailable(format!("the cluster broker is unreachable ({e}); retry"))
+            SubscribeError::unavailable(format!("the cluster broker is unreachable ({e}); retry"))
         };
         let Some(b) = self.broker.get().filter(|_| self.is_ready()) else {
             // Live subscribes go ahead (the maintenance pass joins the channel once Redis is

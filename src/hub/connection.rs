@@ -2,140 +2,25 @@
 //! [`ConnCore`], the bookkeeping every transport embeds (identity, state, outbound queue,
 //! counters).
 //!
-//! Nothing here touches a socket: a transport owns its socket and a writer task that drains
-//! `ConnCore::outbound`; the hub only ever calls the non-blocking methods below.
+//! Nothing here touches a socket or a runtime. The hub reaches a connection only through the
+//! trait: it offers records and control messages to the bounded queue, and when the queue goes
+//! from empty to non-empty (or closing begins) it calls [`Connection::wake`], whose meaning is
+//! the transport's own (notify a writer task, schedule a WebRTC driver, …).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Instant;
 
+use bytes::Bytes;
 use parking_lot::RwLock;
-use serde::Serialize;
 
-use super::outbound::{Delivery, OutboundQueue, QueueLimits, SendOutcome};
+use super::identity::{ConnId, ConnState, Identity, Protocol};
+use super::outbound::{CloseInfo, Delivery, OutboundQueue, QueueLimits, SendOutcome};
+use super::policy::Lane;
 use super::stats::Counters;
-use super::topic::{any_matches, TopicName, TopicPattern};
+use super::subscription::Subscription;
 use crate::protocol::control::ServerMsg;
 use crate::protocol::CloseReason;
-
-/// A connection id, unique for the life of the process (never reused).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct ConnId(pub u64);
-
-impl std::fmt::Display for ConnId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// The transport a connection uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Protocol {
-    /// WebSocket (`/ws`).
-    WebSocket,
-    /// WebRTC data channel.
-    WebRtc,
-    /// Raw TCP datagram protocol.
-    Tcp,
-    /// In-process connection (tests, benches, embedding).
-    InProcess,
-}
-
-impl Protocol {
-    /// Name used in stats, metrics and the admin API.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::WebSocket => "websocket",
-            Self::WebRtc => "webrtc",
-            Self::Tcp => "tcp",
-            Self::InProcess => "in_process",
-        }
-    }
-}
-
-/// Seed 001's connection states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
-#[serde(rename_all = "snake_case")]
-#[repr(u8)]
-pub enum ConnState {
-    /// Transport handshake in progress.
-    Establishing = 0,
-    /// Waiting for or checking credentials.
-    Authenticating = 1,
-    /// Authenticated and registered.
-    Active = 2,
-    /// Enforcement thresholds exceeded; further violations close it.
-    MonitoredViolation = 3,
-    /// Closing: final messages being written.
-    Terminating = 4,
-    /// Closed; resources released.
-    Terminated = 5,
-}
-
-impl ConnState {
-    /// All states, in lifecycle order.
-    pub const ALL: [ConnState; 6] = [
-        Self::Establishing,
-        Self::Authenticating,
-        Self::Active,
-        Self::MonitoredViolation,
-        Self::Terminating,
-        Self::Terminated,
-    ];
-
-    /// Name used in stats and the admin API.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Establishing => "establishing",
-            Self::Authenticating => "authenticating",
-            Self::Active => "active",
-            Self::MonitoredViolation => "monitored_violation",
-            Self::Terminating => "terminating",
-            Self::Terminated => "terminated",
-        }
-    }
-
-    fn from_u8(v: u8) -> Self {
-        Self::ALL.get(v as usize).copied().unwrap_or(Self::Terminated)
-    }
-}
-
-/// Who is on the other end, and what they may do: the result of authentication.
-#[derive(Debug, Clone, Default)]
-pub struct Identity {
-    /// Token subject (user or service id).
-    pub subject: String,
-    /// Topics this identity may subscribe to.
-    pub subscribe: Vec<TopicPattern>,
-    /// Topics this identity may publish to.
-    pub publish: Vec<TopicPattern>,
-    /// Token expiry, seconds since the UNIX epoch.
-    pub expires_at: Option<u64>,
-}
-
-impl Identity {
-    /// Whether the claims allow subscribing to `topic`.
-    pub fn can_subscribe(&self, topic: &TopicName) -> bool {
-        any_matches(&self.subscribe, topic)
-    }
-
-    /// Whether the claims allow publishing to `topic`.
-    pub fn can_publish(&self, topic: &TopicName) -> bool {
-        any_matches(&self.publish, topic)
-    }
-}
-
-/// The time as the caller sees it: the hub never reads a clock.
-#[derive(Debug, Clone, Copy)]
-pub struct Now {
-    /// Monotonic time, for ages and timeouts.
-    pub mono: Instant,
-    /// Wall-clock time in µs since the UNIX epoch, stamped into records.
-    pub unix_us: i64,
-}
 
 /// Bookkeeping shared by every transport's connection.
 #[derive(Debug)]
@@ -183,6 +68,11 @@ impl ConnCore {
             clock_offset_us: AtomicI64::new(0),
             counters,
         }
+    }
+
+    /// Process-unique id.
+    pub fn id(&self) -> ConnId {
+        self.id
     }
 
     /// Moves the connection to `state`, keeping the pending-connection gauges right.
@@ -258,11 +148,16 @@ impl Drop for ConnCore {
 
 /// A connection of any transport, as the hub sees it.
 ///
-/// Every method is non-blocking. Transports embed a [`ConnCore`] and get the rest by default;
-/// they override [`Connection::close`] only if closing needs more than telling their writer.
-pub trait Connection: Send + Sync + 'static {
+/// Every method is non-blocking. A transport embeds a [`ConnCore`] and says how its writer is
+/// woken ([`Connection::wake`]); everything else is provided, and every push into the queue
+/// goes through these methods so that no wake-up is ever missed.
+pub trait Connection: Send + Sync + std::fmt::Debug + 'static {
     /// The embedded bookkeeping.
     fn core(&self) -> &ConnCore;
+
+    /// The queue went from empty to non-empty, or closing began: the transport's writer should
+    /// drain it. Called with no hub lock held; must not block.
+    fn wake(&self);
 
     /// Process-unique id.
     fn id(&self) -> ConnId {
@@ -292,28 +187,68 @@ pub trait Connection: Send + Sync + 'static {
     /// Offers an encoded message record to the connection's bounded queue under the topic's
     /// policy. Never blocks; a full queue is an outcome, not an error.
     fn try_send(&self, delivery: Delivery<'_>) -> SendOutcome {
-        self.core().outbound.push(delivery)
+        let pushed = self.core().outbound.push(delivery);
+        if pushed.wake {
+            self.wake();
+        }
+        pushed.outcome
+    }
+
+    /// Queues a record replayed from history (bounds do not apply: history holds the bytes).
+    fn replay(&self, record: Bytes, offset: u64, sub: &Arc<Subscription>, lane: Lane) {
+        if self.core().outbound.push_replay(record, offset, sub, lane) {
+            self.wake();
+        }
     }
 
     /// Queues a control message (JSON). Returns false when the connection is closing or its
     /// control lane is full (the caller should close it).
     fn send_control(&self, msg: &ServerMsg) -> bool {
-        self.core().outbound.push_control(msg.to_bytes())
+        match self.core().outbound.push_control(msg.to_bytes()) {
+            Some(wake) => {
+                if wake {
+                    self.wake();
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Queues bytes the transport framed itself (a WebSocket ping, pong or close echo) on the
+    /// control lane, even while closing. Returns false when the lane is full or finished.
+    fn send_raw(&self, raw: Bytes) -> bool {
+        match self.core().outbound.push_raw(raw) {
+            Some(wake) => {
+                if wake {
+                    self.wake();
+                }
+                true
+            }
+            None => false,
+        }
     }
 
     /// Starts closing: queues a `bye` for `reason` (with `reconnect` URLs when advised), stops
     /// accepting data (discarding what is queued unless the reason drains), and lets the
     /// writer finish. Idempotent: the first reason wins.
     fn close(&self, reason: CloseReason, message: &str, reconnect: &[String]) {
-        let core = self.core();
         let bye = ServerMsg::Bye {
             reason,
             code: reason.close_code(),
             message: message.to_owned(),
             reconnect: if reason.reconnect_advised() { reconnect.to_vec() } else { Vec::new() },
         };
-        if core.outbound.begin_close(reason, message, Some(bye.to_bytes())) {
+        self.close_with(CloseInfo::new(reason, message), Some(bye.to_bytes()));
+    }
+
+    /// Starts closing without a `bye` message (or with one of the caller's), with full
+    /// control over the close frame. Idempotent: the first close wins.
+    fn close_with(&self, info: CloseInfo, bye: Option<Bytes>) {
+        let core = self.core();
+        if core.outbound.begin_close(info, bye) {
             core.set_state(ConnState::Terminating);
+            self.wake();
         }
     }
 }

@@ -1,23 +1,24 @@
 //! Topics: the registry of declared topic metadata and the live topic map.
 //!
-//! A [`Topic`] owns its offset counter, epoch, history, policy and subscriber list behind one
-//! per-topic mutex. Publishing, subscribing-from-offset and unsubscribing serialize on it, which
-//! is what makes "replay, then live" gap- and duplicate-free; different topics never contend.
-//! The map from name to topic is a sharded `DashMap`, so lookups take no global lock.
+//! The map from name to [`Topic`] is a sharded `DashMap`, so lookups take no global lock. A new
+//! topic gets its policy and history bounds from the first declaration whose pattern matches,
+//! and a fresh epoch drawn from the registry's seeded generator (the seed is the caller's:
+//! nothing here draws randomness of its own).
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
 use serde::{Deserialize, Serialize};
 
-use super::connection::Connection;
 use super::history::{History, HistoryLimits};
+use super::name::{TopicError, TopicName, TopicPattern};
 use super::policy::DeliveryPolicy;
-use super::subscription::Subscription;
-use super::topic::{TopicError, TopicName, TopicPattern};
+use super::stats::TopicCounters;
+use super::topic::{Topic, TopicInfo, TopicState};
 
 /// A topic declaration from the configuration: metadata for every topic its pattern matches.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,114 +72,8 @@ impl Default for TopicsConfig {
     }
 }
 
-/// A subscriber as the topic holds it.
-#[derive(Clone)]
-pub(crate) struct Subscriber {
-    pub(crate) conn: Arc<dyn Connection>,
-    pub(crate) sub: Arc<Subscription>,
-}
-
-pub(crate) struct TopicState {
-    pub(crate) policy: DeliveryPolicy,
-    pub(crate) epoch: u64,
-    pub(crate) next_offset: u64,
-    pub(crate) history: History,
-    pub(crate) subscribers: Vec<Subscriber>,
-    pub(crate) published: u64,
-    pub(crate) delivered: u64,
-    /// Set when the sweeper removed the topic from the map; holders of a stale `Arc` retry.
-    pub(crate) dead: bool,
-    /// Cluster mode: how the mirror follows the broker.
-    pub(crate) remote: super::manager::remote::RemoteSync,
-}
-
-/// Monotonic traffic counters of a metrics label: one per topic declaration, plus one
-/// (`_other`) shared by every undeclared topic, so label cardinality is bounded by the config.
-/// Bumped once per publish (not per subscriber), outside nothing but the topic's own lock.
-#[derive(Debug, Default)]
-pub struct TopicCounters {
-    /// Messages published (seed 000 "packets read").
-    pub published: AtomicU64,
-    /// Deliveries handed to subscriber queues ("packets delivered").
-    pub delivered: AtomicU64,
-    /// Of `published`, on `reliable` topics ("essential packets read").
-    pub reliable_published: AtomicU64,
-    /// Of `delivered`, on `reliable` topics ("essential packets delivered").
-    pub reliable_delivered: AtomicU64,
-    /// Record bytes published.
-    pub bytes: AtomicU64,
-}
-
-impl TopicCounters {
-    pub(crate) fn record(&self, bytes: usize, delivered: usize, reliable: bool) {
-        self.published.fetch_add(1, Relaxed);
-        self.delivered.fetch_add(delivered as u64, Relaxed);
-        self.bytes.fetch_add(bytes as u64, Relaxed);
-        if reliable {
-            self.reliable_published.fetch_add(1, Relaxed);
-            self.reliable_delivered.fetch_add(delivered as u64, Relaxed);
-        }
-    }
-}
-
 /// The metrics label of undeclared topics.
 pub const OTHER_TOPICS_LABEL: &str = "_other";
-
-/// A live topic.
-pub struct Topic {
-    /// Its name.
-    pub name: TopicName,
-    pub(crate) decl: Option<Arc<TopicDecl>>,
-    pub(crate) counters: Arc<TopicCounters>,
-    pub(crate) state: Mutex<TopicState>,
-}
-
-/// A topic's public facts, for stats and the admin API.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct TopicInfo {
-    /// Name.
-    pub name: TopicName,
-    /// Whether a declaration matched it.
-    pub declared: bool,
-    /// Current policy.
-    pub policy: DeliveryPolicy,
-    /// Epoch: changes when the topic's history is lost (restart, idle removal).
-    pub epoch: u64,
-    /// Offset the next message will get.
-    pub head: u64,
-    /// Oldest offset still in history.
-    pub first_retained: Option<u64>,
-    /// Messages in history.
-    pub history_messages: usize,
-    /// Bytes in history.
-    pub history_bytes: usize,
-    /// Current subscribers.
-    pub subscribers: usize,
-    /// Messages published since the topic was created.
-    pub published: u64,
-    /// Deliveries handed to subscriber queues since the topic was created.
-    pub delivered: u64,
-}
-
-impl Topic {
-    /// A snapshot of the topic's facts.
-    pub fn info(&self) -> TopicInfo {
-        let st = self.state.lock();
-        TopicInfo {
-            name: self.name.clone(),
-            declared: self.decl.is_some(),
-            policy: st.policy.clone(),
-            epoch: st.epoch,
-            head: st.next_offset,
-            first_retained: st.history.first_offset(),
-            history_messages: st.history.len(),
-            history_bytes: st.history.bytes(),
-            subscribers: st.subscribers.len(),
-            published: st.published,
-            delivered: st.delivered,
-        }
-    }
-}
 
 /// Why a topic could not be looked up or created.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -192,19 +87,22 @@ pub enum TopicAccessError {
 }
 
 /// Declared metadata and the live topics.
+#[derive(Debug)]
 pub struct TopicRegistry {
     topics: DashMap<TopicName, Arc<Topic>>,
     decls: Vec<(TopicPattern, Arc<TopicDecl>, Arc<TopicCounters>)>,
     other: Arc<TopicCounters>,
     config: TopicsConfig,
+    epochs: Mutex<StdRng>,
 }
 
 impl TopicRegistry {
-    /// Builds the registry, validating every declaration.
+    /// Builds the registry, validating every declaration. Epochs are drawn from a generator
+    /// seeded with `epoch_seed`.
     ///
     /// # Errors
     /// The first invalid pattern or policy, as `(index, message)`.
-    pub fn new(config: TopicsConfig) -> Result<Self, (usize, String)> {
+    pub fn new(config: TopicsConfig, epoch_seed: u64) -> Result<Self, (usize, String)> {
         let mut decls = Vec::with_capacity(config.declare.len());
         for (i, d) in config.declare.iter().enumerate() {
             let p = TopicPattern::new(&d.pattern).map_err(|e: TopicError| (i, format!("pattern: {e}")))?;
@@ -214,7 +112,18 @@ impl TopicRegistry {
             decls.push((p, Arc::new(d.clone()), Arc::default()));
         }
         config.default_policy.validate().map_err(|e| (usize::MAX, e.to_string()))?;
-        Ok(Self { topics: DashMap::new(), decls, other: Arc::default(), config })
+        Ok(Self {
+            topics: DashMap::new(),
+            decls,
+            other: Arc::default(),
+            config,
+            epochs: Mutex::new(StdRng::seed_from_u64(epoch_seed)),
+        })
+    }
+
+    /// A new epoch: non-zero, and below 2^53 so JavaScript clients hold it exactly.
+    pub fn new_epoch(&self) -> u64 {
+        (self.epochs.lock().random::<u64>() >> 11).max(1)
     }
 
     /// The declaration that applies to `name`, if any.
@@ -276,19 +185,10 @@ impl TopicRegistry {
             .or_insert_with(|| {
                 Arc::new(Topic {
                     name: name.clone(),
-                    decl,
+                    declared: decl.is_some(),
+                    max_subscribers: decl.as_ref().and_then(|d| d.max_subscribers),
                     counters,
-                    state: Mutex::new(TopicState {
-                        policy,
-                        epoch: new_epoch(),
-                        next_offset: 1,
-                        history: History::new(history),
-                        subscribers: Vec::new(),
-                        published: 0,
-                        delivered: 0,
-                        dead: false,
-                        remote: Default::default(),
-                    }),
+                    state: Mutex::new(TopicState::new(policy, History::new(history), self.new_epoch())),
                 })
             })
             .clone();
@@ -325,7 +225,7 @@ impl TopicRegistry {
         for t in candidates {
             let mut st = t.state.lock();
             st.history.trim(now);
-            if st.subscribers.is_empty() && st.history.is_empty() && !st.dead {
+            if st.subscribers().is_empty() && st.history.is_empty() && !st.dead {
                 st.dead = true;
                 self.topics.remove(&t.name);
                 removed += 1;
@@ -333,9 +233,4 @@ impl TopicRegistry {
         }
         removed
     }
-}
-
-/// A new epoch: random, non-zero, and below 2^53 so JavaScript clients hold it exactly.
-pub(crate) fn new_epoch() -> u64 {
-    (rand::random::<u64>() >> 11).max(1)
 }

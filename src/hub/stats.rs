@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use serde::Serialize;
 
-use super::connection::ConnState;
+use super::identity::ConnState;
 
 /// Why a message was dropped for a subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,4 +185,33 @@ pub struct ConnectionStats {
     /// Cluster mode: broker records this node never delivered (lost on its channel and gone
     /// from Redis history).
     pub broker_lost: u64,
+}
+
+/// Monotonic traffic counters of a metrics label: one per topic declaration, plus one
+/// (`_other`) shared by every undeclared topic, so label cardinality is bounded by the config.
+/// Bumped once per publish (not per subscriber), outside nothing but the topic's own lock.
+#[derive(Debug, Default)]
+pub struct TopicCounters {
+    /// Messages published.
+    pub published: AtomicU64,
+    /// Deliveries handed to subscriber queues.
+    pub delivered: AtomicU64,
+    /// Of `published`, on `reliable` topics.
+    pub reliable_published: AtomicU64,
+    /// Of `delivered`, on `reliable` topics.
+    pub reliable_delivered: AtomicU64,
+    /// Record bytes published.
+    pub bytes: AtomicU64,
+}
+
+impl TopicCounters {
+    pub(crate) fn record(&self, bytes: usize, delivered: usize, reliable: bool) {
+        self.published.fetch_add(1, Relaxed);
+        self.delivered.fetch_add(delivered as u64, Relaxed);
+        self.bytes.fetch_add(bytes as u64, Relaxed);
+        if reliable {
+            self.reliable_published.fetch_add(1, Relaxed);
+            self.reliable_delivered.fetch_add(delivered as u64, Relaxed);
+        }
+    }
 }

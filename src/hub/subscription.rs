@@ -2,18 +2,18 @@
 //!
 //! The `Arc<Subscription>` is shared by the topic's subscriber list, the connection's
 //! subscription map and every queued entry of it, so per-subscription bounds and counters need
-//! no lookups on the hot path.
+//! no lookups on the hot path. It also remembers its slot in the topic's subscriber list, so
+//! removing it never scans the list.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use super::connection::ConnId;
-use super::topic::TopicName;
+use super::identity::ConnId;
+use super::name::TopicName;
+use super::rate::RateLimit;
 
 /// A connection's subscription to one topic.
 #[derive(Debug)]
@@ -27,14 +27,9 @@ pub struct Subscription {
     delivered: AtomicU64,
     dropped: AtomicU64,
     last_offset: AtomicU64,
-    limiter: Mutex<Option<Limiter>>,
-}
-
-#[derive(Debug)]
-struct Limiter {
-    per_second: u32,
-    burst: u32,
-    rl: DefaultDirectRateLimiter,
+    /// Index in the topic's subscriber list; written only under the topic's lock.
+    pub(crate) slot: AtomicUsize,
+    limiter: Mutex<Option<RateLimit>>,
 }
 
 /// Counters of one subscription, for stats and the admin API.
@@ -63,6 +58,7 @@ impl Subscription {
             delivered: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             last_offset: AtomicU64::new(0),
+            slot: AtomicUsize::new(usize::MAX),
             limiter: Mutex::new(None),
         }
     }
@@ -89,20 +85,17 @@ impl Subscription {
 
     /// The (per_second, burst) of the current rate limiter, if one was built.
     pub(crate) fn limiter_rate(&self) -> Option<(u32, u32)> {
-        self.limiter.lock().as_ref().map(|l| (l.per_second, l.burst))
+        self.limiter.lock().as_ref().map(RateLimit::rate)
     }
 
-    /// Takes one permit of a `rate_limited` policy. `Err` carries how long until the next one.
-    /// The limiter is (re)built when the policy's rate changes.
-    pub(crate) fn take_permit(&self, per_second: u32, burst: u32) -> Result<(), Duration> {
+    /// Takes one permit of a `rate_limited` policy at `now`. `Err` carries how long until the
+    /// next one. The limiter is (re)built when the policy's rate changes.
+    pub(crate) fn take_permit(&self, per_second: u32, burst: u32, now: Instant) -> Result<(), Duration> {
         let mut slot = self.limiter.lock();
-        let fresh = !matches!(&*slot, Some(l) if l.per_second == per_second && l.burst == burst);
-        if fresh {
-            let quota = Quota::per_second(std::num::NonZeroU32::new(per_second.max(1)).expect("nonzero"))
-                .allow_burst(std::num::NonZeroU32::new(burst.max(1)).expect("nonzero"));
-            *slot = Some(Limiter { per_second, burst, rl: RateLimiter::direct(quota) });
-        }
-        let l = slot.as_ref().expect("just set");
-        l.rl.check().map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+        let limiter = match &mut *slot {
+            Some(l) if l.rate() == (per_second, burst) => l,
+            other => other.insert(RateLimit::new(per_second, burst, now)),
+        };
+        limiter.check(now)
     }
 }

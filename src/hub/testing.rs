@@ -5,24 +5,32 @@
 //! with no writer task: [`TestConnection::drain`] plays the writer.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::connection::{ConnCore, Connection, Identity, Protocol};
+use super::connection::{ConnCore, Connection};
+use super::identity::{Identity, Protocol};
 use super::manager::ConnectionManager;
+use super::name::TopicPattern;
 use super::outbound::{Batch, Control, Drain};
-use super::topic::TopicPattern;
 
 /// An in-process connection.
 #[derive(Debug)]
 pub struct TestConnection {
     core: ConnCore,
+    wakes: AtomicU64,
 }
 
 impl Connection for TestConnection {
     fn core(&self) -> &ConnCore {
         &self.core
+    }
+
+    fn wake(&self) {
+        self.wakes.fetch_add(1, Relaxed);
     }
 }
 
@@ -51,16 +59,27 @@ impl TestConnection {
         let core = manager.new_core(Protocol::InProcess, SocketAddr::from((Ipv4Addr::LOCALHOST, port)), 0);
         let all = vec![TopicPattern::new(">").expect("pattern")];
         core.set_identity(Identity { subject: subject.into(), subscribe: all.clone(), publish: all, expires_at: None });
-        Arc::new(Self { core })
+        Arc::new(Self { core, wakes: AtomicU64::new(0) })
     }
 
-    /// Drains everything queued, as a writer would.
+    /// How many times the hub woke this connection's (absent) writer.
+    pub fn wakes(&self) -> u64 {
+        self.wakes.load(Relaxed)
+    }
+
+    /// Drains everything queued, as a writer would (coalesced records whose rate allows at
+    /// this instant included).
     pub fn drain(&self) -> Drained {
+        self.drain_at(Instant::now())
+    }
+
+    /// Drains everything queued at `now`, as a writer would.
+    pub fn drain_at(&self, now: Instant) -> Drained {
         let mut out = Drained::default();
         let mut batch = Batch::default();
         loop {
             batch.clear();
-            match self.core.outbound.drain(&mut batch, usize::MAX, usize::MAX) {
+            match self.core.outbound.drain(&mut batch, usize::MAX, usize::MAX, now) {
                 Drain::Ready => {
                     for c in batch.control.drain(..) {
                         if let Control::Json(b) = c {
@@ -93,7 +112,12 @@ impl TestConnection {
 
     /// Offsets of the drained records, in order.
     pub fn drain_offsets(&self) -> Vec<u64> {
-        self.drain()
+        self.drain_offsets_at(Instant::now())
+    }
+
+    /// Offsets of the records drained at `now`, in order.
+    pub fn drain_offsets_at(&self, now: Instant) -> Vec<u64> {
+        self.drain_at(now)
             .records
             .iter()
             .flat_map(|r| {

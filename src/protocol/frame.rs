@@ -124,6 +124,27 @@ pub fn encode_record(h: &RecordHeader<'_>, payload: &[u8]) -> Result<Bytes, Fram
     Ok(buf.freeze())
 }
 
+/// Writes `offset` and `epoch` into an encoded record's header (a publisher encodes the record
+/// before it holds the topic's lock, then fills in its position under the lock).
+///
+/// # Panics
+/// When `record` is shorter than a record header (it was not made by [`put_record_header`]).
+pub fn set_record_position(record: &mut [u8], offset: u64, epoch: u64) {
+    record[8..16].copy_from_slice(&offset.to_be_bytes());
+    record[16..24].copy_from_slice(&epoch.to_be_bytes());
+}
+
+/// The epoch in an encoded record's header; `None` when it is too short to be one.
+pub fn record_epoch(record: &[u8]) -> Option<u64> {
+    record.get(16..24).map(|b| be_u64(b, 0))
+}
+
+/// The publish time (µs since the UNIX epoch) in an encoded record's header; `None` when it is
+/// too short to be one.
+pub fn record_timestamp_us(record: &[u8]) -> Option<u64> {
+    record.get(24..32).map(|b| be_u64(b, 0))
+}
+
 fn be_u16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
@@ -253,6 +274,18 @@ mod tests {
         assert_eq!(recs[0].timestamp_us, 99);
         assert_eq!(recs[1].offset, 2);
         assert!(recs[1].payload.is_empty());
+    }
+
+    #[test]
+    fn a_record_position_is_written_into_its_header() {
+        let mut rec = BytesMut::new();
+        put_record_header(&mut rec, &header(0), 3).unwrap();
+        rec.put_slice(b"abc");
+        set_record_position(&mut rec, 41, 9);
+        let r = decode_records(&rec).next().unwrap().unwrap();
+        assert_eq!((r.offset, r.epoch, r.payload), (41, 9, &b"abc"[..]));
+        assert_eq!((record_epoch(&rec), record_timestamp_us(&rec)), (Some(9), Some(99)));
+        assert_eq!(record_epoch(&rec[..20]), None);
     }
 
     #[test]

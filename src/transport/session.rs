@@ -500,7 +500,7 @@ pub async fn publish_waiting(
         match f(&ctx.manager) {
             Err(PublishError::Backpressure { topic, waiting_for, timeout }) => {
                 let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + timeout);
-                if tokio::time::timeout_at(deadline, waiting_for.core().outbound.wait_for_space()).await.is_err() {
+                if tokio::time::timeout_at(deadline, waiting_for.core().outbound.space_freed()).await.is_err() {
                     return Err(PublishError::BackpressureTimeout(topic));
                 }
             }

@@ -62,13 +62,26 @@ pub const CHUNK_MAGIC: u8 = 0xCF;
 pub const CHUNK_HEADER_LEN: usize = 10;
 
 /// A peer's connection as the hub sees it.
+#[derive(Debug)]
 pub struct RtcConnection {
     core: ConnCore,
+    /// The command channel of the driver holding this peer.
+    driver: mpsc::UnboundedSender<Command>,
+    /// A `Ready` command is queued for this peer and not handled yet.
+    scheduled: AtomicBool,
 }
 
 impl Connection for RtcConnection {
     fn core(&self) -> &ConnCore {
         &self.core
+    }
+
+    /// Schedules the peer on its driver, which drains the queue into the data channels while
+    /// SCTP has room (one `Ready` in flight per peer).
+    fn wake(&self) {
+        if !self.scheduled.swap(true, Ordering::AcqRel) {
+            let _ = self.driver.send(Command::Ready(self.core.id()));
+        }
     }
 }
 
@@ -150,7 +163,6 @@ struct Peer {
     lossy: Option<ChannelId>,
     /// Control-channel messages to the session task.
     to_session: mpsc::Sender<(bool, Bytes)>,
-    scheduled: Arc<AtomicBool>,
     frame_id: u32,
     retry_at: Option<Instant>,
     /// When the `Rtc` wants `Input::Timeout` next.
@@ -282,21 +294,22 @@ pub fn accept(
         .sdp_api()
         .accept_offer(offer)
         .map_err(|e| sig(StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument, format!("offer refused: {e}")))?;
-    let conn = Arc::new(RtcConnection { core: ctx.manager.new_core(Protocol::WebRtc, remote, unix_ms()) });
+    let conn = Arc::new(RtcConnection {
+        core: ctx.manager.new_core(Protocol::WebRtc, remote, unix_ms()),
+        driver: shard.tx.clone(),
+        scheduled: AtomicBool::new(false),
+    });
     let id = conn.id();
     let (to_session, from_driver) = mpsc::channel(256);
-    let scheduled = Arc::new(AtomicBool::new(false));
     handle.sessions.insert(id, SessionEntry { subject: identity.subject, shard: shard_index });
     shard.peers.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(session_task(ctx.clone(), conn.clone(), token, from_driver));
-    tokio::spawn(pump(conn.clone(), shard.tx.clone(), scheduled.clone()));
     let peer = Peer {
         rtc,
         conn,
         control: None,
         lossy: None,
         to_session,
-        scheduled,
         frame_id: 0,
         retry_at: None,
         timeout: Instant::now(),
@@ -421,24 +434,6 @@ fn route_datagram(
     Some(id)
 }
 
-/// Tells the driver when the peer's queue has something.
-async fn pump(conn: Arc<RtcConnection>, tx: mpsc::UnboundedSender<Command>, scheduled: Arc<AtomicBool>) {
-    let closed = conn.core.outbound.closed();
-    tokio::pin!(closed);
-    loop {
-        tokio::select! {
-            () = conn.core.outbound.wait() => {}
-            () = &mut closed => {
-                let _ = tx.send(Command::Ready(conn.id()));
-                return;
-            }
-        }
-        if !scheduled.swap(true, Ordering::AcqRel) && tx.send(Command::Ready(conn.id())).is_err() {
-            return;
-        }
-    }
-}
-
 /// Runs `fanhub.v1` for one peer: control-channel messages in, replies through the queue.
 async fn session_task(
     ctx: Arc<HubContext>,
@@ -483,12 +478,12 @@ async fn session_task(
     }
     match flow {
         Flow::Close(CloseReason::Normal, msg) => {
-            conn.core.outbound.begin_close(CloseReason::Normal, &msg, None);
+            conn.close_with(CloseInfo::new(CloseReason::Normal, &msg), None);
         }
         Flow::Close(reason, msg) => conn.close(reason, &msg, &ctx.reconnect_urls()),
         Flow::Continue => {
             let info = CloseInfo { reason: CloseReason::Normal, message: "peer gone".into(), send_close_frame: false };
-            conn.core.outbound.begin_close_with(info, None);
+            conn.close_with(info, None);
         }
     }
     ctx.manager.unregister_client(conn.id());
@@ -561,7 +556,7 @@ async fn drive(
         peers.retain(|_, p| {
             let alive = p.rtc.is_alive() && !p.finished;
             if !alive {
-                p.conn.core.outbound.begin_close(CloseReason::Normal, "peer gone", None);
+                p.conn.close_with(CloseInfo::new(CloseReason::Normal, "peer gone"), None);
                 ctx.manager.unregister_client(p.conn.id());
                 sessions.remove(&p.conn.id());
                 load.fetch_sub(1, Ordering::Relaxed);
@@ -615,7 +610,7 @@ async fn drive(
                 }
                 Some(Command::Ready(id)) => {
                     if let Some(p) = peers.get_mut(&id) {
-                        p.scheduled.store(false, Ordering::Release);
+                        p.conn.scheduled.store(false, Ordering::Release);
                         p.flush(&mut batch, chunk, max_record);
                         dirty.push(id);
                     }
@@ -700,10 +695,10 @@ impl Peer {
                 return;
             }
             batch.clear();
-            match self.conn.core.outbound.drain(batch, 64, capacity - max_record - buffered) {
+            match self.conn.core.outbound.drain(batch, 64, capacity - max_record - buffered, Instant::now()) {
                 Drain::Ready => {}
-                Drain::Idle { retry_after } => {
-                    self.retry_at = retry_after.map(|d| Instant::now() + d);
+                Drain::Idle { retry_at } => {
+                    self.retry_at = retry_at;
                     return;
                 }
                 Drain::Finished(_) => {

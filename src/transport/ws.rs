@@ -41,11 +41,17 @@ use crate::protocol::{CloseReason, ErrorCode, SUBPROTOCOL, SUPPORTED_SUBPROTOCOL
 #[derive(Debug)]
 pub struct WsConnection {
     core: ConnCore,
+    /// Wakes the writer task (a permit is kept when it is busy, so no wake-up is lost).
+    writer: tokio::sync::Notify,
 }
 
 impl Connection for WsConnection {
     fn core(&self) -> &ConnCore {
         &self.core
+    }
+
+    fn wake(&self) {
+        self.writer.notify_one();
     }
 }
 
@@ -188,7 +194,10 @@ async fn serve(ctx: Arc<HubContext>, stream: TcpStream, prefix: Bytes, remote: S
     let _live = super::LiveGuard::new(ctx.clone());
     let _ = stream.set_nodelay(true);
     let (rd, wr) = stream.into_split();
-    let conn = Arc::new(WsConnection { core: ctx.manager.new_core(Protocol::WebSocket, remote, unix_ms()) });
+    let conn = Arc::new(WsConnection {
+        core: ctx.manager.new_core(Protocol::WebSocket, remote, unix_ms()),
+        writer: tokio::sync::Notify::new(),
+    });
     let cfg = ctx.config.websocket.clone();
     let mut writer =
         tokio::spawn(writer_loop(conn.clone(), wr, cfg.batch_max_records, cfg.batch_max_bytes, ctx.metrics.clone()));
@@ -233,7 +242,7 @@ async fn serve(ctx: Arc<HubContext>, stream: TcpStream, prefix: Bytes, remote: S
         tokio::select! {
             biased;
             () = &mut closed => break,
-            () = conn.core.outbound.wait_control_below(control_high_water), if backlogged => {}
+            () = conn.core.outbound.control_below(control_high_water), if backlogged => {}
             msg = ws.next(), if !backlogged => match msg {
                 Some(Ok(msg)) => {
                     conn.core.touch(unix_ms());
@@ -257,7 +266,7 @@ async fn serve(ctx: Arc<HubContext>, stream: TcpStream, prefix: Bytes, remote: S
                 } else if idle > cfg.idle_timeout_ms && !backlogged {
                     flow = Flow::Close(CloseReason::IdleTimeout, format!("nothing received for {idle} ms"));
                 } else {
-                    conn.core.outbound.push_raw(Bytes::from_static(&[0x89, 0x00]));
+                    conn.send_raw(Bytes::from_static(&[0x89, 0x00]));
                     let due = cfg.time_sync_interval_ms > 0
                         && last_sync.elapsed() >= Duration::from_millis(cfg.time_sync_interval_ms);
                     if due {
@@ -284,15 +293,15 @@ async fn serve(ctx: Arc<HubContext>, stream: TcpStream, prefix: Bytes, remote: S
 
     match flow {
         Flow::Close(CloseReason::Normal, msg) => {
-            conn.core.outbound.begin_close(CloseReason::Normal, &msg, None);
+            conn.close_with(CloseInfo::new(CloseReason::Normal, &msg), None);
         }
         Flow::Close(reason, msg) => conn.close(reason, &msg, &ctx.reconnect_urls()),
         Flow::Continue if peer_closed => {
             let info = CloseInfo { reason: CloseReason::Normal, message: String::new(), send_close_frame: false };
-            conn.core.outbound.begin_close_with(info, None);
+            conn.close_with(info, None);
         }
         Flow::Continue => {
-            conn.core.outbound.begin_close(CloseReason::Normal, "connection lost", None);
+            conn.close_with(CloseInfo::new(CloseReason::Normal, "connection lost"), None);
         }
     }
     ctx.manager.unregister_client(conn.id());
@@ -382,7 +391,7 @@ impl AsyncWrite for ReadHalfShim {
     fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         if !self.pending.is_empty() {
             let frame = self.pending.split().freeze();
-            self.conn.core.outbound.push_raw(frame);
+            self.conn.send_raw(frame);
         }
         Poll::Ready(Ok(()))
     }
@@ -534,12 +543,12 @@ async fn writer_loop(
     let mut batches = 0u64;
     loop {
         batch.clear();
-        match conn.core.outbound.drain(&mut batch, max_records, max_bytes) {
+        match conn.core.outbound.drain(&mut batch, max_records, max_bytes, std::time::Instant::now()) {
             Drain::Ready => {
                 let bytes = w.plan(&batch, max_bytes);
                 if w.write_all(&batch).await.is_err() {
                     // The peer is gone; the reader sees it too and cleans up.
-                    conn.core.outbound.begin_close(CloseReason::Normal, "write failed", None);
+                    conn.close_with(CloseInfo::new(CloseReason::Normal, "write failed"), None);
                     return;
                 }
                 conn.core.record_sent((batch.records.len() + batch.control.len()) as u64, bytes as u64);
@@ -548,13 +557,13 @@ async fn writer_loop(
                 }
                 batches += 1;
             }
-            Drain::Idle { retry_after: Some(d) } => {
+            Drain::Idle { retry_at: Some(t) } => {
                 tokio::select! {
-                    () = conn.core.outbound.wait() => {}
-                    () = tokio::time::sleep(d) => {}
+                    () = conn.writer.notified() => {}
+                    () = tokio::time::sleep_until(t.into()) => {}
                 }
             }
-            Drain::Idle { retry_after: None } => conn.core.outbound.wait().await,
+            Drain::Idle { retry_at: None } => conn.writer.notified().await,
             Drain::Finished(info) => {
                 w.close(&info).await;
                 return;

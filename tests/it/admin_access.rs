@@ -3,7 +3,6 @@
 //! browser `EventSource` needs. (Access control is in `admin_auth.rs`, the OpenAPI document in
 //! `openapi.rs`.)
 
-
 use crate::common::*;
 use serde_json::Value;
 

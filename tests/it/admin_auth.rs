@@ -4,7 +4,6 @@
 //! token in `?token=` is accepted; `/healthz` on the admin listener is open; and the admin API
 //! does not exist on the public listener.
 
-
 use crate::common::*;
 use serde_json::{json, Value};
 

@@ -2,7 +2,6 @@
 //! with filters and pages, one connection's full details, kicking (the client sees `bye`
 //! `kicked`, the hub forgets it) and `404 not_found` for unknown ids.
 
-
 use crate::common::*;
 use serde_json::{json, Value};
 

@@ -2,7 +2,6 @@
 //! changing the delivery policy live — the change takes effect on traffic already flowing —
 //! and `400 invalid_argument` naming the field for invalid policies.
 
-
 use crate::common::*;
 use serde_json::json;
 

@@ -5,7 +5,6 @@
 //! come in the upgrade request (`Authorization: Bearer`, `?token=`), and asymmetric keys
 //! (ES256) verify.
 
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -4,7 +4,6 @@
 //! can be recovered); the connection and the hub stay healthy, and nothing already accepted is
 //! lost.
 
-
 use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};

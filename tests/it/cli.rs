@@ -2,7 +2,6 @@
 //! `stats` and `connections` pretty-print the admin API, and a missing admin token fails with
 //! the API's error and a non-zero exit.
 
-
 use std::process::Stdio;
 
 use crate::common::*;

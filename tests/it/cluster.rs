@@ -5,7 +5,6 @@
 //! publishes, local best-effort delivery, recovery with a new epoch); a drain moves clients to
 //! the other nodes without loss; and the admin API shows the cluster.
 
-
 use std::process::Stdio;
 use std::time::Duration;
 

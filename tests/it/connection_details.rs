@@ -2,7 +2,6 @@
 //! offsets; the hub subscribes them (plus the main stream unless excluded); streams can be added
 //! and removed later; `get_connection` reports them; `bye` answers success.
 
-
 use crate::common::*;
 use fanhub::hub::TopicName;
 use fanhub::transport::now;

@@ -2,7 +2,6 @@
 //! `unavailable`), every client gets `bye` `maintenance` with the configured reconnect URLs
 //! after its queued data, progress is reported, and `DELETE` ends the drain.
 
-
 use crate::common::*;
 use serde_json::json;
 

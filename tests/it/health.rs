@@ -3,7 +3,6 @@
 //! (`POST /v1/admin/drain`) `/readyz` answers 503 `"unavailable"` and `/healthz` stays 200; after
 //! `DELETE /v1/admin/drain` `/readyz` is ready again.
 
-
 use crate::common::*;
 use serde_json::Value;
 

@@ -2,7 +2,6 @@
 //! past the idle timeout is closed (4007) and cleaned up, one that answers stays; time sync
 //! works in both directions.
 
-
 use crate::common::*;
 use fanhub::hub::ConnId;
 use futures_util::StreamExt;

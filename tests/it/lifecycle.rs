@@ -1,6 +1,5 @@
 //! Connect, authenticate, subscribe, receive, unsubscribe, close — and the hub cleans up.
 
-
 use crate::common::*;
 use serde_json::json;
 

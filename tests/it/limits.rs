@@ -3,7 +3,6 @@
 //! message size (refused below the frame limit, 1009 above it), publish rate, and violation
 //! enforcement (`monitored_violation`, then bye `violation` and close 4003).
 
-
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use crate::common::*;

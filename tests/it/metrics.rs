@@ -2,7 +2,6 @@
 //! after a known workload, topic labels only for declared topics (`_other` for the rest), the
 //! admin token required by default and optional by configuration.
 
-
 use std::collections::HashMap;
 
 use crate::common::*;

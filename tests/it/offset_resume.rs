@@ -2,7 +2,6 @@
 //! while other clients publish concurrently — and clear answers when the offset cannot be
 //! served.
 
-
 use crate::common::*;
 use fanhub::hub::{DeliveryPolicy, DropStrategy, HistoryLimits, TopicDecl, TopicName};
 use fanhub::transport::now;

@@ -2,7 +2,6 @@
 //! the document lists every admin route, and every operation it lists is routed (no 405, no
 //! fallback 404 "no such route:").
 
-
 use crate::common::*;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

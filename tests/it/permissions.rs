@@ -3,7 +3,6 @@
 //! the subject, answers `error` `permission_denied` with the request id and topic; the
 //! connection stays open and usable, and nothing denied reaches a subscriber.
 
-
 use crate::common::*;
 use fanhub::hub::TopicDecl;
 use serde_json::{json, Value};

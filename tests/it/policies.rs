@@ -2,7 +2,6 @@
 //! the slow subscriber (who resumes from history without loss) or pushes back on the publisher,
 //! rate-limited coalesces to the newest, and policy changes apply to live traffic.
 
-
 use crate::common::*;
 use fanhub::hub::{ConnId, DeliveryPolicy, DropStrategy, HistoryLimits, ReliableOverflow, TopicDecl, TopicName};
 use fanhub::transport::now;

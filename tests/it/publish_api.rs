@@ -3,9 +3,8 @@
 //! the JSON flag and `data_base64` as raw bytes with flags 0; every bad input gets its status
 //! and code, and neither takes an offset nor loses anything accepted before.
 
-
-use base64::Engine as _;
 use crate::common::*;
+use base64::Engine as _;
 use fanhub::protocol::ErrorCode;
 use serde_json::{json, Value};
 

@@ -3,7 +3,6 @@
 //! subscriber connection per node that restores its channels after a Redis restart (with a
 //! new epoch when Redis lost the data), and the node registry.
 
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

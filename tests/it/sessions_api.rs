@@ -3,7 +3,6 @@
 //! statuses. `GET /healthz` reports version, uptime and node id. HTTP is spoken by hand over a
 //! `TcpStream` (no HTTP client dependency).
 
-
 use crate::common::*;
 use fanhub::auth::unix_now;
 use fanhub::config::Config;

@@ -1,7 +1,6 @@
 //! Graceful shutdown: stop accepting, tell every client (bye `shutdown` with reconnect advice,
 //! close 1001), deliver what was already queued, and return cleanly.
 
-
 use crate::common::*;
 use fanhub::hub::{DeliveryPolicy, DropStrategy, TopicName};
 use fanhub::transport::now;

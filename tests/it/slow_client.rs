@@ -1,7 +1,6 @@
 //! Slow-client isolation: one subscriber that stops reading never delays or starves the others
 //! on the same topic, and the hub's memory for it stays bounded by the policy.
 
-
 use crate::common::*;
 use fanhub::hub::{ConnId, DeliveryPolicy, DropStrategy, HistoryLimits, ReliableOverflow, TopicDecl, TopicName};
 use fanhub::transport::now;

@@ -1,7 +1,6 @@
 //! Token expiry: a connection is warned ahead of its token's expiry and closed at expiry (4002)
 //! unless it refreshes with a new token for the same subject.
 
-
 use crate::common::*;
 use serde_json::json;
 

@@ -3,7 +3,6 @@
 //! `fanhub.v1` selects it; none offered → accepted, v1 implied. A request to `/ws` that is not
 //! a valid upgrade is answered 400 JSON too.
 
-
 use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};

@@ -7,7 +7,6 @@
 //! lists the connections and kicks one. `web-demo/ci-setup.sh` installs Chromium and
 //! playwright-core.
 
-
 use std::time::Duration;
 
 use crate::common::*;

@@ -8,7 +8,6 @@
 //! order, byte-exact, on the reliable channel; every best-effort frame that arrived whole, on
 //! the lossy channel. Then the page says bye and the hub forgets it.
 
-
 use std::collections::HashSet;
 use std::time::Duration;
 

@@ -4,7 +4,6 @@
 //! a `reliable` topic on the reliable channel with no loss, a best-effort topic on the lossy
 //! channel with every frame whole. Bad signaling input gets a clear error and leaves nothing.
 
-
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

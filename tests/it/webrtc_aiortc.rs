@@ -9,7 +9,6 @@
 //! Needs aiortc: `tests/rtc/setup.sh` installs it (`.ci/run` calls it). All traffic is loopback:
 //! the script limits aiortc to one 127.0.0.1 host candidate and no STUN server.
 
-
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;

@@ -20,18 +20,18 @@
 //! replays them, then the mirror's history, then live, under the topic lock, with no gap and
 //! no duplicate.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::MutexGuard;
 
-use super::{ConnectionManager, PublishError, PublishReport, SubscribeError};
-use crate::hub::connection::{ConnId, Now};
+use super::{ConnectionManager, PublishError, SubscribeError};
 use crate::hub::history::HistEntry;
-use crate::hub::registry::{Topic, TopicState};
-use crate::hub::topic::TopicName;
-use crate::protocol::frame::{put_record_header, RecordHeader, RECORD_HEADER_LEN};
+use crate::hub::identity::ConnId;
+use crate::hub::name::TopicName;
+use crate::hub::time::Now;
+use crate::hub::topic::{PublishReport, RemoteSync, Topic, TopicState};
+use crate::protocol::frame::{put_record_header, record_epoch, RecordHeader, RECORD_HEADER_LEN};
 
 /// Most records held per topic while a gap is being filled or the topic is being synced;
 /// past it the newest are dropped (and counted): the fill fetches them from history anyway.
@@ -88,17 +88,6 @@ pub struct RemotePosition {
     pub filling: bool,
 }
 
-/// Per-topic cluster state, inside the topic's state.
-#[derive(Debug, Default)]
-pub(crate) struct RemoteSync {
-    pub(crate) synced: bool,
-    pub(crate) filling: bool,
-    /// Publishing locally under a node-local epoch while the broker is unreachable.
-    pub(crate) detached: bool,
-    /// Encoded records past the next offset (or before sync), by offset.
-    pub(crate) pending: BTreeMap<u64, Bytes>,
-}
-
 /// Encodes a broker record as the record every subscriber receives (the same bytes a local
 /// publish produces).
 pub fn encode_remote(topic: &TopicName, r: &RemoteRecord) -> Bytes {
@@ -116,10 +105,6 @@ pub fn encode_remote(topic: &TopicName, r: &RemoteRecord) -> Bytes {
     record.freeze()
 }
 
-fn record_epoch(record: &[u8]) -> u64 {
-    u64::from_be_bytes(record[16..24].try_into().expect("a record has a 32-byte header"))
-}
-
 impl ConnectionManager {
     /// Where `topic`'s mirror stands (`None`: no such local topic).
     pub fn remote_position(&self, topic: &TopicName) -> Option<RemotePosition> {
@@ -130,7 +115,7 @@ impl ConnectionManager {
             epoch: st.epoch,
             next_offset: st.next_offset,
             first_retained: st.history.first_offset(),
-            subscribers: st.subscribers.len(),
+            subscribers: st.subscribers().len(),
             filling: st.remote.filling,
         })
     }
@@ -176,7 +161,7 @@ impl ConnectionManager {
         let held = std::mem::take(&mut st.remote.pending);
         drop(st);
         for (offset, record) in held {
-            if epoch.is_some_and(|e| e != record_epoch(&record)) && offset >= head {
+            if epoch.is_some_and(|e| e != record_epoch(&record).unwrap_or(0)) && offset >= head {
                 continue;
             }
             self.offer_remote(&t, offset, record, now);
@@ -189,7 +174,7 @@ impl ConnectionManager {
     pub fn desync_remote_if_idle(&self, topic: &TopicName) -> bool {
         let Some(t) = self.registry.get(topic) else { return true };
         let mut st = t.state.lock();
-        if !st.subscribers.is_empty() {
+        if !st.subscribers().is_empty() {
             return false;
         }
         st.remote = RemoteSync::default();
@@ -204,7 +189,7 @@ impl ConnectionManager {
     }
 
     fn offer_remote(&self, t: &Topic, offset: u64, record: Bytes, now: Now) -> RemoteOutcome {
-        let epoch = record_epoch(&record);
+        let epoch = record_epoch(&record).unwrap_or(0);
         let mut st = t.state.lock();
         if st.dead {
             return RemoteOutcome::Ignored;
@@ -341,7 +326,7 @@ impl ConnectionManager {
             let mut st = t.state.lock();
             if st.remote.synced && !st.remote.detached {
                 st.remote.detached = true;
-                st.epoch = crate::hub::registry::new_epoch();
+                st.epoch = self.registry.new_epoch();
                 st.next_offset = 1;
                 st.history.clear();
             }

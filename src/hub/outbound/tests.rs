@@ -1,10 +1,11 @@
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 
 use super::*;
-use crate::hub::connection::ConnId;
-use crate::hub::topic::TopicName;
+use crate::hub::identity::ConnId;
+use crate::hub::name::TopicName;
 
 fn queue(limits: QueueLimits) -> OutboundQueue {
     OutboundQueue::new(limits, Arc::new(Counters::default()))
@@ -12,6 +13,16 @@ fn queue(limits: QueueLimits) -> OutboundQueue {
 
 fn sub() -> Arc<Subscription> {
     Arc::new(Subscription::new(ConnId(1), TopicName::new("t").unwrap()))
+}
+
+fn push(
+    q: &OutboundQueue,
+    record: &Bytes,
+    offset: u64,
+    sub: &Arc<Subscription>,
+    policy: &DeliveryPolicy,
+) -> SendOutcome {
+    q.push(Delivery { record, offset, sub, policy, now: Instant::now() }).outcome
 }
 
 fn be() -> DeliveryPolicy {
@@ -24,9 +35,9 @@ fn connection_wide_bound_evicts_across_topics() {
     let (a, b) = (sub(), sub());
     let rec = Bytes::from_static(b"r");
     let p = be();
-    assert_eq!(q.push(Delivery { record: &rec, offset: 1, sub: &a, policy: &p }), SendOutcome::Queued);
-    assert_eq!(q.push(Delivery { record: &rec, offset: 1, sub: &b, policy: &p }), SendOutcome::Queued);
-    assert_eq!(q.push(Delivery { record: &rec, offset: 2, sub: &b, policy: &p }), SendOutcome::QueuedEvicting);
+    assert_eq!(push(&q, &rec, 1, &a, &p), SendOutcome::Queued);
+    assert_eq!(push(&q, &rec, 1, &b, &p), SendOutcome::Queued);
+    assert_eq!(push(&q, &rec, 2, &b, &p), SendOutcome::QueuedEvicting);
     assert_eq!(q.depth(), 2);
     assert_eq!(a.stats().dropped + b.stats().dropped, 1);
 }
@@ -34,9 +45,12 @@ fn connection_wide_bound_evicts_across_topics() {
 #[test]
 fn control_lane_is_bounded() {
     let q = queue(QueueLimits { max_messages: 2, max_bytes: 1 << 20, max_control: 2 });
-    assert!(q.push_control(Bytes::from_static(b"{}")));
-    assert!(q.push_control(Bytes::from_static(b"{}")));
-    assert!(!q.push_control(Bytes::from_static(b"{}")), "a client that never reads cannot grow the control lane");
+    assert!(q.push_control(Bytes::from_static(b"{}")).is_some());
+    assert!(q.push_control(Bytes::from_static(b"{}")).is_some());
+    assert!(
+        q.push_control(Bytes::from_static(b"{}")).is_none(),
+        "a client that never reads cannot grow the control lane"
+    );
 }
 
 #[test]
@@ -45,16 +59,21 @@ fn close_that_drains_delivers_queued_data_first() {
     let s = sub();
     let rec = Bytes::from_static(b"r");
     let p = be();
-    q.push(Delivery { record: &rec, offset: 1, sub: &s, policy: &p });
-    assert!(q.begin_close(CloseReason::Shutdown, "bye", Some(Bytes::from_static(b"{\"type\":\"bye\"}"))));
-    assert!(!q.begin_close(CloseReason::Kicked, "again", None), "first reason wins");
-    assert_eq!(q.push(Delivery { record: &rec, offset: 2, sub: &s, policy: &p }), SendOutcome::Closed);
+    let _ = push(&q, &rec, 1, &s, &p);
+    assert!(
+        q.begin_close(CloseInfo::new(CloseReason::Shutdown, "bye"), Some(Bytes::from_static(b"{\"type\":\"bye\"}")))
+    );
+    assert!(!q.begin_close(CloseInfo::new(CloseReason::Kicked, "again"), None), "first reason wins");
+    assert_eq!(push(&q, &rec, 2, &s, &p), SendOutcome::Closed);
     let mut b = Batch::default();
-    assert_eq!(q.drain(&mut b, 10, 1 << 20), Drain::Ready);
+    assert_eq!(q.drain(&mut b, 10, 1 << 20, Instant::now()), Drain::Ready);
     assert_eq!(b.records.len(), 1);
     assert_eq!(b.control.len(), 1);
     b.clear();
-    assert!(matches!(q.drain(&mut b, 10, 1 << 20), Drain::Finished(CloseInfo { reason: CloseReason::Shutdown, .. })));
+    assert!(matches!(
+        q.drain(&mut b, 10, 1 << 20, Instant::now()),
+        Drain::Finished(CloseInfo { reason: CloseReason::Shutdown, .. })
+    ));
 }
 
 #[test]
@@ -64,13 +83,13 @@ fn drain_respects_batch_caps_and_keeps_order() {
     let p = be();
     let recs: Vec<Bytes> = (0..10u8).map(|i| Bytes::from(vec![i; 10])).collect();
     for (i, r) in recs.iter().enumerate() {
-        q.push(Delivery { record: r, offset: i as u64, sub: &s, policy: &p });
+        let _ = push(&q, r, i as u64, &s, &p);
     }
     let mut b = Batch::default();
-    q.drain(&mut b, 4, 1 << 20);
+    q.drain(&mut b, 4, 1 << 20, Instant::now());
     assert_eq!(b.records, recs[..4]);
     b.clear();
-    q.drain(&mut b, 100, 25);
+    q.drain(&mut b, 100, 25, Instant::now());
     assert_eq!(b.records, recs[4..7], "stops once the byte cap is reached");
     assert_eq!(q.depth(), 3);
     assert_eq!(s.stats().queued, 3);
@@ -82,8 +101,8 @@ fn purge_removes_one_subscription() {
     let (a, b) = (sub(), sub());
     let rec = Bytes::from_static(b"r");
     let p = be();
-    q.push(Delivery { record: &rec, offset: 1, sub: &a, policy: &p });
-    q.push(Delivery { record: &rec, offset: 1, sub: &b, policy: &p });
+    let _ = push(&q, &rec, 1, &a, &p);
+    let _ = push(&q, &rec, 1, &b, &p);
     q.purge(&a);
     assert_eq!(q.depth(), 1);
     assert_eq!(a.stats().queued, 0);

@@ -7,17 +7,23 @@
 //! policy) and per connection ([`QueueLimits`]); the control lane has its own bound so a client
 //! that floods requests without reading replies is closed instead of growing memory.
 //!
-//! One short mutex guards the lanes; it is never held across an `.await` or any IO.
+//! One short mutex guards the lanes; it is never held across an `.await` or any IO. Nothing here
+//! knows how a writer is woken: every push reports whether the queue went from empty to
+//! non-empty, and the [`Connection`](super::Connection) that owns the queue wakes its own
+//! transport. Waiting (for room, for the control lane to drain, for the close) is offered as
+//! plain futures over `std::task::Waker`s, tied to no runtime.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
 
 use super::policy::{DeliveryPolicy, DropStrategy, Lane};
 use super::stats::{Counters, DropReason};
@@ -53,6 +59,8 @@ pub struct Delivery<'a> {
     pub sub: &'a Arc<Subscription>,
     /// The topic's current policy.
     pub policy: &'a DeliveryPolicy,
+    /// When it is offered (`rate_limited` counts permits on it).
+    pub now: Instant,
 }
 
 /// What happened to a delivery.
@@ -83,16 +91,23 @@ pub struct CloseInfo {
     pub send_close_frame: bool,
 }
 
+impl CloseInfo {
+    /// A close for `reason` that sends a close frame carrying `message`.
+    pub fn new(reason: CloseReason, message: &str) -> Self {
+        Self { reason, message: message.to_owned(), send_close_frame: true }
+    }
+}
+
 /// What [`OutboundQueue::drain`] produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Drain {
     /// The batch has something to write.
     Ready,
-    /// Nothing to write now; wait for a wake-up, or at most `retry_after` (coalesced records
+    /// Nothing to write now; wait for a wake-up, or until `retry_at` (coalesced records
     /// waiting for their rate).
     Idle {
         /// When a coalesced record becomes sendable.
-        retry_after: Option<Duration>,
+        retry_at: Option<Instant>,
     },
     /// Closing and everything that will be written has been: send the close frame, finish.
     Finished(CloseInfo),
@@ -136,7 +151,7 @@ pub enum Control {
     Raw(Bytes),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Entry {
     record: Bytes,
     sub: Arc<Subscription>,
@@ -154,7 +169,24 @@ struct Lanes {
     bytes: usize,
     close: Option<CloseInfo>,
     finished: bool,
-    space_waiters: bool,
+    /// Bumped by every drain that took something: a waiter for room compares it.
+    drained: u64,
+    /// Waiting for a drain (publishers under backpressure, the reader's control high water).
+    space_waiters: Vec<Waker>,
+    /// Waiting for the close to begin.
+    close_waiters: Vec<Waker>,
+}
+
+fn register(waiters: &mut Vec<Waker>, waker: &Waker) {
+    if !waiters.iter().any(|w| w.will_wake(waker)) {
+        waiters.push(waker.clone());
+    }
+}
+
+fn wake_all(waiters: Vec<Waker>) {
+    for w in waiters {
+        w.wake();
+    }
 }
 
 impl Lanes {
@@ -204,6 +236,10 @@ impl Lanes {
         Some(e)
     }
 
+    fn is_idle(&self) -> bool {
+        self.reliable.is_empty() && self.best_effort.is_empty() && self.control.is_empty()
+    }
+
     fn clear_data(&mut self) -> usize {
         let mut n = 0;
         for lane in [std::mem::take(&mut self.reliable), std::mem::take(&mut self.best_effort)] {
@@ -224,40 +260,39 @@ impl Lanes {
 #[derive(Debug)]
 pub struct OutboundQueue {
     lanes: Mutex<Lanes>,
-    wake: Notify,
-    space: Notify,
-    closed: Notify,
     limits: QueueLimits,
     counters: Arc<Counters>,
 }
 
+/// What a push did, and whether the owner must wake its writer (the queue went from empty to
+/// non-empty, or closing began).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "the connection must wake its writer when `wake` is set"]
+pub(crate) struct Pushed<T> {
+    pub(crate) outcome: T,
+    pub(crate) wake: bool,
+}
+
 impl OutboundQueue {
     pub(crate) fn new(limits: QueueLimits, counters: Arc<Counters>) -> Self {
-        Self {
-            lanes: Mutex::new(Lanes::default()),
-            wake: Notify::new(),
-            space: Notify::new(),
-            closed: Notify::new(),
-            limits,
-            counters,
-        }
+        Self { lanes: Mutex::new(Lanes::default()), limits, counters }
     }
 
     /// Offers a live record under its topic's policy.
-    pub fn push(&self, d: Delivery<'_>) -> SendOutcome {
+    pub(crate) fn push(&self, d: Delivery<'_>) -> Pushed<SendOutcome> {
         let len = d.record.len();
         let entry = || Entry { record: d.record.clone(), sub: d.sub.clone(), counted: true };
         let mut l = self.lanes.lock();
         if l.close.is_some() {
-            return SendOutcome::Closed;
+            return Pushed { outcome: SendOutcome::Closed, wake: false };
         }
         // The writer re-drains after every write, so it only needs a wake-up when the lanes it
         // drains go from empty to non-empty (or something is coalesced while it sleeps).
-        let was_idle = l.reliable.is_empty() && l.best_effort.is_empty() && l.control.is_empty();
+        let was_idle = l.is_idle();
         let outcome = match *d.policy {
             DeliveryPolicy::Reliable { .. } => {
                 if !l.fits(&self.limits, d.sub, d.policy, len) {
-                    return SendOutcome::Full;
+                    return Pushed { outcome: SendOutcome::Full, wake: false };
                 }
                 let e = entry();
                 l.count(&e);
@@ -266,18 +301,13 @@ impl OutboundQueue {
             }
             DeliveryPolicy::BestEffort { overflow, .. } => self.push_best_effort(&mut l, d, overflow, entry),
             DeliveryPolicy::RateLimited { per_second, burst, .. } => {
-                match d.sub.take_permit(per_second, burst) {
-                    Ok(()) => {
-                        // A held over-rate record is older than this one: newest wins.
-                        if l.take_coalesced(d.sub).is_some() {
-                            self.dropped(d.sub, DropReason::Coalesced);
-                        }
-                        self.push_best_effort(&mut l, d, DropStrategy::DropOldest, entry)
-                    }
+                // A held over-rate record is older than this one: newest wins.
+                if l.take_coalesced(d.sub).is_some() {
+                    self.dropped(d.sub, DropReason::Coalesced);
+                }
+                match d.sub.take_permit(per_second, burst, d.now) {
+                    Ok(()) => self.push_best_effort(&mut l, d, DropStrategy::DropOldest, entry),
                     Err(_) => {
-                        if l.take_coalesced(d.sub).is_some() {
-                            self.dropped(d.sub, DropReason::Coalesced);
-                        }
                         let e = entry();
                         l.count(&e);
                         l.coalesced.push(e);
@@ -289,11 +319,7 @@ impl OutboundQueue {
         if matches!(outcome, SendOutcome::Queued | SendOutcome::QueuedEvicting | SendOutcome::Coalesced) {
             d.sub.note_delivered(d.offset);
         }
-        drop(l);
-        if was_idle && outcome != SendOutcome::Dropped {
-            self.wake.notify_one();
-        }
-        outcome
+        Pushed { outcome, wake: was_idle && outcome != SendOutcome::Dropped }
     }
 
     fn push_best_effort(
@@ -335,19 +361,19 @@ impl OutboundQueue {
 
     /// Queues a replayed record (from history). Replays ignore the queue bounds: history
     /// already holds the bytes, and a resuming subscriber must get all of them.
-    pub fn push_replay(&self, record: Bytes, offset: u64, sub: &Arc<Subscription>, lane: Lane) {
+    pub(crate) fn push_replay(&self, record: Bytes, offset: u64, sub: &Arc<Subscription>, lane: Lane) -> bool {
         let mut l = self.lanes.lock();
         if l.close.is_some() {
-            return;
+            return false;
         }
+        let was_idle = l.is_idle();
         let e = Entry { record, sub: sub.clone(), counted: false };
         match lane {
             Lane::Reliable => l.reliable.push_back(e),
             Lane::BestEffort => l.best_effort.push_back(e),
         }
         sub.note_delivered(offset);
-        drop(l);
-        self.wake.notify_one();
+        was_idle
     }
 
     /// Whether a `reliable` record of `len` bytes would fit for `sub` now.
@@ -356,51 +382,52 @@ impl OutboundQueue {
         l.close.is_some() || l.fits(&self.limits, sub, policy, len)
     }
 
-    /// Waits until the writer has drained something (for publishers under backpressure).
-    pub async fn wait_for_space(&self) {
-        let notified = self.space.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        {
-            let mut l = self.lanes.lock();
-            if l.close.is_some() || l.msgs == 0 {
-                return;
-            }
-            l.space_waiters = true;
-        }
-        notified.await;
+    /// Resolves when the writer has drained something since this call (or at once when nothing
+    /// is queued or the connection is closing): what a publisher under backpressure waits for
+    /// before it retries.
+    pub fn space_freed(&self) -> SpaceFreed<'_> {
+        let drained = self.lanes.lock().drained;
+        SpaceFreed { queue: self, drained }
     }
 
-    /// Queues a control message. Returns false when closing or the control lane is full.
-    pub fn push_control(&self, json: Bytes) -> bool {
+    /// Resolves when fewer than `n` control messages are queued (or closing began). A transport
+    /// awaits it before reading the next request, so a client that pipelines requests faster
+    /// than their replies can be written is slowed down instead of growing the queue.
+    pub fn control_below(&self, n: usize) -> ControlBelow<'_> {
+        ControlBelow { queue: self, n }
+    }
+
+    /// Resolves once closing has begun (at once if it already has).
+    pub fn closed(&self) -> Closed<'_> {
+        Closed { queue: self }
+    }
+
+    /// Queues a control message. Returns `None` when closing or the control lane is full.
+    pub(crate) fn push_control(&self, json: Bytes) -> Option<bool> {
         self.push_control_item(Control::Json(json), false)
     }
 
     /// Queues transport-framed bytes (pong, close echo) on the control lane, even while
     /// closing: they are part of the closing handshake.
-    pub fn push_raw(&self, raw: Bytes) -> bool {
+    pub(crate) fn push_raw(&self, raw: Bytes) -> Option<bool> {
         self.push_control_item(Control::Raw(raw), true)
     }
 
-    fn push_control_item(&self, item: Control, even_if_closing: bool) -> bool {
+    /// `Some(wake)` when queued.
+    fn push_control_item(&self, item: Control, even_if_closing: bool) -> Option<bool> {
         let mut l = self.lanes.lock();
         if (l.close.is_some() && !even_if_closing) || l.finished || l.control.len() >= self.limits.max_control {
-            return false;
+            return None;
         }
+        let was_idle = l.is_idle();
         l.control.push_back(item);
-        drop(l);
-        self.wake.notify_one();
-        true
+        Some(was_idle)
     }
 
-    /// Starts closing with `reason`; `bye` (if any) is queued after pending control messages.
-    /// Data is discarded unless the reason drains. Returns false if already closing.
-    pub fn begin_close(&self, reason: CloseReason, message: &str, bye: Option<Bytes>) -> bool {
-        self.begin_close_with(CloseInfo { reason, message: message.to_owned(), send_close_frame: true }, bye)
-    }
-
-    /// Like [`Self::begin_close`] with full control over the close frame.
-    pub fn begin_close_with(&self, info: CloseInfo, bye: Option<Bytes>) -> bool {
+    /// Starts closing with `info`; `bye` (if any) is queued after pending control messages.
+    /// Data is discarded unless the reason drains. Returns false if already closing (the first
+    /// close wins). The owner must wake its writer when this returns true.
+    pub(crate) fn begin_close(&self, info: CloseInfo, bye: Option<Bytes>) -> bool {
         let mut l = self.lanes.lock();
         if l.close.is_some() {
             return false;
@@ -415,25 +442,12 @@ impl OutboundQueue {
             l.control.push_back(Control::Json(bye));
         }
         l.close = Some(info);
-        let waiters = std::mem::take(&mut l.space_waiters);
+        let space = std::mem::take(&mut l.space_waiters);
+        let close = std::mem::take(&mut l.close_waiters);
         drop(l);
-        self.wake.notify_one();
-        self.closed.notify_waiters();
-        if waiters {
-            self.space.notify_waiters();
-        }
+        wake_all(space);
+        wake_all(close);
         true
-    }
-
-    /// Resolves once closing has begun (immediately if it already has).
-    pub async fn closed(&self) {
-        let notified = self.closed.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if self.lanes.lock().close.is_some() {
-            return;
-        }
-        notified.await;
     }
 
     /// The close in progress, if any.
@@ -442,31 +456,37 @@ impl OutboundQueue {
     }
 
     /// Removes every queued record of `sub` (after unsubscribe).
-    pub fn purge(&self, sub: &Arc<Subscription>) {
+    pub(crate) fn purge(&self, sub: &Arc<Subscription>) {
+        self.purge_where(|e| Arc::ptr_eq(&e.sub, sub));
+    }
+
+    /// Removes every queued record (the connection is being unregistered).
+    pub(crate) fn purge_all(&self) {
+        self.purge_where(|_| true);
+    }
+
+    fn purge_where(&self, doomed: impl Fn(&Entry) -> bool) {
         let mut guard = self.lanes.lock();
         let l = &mut *guard;
         let mut removed = Vec::new();
         for lane in [&mut l.reliable, &mut l.best_effort] {
             lane.retain(|e| {
-                let keep = !Arc::ptr_eq(&e.sub, sub);
-                if !keep && e.counted {
-                    removed.push(e.record.len());
+                let gone = doomed(e);
+                if gone {
+                    removed.push(e.clone());
                 }
-                keep
+                !gone
             });
         }
         l.coalesced.retain(|e| {
-            let keep = !Arc::ptr_eq(&e.sub, sub);
-            if !keep {
-                removed.push(e.record.len());
+            let gone = doomed(e);
+            if gone {
+                removed.push(e.clone());
             }
-            keep
+            !gone
         });
-        for len in removed {
-            l.msgs -= 1;
-            l.bytes -= len;
-            sub.queued_msgs.fetch_sub(1, Relaxed);
-            sub.queued_bytes.fetch_sub(len, Relaxed);
+        for e in &removed {
+            l.uncount(e);
         }
     }
 
@@ -475,36 +495,18 @@ impl OutboundQueue {
         self.lanes.lock().control.len()
     }
 
-    /// Waits until fewer than `n` control messages are queued (or closing began). A transport
-    /// calls it before reading the next request, so a client that pipelines requests faster
-    /// than their replies can be written is slowed down instead of growing the queue.
-    pub async fn wait_control_below(&self, n: usize) {
-        loop {
-            let notified = self.space.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let mut l = self.lanes.lock();
-                if l.control.len() < n || l.close.is_some() {
-                    return;
-                }
-                l.space_waiters = true;
-            }
-            notified.await;
-        }
-    }
-
     /// Queued data messages (live, not yet drained).
     pub fn depth(&self) -> usize {
         self.lanes.lock().msgs
     }
 
     /// Moves what is queued into `batch` (control first, then records by lane priority), up to
-    /// `max_records` records or about `max_bytes` bytes of records.
-    pub fn drain(&self, batch: &mut Batch, max_records: usize, max_bytes: usize) -> Drain {
+    /// `max_records` records or about `max_bytes` bytes of records. `now` releases coalesced
+    /// `rate_limited` records whose rate allows.
+    pub fn drain(&self, batch: &mut Batch, max_records: usize, max_bytes: usize, now: Instant) -> Drain {
         let mut l = self.lanes.lock();
         batch.control.extend(l.control.drain(..));
-        let mut retry_after = None;
+        let mut retry_at: Option<Instant> = None;
         let take = |l: &mut Lanes, lane: Lane, batch: &mut Batch| loop {
             if batch.records.len() >= max_records || (batch.record_bytes >= max_bytes && !batch.records.is_empty()) {
                 break;
@@ -525,8 +527,10 @@ impl OutboundQueue {
         if !l.coalesced.is_empty() && batch.records.len() < max_records {
             let mut i = 0;
             while i < l.coalesced.len() {
-                let (per_second, burst) = policy_rate_hint(&l.coalesced[i]);
-                match l.coalesced[i].sub.take_permit(per_second, burst) {
+                // Coalesced entries keep the rate their limiter was built with; re-checking
+                // with the same numbers never rebuilds it.
+                let (per_second, burst) = l.coalesced[i].sub.limiter_rate().unwrap_or((1, 1));
+                match l.coalesced[i].sub.take_permit(per_second, burst, now) {
                     Ok(()) => {
                         let e = l.coalesced.swap_remove(i);
                         l.uncount(&e);
@@ -534,37 +538,29 @@ impl OutboundQueue {
                         batch.records.push(e.record);
                     }
                     Err(wait) => {
-                        retry_after = Some(retry_after.map_or(wait, |r: Duration| r.min(wait)));
+                        let at = now + wait;
+                        retry_at = Some(retry_at.map_or(at, |r| r.min(at)));
                         i += 1;
                     }
                 }
             }
         }
-        let freed = !batch.is_empty() && std::mem::take(&mut l.space_waiters);
+        let mut freed = Vec::new();
+        if !batch.is_empty() {
+            l.drained = l.drained.wrapping_add(1);
+            freed = std::mem::take(&mut l.space_waiters);
+        }
         let result = if !batch.is_empty() {
             Drain::Ready
         } else if let Some(close) = l.close.clone().filter(|_| l.coalesced.is_empty() || !close_drains(&l)) {
             l.finished = true;
             Drain::Finished(close)
         } else {
-            Drain::Idle { retry_after }
+            Drain::Idle { retry_at }
         };
         drop(l);
-        if freed {
-            self.space.notify_waiters();
-        }
+        wake_all(freed);
         result
-    }
-
-    /// Waits for the next push or close (a permit is kept if one happened since the last
-    /// wait, so no wake-up is lost).
-    pub async fn wait(&self) {
-        self.wake.notified().await;
-    }
-
-    /// Wakes the writer (e.g. after the transport changed something it watches).
-    pub fn wake(&self) {
-        self.wake.notify_one();
     }
 }
 
@@ -572,10 +568,66 @@ fn close_drains(l: &Lanes) -> bool {
     l.close.as_ref().is_some_and(|c| c.reason.drains_queue())
 }
 
-/// Coalesced entries keep the rate their limiter was built with; re-checking with the same
-/// numbers never rebuilds it.
-fn policy_rate_hint(e: &Entry) -> (u32, u32) {
-    e.sub.limiter_rate().unwrap_or((1, 1))
+/// See [`OutboundQueue::space_freed`].
+#[derive(Debug)]
+#[must_use = "futures do nothing unless awaited"]
+pub struct SpaceFreed<'a> {
+    queue: &'a OutboundQueue,
+    drained: u64,
+}
+
+impl Future for SpaceFreed<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut l = self.queue.lanes.lock();
+        if l.close.is_some() || l.msgs == 0 || l.drained != self.drained {
+            return Poll::Ready(());
+        }
+        register(&mut l.space_waiters, cx.waker());
+        Poll::Pending
+    }
+}
+
+/// See [`OutboundQueue::control_below`].
+#[derive(Debug)]
+#[must_use = "futures do nothing unless awaited"]
+pub struct ControlBelow<'a> {
+    queue: &'a OutboundQueue,
+    n: usize,
+}
+
+impl Future for ControlBelow<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut l = self.queue.lanes.lock();
+        if l.control.len() < self.n || l.close.is_some() {
+            return Poll::Ready(());
+        }
+        register(&mut l.space_waiters, cx.waker());
+        Poll::Pending
+    }
+}
+
+/// See [`OutboundQueue::closed`].
+#[derive(Debug)]
+#[must_use = "futures do nothing unless awaited"]
+pub struct Closed<'a> {
+    queue: &'a OutboundQueue,
+}
+
+impl Future for Closed<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut l = self.queue.lanes.lock();
+        if l.close.is_some() {
+            return Poll::Ready(());
+        }
+        register(&mut l.close_waiters, cx.waker());
+        Poll::Pending
+    }
 }
 
 #[cfg(test)]
