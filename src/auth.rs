@@ -94,6 +94,7 @@ pub struct SessionManager {
     api_keys: Vec<String>,
     admin_tokens: Vec<String>,
     dev: bool,
+    leeway: u64,
 }
 
 impl std::fmt::Debug for SessionManager {
@@ -154,9 +155,11 @@ impl SessionManager {
                 (dec, enc)
             }
         };
+        // `exp` and `nbf` are checked against the `now` each caller passes (see `verify`), not
+        // against jsonwebtoken's own clock read.
         let mut validation = Validation::new(algorithm);
-        validation.leeway = cfg.leeway_secs;
-        validation.validate_nbf = true;
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
         // jsonwebtoken checks `aud`/`iss` only when the token carries them: a configured
         // audience or issuer must also be a required claim, or a token without it would pass.
         let mut required = vec!["exp", "sub"];
@@ -187,6 +190,7 @@ impl SessionManager {
             api_keys: cfg.api_keys.clone(),
             admin_tokens: cfg.admin_tokens.clone(),
             dev: cfg.is_dev(),
+            leeway: cfg.leeway_secs,
         })
     }
 
@@ -195,12 +199,13 @@ impl SessionManager {
         self.dev
     }
 
-    /// Verifies a token (signature, `exp`, `nbf`, `iss`, `aud`) and returns who it names and
-    /// what it allows.
+    /// Verifies a token (signature, `iss`, `aud`, and `exp` and `nbf` against `now`, seconds
+    /// since the UNIX epoch, with the configured leeway) and returns who it names and what it
+    /// allows.
     ///
     /// # Errors
     /// [`AuthError`] with the failure category.
-    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+    pub fn verify(&self, token: &str, now: u64) -> Result<Identity, AuthError> {
         if token.is_empty() {
             return Err(AuthError::new(AuthFailure::Missing, "no token given"));
         }
@@ -226,6 +231,12 @@ impl SessionManager {
             AuthError::new(reason, detail)
         })?;
         let c = data.claims;
+        if c.exp.saturating_add(self.leeway) < now {
+            return Err(AuthError::new(AuthFailure::Expired, "token has expired"));
+        }
+        if c.nbf.is_some_and(|nbf| nbf > now.saturating_add(self.leeway)) {
+            return Err(AuthError::new(AuthFailure::NotYetValid, "token is not valid yet (nbf)"));
+        }
         let patterns = |v: Option<Vec<String>>, default: &[TopicPattern]| -> Result<Vec<TopicPattern>, AuthError> {
             match v {
                 None => Ok(default.to_vec()),
@@ -298,6 +309,9 @@ mod tests {
     use super::*;
     use crate::hub::TopicName;
 
+    /// Time is passed in: every check runs at this instant, whatever the machine's clock says.
+    const NOW: u64 = 1_800_000_000;
+
     fn mgr(cfg: AuthConfig) -> SessionManager {
         SessionManager::new(&cfg).unwrap()
     }
@@ -305,7 +319,7 @@ mod tests {
     fn mint(m: &SessionManager, ttl: u64) -> String {
         m.mint(
             &MintRequest { subject: "alice".into(), subscribe: vec!["video/*".into()], publish: vec![], ttl_secs: ttl },
-            unix_now(),
+            NOW,
         )
         .unwrap()
         .token
@@ -314,7 +328,7 @@ mod tests {
     #[test]
     fn round_trip_carries_claims() {
         let m = mgr(AuthConfig::default());
-        let id = m.verify(&mint(&m, 60)).unwrap();
+        let id = m.verify(&mint(&m, 60), NOW).unwrap();
         assert_eq!(id.subject, "alice");
         assert!(id.can_subscribe(&TopicName::new("video/a").unwrap()));
         assert!(!id.can_publish(&TopicName::new("video/a").unwrap()));
@@ -323,22 +337,29 @@ mod tests {
     #[test]
     fn failures_are_classified() {
         let m = mgr(AuthConfig::default());
-        assert_eq!(m.verify("").unwrap_err().reason, AuthFailure::Missing);
-        assert_eq!(m.verify("not-a-jwt").unwrap_err().reason, AuthFailure::Malformed);
+        assert_eq!(m.verify("", NOW).unwrap_err().reason, AuthFailure::Missing);
+        assert_eq!(m.verify("not-a-jwt", NOW).unwrap_err().reason, AuthFailure::Malformed);
         let other = mgr(AuthConfig { hs256_secret: Some("another-secret-of-length".into()), ..Default::default() });
-        assert_eq!(m.verify(&mint(&other, 60)).unwrap_err().reason, AuthFailure::BadSignature);
-        let expired = m
-            .mint(&MintRequest { subject: "a".into(), ttl_secs: 1, ..Default::default() }, unix_now() - 3600)
-            .unwrap()
-            .token;
-        assert_eq!(m.verify(&expired).unwrap_err().reason, AuthFailure::Expired);
+        assert_eq!(m.verify(&mint(&other, 60), NOW).unwrap_err().reason, AuthFailure::BadSignature);
+        let expired =
+            m.mint(&MintRequest { subject: "a".into(), ttl_secs: 1, ..Default::default() }, NOW - 3600).unwrap().token;
+        assert_eq!(m.verify(&expired, NOW).unwrap_err().reason, AuthFailure::Expired);
         let aud = mgr(AuthConfig { audience: Some("fanhub".into()), ..Default::default() });
         let wrong_aud = mgr(AuthConfig { audience: Some("elsewhere".into()), ..Default::default() });
-        assert_eq!(aud.verify(&mint(&wrong_aud, 60)).unwrap_err().reason, AuthFailure::WrongAudience);
-        assert!(aud.verify(&mint(&aud, 60)).is_ok());
+        assert_eq!(aud.verify(&mint(&wrong_aud, 60), NOW).unwrap_err().reason, AuthFailure::WrongAudience);
+        assert!(aud.verify(&mint(&aud, 60), NOW).is_ok());
         let iss = mgr(AuthConfig { issuer: Some("me".into()), ..Default::default() });
         let wrong_iss = mgr(AuthConfig { issuer: Some("them".into()), ..Default::default() });
-        assert_eq!(iss.verify(&mint(&wrong_iss, 60)).unwrap_err().reason, AuthFailure::WrongIssuer);
+        assert_eq!(iss.verify(&mint(&wrong_iss, 60), NOW).unwrap_err().reason, AuthFailure::WrongIssuer);
+    }
+
+    #[test]
+    fn expiry_is_judged_at_the_time_passed_in_with_the_leeway() {
+        let m = mgr(AuthConfig { leeway_secs: 5, ..Default::default() });
+        let t = mint(&m, 60);
+        assert!(m.verify(&t, NOW + 60).is_ok());
+        assert!(m.verify(&t, NOW + 65).is_ok(), "within the leeway");
+        assert_eq!(m.verify(&t, NOW + 66).unwrap_err().reason, AuthFailure::Expired);
     }
 
     #[test]
@@ -346,9 +367,9 @@ mod tests {
         let m = mgr(AuthConfig { leeway_secs: 0, ..Default::default() });
         let claims = Claims {
             sub: "a".into(),
-            exp: unix_now() + 3600,
+            exp: NOW + 3600,
             iat: None,
-            nbf: Some(unix_now() + 600),
+            nbf: Some(NOW + 600),
             iss: None,
             aud: None,
             subscribe: None,
@@ -360,7 +381,7 @@ mod tests {
             &EncodingKey::from_secret(DEV_SECRET.as_bytes()),
         )
         .unwrap();
-        assert_eq!(m.verify(&t).unwrap_err().reason, AuthFailure::NotYetValid);
+        assert_eq!(m.verify(&t, NOW).unwrap_err().reason, AuthFailure::NotYetValid);
     }
 
     #[test]
@@ -372,7 +393,7 @@ mod tests {
         });
         let claims = Claims {
             sub: "a".into(),
-            exp: unix_now() + 60,
+            exp: NOW + 60,
             iat: None,
             nbf: None,
             iss: None,
@@ -386,7 +407,7 @@ mod tests {
             &EncodingKey::from_secret(DEV_SECRET.as_bytes()),
         )
         .unwrap();
-        let id = m.verify(&t).unwrap();
+        let id = m.verify(&t, NOW).unwrap();
         assert!(id.can_subscribe(&TopicName::new("public/x").unwrap()));
         assert!(m.check_api_key("key-1"));
         assert!(!m.check_api_key("key-2"));

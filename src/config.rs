@@ -25,6 +25,8 @@ pub struct Config {
     pub node_id: String,
     /// Listeners and shutdown.
     pub server: ServerConfig,
+    /// The protocol session every transport runs: keep-alive, timeouts, time sync.
+    pub session: SessionConfig,
     /// WebSocket transport.
     pub websocket: WsConfig,
     /// Authentication.
@@ -41,7 +43,16 @@ pub struct Config {
     pub broker: BrokerConfig,
     /// WebRTC data channels.
     pub webrtc: WebRtcConfig,
+    /// `session` keys that were given under their old `[websocket]` names (validation
+    /// messages name the key as written).
+    #[serde(skip)]
+    pub aliased: Vec<String>,
 }
+
+/// Keys of `[session]` that were accepted under `[websocket]` before every transport shared
+/// one session, and still are.
+pub const SESSION_ALIASES: [&str; 5] =
+    ["ping_interval_ms", "idle_timeout_ms", "auth_timeout_ms", "time_sync_interval_ms", "close_timeout_ms"];
 
 /// `[webrtc]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,37 +179,51 @@ impl Default for ServerConfig {
     }
 }
 
-/// `[websocket]`
+/// `[session]`: the `fanhub.v1` session, the same on every transport.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct WsConfig {
-    /// Server ping interval, ms.
+pub struct SessionConfig {
+    /// Keep-alive interval, ms: a WebSocket ping (transports with their own liveness checks,
+    /// WebRTC's ICE consent, send none).
     pub ping_interval_ms: u64,
-    /// A connection with no inbound frame for this long is closed, ms.
+    /// A connection whose transport has a keep-alive and that sends nothing for this long is
+    /// closed (`idle_timeout`), ms.
     pub idle_timeout_ms: u64,
-    /// Time allowed between the upgrade and a successful `connect`, ms.
+    /// Time allowed from the transport's accept to a successful `connect`, ms.
     pub auth_timeout_ms: u64,
     /// Server-initiated time sync interval, ms (0: off).
     pub time_sync_interval_ms: u64,
-    /// Most records in one binary data message.
-    pub batch_max_records: usize,
-    /// Target size of one binary data message, bytes (a single larger record still goes alone).
-    pub batch_max_bytes: usize,
     /// How long a closing connection may take to flush, ms.
     pub close_timeout_ms: u64,
 }
 
-impl Default for WsConfig {
+impl Default for SessionConfig {
     fn default() -> Self {
         Self {
             ping_interval_ms: 20_000,
             idle_timeout_ms: 60_000,
             auth_timeout_ms: 10_000,
             time_sync_interval_ms: 30_000,
-            batch_max_records: 512,
-            batch_max_bytes: 256 * 1024,
             close_timeout_ms: 5000,
         }
+    }
+}
+
+/// `[websocket]`: framing of the WebSocket transport. The session keys it used to hold
+/// (`ping_interval_ms`, `idle_timeout_ms`, `auth_timeout_ms`, `time_sync_interval_ms`,
+/// `close_timeout_ms`) are still accepted here and mean their `[session]` namesakes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WsConfig {
+    /// Most records in one binary data message.
+    pub batch_max_records: usize,
+    /// Target size of one binary data message, bytes (a single larger record still goes alone).
+    pub batch_max_bytes: usize,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        Self { batch_max_records: 512, batch_max_bytes: 256 * 1024 }
     }
 }
 
@@ -336,10 +361,7 @@ impl Config {
             let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
             set_path(&mut table, &path, parse_env_value(&v));
         }
-        let config: Config =
-            toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
-        config.validate().map_err(ConfigError::Invalid)?;
-        Ok(config)
+        Self::from_table(table)
     }
 
     /// Parses a TOML string (no environment), and validates.
@@ -347,9 +369,28 @@ impl Config {
     /// # Errors
     /// [`ConfigError`].
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        Self::from_table(text.parse().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?)
+    }
+
+    fn from_table(mut table: toml::Table) -> Result<Self, ConfigError> {
+        let aliased = move_session_aliases(&mut table)?;
+        let mut config: Config = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
+            // Name a key as the file wrote it, under its old section if that is where it was.
+            let mut text = e.to_string();
+            for k in &aliased {
+                text = text.replace(&format!("session.{k}"), &format!("websocket.{k}"));
+            }
+            ConfigError::Parse(text)
+        })?;
+        config.aliased = aliased;
         config.validate().map_err(ConfigError::Invalid)?;
         Ok(config)
+    }
+
+    /// The dotted name of `[session] key` as the configuration wrote it.
+    fn session_key(&self, key: &str) -> String {
+        let section = if self.aliased.iter().any(|k| k == key) { "websocket" } else { "session" };
+        format!("{section}.{key}")
     }
 
     /// Checks every value's range; returns all problems.
@@ -363,14 +404,15 @@ impl Config {
                 p.push(ConfigProblem { key: key.into(), value: v.to_string(), allowed: format!("{lo}..={hi}") });
             }
         };
+        let se = &self.session;
+        range(&self.session_key("ping_interval_ms"), se.ping_interval_ms, 100, 600_000);
+        range(&self.session_key("idle_timeout_ms"), se.idle_timeout_ms, 200, 3_600_000);
+        range(&self.session_key("auth_timeout_ms"), se.auth_timeout_ms, 100, 600_000);
+        range(&self.session_key("time_sync_interval_ms"), se.time_sync_interval_ms, 0, 3_600_000);
+        range(&self.session_key("close_timeout_ms"), se.close_timeout_ms, 10, 600_000);
         let ws = &self.websocket;
-        range("websocket.ping_interval_ms", ws.ping_interval_ms, 100, 600_000);
-        range("websocket.idle_timeout_ms", ws.idle_timeout_ms, 200, 3_600_000);
-        range("websocket.auth_timeout_ms", ws.auth_timeout_ms, 100, 600_000);
-        range("websocket.time_sync_interval_ms", ws.time_sync_interval_ms, 0, 3_600_000);
         range("websocket.batch_max_records", ws.batch_max_records as u64, 1, 1000);
         range("websocket.batch_max_bytes", ws.batch_max_bytes as u64, 1024, 64 << 20);
-        range("websocket.close_timeout_ms", ws.close_timeout_ms, 10, 600_000);
         range("webrtc.chunk_size", self.webrtc.chunk_size as u64, 1024, 256 * 1024);
         range("webrtc.drivers", self.webrtc.drivers as u64, 0, 256);
         range("broker.redis.history_ttl_secs", self.broker.redis.history_ttl_secs, 1, 365 * 86_400);
@@ -506,6 +548,36 @@ impl Config {
     }
 }
 
+/// Moves session keys written under `[websocket]` to `[session]`; returns which. Giving one
+/// under both names is refused, since which one would win is a guess.
+fn move_session_aliases(table: &mut toml::Table) -> Result<Vec<String>, ConfigError> {
+    let mut moved = Vec::new();
+    let Some(toml::Value::Table(ws)) = table.get_mut("websocket") else { return Ok(moved) };
+    let mut taken = Vec::new();
+    for key in SESSION_ALIASES {
+        if let Some(v) = ws.remove(key) {
+            taken.push((key, v));
+        }
+    }
+    if taken.is_empty() {
+        return Ok(moved);
+    }
+    let session = table.entry("session").or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let toml::Value::Table(session) = session else {
+        return Err(ConfigError::Parse("`session` must be a table".into()));
+    };
+    for (key, v) in taken {
+        if session.contains_key(key) {
+            return Err(ConfigError::Parse(format!(
+                "session.{key} is set both as session.{key} and as websocket.{key} (its old name); keep one"
+            )));
+        }
+        session.insert(key.to_owned(), v);
+        moved.push(key.to_owned());
+    }
+    Ok(moved)
+}
+
 fn parse_env_value(v: &str) -> toml::Value {
     match format!("v = {v}").parse::<toml::Table>() {
         Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(v.into())),
@@ -544,6 +616,7 @@ mod tests {
         let c = Config::from_toml(include_str!("../deploy/fanhub.example.toml")).unwrap();
         let d = Config::default();
         assert_eq!(c.server, d.server);
+        assert_eq!(c.session, d.session);
         assert_eq!(c.websocket, d.websocket);
         assert_eq!(c.limits, d.limits);
         assert_eq!(c.topics.default_policy, d.topics.default_policy);
@@ -592,10 +665,23 @@ mod tests {
             ("OTHER".to_string(), "x".to_string()),
         ];
         let c = Config::load(Some(&f), env).unwrap();
-        assert_eq!(c.websocket.idle_timeout_ms, 1000);
-        assert_eq!(c.websocket.ping_interval_ms, 500);
+        assert_eq!(c.session.idle_timeout_ms, 1000);
+        assert_eq!(c.session.ping_interval_ms, 500);
         assert_eq!(c.server.listen.port(), 1234);
         assert_eq!(c.auth.api_keys, ["k1"]);
+    }
+
+    #[test]
+    fn session_keys_are_accepted_under_their_old_websocket_names() {
+        let c = Config::from_toml("[websocket]\nping_interval_ms = 700\nbatch_max_records = 9\n").unwrap();
+        assert_eq!((c.session.ping_interval_ms, c.websocket.batch_max_records), (700, 9));
+        let c = Config::from_toml("[session]\nauth_timeout_ms = 300\n").unwrap();
+        assert_eq!(c.session.auth_timeout_ms, 300);
+        let e = Config::from_toml("[session]\nping_interval_ms = 1\n").unwrap_err();
+        assert!(e.to_string().contains("session.ping_interval_ms = 1"), "{e}");
+        let e =
+            Config::from_toml("[session]\nping_interval_ms = 700\n[websocket]\nping_interval_ms = 800\n").unwrap_err();
+        assert!(e.to_string().contains("keep one"), "{e}");
     }
 
     #[test]

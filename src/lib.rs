@@ -15,11 +15,13 @@
 pub mod admin;
 pub mod auth;
 pub mod broker;
+pub mod clock;
 pub mod config;
 pub mod hub;
 pub mod metrics;
 pub mod protocol;
 pub mod server;
+pub mod session;
 pub mod transport;
 
 pub use server::{run, Listeners, Server};

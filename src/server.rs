@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::auth::{unix_now, MintRequest, SessionManager};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::hub::ConnectionManager;
 use crate::protocol::{ErrorCode, SUBPROTOCOL};
@@ -86,12 +87,23 @@ pub struct Server {
 }
 
 impl Server {
-    /// Builds the hub for `config`, serving on `listeners`.
+    /// Builds the hub for `config`, serving on `listeners`, on the system clock.
     ///
     /// # Errors
     /// [`ServerError::Config`] when keys or topic declarations are unusable.
     pub fn new(config: Config, listeners: &Listeners) -> Result<Self, ServerError> {
-        let manager = Arc::new(ConnectionManager::new(config.hub()).map_err(ServerError::Config)?);
+        Self::with_clock(config, listeners, Clock::System)
+    }
+
+    /// Like [`Self::new`], with time from `clock` (tests pass a manual one and advance it).
+    ///
+    /// # Errors
+    /// As [`Self::new`].
+    pub fn with_clock(config: Config, listeners: &Listeners, clock: Clock) -> Result<Self, ServerError> {
+        let mut hub = config.hub();
+        // The hub draws no randomness of its own: topic epochs come from this seed.
+        hub.epoch_seed = rand::random();
+        let manager = Arc::new(ConnectionManager::new(hub).map_err(ServerError::Config)?);
         let sessions = Arc::new(SessionManager::new(&config.auth).map_err(ServerError::Config)?);
         let public_url = config.public_url(listeners.public.local_addr()?);
         let node_id = if config.node_id.is_empty() {
@@ -108,6 +120,7 @@ impl Server {
                 config.broker.redis.clone(),
                 node_id.clone(),
                 public_url.clone(),
+                clock.clone(),
             ))
         };
         let ctx = Arc::new(HubContext {
@@ -122,6 +135,7 @@ impl Server {
             metrics: Arc::new(crate::metrics::Metrics::new()),
             broker,
             rtc: std::sync::OnceLock::new(),
+            clock,
         });
         Ok(Self { ctx, shutdown_tx, started: Instant::now() })
     }
@@ -170,7 +184,7 @@ impl Server {
         tracing::info!(connections = ctx.live.load(Ordering::Relaxed), "shutting down");
         ctx.draining.store(true, Ordering::Relaxed);
         let _ = self.shutdown_tx.send(true);
-        let grace = Duration::from_millis(ctx.config.server.shutdown_grace_ms + ctx.config.websocket.close_timeout_ms);
+        let grace = Duration::from_millis(ctx.config.server.shutdown_grace_ms + ctx.config.session.close_timeout_ms);
         let deadline = Instant::now() + grace;
         while ctx.live.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -251,7 +265,7 @@ async fn sweep_topics(ctx: Arc<HubContext>) {
     let mut tick = tokio::time::interval(period);
     loop {
         tick.tick().await;
-        let removed = ctx.manager.sweep_topics(Instant::now());
+        let removed = ctx.manager.sweep_topics(ctx.clock.now().mono);
         if removed > 0 {
             tracing::debug!(removed, "swept idle topics");
         }
@@ -336,7 +350,7 @@ async fn rtc_config(State(s): State<AppState>) -> Response {
 fn rtc_subject(s: &AppState, uri: &axum::http::Uri, headers: &HeaderMap) -> Result<String, ApiError> {
     let token = crate::transport::webrtc::bearer(headers, uri.query())
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "a bearer token is required"))?;
-    s.ctx.sessions.verify(&token).map(|i| i.subject).map_err(|e| {
+    s.ctx.sessions.verify(&token, s.ctx.clock.now().unix_secs()).map(|i| i.subject).map_err(|e| {
         s.ctx.manager.counters().record_auth_failure(e.reason);
         ApiError::new(ErrorCode::Unauthenticated, e.to_string())
     })
@@ -546,7 +560,7 @@ pub(crate) async fn publish(
             format!("message of {} bytes exceeds the maximum of {max}", payload.len()),
         ));
     }
-    let report = crate::transport::session::publish(&s.ctx, None, &topic, &payload, flags)
+    let report = crate::transport::publish::publish(&s.ctx, &topic, &payload, flags)
         .await
         .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
     Ok(Json(PublishResponse {

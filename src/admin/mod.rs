@@ -440,7 +440,7 @@ async fn cluster_view(State(s): State<AppState>) -> Json<ClusterView> {
                 ws_url: ctx.public_url.clone(),
                 connections: ctx.manager.connection_stats().active_connections,
                 publish_rate: s.admin.rates.read().messages_in_per_sec as u64,
-                heartbeat_ms: crate::transport::unix_ms(),
+                heartbeat_ms: s.ctx.clock.now().unix_ms(),
                 this_node: true,
             }],
         ),

@@ -31,13 +31,14 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, watch};
 
 use super::redis::{BrokerError, NodeInfo, RedisBroker, RedisHistory, RemoteMessage};
+use crate::clock::Clock;
 use crate::config::RedisConfig;
 use crate::hub::manager::RemoteOutcome;
 use crate::hub::{
-    ConnId, Connection, ConnectionManager, DeliveryPolicy, PublishError, PublishReport, SubscribeError, TopicName,
+    ConnId, Connection, ConnectionManager, DeliveryPolicy, PublishError, PublishReport, SubscribeError, SubscribeItem,
+    TopicName,
 };
 use crate::protocol::control::ServerMsg;
-use crate::transport::{now, unix_ms, unix_us};
 
 /// Most publishes sent to Redis in one pipeline.
 pub const MAX_BATCH: usize = 256;
@@ -95,9 +96,6 @@ impl PublishReply {
     }
 }
 
-/// A topic a subscribe is about to attach to: `(topic, offset, epoch)`.
-pub type SubscribeItem = (TopicName, Option<u64>, Option<u64>);
-
 /// Broker traffic counters of this node.
 #[derive(Debug, Default)]
 pub struct BrokerCounters {
@@ -116,8 +114,10 @@ pub struct BrokerCounters {
 }
 
 /// This node's membership of a Redis cluster.
+#[derive(Debug)]
 pub struct Cluster {
     manager: Arc<ConnectionManager>,
+    clock: Clock,
     config: RedisConfig,
     node_id: String,
     public_url: String,
@@ -160,9 +160,16 @@ impl Drop for Prepared {
 
 impl Cluster {
     /// A node for `config` (not connected yet: [`Self::start`]).
-    pub fn new(manager: Arc<ConnectionManager>, config: RedisConfig, node_id: String, public_url: String) -> Arc<Self> {
+    pub fn new(
+        manager: Arc<ConnectionManager>,
+        config: RedisConfig,
+        node_id: String,
+        public_url: String,
+        clock: Clock,
+    ) -> Arc<Self> {
         let (jobs_tx, jobs_rx) = mpsc::channel(PUBLISH_QUEUE);
         Arc::new(Self {
+            clock,
             jobs_tx,
             jobs_rx: Mutex::new(Some(jobs_rx)),
             manager,
@@ -273,7 +280,7 @@ impl Cluster {
             ws_url: self.public_url.clone(),
             connections: self.manager.connection_stats().active_connections,
             publish_rate,
-            heartbeat_ms: unix_ms(),
+            heartbeat_ms: self.clock.now().unix_ms(),
         };
         let ttl = Duration::from_millis(self.config.heartbeat_ms * 3);
         if let Err(e) = b.heartbeat(&me, ttl).await {
@@ -300,7 +307,7 @@ impl Cluster {
             }
             if pos.subscribers > 0 && !pos.synced {
                 let (head, epoch) = b.head(t).await?;
-                self.manager.sync_remote(t, epoch, head, now());
+                self.manager.sync_remote(t, epoch, head, self.clock.now());
             }
         }
         let joined: Vec<TopicName> = channels.iter().cloned().collect();
@@ -356,7 +363,7 @@ impl Cluster {
                     Ok(msgs) => {
                         self.counters.history_fetched.fetch_add(msgs.len() as u64, Relaxed);
                         let records: Vec<_> = msgs.iter().map(RemoteMessage::record).collect();
-                        self.manager.fill_remote(&topic, epoch, &records, now());
+                        self.manager.fill_remote(&topic, epoch, &records, self.clock.now());
                         return;
                     }
                     Err(e) => tracing::debug!(topic = %topic, error = %e, "gap fill failed; retrying"),
@@ -421,7 +428,7 @@ impl Cluster {
             .collect();
         let todo: Vec<usize> = (0..jobs.len()).filter(|&i| results[i].is_none()).collect();
         if let Some(b) = self.broker.get().filter(|_| self.is_ready()) {
-            let ts = unix_us().max(0) as u64;
+            let ts = self.clock.now().unix_us.max(0) as u64;
             let items: Vec<_> = todo
                 .iter()
                 .map(|&i| {
@@ -462,7 +469,7 @@ impl Cluster {
                 )))
             } else {
                 self.counters.detached.fetch_add(1, Relaxed);
-                self.manager.route_detached(&j.topic, &j.payload, j.flags, now())
+                self.manager.route_detached(&j.topic, &j.payload, j.flags, self.clock.now())
             });
         }
         results.into_iter().map(|r| r.expect("every job has a result")).collect()
@@ -511,7 +518,7 @@ impl Cluster {
                 let msgs = b.history(t, (*o).max(1)).await.map_err(|e| unavailable(&e))?;
                 self.counters.history_fetched.fetch_add(msgs.len() as u64, Relaxed);
                 let records: Vec<_> = msgs.iter().filter(|m| m.epoch == pos.epoch).map(RemoteMessage::record).collect();
-                self.manager.stage_backfill(id, t, &records, now());
+                self.manager.stage_backfill(id, t, &records, self.clock.now());
             }
         }
         Ok(guard)
@@ -529,7 +536,7 @@ impl Cluster {
         if !self.manager.remote_position(topic).is_some_and(|p| p.synced) {
             // Read after the channel is joined: every record from `head` on arrives on it.
             let (head, epoch) = b.head(topic).await?;
-            self.manager.sync_remote(topic, epoch, head, now());
+            self.manager.sync_remote(topic, epoch, head, self.clock.now());
         }
         Ok(())
     }
@@ -540,7 +547,7 @@ fn on_message(cluster: &Weak<Cluster>, m: RemoteMessage) {
     let Some(c) = cluster.upgrade() else { return };
     c.counters.messages_in.fetch_add(1, Relaxed);
     c.counters.bytes_in.fetch_add(m.payload.len() as u64, Relaxed);
-    if let RemoteOutcome::Fill { from, epoch } = c.manager.route_remote(&m.topic, &m.record(), now()) {
+    if let RemoteOutcome::Fill { from, epoch } = c.manager.route_remote(&m.topic, &m.record(), c.clock.now()) {
         tokio::spawn(c.clone().fill(m.topic, from, epoch));
     }
 }

@@ -13,11 +13,11 @@ pub mod redis;
 
 use std::sync::Arc;
 
-pub use self::cluster::{BrokerCounters, Cluster, Prepared, SubscribeItem};
+pub use self::cluster::{BrokerCounters, Cluster, Prepared};
 pub use self::redis::{Assigned, BrokerError, NodeInfo, RedisBroker, RedisHistory, RemoteMessage};
 
 /// Which broker this node runs with.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub enum Broker {
     /// In-process: this node is the whole hub.
     Memory,

@@ -136,6 +136,12 @@ pub struct RedisBroker {
     keepalive: tokio::task::JoinHandle<()>,
 }
 
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBroker").field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
 impl Drop for RedisBroker {
     fn drop(&mut self) {
         self.keepalive.abort();

@@ -31,7 +31,7 @@ pub use history::{History, HistoryLimits};
 pub use identity::{ConnId, ConnState, Identity, Protocol};
 pub use manager::{
     Action, ClientInfo, ConnectionManager, HubConfig, HubLimits, PublishError, RegisterError, RequestError,
-    SetPolicyError, SubscribeError, SubscribeOptions, ViolationOutcome,
+    SetPolicyError, SubscribeError, SubscribeItem, SubscribeOptions, ViolationOutcome,
 };
 pub use name::{TopicError, TopicName, TopicPattern};
 pub use outbound::{Batch, CloseInfo, Control, Delivery, Drain, OutboundQueue, QueueLimits, SendOutcome};

@@ -1,24 +1,27 @@
-//! Transports: how connections reach the hub. Each implements [`crate::hub::Connection`] and
-//! owns its socket, with one writer task per connection draining the hub's bounded queue.
+//! Transports: how connections reach the hub. Each implements [`crate::hub::Connection`]
+//! (how its writer is woken) and owns its socket; every one runs the same `fanhub.v1`
+//! [`Session`](crate::session::Session) through the one [`driver`], supplying only its framing.
 //!
-//! [`session`] is the transport-neutral part (the `fanhub.v1` control ops, authentication,
-//! keep-alive bookkeeping), so WebRTC and TCP reuse it; [`ws`] is the WebSocket transport.
+//! [`ws`] is the WebSocket transport, [`webrtc`] the WebRTC data channels; [`publish`] is the
+//! server-side publish (HTTP API) with its backpressure wait.
 
-pub mod session;
+pub mod driver;
+pub mod publish;
 pub mod webrtc;
 pub mod ws;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
 use crate::auth::SessionManager;
+use crate::clock::Clock;
 use crate::config::Config;
-use crate::hub::{ConnectionManager, Now};
+use crate::hub::ConnectionManager;
 
 /// What every transport needs from the server.
+#[derive(Debug)]
 pub struct HubContext {
     /// Connections, topics, routing.
     pub manager: Arc<ConnectionManager>,
@@ -42,9 +45,12 @@ pub struct HubContext {
     pub broker: crate::broker::Broker,
     /// The WebRTC driver (started with the server when `webrtc.enabled`).
     pub rtc: std::sync::OnceLock<webrtc::RtcHandle>,
+    /// Where time comes from (the system clock, or a test's manual one).
+    pub clock: Clock,
 }
 
 /// Counts a live transport connection for as long as it is held.
+#[derive(Debug)]
 pub struct LiveGuard(Arc<HubContext>);
 
 impl LiveGuard {
@@ -75,19 +81,4 @@ impl HubContext {
         }
         urls
     }
-}
-
-/// The current time, read once per event at the transport edge and passed into the hub.
-pub fn now() -> Now {
-    Now { mono: Instant::now(), unix_us: unix_us() }
-}
-
-/// Wall-clock µs since the UNIX epoch.
-pub fn unix_us() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
-}
-
-/// Wall-clock ms since the UNIX epoch.
-pub fn unix_ms() -> u64 {
-    (unix_us() / 1000).max(0) as u64
 }

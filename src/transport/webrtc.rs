@@ -40,8 +40,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use super::session::{ClientSession, Flow};
-use super::{unix_ms, HubContext};
+use super::HubContext;
 use crate::hub::stats::DropReason;
 use crate::hub::{Batch, CloseInfo, ConnCore, ConnId, Connection, Control, Drain, Protocol};
 use crate::protocol::{CloseReason, ErrorCode};
@@ -96,6 +95,7 @@ enum Command {
 }
 
 /// One driver: its command channel, socket and load.
+#[derive(Debug)]
 struct Shard {
     tx: mpsc::UnboundedSender<Command>,
     /// The address put in the host candidate of the peers placed here.
@@ -107,13 +107,14 @@ struct Shard {
 }
 
 /// A live session: the token subject that created it and the driver holding it.
+#[derive(Debug)]
 struct SessionEntry {
     subject: String,
     shard: usize,
 }
 
 /// The handle the signaling uses.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct RtcHandle {
     shards: Arc<[Shard]>,
     sessions: Arc<dashmap::DashMap<ConnId, SessionEntry>>,
@@ -270,7 +271,7 @@ pub fn accept(
     if ctx.draining.load(Ordering::Relaxed) {
         return Err(sig(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, "this node is draining"));
     }
-    let identity = ctx.sessions.verify(&token).map_err(|e| {
+    let identity = ctx.sessions.verify(&token, ctx.clock.now().unix_secs()).map_err(|e| {
         ctx.manager.counters().record_auth_failure(e.reason);
         sig(StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated, e.to_string())
     })?;
@@ -295,7 +296,7 @@ pub fn accept(
         .accept_offer(offer)
         .map_err(|e| sig(StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument, format!("offer refused: {e}")))?;
     let conn = Arc::new(RtcConnection {
-        core: ctx.manager.new_core(Protocol::WebRtc, remote, unix_ms()),
+        core: ctx.manager.new_core(Protocol::WebRtc, remote, ctx.clock.now().unix_ms()),
         driver: shard.tx.clone(),
         scheduled: AtomicBool::new(false),
     });
@@ -434,59 +435,35 @@ fn route_datagram(
     Some(id)
 }
 
-/// Runs `fanhub.v1` for one peer: control-channel messages in, replies through the queue.
+/// Runs `fanhub.v1` for one peer: control-channel messages in, through the session driver;
+/// replies go through the outbound queue, which the peer's driver drains into the channels.
 async fn session_task(
     ctx: Arc<HubContext>,
     conn: Arc<RtcConnection>,
     token: String,
-    mut rx: mpsc::Receiver<(bool, Bytes)>,
+    rx: mpsc::Receiver<(bool, Bytes)>,
 ) {
     let _live = super::LiveGuard::new(ctx.clone());
-    let dyn_conn: Arc<dyn Connection> = conn.clone();
-    let mut session = ClientSession::new(ctx.clone(), dyn_conn, Some(token));
-    let mut flow = session.check_upgrade_token();
-    let cfg = ctx.config.websocket.clone();
-    let mut tick = tokio::time::interval(Duration::from_millis(cfg.ping_interval_ms));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let auth_deadline = tokio::time::sleep(Duration::from_millis(cfg.auth_timeout_ms * 4));
-    tokio::pin!(auth_deadline);
-    let mut shutdown = ctx.shutdown.clone();
-    let shutdown_signal = async move {
-        let _ = shutdown.wait_for(|v| *v).await;
-    };
-    tokio::pin!(shutdown_signal);
-    let closed = conn.core.outbound.closed();
-    tokio::pin!(closed);
-    while flow == Flow::Continue {
-        tokio::select! {
-            biased;
-            () = &mut closed => break,
-            m = rx.recv() => match m {
-                Some((binary, data)) => {
-                    conn.core.touch(unix_ms());
-                    flow = if binary { session.handle_binary(data).await } else { session.handle_text(&data).await };
-                }
-                None => break,
-            },
-            _ = tick.tick() => flow = session.tick(false),
-            () = &mut auth_deadline, if !session.is_registered() => {
-                ctx.manager.counters().record_auth_failure(crate::hub::AuthFailure::NoConnect);
-                flow = Flow::Close(CloseReason::Unauthenticated, "no connect on the data channel in time".into());
-            }
-            () = &mut shutdown_signal => flow = Flow::Close(CloseReason::Shutdown, "server shutting down".into()),
+    // No keep-alive of the session's own: ICE consent (binding requests every few seconds)
+    // is WebRTC's liveness check, and its expiry ends the peer in the driver.
+    let params = super::driver::session_params(&ctx, conn, false, Some(token));
+    let session = crate::session::Session::new(params, ctx.clock.now());
+    let gone = CloseInfo { reason: CloseReason::Normal, message: "peer gone".into(), send_close_frame: false };
+    super::driver::run(&ctx, session, &mut ChannelInbound(rx), gone).await;
+}
+
+/// The peer's `fanhub` channel messages, as the driver hands them over.
+struct ChannelInbound(mpsc::Receiver<(bool, Bytes)>);
+
+impl super::driver::Transport for ChannelInbound {
+    async fn recv(&mut self) -> super::driver::Recv {
+        use crate::session::Input;
+        match self.0.recv().await {
+            Some((true, data)) => super::driver::Recv::Frame(Input::Binary(data)),
+            Some((false, data)) => super::driver::Recv::Frame(Input::Text(data)),
+            None => super::driver::Recv::Gone,
         }
     }
-    match flow {
-        Flow::Close(CloseReason::Normal, msg) => {
-            conn.close_with(CloseInfo::new(CloseReason::Normal, &msg), None);
-        }
-        Flow::Close(reason, msg) => conn.close(reason, &msg, &ctx.reconnect_urls()),
-        Flow::Continue => {
-            let info = CloseInfo { reason: CloseReason::Normal, message: "peer gone".into(), send_close_frame: false };
-            conn.close_with(info, None);
-        }
-    }
-    ctx.manager.unregister_client(conn.id());
 }
 
 async fn drive(

@@ -31,11 +31,12 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_websockets::Limits;
 
-use super::session::{ClientSession, Flow};
-use super::{unix_ms, unix_us, HubContext};
+use super::driver::{self, Recv};
+use super::HubContext;
+use crate::clock::Clock;
 use crate::hub::{Batch, CloseInfo, ConnCore, Connection, Control, Drain, Protocol};
-use crate::protocol::control::ServerMsg;
 use crate::protocol::{CloseReason, ErrorCode, SUBPROTOCOL, SUPPORTED_SUBPROTOCOLS};
+use crate::session::{Input, Session};
 
 /// A WebSocket client connection.
 #[derive(Debug)]
@@ -189,122 +190,26 @@ fn detach(prefix: Bytes) -> Bytes {
     }
 }
 
-/// Runs one WebSocket connection to its end: reader loop here, writer in its own task.
+/// Runs one WebSocket connection to its end: the session through the driver here, the writer
+/// in its own task.
 async fn serve(ctx: Arc<HubContext>, stream: TcpStream, prefix: Bytes, remote: SocketAddr, token: Option<String>) {
     let _live = super::LiveGuard::new(ctx.clone());
     let _ = stream.set_nodelay(true);
     let (rd, wr) = stream.into_split();
     let conn = Arc::new(WsConnection {
-        core: ctx.manager.new_core(Protocol::WebSocket, remote, unix_ms()),
+        core: ctx.manager.new_core(Protocol::WebSocket, remote, ctx.clock.now().unix_ms()),
         writer: tokio::sync::Notify::new(),
     });
-    let cfg = ctx.config.websocket.clone();
-    let mut writer =
-        tokio::spawn(writer_loop(conn.clone(), wr, cfg.batch_max_records, cfg.batch_max_bytes, ctx.metrics.clone()));
+    let ws_cfg = &ctx.config.websocket;
+    let batch = (ws_cfg.batch_max_records, ws_cfg.batch_max_bytes);
+    let mut writer = tokio::spawn(writer_loop(conn.clone(), wr, batch, ctx.metrics.clone(), ctx.clock.clone()));
     let limits = Limits::default().max_payload_len(Some(frame_limit(ctx.manager.limits().max_message_size)));
-    let prefix = detach(prefix);
-    let shim = ReadHalfShim { prefix, rd, conn: conn.clone(), pending: BytesMut::new() };
-    let mut ws = tokio_websockets::server::Builder::new().limits(limits).serve(shim);
-    let dyn_conn: Arc<dyn Connection> = conn.clone();
-    let mut session = ClientSession::new(ctx.clone(), dyn_conn, token);
-    let mut flow = session.check_upgrade_token();
-
-    let period = Duration::from_millis(cfg.ping_interval_ms);
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let auth_deadline = tokio::time::sleep(Duration::from_millis(cfg.auth_timeout_ms));
-    tokio::pin!(auth_deadline);
-    let expiry = tokio::time::sleep(Duration::from_secs(86_400 * 365));
-    tokio::pin!(expiry);
-    let mut expiry_target = None;
-    let mut last_sync = tokio::time::Instant::now();
-    let mut shutdown = ctx.shutdown.clone();
-    let mut peer_closed = false;
-    // Requests are read only while their replies keep up: past this many queued replies the
-    // reader waits for the writer (backpressure on a pipelining client, not a disconnect).
-    let control_high_water = (ctx.manager.limits().queue.max_control / 2).max(1);
-    let mut stalled_ticks = 0u64;
-    // Built once: re-creating them per inbound message would register a waiter each time.
-    let closed = conn.core.outbound.closed();
-    tokio::pin!(closed);
-    let shutdown_signal = async move {
-        let _ = shutdown.wait_for(|v| *v).await;
-    };
-    tokio::pin!(shutdown_signal);
-
-    while flow == Flow::Continue {
-        let backlogged = conn.core.outbound.control_len() >= control_high_water;
-        let target = session.next_expiry_event();
-        if target.is_some() && target.map(|d| d.as_millis() / 100) != expiry_target {
-            expiry_target = target.map(|d| d.as_millis() / 100);
-            expiry.as_mut().reset(tokio::time::Instant::now() + target.unwrap_or_default());
-        }
-        tokio::select! {
-            biased;
-            () = &mut closed => break,
-            () = conn.core.outbound.control_below(control_high_water), if backlogged => {}
-            msg = ws.next(), if !backlogged => match msg {
-                Some(Ok(msg)) => {
-                    conn.core.touch(unix_ms());
-                    if msg.is_text() {
-                        flow = session.handle_text(msg.as_payload()).await;
-                    } else if msg.is_binary() {
-                        flow = session.handle_binary(Bytes::from(msg.into_payload())).await;
-                    } else if msg.is_close() {
-                        peer_closed = true;
-                    }
-                }
-                Some(Err(e)) => flow = decode_error(&conn, e),
-                None => break,
-            },
-            _ = ping.tick() => {
-                let idle = unix_ms().saturating_sub(conn.core.last_activity_ms());
-                stalled_ticks = if backlogged { stalled_ticks + 1 } else { 0 };
-                if stalled_ticks * cfg.ping_interval_ms > cfg.idle_timeout_ms {
-                    // Replies have not moved for a whole idle timeout: the client is not reading.
-                    flow = Flow::Close(CloseReason::SlowConsumer, "control replies are not being read".into());
-                } else if idle > cfg.idle_timeout_ms && !backlogged {
-                    flow = Flow::Close(CloseReason::IdleTimeout, format!("nothing received for {idle} ms"));
-                } else {
-                    conn.send_raw(Bytes::from_static(&[0x89, 0x00]));
-                    let due = cfg.time_sync_interval_ms > 0
-                        && last_sync.elapsed() >= Duration::from_millis(cfg.time_sync_interval_ms);
-                    if due {
-                        last_sync = tokio::time::Instant::now();
-                    }
-                    flow = session.tick(due);
-                }
-            }
-            () = &mut expiry, if expiry_target.is_some() => {
-                expiry_target = None;
-                flow = session.tick(false);
-            }
-            () = &mut auth_deadline, if !session.is_registered() => {
-                ctx.manager.counters().record_auth_failure(crate::hub::AuthFailure::NoConnect);
-                let msg = format!("no_connect: no connect within {} ms", cfg.auth_timeout_ms);
-                let _ = conn.send_control(&ServerMsg::error(None, ErrorCode::Unauthenticated, msg.clone()));
-                flow = Flow::Close(CloseReason::Unauthenticated, msg);
-            }
-            () = &mut shutdown_signal => {
-                flow = Flow::Close(CloseReason::Shutdown, "server shutting down".into());
-            }
-        }
-    }
-
-    match flow {
-        Flow::Close(CloseReason::Normal, msg) => {
-            conn.close_with(CloseInfo::new(CloseReason::Normal, &msg), None);
-        }
-        Flow::Close(reason, msg) => conn.close(reason, &msg, &ctx.reconnect_urls()),
-        Flow::Continue if peer_closed => {
-            let info = CloseInfo { reason: CloseReason::Normal, message: String::new(), send_close_frame: false };
-            conn.close_with(info, None);
-        }
-        Flow::Continue => {
-            conn.close_with(CloseInfo::new(CloseReason::Normal, "connection lost"), None);
-        }
-    }
-    ctx.manager.unregister_client(conn.id());
+    let shim = ReadHalfShim { prefix: detach(prefix), rd, conn: conn.clone(), pending: BytesMut::new() };
+    let ws = tokio_websockets::server::Builder::new().limits(limits).serve(shim);
+    let mut inbound = WsInbound { ws, conn: conn.clone(), peer_closed: false };
+    let session = Session::new(driver::session_params(&ctx, conn.clone(), true, token), ctx.clock.now());
+    driver::run(&ctx, session, &mut inbound, CloseInfo::new(CloseReason::Normal, "connection lost")).await;
+    let cfg = &ctx.config.session;
     let drains = conn.core.outbound.closing().is_some_and(|c| c.reason.drains_queue());
     let grace =
         if drains { ctx.config.server.shutdown_grace_ms.max(cfg.close_timeout_ms) } else { cfg.close_timeout_ms };
@@ -316,8 +221,8 @@ async fn serve(ctx: Arc<HubContext>, stream: TcpStream, prefix: Bytes, remote: S
     // Lingering close: our close frame and FIN are out; read and discard until the peer closes
     // (or briefly), because closing a socket with unread input makes the kernel send a reset,
     // and a reset makes the peer drop what it has not read yet (our bye and close frame).
-    if !peer_closed {
-        let mut rd = ws.into_inner().rd;
+    if !inbound.peer_closed {
+        let mut rd = inbound.ws.into_inner().rd;
         let mut buf = vec![0u8; 4096];
         let linger = Duration::from_millis(cfg.close_timeout_ms.min(2000));
         let _ = tokio::time::timeout(linger, async {
@@ -327,32 +232,59 @@ async fn serve(ctx: Arc<HubContext>, stream: TcpStream, prefix: Bytes, remote: S
     }
 }
 
-fn decode_error(conn: &WsConnection, e: tokio_websockets::Error) -> Flow {
+/// The WebSocket's inbound side, as the session driver reads it.
+struct WsInbound {
+    ws: tokio_websockets::WebSocketStream<ReadHalfShim>,
+    conn: Arc<WsConnection>,
+    peer_closed: bool,
+}
+
+impl driver::Transport for WsInbound {
+    async fn recv(&mut self) -> Recv {
+        loop {
+            match self.ws.next().await {
+                // Poll on: the next poll writes tokio-websockets' close echo, then ends.
+                Some(Ok(msg)) if msg.is_close() => self.peer_closed = true,
+                Some(Ok(msg)) if msg.is_text() => return Recv::Frame(Input::Text(Bytes::from(msg.into_payload()))),
+                Some(Ok(msg)) if msg.is_binary() => return Recv::Frame(Input::Binary(Bytes::from(msg.into_payload()))),
+                Some(Ok(_)) => return Recv::Frame(Input::Activity),
+                Some(Err(e)) => return decode_error(e),
+                None if self.peer_closed => return Recv::Closed,
+                None => return Recv::Gone,
+            }
+        }
+    }
+
+    fn keepalive(&mut self) {
+        self.conn.send_raw(Bytes::from_static(&[0x89, 0x00]));
+    }
+}
+
+fn decode_error(e: tokio_websockets::Error) -> Recv {
     use tokio_websockets::proto::ProtocolError;
+    let violation =
+        |reason, code, message: String, limit| Recv::Frame(Input::Violation { reason, code, message, limit });
     match e {
-        tokio_websockets::Error::PayloadTooLong { len, max_len } => {
-            let msg = format!("frame of {len} bytes exceeds the limit of {max_len}");
-            let _ = conn.send_control(&ServerMsg::Error {
-                id: None,
-                code: ErrorCode::ResourceExhausted,
-                message: msg.clone(),
-                topic: None,
-                limit: Some("max_message_size".into()),
-            });
-            Flow::Close(CloseReason::MessageTooBig, msg)
-        }
-        tokio_websockets::Error::Protocol(ProtocolError::InvalidUtf8) => {
-            let _ =
-                conn.send_control(&ServerMsg::error(None, ErrorCode::InvalidArgument, "text frame is not valid UTF-8"));
-            Flow::Close(CloseReason::InvalidUtf8, "text frame is not valid UTF-8".into())
-        }
-        tokio_websockets::Error::Protocol(p) => {
-            let msg = format!("WebSocket protocol violation: {p}");
-            let _ = conn.send_control(&ServerMsg::error(None, ErrorCode::InvalidArgument, msg.clone()));
-            Flow::Close(CloseReason::ProtocolError, msg)
-        }
+        tokio_websockets::Error::PayloadTooLong { len, max_len } => violation(
+            CloseReason::MessageTooBig,
+            ErrorCode::ResourceExhausted,
+            format!("frame of {len} bytes exceeds the limit of {max_len}"),
+            Some("max_message_size"),
+        ),
+        tokio_websockets::Error::Protocol(ProtocolError::InvalidUtf8) => violation(
+            CloseReason::InvalidUtf8,
+            ErrorCode::InvalidArgument,
+            "text frame is not valid UTF-8".into(),
+            None,
+        ),
+        tokio_websockets::Error::Protocol(p) => violation(
+            CloseReason::ProtocolError,
+            ErrorCode::InvalidArgument,
+            format!("WebSocket protocol violation: {p}"),
+            None,
+        ),
         // The socket is gone: nothing to tell anyone.
-        _ => Flow::Close(CloseReason::Normal, "connection lost".into()),
+        _ => Recv::Gone,
     }
 }
 
@@ -534,16 +466,18 @@ impl Writer {
 async fn writer_loop(
     conn: Arc<WsConnection>,
     wr: OwnedWriteHalf,
-    max_records: usize,
-    max_bytes: usize,
+    (max_records, max_bytes): (usize, usize),
     metrics: Arc<crate::metrics::Metrics>,
+    clock: Clock,
 ) {
     let mut w = Writer { wr, scratch: Vec::new(), segs: Vec::new() };
     let mut batch = Batch::default();
     let mut batches = 0u64;
+    let mut retry = clock.timer();
     loop {
         batch.clear();
-        match conn.core.outbound.drain(&mut batch, max_records, max_bytes, std::time::Instant::now()) {
+        let now = clock.now();
+        match conn.core.outbound.drain(&mut batch, max_records, max_bytes, now.mono) {
             Drain::Ready => {
                 let bytes = w.plan(&batch, max_bytes);
                 if w.write_all(&batch).await.is_err() {
@@ -553,14 +487,15 @@ async fn writer_loop(
                 }
                 conn.core.record_sent((batch.records.len() + batch.control.len()) as u64, bytes as u64);
                 if batches % crate::metrics::SAMPLE_EVERY_BATCHES == 0 {
-                    sample(&metrics, &batch, conn.core.outbound.depth());
+                    sample(&metrics, &batch, conn.core.outbound.depth(), now.unix_us);
                 }
                 batches += 1;
             }
             Drain::Idle { retry_at: Some(t) } => {
+                retry.set(Some(t));
                 tokio::select! {
                     () = conn.writer.notified() => {}
-                    () = tokio::time::sleep_until(t.into()) => {}
+                    () = retry.fired() => {}
                 }
             }
             Drain::Idle { retry_at: None } => conn.writer.notified().await,
@@ -573,11 +508,10 @@ async fn writer_loop(
 }
 
 /// Records the oldest record's publish-to-write latency and the queue depth at wake-up.
-fn sample(metrics: &crate::metrics::Metrics, batch: &Batch, left: usize) {
+fn sample(metrics: &crate::metrics::Metrics, batch: &Batch, left: usize, now_unix_us: i64) {
     let Some(first) = batch.records.first() else { return };
-    if let Some(ts) = first.get(24..32) {
-        let published = u64::from_be_bytes(ts.try_into().expect("8 bytes"));
-        let age_us = (unix_us().max(0) as u64).saturating_sub(published);
+    if let Some(published) = crate::protocol::frame::record_timestamp_us(first) {
+        let age_us = (now_unix_us.max(0) as u64).saturating_sub(published);
         metrics.publish_to_write.record(age_us as f64 / 1e6);
     }
     metrics.queue_depth.record((batch.records.len() + left) as f64);

@@ -69,8 +69,8 @@ async fn connections_are_listed_filtered_and_paginated() {
 #[tokio::test]
 async fn connection_details_show_subscriptions_offsets_details_and_time_sync() {
     let mut config = test_config();
-    config.websocket.time_sync_interval_ms = 200;
-    config.websocket.ping_interval_ms = 100;
+    config.session.time_sync_interval_ms = 200;
+    config.session.ping_interval_ms = 100;
     let hub = spawn_hub(config).await;
     let mut pubr = hub.connect("pub").await;
     let mut c = hub

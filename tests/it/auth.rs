@@ -254,12 +254,14 @@ async fn a_malformed_first_message_is_refused_as_no_connect() {
 #[tokio::test]
 async fn no_connect_within_the_auth_timeout_is_refused() {
     let mut config = test_config();
-    config.websocket.auth_timeout_ms = 300;
-    let hub = spawn_hub(config).await;
+    config.session.auth_timeout_ms = 300;
+    let hub = spawn_hub_manual(config).await;
     let mut c = hub.open().await;
-    let started = std::time::Instant::now();
+    let started = hub.now().mono;
+    hub.advance(std::time::Duration::from_millis(300));
     let closed = c.expect_close().await;
-    assert!(started.elapsed() >= std::time::Duration::from_millis(250), "closed too early: {:?}", started.elapsed());
+    let elapsed = hub.now().mono - started;
+    assert!(elapsed >= std::time::Duration::from_millis(250), "closed too early: {elapsed:?}");
     assert_refused(&closed, None, "no_connect: no connect within 300 ms");
     assert_nothing_registered(&hub, "no_connect").await;
     hub.shutdown().await;

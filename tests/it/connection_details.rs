@@ -4,7 +4,6 @@
 
 use crate::common::*;
 use fanhub::hub::TopicName;
-use fanhub::transport::now;
 use serde_json::json;
 
 fn t(s: &str) -> TopicName {

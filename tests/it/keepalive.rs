@@ -1,6 +1,9 @@
 //! Keep-alive and time sync: the server pings on an interval; a connection that answers nothing
 //! past the idle timeout is closed (4007) and cleaned up, one that answers stays; time sync
-//! works in both directions.
+//! works in both directions. The keep-alive tests run the hub on a manual clock and step it by
+//! one ping interval at a time.
+
+use std::time::Duration;
 
 use crate::common::*;
 use fanhub::hub::ConnId;
@@ -12,8 +15,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 fn fast_keepalive() -> fanhub::config::Config {
     let mut c = test_config();
-    c.websocket.ping_interval_ms = 100;
-    c.websocket.idle_timeout_ms = 400;
+    c.session.ping_interval_ms = 100;
+    c.session.idle_timeout_ms = 400;
     c
 }
 
@@ -72,10 +75,18 @@ impl Mute {
 
 #[tokio::test]
 async fn a_client_that_answers_no_pings_is_closed_as_idle_and_cleaned_up() {
-    let hub = spawn_hub(fast_keepalive()).await;
+    let hub = spawn_hub_manual(fast_keepalive()).await;
     let mut m = Mute::connect(&hub, &hub.token("mute")).await;
     let (mut pings, mut texts) = (0, Vec::new());
+    let (op, payload) = tokio::time::timeout(TIMEOUT, m.frame()).await.expect("welcome");
+    assert_eq!(op, 0x1);
+    texts.push(serde_json::from_slice::<serde_json::Value>(&payload).unwrap());
     let code = loop {
+        // One ping interval at a time: each step brings a ping, or (at 400 ms) the idle close.
+        let pending_close = texts.last().is_some_and(|t: &serde_json::Value| t["type"] == "bye");
+        if !pending_close {
+            hub.advance(Duration::from_millis(100));
+        }
         let (op, payload) = tokio::time::timeout(TIMEOUT, m.frame()).await.expect("server never closed");
         match op {
             0x1 => texts.push(serde_json::from_slice::<serde_json::Value>(&payload).unwrap()),
@@ -95,11 +106,12 @@ async fn a_client_that_answers_no_pings_is_closed_as_idle_and_cleaned_up() {
 
 #[tokio::test]
 async fn a_client_that_answers_pings_stays_connected_past_the_idle_timeout() {
-    let hub = spawn_hub(fast_keepalive()).await;
+    let hub = spawn_hub_manual(fast_keepalive()).await;
     let mut c = hub.connect("alive").await;
     // Eight pings at 100 ms span twice the 400 ms idle timeout; tungstenite answers each.
     let mut pings = 0;
     while pings < 8 {
+        hub.advance(Duration::from_millis(100));
         match tokio::time::timeout(TIMEOUT, c.ws.next()).await.expect("hung") {
             Some(Ok(Message::Ping(_))) => pings += 1,
             Some(Ok(Message::Close(f))) => panic!("closed although pongs were sent: {f:?}"),
@@ -116,9 +128,9 @@ async fn a_client_that_answers_pings_stays_connected_past_the_idle_timeout() {
 async fn client_initiated_time_sync_returns_four_timestamps() {
     let hub = spawn_hub(test_config()).await;
     let mut c = hub.connect("clock").await;
-    let t1 = fanhub::transport::unix_us();
+    let t1 = unix_us();
     let r = c.request(json!({"op": "time_sync", "t1": t1})).await;
-    let t4 = fanhub::transport::unix_us();
+    let t4 = unix_us();
     assert_eq!(r["type"], "time_sync");
     assert_eq!(r["t1"], t1);
     let (t2, t3) = (r["t2"].as_i64().unwrap(), r["t3"].as_i64().unwrap());
@@ -131,15 +143,14 @@ async fn client_initiated_time_sync_returns_four_timestamps() {
 #[tokio::test]
 async fn server_initiated_time_sync_records_rtt_and_offset() {
     let mut config = test_config();
-    config.websocket.ping_interval_ms = 100;
-    config.websocket.time_sync_interval_ms = 100;
+    config.session.ping_interval_ms = 100;
+    config.session.time_sync_interval_ms = 100;
     let hub = spawn_hub(config).await;
     let mut c = hub.connect("clock").await;
     let id = ConnId(c.welcome["conn_id"].as_u64().unwrap());
     let req = c.next_of_type("time_sync_request").await;
-    let t2 = fanhub::transport::unix_us();
-    c.send_json(json!({"op": "time_sync_reply", "seq": req["seq"], "t1": req["t1"], "t2": t2, "t3": fanhub::transport::unix_us()}))
-        .await;
+    let t2 = unix_us();
+    c.send_json(json!({"op": "time_sync_reply", "seq": req["seq"], "t1": req["t1"], "t2": t2, "t3": unix_us()})).await;
     hub.eventually("rtt recorded", |m| m.client_info(id).is_some_and(|i| i.rtt_us.is_some())).await;
     let info = hub.manager.client_info(id).unwrap();
     assert!(info.rtt_us.unwrap() >= 0);

@@ -4,7 +4,6 @@
 
 use crate::common::*;
 use fanhub::hub::{DeliveryPolicy, DropStrategy, HistoryLimits, TopicDecl, TopicName};
-use fanhub::transport::now;
 
 fn roomy(config: &mut fanhub::config::Config, pattern: &str, history: usize) {
     config.topics.declare.push(TopicDecl {

@@ -4,7 +4,6 @@
 
 use crate::common::*;
 use fanhub::hub::{ConnId, DeliveryPolicy, DropStrategy, HistoryLimits, ReliableOverflow, TopicDecl, TopicName};
-use fanhub::transport::now;
 use serde_json::json;
 
 const BIG: usize = 64 * 1024;
@@ -30,7 +29,7 @@ fn publish_many(hub: &Hub, topic: &str, n: usize, size: usize) -> usize {
     for i in 0..n {
         let mut payload = vec![0u8; size];
         payload[..8].copy_from_slice(&(i as u64).to_be_bytes());
-        disconnected += hub.manager.route_data(&t(topic), &payload, 0, now()).unwrap().disconnected;
+        disconnected += hub.manager.route_data(&t(topic), &payload, 0, hub.now()).unwrap().disconnected;
     }
     disconnected
 }
@@ -104,7 +103,7 @@ async fn best_effort_drop_newest_keeps_the_oldest_and_drops_the_rest() {
 #[tokio::test]
 async fn reliable_disconnects_a_slow_subscriber_who_resumes_from_its_last_offset_without_loss() {
     let mut config = test_config();
-    config.websocket.close_timeout_ms = 5000;
+    config.session.close_timeout_ms = 5000;
     let policy = DeliveryPolicy::Reliable {
         queue_messages: 8,
         queue_bytes: 1 << 30,
@@ -186,13 +185,15 @@ async fn rate_limited_delivers_at_most_the_rate_and_always_the_newest() {
     let mut config = test_config();
     let policy = DeliveryPolicy::RateLimited { per_second: 5, burst: 1, queue_messages: 64, queue_bytes: 1 << 30 };
     declare(&mut config, "rl/>", policy);
-    let hub = spawn_hub(config).await;
+    let hub = spawn_hub_manual(config).await;
     let mut sub = hub.connect("viewer").await;
     sub.subscribe("rl/cam").await;
-    let started = std::time::Instant::now();
+    let started = hub.now().mono;
     publish_many(&hub, "rl/cam", 100, 100);
+    // One period of 5/s later the newest, held back by the rate, may go.
+    hub.advance(std::time::Duration::from_millis(200));
     let seen = offsets_until(&mut sub, 100).await;
-    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed = (hub.now().mono - started).as_secs_f64();
     assert_eq!(seen[0], 1, "the first frame passes at once");
     assert_eq!(*seen.last().unwrap(), 100, "the newest frame always gets through");
     let allowed = (5.0 * elapsed).floor() as usize + 1 + 1;
@@ -204,7 +205,7 @@ async fn rate_limited_delivers_at_most_the_rate_and_always_the_newest() {
 
 #[tokio::test]
 async fn a_policy_change_takes_effect_on_live_traffic() {
-    let hub = spawn_hub(test_config()).await;
+    let hub = spawn_hub_manual(test_config()).await;
     let mut sub = hub.connect("viewer").await;
     sub.subscribe("live/x").await;
     publish_many(&hub, "live/x", 3, 10);
@@ -213,6 +214,7 @@ async fn a_policy_change_takes_effect_on_live_traffic() {
     let limited = DeliveryPolicy::RateLimited { per_second: 1, burst: 1, queue_messages: 64, queue_bytes: 1 << 20 };
     hub.manager.set_delivery_policy(&t("live/x"), limited).unwrap();
     publish_many(&hub, "live/x", 50, 10);
+    hub.advance(std::time::Duration::from_secs(1));
     let seen = offsets_until(&mut sub, 53).await;
     assert!(seen.len() <= 3, "rate limiting applies at once: {seen:?}");
 

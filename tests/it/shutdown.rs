@@ -3,7 +3,6 @@
 
 use crate::common::*;
 use fanhub::hub::{DeliveryPolicy, DropStrategy, TopicName};
-use fanhub::transport::now;
 
 #[tokio::test]
 async fn every_client_gets_a_shutdown_bye_with_reconnect_advice() {

@@ -3,7 +3,6 @@
 
 use crate::common::*;
 use fanhub::hub::{ConnId, DeliveryPolicy, DropStrategy, HistoryLimits, ReliableOverflow, TopicDecl, TopicName};
-use fanhub::transport::now;
 
 const READERS: usize = 5;
 const MESSAGES: u64 = 300;

@@ -102,6 +102,9 @@ pub struct HubConfig {
     pub epoch_seed: u64,
 }
 
+/// A topic a subscribe is about to attach to: `(topic, offset, epoch)`.
+pub type SubscribeItem = (TopicName, Option<u64>, Option<u64>);
+
 /// Where to start a subscription.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SubscribeOptions {

@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fanhub::auth::{unix_now, MintRequest, SessionManager};
+use fanhub::auth::{MintRequest, SessionManager};
+use fanhub::clock::{Clock, ManualClock};
 use fanhub::config::Config;
 use fanhub::hub::ConnectionManager;
 use fanhub::protocol::frame::decode_records;
@@ -22,6 +23,21 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The current time on the system clock (for calls into the hub from a test).
+pub fn now() -> fanhub::hub::Now {
+    fanhub::clock::Clock::System.now()
+}
+
+/// Wall-clock µs since the UNIX epoch.
+pub fn unix_us() -> i64 {
+    now().unix_us
+}
+
+/// Wall-clock ms since the UNIX epoch.
+pub fn unix_ms() -> u64 {
+    now().unix_ms()
+}
 
 /// Guard against hangs only.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,7 +59,7 @@ pub fn test_config() -> Config {
     c.auth.admin_tokens = vec![ADMIN_TOKEN.into()];
     c.auth.api_keys = vec![API_KEY.into()];
     c.server.shutdown_grace_ms = 2000;
-    c.websocket.close_timeout_ms = 1000;
+    c.session.close_timeout_ms = 1000;
     c
 }
 
@@ -67,25 +83,50 @@ pub struct Hub {
     pub admin: SocketAddr,
     pub manager: Arc<ConnectionManager>,
     pub sessions: Arc<SessionManager>,
+    /// The hub's clock: the system's, or a manual one the test advances.
+    pub clock: Clock,
+    manual: Option<Arc<ManualClock>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), fanhub::server::ServerError>>>,
 }
 
+/// A hub on the system clock.
 pub async fn spawn_hub(config: Config) -> Hub {
+    spawn_hub_on(config, Clock::System, None).await
+}
+
+/// A hub whose time moves only when the test calls [`Hub::advance`]: timeouts, keep-alive,
+/// token expiry and rate limits are tested by advancing it, never by sleeping.
+pub async fn spawn_hub_manual(config: Config) -> Hub {
+    let (clock, handle) = Clock::manual();
+    spawn_hub_on(config, clock, Some(handle)).await
+}
+
+async fn spawn_hub_on(config: Config, clock: Clock, manual: Option<Arc<ManualClock>>) -> Hub {
     let listeners = Listeners::ephemeral().await.expect("bind");
     let addr = listeners.public.local_addr().unwrap();
     let admin = listeners.admin.local_addr().unwrap();
-    let server = Server::new(config, &listeners).expect("server");
+    let server = Server::with_clock(config, &listeners, clock.clone()).expect("server");
     let manager = server.manager();
     let sessions = server.sessions();
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(server.run(listeners, async move {
         let _ = rx.await;
     }));
-    Hub { addr, admin, manager, sessions, stop: Some(tx), task: Some(task) }
+    Hub { addr, admin, manager, sessions, clock, manual, stop: Some(tx), task: Some(task) }
 }
 
 impl Hub {
+    /// The hub's time.
+    pub fn now(&self) -> fanhub::hub::Now {
+        self.clock.now()
+    }
+
+    /// Moves a manual hub's clock forward (its timers fire).
+    pub fn advance(&self, by: Duration) {
+        self.manual.as_ref().expect("a hub from spawn_hub_manual").advance(by);
+    }
+
     pub fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.addr)
     }
@@ -104,7 +145,7 @@ impl Hub {
                     publish: publish.iter().map(|s| s.to_string()).collect(),
                     ttl_secs,
                 },
-                unix_now(),
+                self.now().unix_secs(),
             )
             .unwrap()
             .token

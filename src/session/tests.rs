@@ -1,0 +1,360 @@
+//! The session driven by hand: frames, ticks and replies at a fake `now`, in microseconds of
+//! CPU. Every timeout is checked on both sides of its deadline.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use super::*;
+use crate::auth::MintRequest;
+use crate::config::AuthConfig;
+use crate::hub::testing::TestConnection;
+use crate::hub::{DeliveryPolicy, HubConfig, ReliableOverflow};
+
+const T0_UNIX_US: i64 = 1_800_000_000_000_000;
+
+struct Rig {
+    hub: Arc<ConnectionManager>,
+    auth: Arc<SessionManager>,
+    conn: Arc<TestConnection>,
+    session: Session,
+    t0: Instant,
+}
+
+fn config() -> SessionConfig {
+    SessionConfig {
+        ping_interval_ms: 1000,
+        idle_timeout_ms: 3000,
+        auth_timeout_ms: 2000,
+        time_sync_interval_ms: 5000,
+        close_timeout_ms: 1000,
+    }
+}
+
+fn rig(keepalive: bool, brokered: bool) -> Rig {
+    let hub = Arc::new(ConnectionManager::new(HubConfig::default()).unwrap());
+    let auth = Arc::new(SessionManager::new(&AuthConfig::default()).unwrap());
+    let conn = TestConnection::unregistered(&hub, "nobody", 1);
+    let t0 = Instant::now();
+    let params = SessionParams {
+        conn: conn.clone(),
+        hub: hub.clone(),
+        auth: auth.clone(),
+        config: config(),
+        expiry_warning_secs: 60,
+        node_id: "n1".into(),
+        brokered,
+        keepalive,
+        accept_token: None,
+    };
+    let session = Session::new(params, Now { mono: t0, unix_us: T0_UNIX_US });
+    Rig { hub, auth, conn, session, t0 }
+}
+
+impl Rig {
+    fn at(&self, ms: u64) -> Now {
+        Now { mono: self.t0 + Duration::from_millis(ms), unix_us: T0_UNIX_US + ms as i64 * 1000 }
+    }
+
+    fn token(&self, sub: &str, ttl_secs: u64, at_ms: u64) -> String {
+        let req = MintRequest { subject: sub.into(), subscribe: vec![">".into()], publish: vec![">".into()], ttl_secs };
+        self.auth.mint(&req, self.at(at_ms).unix_secs()).unwrap().token
+    }
+
+    fn text(&mut self, v: Value, ms: u64) {
+        let now = self.at(ms);
+        self.session.handle_input(Input::Text(Bytes::from(v.to_string())), now);
+    }
+
+    fn connect(&mut self, ttl_secs: u64) -> Value {
+        let token = self.token("alice", ttl_secs, 0);
+        self.text(json!({"op": "connect", "id": 1, "token": token}), 0);
+        let mut c = self.control();
+        assert_eq!(c.len(), 1, "{c:?}");
+        c.remove(0)
+    }
+
+    fn tick(&mut self, ms: u64) {
+        let now = self.at(ms);
+        self.session.handle_tick(now);
+    }
+
+    fn control(&self) -> Vec<Value> {
+        self.conn.drain().control
+    }
+
+    fn outputs(&mut self) -> Vec<Output> {
+        std::iter::from_fn(|| self.session.poll_output()).collect()
+    }
+
+    fn deadline_ms(&self) -> Option<u64> {
+        self.session.poll_timeout().map(|t| (t - self.t0).as_millis() as u64)
+    }
+}
+
+fn closed_for(outputs: &[Output]) -> Option<CloseReason> {
+    outputs.iter().find_map(|o| match o {
+        Output::Close { reason, .. } => Some(*reason),
+        _ => None,
+    })
+}
+
+#[test]
+fn no_connect_within_the_auth_timeout_closes_at_the_deadline_and_not_before() {
+    let mut r = rig(true, false);
+    assert_eq!(r.deadline_ms(), Some(1000), "the first keep-alive comes before the auth deadline");
+    r.tick(1999);
+    assert_eq!(closed_for(&r.outputs()), None);
+    r.tick(2000);
+    assert_eq!(closed_for(&r.outputs()), Some(CloseReason::Unauthenticated));
+    let c = r.control();
+    assert_eq!(c[0]["code"], "unauthenticated");
+    assert_eq!(c[0]["message"], "no_connect: no connect within 2000 ms");
+    assert_eq!(r.session.waiting(), Waiting::Closed);
+    assert_eq!(r.session.poll_timeout(), None);
+}
+
+#[test]
+fn connect_answers_welcome_and_registers() {
+    let mut r = rig(true, false);
+    let w = r.connect(3600);
+    assert_eq!(w["type"], "welcome");
+    assert_eq!((w["id"].as_u64(), w["ping_interval_ms"].as_u64()), (Some(1), Some(1000)));
+    assert_eq!(w["server_time_us"], T0_UNIX_US);
+    assert!(r.session.is_registered());
+    assert_eq!(r.hub.connection_stats().active_connections, 1);
+    assert_eq!(r.session.waiting(), Waiting::Input);
+}
+
+#[test]
+fn keep_alives_go_out_each_interval_and_silence_closes_at_the_idle_timeout() {
+    let mut r = rig(true, false);
+    r.connect(3600);
+    for ms in [1000, 2000] {
+        r.tick(ms);
+        assert!(matches!(r.outputs()[..], [Output::KeepAlive]), "a ping at {ms} ms");
+    }
+    r.tick(2999);
+    assert!(r.outputs().is_empty());
+    r.tick(3000);
+    assert_eq!(closed_for(&r.outputs()), Some(CloseReason::IdleTimeout));
+}
+
+#[test]
+fn any_input_keeps_the_connection_alive() {
+    let mut r = rig(true, false);
+    r.connect(3600);
+    r.session.handle_input(Input::Activity, r.at(2500));
+    r.tick(3000);
+    r.tick(5499);
+    assert_eq!(closed_for(&r.outputs()), None);
+    r.tick(5500);
+    assert_eq!(closed_for(&r.outputs()), Some(CloseReason::IdleTimeout));
+}
+
+#[test]
+fn a_transport_without_keep_alive_has_no_idle_timeout() {
+    let mut r = rig(false, false);
+    r.connect(3600);
+    assert_eq!(r.deadline_ms(), Some(5000), "only the time sync is due");
+    r.tick(60_000);
+    let out = r.outputs();
+    assert!(!out.iter().any(|o| matches!(o, Output::KeepAlive | Output::Close { .. })), "{out:?}");
+}
+
+#[test]
+fn the_token_is_warned_before_expiry_closed_at_it_and_refresh_moves_it() {
+    let mut r = rig(false, false);
+    r.connect(100); // expires at t0 + 100 s; warned 60 s before
+    assert_eq!(r.deadline_ms(), Some(5000));
+    r.tick(39_999);
+    let c = r.control();
+    assert!(!c.iter().any(|m| m["type"] == "token_expiring"), "{c:?}");
+    r.tick(40_000);
+    let c = r.control();
+    let warn = c.iter().find(|m| m["type"] == "token_expiring").expect("warned");
+    assert_eq!(warn["in_ms"], 60_000);
+    // Refreshed with a token valid for another 100 s from 50 s on.
+    let fresh = r.token("alice", 100, 50_000);
+    r.text(json!({"op": "refresh", "id": 2, "token": fresh}), 50_000);
+    assert_eq!(r.control().iter().find(|m| m["id"] == 2).unwrap()["type"], "refreshed");
+    r.tick(100_000);
+    assert_eq!(closed_for(&r.outputs()), None, "the old expiry passes");
+    r.tick(150_000);
+    assert_eq!(closed_for(&r.outputs()), Some(CloseReason::TokenExpired));
+    let c = r.control();
+    assert!(c.iter().any(|m| m["type"] == "token_expiring"), "warned again before the bye: {c:?}");
+}
+
+#[test]
+fn a_late_tick_still_warns_before_closing_an_expired_token() {
+    let mut r = rig(false, false);
+    r.connect(100);
+    r.tick(200_000);
+    assert_eq!(closed_for(&r.outputs()), Some(CloseReason::TokenExpired));
+    let c = r.control();
+    assert_eq!(c.last().unwrap()["type"], "token_expiring", "{c:?}");
+    assert_eq!(c.last().unwrap()["in_ms"], 0);
+}
+
+#[test]
+fn server_time_sync_asks_each_interval_and_records_the_answer() {
+    let mut r = rig(false, false);
+    r.connect(3600);
+    r.tick(4999);
+    assert!(r.control().is_empty());
+    r.tick(5000);
+    let c = r.control();
+    assert_eq!(c[0]["type"], "time_sync_request");
+    let (seq, t1) = (c[0]["seq"].clone(), c[0]["t1"].as_i64().unwrap());
+    assert_eq!(t1, T0_UNIX_US + 5_000_000);
+    // The client's clock is 1 s ahead; 20 ms each way.
+    let t2 = t1 + 1_020_000;
+    let t3 = t2 + 1000;
+    r.text(json!({"op": "time_sync_reply", "seq": seq, "t1": t1, "t2": t2, "t3": t3}), 5041);
+    assert_eq!(r.conn.core().time_sync(), Some((40_000, 1_000_000)));
+    assert_eq!(r.deadline_ms(), Some(10_000));
+}
+
+#[test]
+fn a_publish_held_by_a_full_subscriber_waits_then_fails_at_the_policy_deadline() {
+    let mut r = rig(false, false);
+    r.connect(3600);
+    let policy = DeliveryPolicy::Reliable {
+        queue_messages: 1,
+        queue_bytes: 1 << 20,
+        overflow: ReliableOverflow::ApplyBackpressure,
+        backpressure_timeout_ms: 500,
+    };
+    let topic = TopicName::new("bp").unwrap();
+    r.hub.set_delivery_policy(&topic, policy).unwrap();
+    let slow = TestConnection::register(&r.hub, "slow", 2);
+    r.hub.subscribe(slow.id(), &topic, SubscribeOptions::default(), r.at(0)).unwrap();
+    r.text(json!({"op": "publish", "id": 5, "topic": "bp", "data": 1}), 10);
+    assert_eq!(r.control()[0]["type"], "published");
+    r.text(json!({"op": "publish", "id": 6, "topic": "bp", "data": 2}), 20);
+    let out = r.outputs();
+    assert!(matches!(&out[..], [Output::Command(Command::WaitForSpace(c))] if c.id() == slow.id()), "{out:?}");
+    assert_eq!(r.session.waiting(), Waiting::Reply, "no new request is read meanwhile");
+    assert_eq!(r.deadline_ms(), Some(520));
+    // The subscriber reads one: the publish goes through.
+    assert_eq!(slow.drain_offsets(), [1]);
+    r.session.handle_reply(Reply::SpaceFreed, r.at(100));
+    assert_eq!(r.control()[0]["offset"], 2);
+    // Again full, and this time nobody reads.
+    r.text(json!({"op": "publish", "id": 7, "topic": "bp", "data": 3}), 200);
+    assert!(matches!(r.outputs()[..], [Output::Command(Command::WaitForSpace(_))]));
+    r.tick(699);
+    assert!(r.control().is_empty());
+    r.tick(700);
+    let e = &r.control()[0];
+    assert_eq!(
+        (e["id"].as_u64(), e["code"].as_str(), e["limit"].as_str()),
+        (Some(7), Some("resource_exhausted"), Some("backpressure_timeout_ms"))
+    );
+    assert_eq!(r.session.waiting(), Waiting::Input);
+    assert_eq!(r.hub.topic_info(&topic).unwrap().head, 3, "the failed publish took no offset");
+}
+
+#[test]
+fn in_cluster_mode_a_subscribe_waits_for_its_topics_to_be_prepared() {
+    let mut r = rig(false, true);
+    r.connect(3600);
+    r.text(json!({"op": "subscribe", "id": 3, "topic": "a/b", "offset": 4}), 10);
+    let out = r.outputs();
+    match &out[..] {
+        [Output::Command(Command::Prepare { items, .. })] => {
+            assert_eq!(items, &[(TopicName::new("a/b").unwrap(), Some(4), None)]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(r.session.waiting(), Waiting::Reply);
+    r.session.handle_reply(Reply::Prepared(Err(SubscribeError::unavailable("redis is down"))), r.at(20));
+    let e = &r.control()[0];
+    assert_eq!((e["id"].as_u64(), e["code"].as_str()), (Some(3), Some("unavailable")));
+    r.text(json!({"op": "subscribe", "id": 4, "topic": "a/b"}), 30);
+    assert!(matches!(r.outputs()[..], [Output::Command(Command::Prepare { .. })]));
+    r.session.handle_reply(Reply::Prepared(Ok(Box::new(()))), r.at(40));
+    assert_eq!(r.control()[0]["type"], "subscribed");
+    assert_eq!(r.hub.topics_of(r.conn.id()).len(), 1);
+}
+
+#[test]
+fn in_cluster_mode_a_publish_is_checked_here_and_handed_to_the_broker() {
+    let mut r = rig(false, true);
+    r.connect(3600);
+    r.text(json!({"op": "publish", "id": 8, "topic": "x", "data": {"v": 1}}), 10);
+    match &r.outputs()[..] {
+        [Output::Command(Command::Publish { id, topic, payload, flags, .. })] => {
+            assert_eq!((*id, topic.as_str(), &payload[..], *flags), (Some(8), "x", &b"{\"v\":1}"[..], FLAG));
+        }
+        other => panic!("{other:?}"),
+    }
+    r.session.handle_reply(Reply::Enqueued(Ok(())), r.at(11));
+    assert!(r.control().is_empty(), "the broker answers the client");
+    r.text(json!({"op": "publish", "id": 9, "topic": "bad topic", "data": 1}), 12);
+    assert_eq!(r.control()[0]["code"], "invalid_argument");
+    assert!(r.outputs().is_empty(), "a refused publish never reaches the broker");
+}
+
+const FLAG: u8 = crate::protocol::frame::FLAG_JSON;
+
+#[test]
+fn replies_that_are_not_read_stop_the_reading_then_close_the_connection() {
+    let mut r = rig(false, false);
+    r.connect(3600);
+    let high = r.hub.limits().queue.max_control / 2;
+    for i in 0..high {
+        r.text(json!({"op": "ping", "id": i}), 10);
+    }
+    assert_eq!(r.session.waiting(), Waiting::Backlog(high));
+    r.tick(20);
+    assert_eq!(r.deadline_ms(), Some(3020));
+    r.tick(3019);
+    assert_eq!(closed_for(&r.outputs()), None);
+    r.tick(3020);
+    assert_eq!(closed_for(&r.outputs()), Some(CloseReason::SlowConsumer));
+}
+
+#[test]
+fn a_violation_from_the_transport_is_answered_and_closes() {
+    let mut r = rig(true, false);
+    r.connect(3600);
+    let v = Input::Violation {
+        reason: CloseReason::MessageTooBig,
+        code: ErrorCode::ResourceExhausted,
+        message: "frame of 9 bytes exceeds the limit of 8".into(),
+        limit: Some("max_message_size"),
+    };
+    r.session.handle_input(v, r.at(5));
+    assert_eq!(closed_for(&r.outputs()), Some(CloseReason::MessageTooBig));
+    assert_eq!(r.control()[0]["limit"], "max_message_size");
+}
+
+#[test]
+fn a_bad_token_at_accept_closes_before_any_frame_and_shutdown_closes_with_shutdown() {
+    let hub = Arc::new(ConnectionManager::new(HubConfig::default()).unwrap());
+    let auth = Arc::new(SessionManager::new(&AuthConfig::default()).unwrap());
+    let conn = TestConnection::unregistered(&hub, "x", 1);
+    let now = Now { mono: Instant::now(), unix_us: T0_UNIX_US };
+    let params = SessionParams {
+        conn,
+        hub: hub.clone(),
+        auth,
+        config: config(),
+        expiry_warning_secs: 60,
+        node_id: "n".into(),
+        brokered: false,
+        keepalive: true,
+        accept_token: Some("garbage".into()),
+    };
+    let mut s = Session::new(params.clone(), now);
+    assert!(matches!(s.poll_output(), Some(Output::Close { reason: CloseReason::Unauthenticated, .. })));
+    assert_eq!(hub.counters().auth_failures()["malformed_token"], 1);
+    let mut s = Session::new(SessionParams { accept_token: None, ..params }, now);
+    s.handle_shutdown(now);
+    assert!(matches!(s.poll_output(), Some(Output::Close { reason: CloseReason::Shutdown, .. })));
+    assert!(s.poll_output().is_none());
+}

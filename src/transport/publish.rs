@@ -1,0 +1,39 @@
+//! Publishing on behalf of the server side (the HTTP publish API): through the node's broker,
+//! waiting like a client's publish while a `reliable` + `apply_backpressure` subscriber is
+//! full, up to the policy's timeout, on the server's clock.
+
+use super::HubContext;
+use crate::hub::{PublishError, PublishReport, TopicName};
+
+/// Publishes `payload` on `topic` as a trusted server-side source: in memory, routed here
+/// (with backpressure waits); in cluster mode, through Redis.
+///
+/// # Errors
+/// [`PublishError`]; `BackpressureTimeout` when a full subscriber did not drain in time.
+pub async fn publish(
+    ctx: &HubContext,
+    topic: &TopicName,
+    payload: &[u8],
+    flags: u8,
+) -> Result<PublishReport, PublishError> {
+    if let Some(c) = ctx.broker.cluster() {
+        return c.publish(topic, payload, flags).await;
+    }
+    let mut deadline = None;
+    loop {
+        let now = ctx.clock.now();
+        match ctx.manager.route_data(topic, payload, flags, now) {
+            Err(PublishError::Backpressure { topic, waiting_for, timeout }) => {
+                let deadline = *deadline.get_or_insert(now.mono + timeout);
+                if now.mono >= deadline {
+                    return Err(PublishError::BackpressureTimeout(topic));
+                }
+                tokio::select! {
+                    () = waiting_for.core().outbound.space_freed() => {}
+                    () = ctx.clock.sleep_until(deadline) => return Err(PublishError::BackpressureTimeout(topic)),
+                }
+            }
+            other => return other,
+        }
+    }
+}
