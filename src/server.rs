@@ -24,7 +24,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::hub::ConnectionManager;
 use crate::protocol::{ErrorCode, SUBPROTOCOL};
-use crate::transport::{ws, HubContext};
+use crate::transport::{signaling, ws, HubContext};
 
 /// The sockets the server serves on (bind them yourself, e.g. on port 0 in tests).
 pub struct Listeners {
@@ -169,7 +169,7 @@ impl Server {
         let ctx = self.ctx.clone();
         if ctx.config.webrtc.enabled {
             let handle = crate::transport::webrtc::start(&ctx, &ctx.config.webrtc)?;
-            let _ = ctx.rtc.set(handle);
+            let _ = ctx.rtc.set(Arc::new(handle));
         }
         let app = AppState { ctx: ctx.clone(), started: self.started, admin: Arc::default() };
         let public_task = tokio::spawn(serve_http(listeners.public, public_router(app.clone()), ctx.shutdown.clone()));
@@ -320,7 +320,7 @@ pub fn public_router(state: AppState) -> Router {
     r.with_state(state)
 }
 
-/// `POST /v1/rtc/offer`: WebRTC signaling over HTTP (see `transport::webrtc::offer`).
+/// `POST /v1/rtc/offer`: WebRTC signaling over HTTP (see `transport::signaling::offer`).
 async fn rtc_offer(
     State(s): State<AppState>,
     axum::extract::ConnectInfo(remote): axum::extract::ConnectInfo<SocketAddr>,
@@ -328,27 +328,19 @@ async fn rtc_offer(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let token = crate::transport::webrtc::bearer(&headers, uri.query());
-    crate::transport::webrtc::offer(s.ctx.clone(), token, remote, body).await
+    let token = signaling::bearer(&headers, uri.query());
+    signaling::offer(s.ctx.clone(), token, remote, body).await
 }
 
 /// `GET /v1/rtc/config`: what a peer needs before its offer — whether WebRTC is on, the ICE
 /// servers for its `RTCPeerConnection`, the channel labels and the chunk size.
 async fn rtc_config(State(s): State<AppState>) -> Response {
-    let w = &s.ctx.config.webrtc;
-    Json(serde_json::json!({
-        "enabled": s.ctx.rtc.get().is_some(),
-        "ice_servers": w.ice_servers,
-        "channels": { "control": crate::transport::webrtc::CONTROL_LABEL, "lossy": crate::transport::webrtc::LOSSY_LABEL },
-        "chunk_size": w.chunk_size,
-        "offer_url": "/v1/rtc/offer",
-    }))
-    .into_response()
+    Json(signaling::config(&s.ctx)).into_response()
 }
 
 /// The subject of a signaling request's bearer token.
 fn rtc_subject(s: &AppState, uri: &axum::http::Uri, headers: &HeaderMap) -> Result<String, ApiError> {
-    let token = crate::transport::webrtc::bearer(headers, uri.query())
+    let token = signaling::bearer(headers, uri.query())
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "a bearer token is required"))?;
     s.ctx.sessions.verify(&token, s.ctx.clock.now().unix_secs()).map(|i| i.subject).map_err(|e| {
         s.ctx.manager.counters().record_auth_failure(e.reason);
@@ -372,7 +364,7 @@ async fn rtc_trickle(
     let lines: Vec<&str> = body.lines().map(str::trim).filter(|l| l.starts_with("a=candidate:")).collect();
     if lines.is_empty() {
         // No candidate: still say whether the session exists.
-        if let Err(e) = crate::transport::webrtc::add_candidate(&s.ctx, &subject, id, "") {
+        if let Err(e) = s.ctx.signaling().and_then(|r| r.add_candidate(&subject, id, "")) {
             if e.code != ErrorCode::InvalidArgument {
                 return e.into_response();
             }
@@ -380,7 +372,7 @@ async fn rtc_trickle(
         return ApiError::new(ErrorCode::InvalidArgument, "no a=candidate: line in the body").into_response();
     }
     for line in lines {
-        if let Err(e) = crate::transport::webrtc::add_candidate(&s.ctx, &subject, id, line) {
+        if let Err(e) = s.ctx.signaling().and_then(|r| r.add_candidate(&subject, id, line)) {
             return e.into_response();
         }
     }
@@ -398,7 +390,7 @@ async fn rtc_delete(
         Ok(x) => x,
         Err(e) => return e.into_response(),
     };
-    match crate::transport::webrtc::close_session(&s.ctx, &subject, id) {
+    match s.ctx.signaling().and_then(|r| r.close_session(&subject, id)) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => e.into_response(),
     }

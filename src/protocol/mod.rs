@@ -1,14 +1,15 @@
 //! Wire protocol `fanhub.v1`: the types and codecs every transport speaks.
 //!
 //! This module owns the shape of what crosses the wire and nothing else: JSON control messages
-//! ([`control`]), the binary data-record and publish formats ([`frame`]) and the stable error and
-//! close codes ([`codes`]). It depends only on serde and bytes, performs no IO and knows nothing
+//! ([`control`]), the binary data-record and publish formats ([`frame`]), the WebRTC channel labels
+//! and chunk format ([`rtc`]) and the stable error and close codes ([`codes`]). It depends only on serde and bytes, performs no IO and knows nothing
 //! about sockets, so clients, benches and every transport can share it. `docs/protocol.md` is the
 //! normative description; a change here is a change there.
 
 pub mod codes;
 pub mod control;
 pub mod frame;
+pub mod rtc;
 
 pub use codes::{CloseReason, ErrorCode};
 

@@ -174,13 +174,17 @@ fn execute(ctx: &Arc<HubContext>, conn: &Arc<dyn Connection>, command: Command) 
             })
         }
         Command::RtcOffer { sdp, token } => {
-            let r = super::webrtc::accept(ctx, token, conn.remote_addr(), &sdp)
+            let r = ctx
+                .signaling()
+                .and_then(|s| s.offer(ctx, token, conn.remote_addr(), &sdp))
                 .map(|(answer, id)| (answer, id.0))
                 .map_err(|e| SignalError { code: e.code, message: e.message });
             Box::pin(std::future::ready(Reply::RtcAnswer(r)))
         }
         Command::RtcCandidate { session, candidate, subject } => {
-            let r = super::webrtc::add_candidate(ctx, &subject, session, &candidate)
+            let r = ctx
+                .signaling()
+                .and_then(|s| s.add_candidate(&subject, session, &candidate))
                 .map_err(|e| SignalError { code: e.code, message: e.message });
             Box::pin(std::future::ready(Reply::RtcCandidateAdded(r)))
         }

@@ -7,6 +7,7 @@
 
 pub mod driver;
 pub mod publish;
+pub mod signaling;
 pub mod webrtc;
 pub mod ws;
 
@@ -43,8 +44,8 @@ pub struct HubContext {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// In-memory, or this node's Redis cluster membership.
     pub broker: crate::broker::Broker,
-    /// The WebRTC driver (started with the server when `webrtc.enabled`).
-    pub rtc: std::sync::OnceLock<webrtc::RtcHandle>,
+    /// WebRTC signaling (set when the server starts WebRTC: `webrtc.enabled`).
+    pub rtc: std::sync::OnceLock<Arc<dyn signaling::Signaling>>,
     /// Where time comes from (the system clock, or a test's manual one).
     pub clock: Clock,
 }

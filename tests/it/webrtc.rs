@@ -4,20 +4,19 @@
 //! a `reliable` topic on the reliable channel with no loss, a best-effort topic on the lossy
 //! channel with every frame whole. Bad signaling input gets a clear error and leaves nothing.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
 use fanhub::protocol::frame::decode_records;
+use fanhub::protocol::rtc::Reassembler;
 use serde_json::{json, Value};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::channel::{ChannelConfig, ChannelId, Reliability};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
-
-const CHUNK_MAGIC: u8 = 0xCF;
 
 /// A WebRTC peer: one `Rtc`, one loopback UDP socket, the two fanhub channels.
 struct Peer {
@@ -30,7 +29,8 @@ struct Peer {
     control_msgs: VecDeque<Value>,
     /// Whole records received (reassembled), with the channel they came on.
     records: VecDeque<(bool, Record)>,
-    partial: HashMap<u32, Vec<Option<Vec<u8>>>>,
+    /// Chunked frames in progress (frame ids are per connection, unique across channels).
+    partial: Reassembler,
 }
 
 /// A peer that has made its offer and waits for the answer.
@@ -70,7 +70,7 @@ impl Offering {
             open: 0,
             control_msgs: VecDeque::new(),
             records: VecDeque::new(),
-            partial: HashMap::new(),
+            partial: Reassembler::new(1024),
         };
         p.run_until("both channels open", |p| p.open == 2).await;
         p
@@ -121,13 +121,10 @@ impl Peer {
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}: {} records {:?}, partial frames {:?}, control {:?}",
+                "timed out waiting for {what}: {} records {:?}, {} partial frames, control {:?}",
                 self.records.len(),
                 self.records.iter().map(|(c, r)| (*c, r.topic.clone(), r.offset, r.payload.len())).collect::<Vec<_>>(),
-                self.partial
-                    .iter()
-                    .map(|(k, v)| (*k, v.iter().filter(|x| x.is_some()).count(), v.len()))
-                    .collect::<Vec<_>>(),
+                self.partial.pending(),
                 self.control_msgs
             );
             let wait = timeout.saturating_duration_since(Instant::now()).min(Duration::from_millis(50));
@@ -159,19 +156,8 @@ impl Peer {
                     self.control_msgs.push_back(serde_json::from_slice(&d.data).expect("JSON"));
                     return;
                 }
-                if d.data.first() == Some(&CHUNK_MAGIC) {
-                    let i = u16::from_be_bytes([d.data[2], d.data[3]]) as usize;
-                    let n = u16::from_be_bytes([d.data[4], d.data[5]]) as usize;
-                    let frame = u32::from_be_bytes(d.data[6..10].try_into().unwrap());
-                    let parts = self.partial.entry(frame).or_insert_with(|| vec![None; n]);
-                    parts[i] = Some(d.data[10..].to_vec());
-                    if parts.iter().all(Option::is_some) {
-                        let whole: Vec<u8> =
-                            self.partial.remove(&frame).unwrap().into_iter().flatten().flatten().collect();
-                        self.push_records(reliable, &whole);
-                    }
-                } else {
-                    self.push_records(reliable, &d.data);
+                if let Some(whole) = self.partial.push(&d.data).expect("a well-formed chunk") {
+                    self.push_records(reliable, &whole);
                 }
             }
             _ => {}
