@@ -231,7 +231,7 @@ mod tests {
     #[test]
     fn a_record_goes_whole_when_it_fits_and_as_chunks_when_not() {
         let small = vec![1u8; 100];
-        assert_eq!(chunks_of(&small, 100, 1), [small.clone()]);
+        assert_eq!(chunks_of(&small, 100, 1), [small]);
         let big: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
         let chunks = chunks_of(&big, 110, 7);
         assert_eq!(chunks.len(), chunk_count(big.len(), 110));
