@@ -8,6 +8,7 @@
 //! - [`transport`]: WebSocket (and later WebRTC, TCP) connections implementing `Connection`.
 //! - [`broker`]: the Redis side of cluster mode (offsets, history, channels, node registry).
 //! - [`config`]: configuration: defaults, TOML file, validation.
+//! - [`http`]: what the public and admin listeners share (state, the error shape, health, publish).
 //! - [`admin`]: the admin HTTP API (connections, topics, policies, stats, drain, OpenAPI).
 //! - [`metrics`]: Prometheus metric names, the per-server recorder and the scrape.
 //! - [`server`]: the HTTP routers, listeners, background tasks and graceful shutdown: [`run`].
@@ -17,6 +18,7 @@ pub mod auth;
 pub mod broker;
 pub mod clock;
 pub mod config;
+pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod protocol;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use crate::auth::{unix_now, MintRequest, SessionManager};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::http::{self, ApiError, AppState};
 use crate::hub::ConnectionManager;
 use crate::protocol::{ErrorCode, SUBPROTOCOL};
 use crate::transport::{signaling, ws, HubContext};
@@ -171,12 +172,13 @@ impl Server {
             let handle = crate::transport::webrtc::start(&ctx, &ctx.config.webrtc)?;
             let _ = ctx.rtc.set(Arc::new(handle));
         }
-        let app = AppState { ctx: ctx.clone(), started: self.started, admin: Arc::default() };
+        let app = AppState { ctx: ctx.clone(), started: self.started };
+        let admin = crate::admin::AdminState::new(app.clone());
         let public_task = tokio::spawn(serve_http(listeners.public, public_router(app.clone()), ctx.shutdown.clone()));
         let admin_task =
-            tokio::spawn(serve_http(listeners.admin, crate::admin::admin_router(app.clone()), ctx.shutdown.clone()));
+            tokio::spawn(serve_http(listeners.admin, crate::admin::admin_router(admin.clone()), ctx.shutdown.clone()));
         let sweeper = tokio::spawn(sweep_topics(ctx.clone()));
-        let sampler = tokio::spawn(crate::admin::sampler(app));
+        let sampler = tokio::spawn(crate::admin::sampler(admin));
         let cluster = ctx.broker.cluster().map(|c| c.start(ctx.shutdown.clone()));
         tracing::info!(node_id = %ctx.node_id, url = %ctx.public_url, "fanhub serving");
 
@@ -272,43 +274,14 @@ async fn sweep_topics(ctx: Arc<HubContext>) {
     }
 }
 
-/// State of the HTTP handlers.
-#[derive(Clone)]
-pub struct AppState {
-    pub(crate) ctx: Arc<HubContext>,
-    pub(crate) started: Instant,
-    pub(crate) admin: Arc<crate::admin::AdminShared>,
-}
-
-/// An error answered over HTTP: `{"code": …, "message": …}` with the code's status.
-#[derive(Debug)]
-pub struct ApiError {
-    code: ErrorCode,
-    message: String,
-}
-
-impl ApiError {
-    /// An error with `code` and `message`.
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(serde_json::json!({ "code": self.code, "message": self.message }))).into_response()
-    }
-}
-
 /// The public router: `/ws`, `/healthz`, `/readyz`, `POST /v1/sessions`, the demo page.
 pub fn public_router(state: AppState) -> Router {
     let mut r = Router::new()
         .route("/ws", get(ws::ws_handler).with_state(state.ctx.clone()))
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(http::healthz))
         .route("/readyz", get(readyz))
         .route("/v1/sessions", post(create_session))
-        .route("/v1/publish", post(publish))
+        .route("/v1/publish", post(http::publish))
         .route("/v1/rtc/offer", post(rtc_offer))
         .route("/v1/rtc/config", get(rtc_config))
         .route("/v1/rtc/sessions/{id}", axum::routing::patch(rtc_trickle).delete(rtc_delete))
@@ -396,36 +369,10 @@ async fn rtc_delete(
     }
 }
 
-fn health_body(s: &AppState, ready: bool) -> serde_json::Value {
-    serde_json::json!({
-        "status": if ready { "ok" } else { "unavailable" },
-        "version": env!("CARGO_PKG_VERSION"),
-        "node_id": s.ctx.node_id,
-        "uptime_secs": s.started.elapsed().as_secs(),
-        "connections": s.ctx.live.load(Ordering::Relaxed),
-        "broker": { "kind": s.ctx.broker.kind(), "ready": s.ctx.broker.is_ready() },
-    })
-}
-
-/// Liveness: the process serves HTTP. Version, uptime and node id included.
-#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "`{status, version, node_id, uptime_secs, connections}`")))]
-pub(crate) async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
-    Json(health_body(&s, true))
-}
-
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     let ready = !s.ctx.draining.load(Ordering::Relaxed) && s.ctx.broker.is_ready();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(health_body(&s, ready)))
-}
-
-fn bearer_or_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(k) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
-        return Some(k.trim());
-    }
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    (status, Json(http::health_body(&s, ready)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -446,7 +393,7 @@ async fn create_session(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    let key = bearer_or_key(&headers).ok_or_else(|| {
+    let key = http::bearer_or_key(&headers).ok_or_else(|| {
         ApiError::new(ErrorCode::Unauthenticated, "an API key is required (X-Api-Key or Authorization: Bearer)")
     })?;
     if !s.ctx.sessions.check_api_key(key) {
@@ -486,80 +433,4 @@ fn mint(s: &AppState, body: &[u8]) -> Result<Json<serde_json::Value>, ApiError> 
         "ws_url": s.ctx.public_url,
         "protocol": SUBPROTOCOL,
     })))
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct PublishRequest {
-    /// Topic to publish on.
-    topic: String,
-    /// JSON payload (delivered as JSON text, flag `json`).
-    #[serde(default, deserialize_with = "crate::protocol::control::present")]
-    #[schema(value_type = Object)]
-    data: Option<serde_json::Value>,
-    /// Binary payload, base64 (standard alphabet). Exactly one of `data` and `data_base64`.
-    #[serde(default)]
-    data_base64: Option<String>,
-}
-
-/// `POST /v1/publish` answer.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub(crate) struct PublishResponse {
-    topic: String,
-    offset: u64,
-    epoch: u64,
-    delivered: usize,
-    dropped: usize,
-}
-
-/// Publish from a backend (server API key or admin token); answers the offset. Publishes under
-/// `reliable` + `apply_backpressure` wait like a client's, up to the policy's timeout.
-#[utoipa::path(post, path = "/v1/publish", request_body = PublishRequest,
-    responses((status = 200, body = PublishResponse), (status = 400, body = crate::admin::ErrorBody), (status = 401, body = crate::admin::ErrorBody), (status = 429, body = crate::admin::ErrorBody)))]
-pub(crate) async fn publish(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Json<PublishResponse>, ApiError> {
-    let key = bearer_or_key(&headers)
-        .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "an API key or admin token is required"))?;
-    if !s.ctx.sessions.check_api_key(key) && !s.ctx.sessions.check_admin_token(key) {
-        s.ctx.manager.counters().record_auth_failure(crate::hub::AuthFailure::InvalidApiKey);
-        return Err(ApiError::new(ErrorCode::Unauthenticated, "unknown API key"));
-    }
-    let req: PublishRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, format!("invalid publish request: {e}")))?;
-    let topic = crate::hub::TopicName::new(&req.topic)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, format!("topic: {e}")))?;
-    let (payload, flags) = match (req.data, req.data_base64) {
-        (Some(v), None) => (serde_json::to_vec(&v).unwrap_or_default(), crate::protocol::frame::FLAG_JSON),
-        (None, Some(b)) => (
-            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b.as_bytes())
-                .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, format!("data_base64: {e}")))?,
-            0,
-        ),
-        _ => {
-            return Err(ApiError::new(
-                ErrorCode::InvalidArgument,
-                "exactly one of `data` and `data_base64` is required",
-            ))
-        }
-    };
-    let max = s.ctx.manager.limits().max_message_size;
-    if payload.len() > max {
-        return Err(ApiError::new(
-            ErrorCode::ResourceExhausted,
-            format!("message of {} bytes exceeds the maximum of {max}", payload.len()),
-        ));
-    }
-    let report = crate::transport::publish::publish(&s.ctx, &topic, &payload, flags)
-        .await
-        .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
-    Ok(Json(PublishResponse {
-        topic: topic.as_str().to_owned(),
-        offset: report.offset,
-        epoch: report.epoch,
-        delivered: report.delivered,
-        dropped: report.dropped,
-    }))
 }

@@ -1,0 +1,162 @@
+//! What the public and the admin listener share: the handlers' state, the error every HTTP
+//! API answers with (`{"code", "message"}` with the code's status), the credentials of a
+//! backend request, and the two handlers both serve (`/healthz`, `POST /v1/publish`). The
+//! server and the admin API build their routers over this module; it imports neither.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::protocol::ErrorCode;
+use crate::transport::HubContext;
+
+/// State of the HTTP handlers.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// What the transports share: hub, sessions, config, broker, clock.
+    pub ctx: Arc<HubContext>,
+    /// When the server started (uptime).
+    pub started: Instant,
+}
+
+/// An error answered over HTTP: `{"code": …, "message": …}` with the code's status.
+#[derive(Debug)]
+pub struct ApiError {
+    code: ErrorCode,
+    message: String,
+}
+
+impl ApiError {
+    /// An error with `code` and `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(serde_json::json!({ "code": self.code, "message": self.message }))).into_response()
+    }
+}
+
+/// An error: `{"code", "message"}` with the code's HTTP status.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable error code (`docs/protocol.md`).
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+/// The status, version, node, uptime, connection count and broker state of this node.
+pub fn health_body(s: &AppState, ready: bool) -> serde_json::Value {
+    serde_json::json!({
+        "status": if ready { "ok" } else { "unavailable" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "node_id": s.ctx.node_id,
+        "uptime_secs": s.started.elapsed().as_secs(),
+        "connections": s.ctx.live.load(Ordering::Relaxed),
+        "broker": { "kind": s.ctx.broker.kind(), "ready": s.ctx.broker.is_ready() },
+    })
+}
+
+/// Liveness: the process serves HTTP. Version, uptime and node id included.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "`{status, version, node_id, uptime_secs, connections}`")))]
+pub async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
+    Json(health_body(&s, true))
+}
+
+/// The API key or bearer token of a backend request (`X-Api-Key`, or `Authorization: Bearer`).
+pub fn bearer_or_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(k) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(k.trim());
+    }
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// `POST /v1/publish` request: a topic and exactly one of `data` (JSON) and `data_base64`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    /// Topic to publish on.
+    topic: String,
+    /// JSON payload (delivered as JSON text, flag `json`).
+    #[serde(default, deserialize_with = "crate::protocol::control::present")]
+    #[schema(value_type = Object)]
+    data: Option<serde_json::Value>,
+    /// Binary payload, base64 (standard alphabet). Exactly one of `data` and `data_base64`.
+    #[serde(default)]
+    data_base64: Option<String>,
+}
+
+/// `POST /v1/publish` answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct PublishResponse {
+    topic: String,
+    offset: u64,
+    epoch: u64,
+    delivered: usize,
+    dropped: usize,
+}
+
+/// Publish from a backend (server API key or admin token); answers the offset. Publishes under
+/// `reliable` + `apply_backpressure` wait like a client's, up to the policy's timeout.
+#[utoipa::path(post, path = "/v1/publish", request_body = PublishRequest,
+    responses((status = 200, body = PublishResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn publish(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<PublishResponse>, ApiError> {
+    let key = bearer_or_key(&headers)
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "an API key or admin token is required"))?;
+    if !s.ctx.sessions.check_api_key(key) && !s.ctx.sessions.check_admin_token(key) {
+        s.ctx.manager.counters().record_auth_failure(crate::hub::AuthFailure::InvalidApiKey);
+        return Err(ApiError::new(ErrorCode::Unauthenticated, "unknown API key"));
+    }
+    let req: PublishRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, format!("invalid publish request: {e}")))?;
+    let topic = crate::hub::TopicName::new(&req.topic)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, format!("topic: {e}")))?;
+    let (payload, flags) = match (req.data, req.data_base64) {
+        (Some(v), None) => (serde_json::to_vec(&v).unwrap_or_default(), crate::protocol::frame::FLAG_JSON),
+        (None, Some(b)) => (
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b.as_bytes())
+                .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, format!("data_base64: {e}")))?,
+            0,
+        ),
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidArgument,
+                "exactly one of `data` and `data_base64` is required",
+            ))
+        }
+    };
+    let max = s.ctx.manager.limits().max_message_size;
+    if payload.len() > max {
+        return Err(ApiError::new(
+            ErrorCode::ResourceExhausted,
+            format!("message of {} bytes exceeds the maximum of {max}", payload.len()),
+        ));
+    }
+    let report = crate::transport::publish::publish(&s.ctx, &topic, &payload, flags)
+        .await
+        .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+    Ok(Json(PublishResponse {
+        topic: topic.as_str().to_owned(),
+        offset: report.offset,
+        epoch: report.epoch,
+        delivered: report.delivered,
+        dropped: report.dropped,
+    }))
+}
