@@ -23,7 +23,7 @@ use fanhub::protocol::frame::{decode_records, FLAG_JSON};
 
 /// How to reach and authenticate to a hub's WebSocket endpoint.
 #[derive(Args, Clone)]
-pub struct WsTarget {
+pub(crate) struct WsTarget {
     /// WebSocket URL of the hub.
     #[arg(long, env = "FANHUB_URL", default_value = "ws://127.0.0.1:8080/ws")]
     url: String,
@@ -38,7 +38,7 @@ pub struct WsTarget {
 
 /// `fanhub sub`.
 #[derive(Args)]
-pub struct SubArgs {
+pub(crate) struct SubArgs {
     /// Topic to subscribe to (`a/b/c`).
     topic: String,
     /// Start at this offset (replay from history, then live).
@@ -56,7 +56,7 @@ pub struct SubArgs {
 
 /// `fanhub pub`.
 #[derive(Args)]
-pub struct PubArgs {
+pub(crate) struct PubArgs {
     /// Topic to publish on.
     topic: String,
     /// Payload: sent as JSON when it parses as JSON, otherwise as a JSON string.
@@ -70,7 +70,7 @@ pub struct PubArgs {
 
 /// How to reach the admin API.
 #[derive(Args, Clone)]
-pub struct AdminTarget {
+pub(crate) struct AdminTarget {
     /// Base URL of the admin listener.
     #[arg(long, env = "FANHUB_ADMIN_URL", default_value = "http://127.0.0.1:9090")]
     admin_url: String,
@@ -84,7 +84,7 @@ pub struct AdminTarget {
 
 /// `fanhub connections`.
 #[derive(Args)]
-pub struct ConnectionsArgs {
+pub(crate) struct ConnectionsArgs {
     /// Only connections subscribed to this topic.
     #[arg(long)]
     topic: Option<String>,
@@ -146,7 +146,7 @@ async fn next_json(ws: &mut Ws) -> anyhow::Result<Value> {
 }
 
 /// `fanhub sub TOPIC`: prints every message until interrupted (or `--count`).
-pub async fn sub(args: SubArgs) -> anyhow::Result<()> {
+pub(crate) async fn sub(args: SubArgs) -> anyhow::Result<()> {
     let mut ws = open(&args.target).await?;
     let mut op = json!({"op": "subscribe", "id": 1, "topic": args.topic});
     if let Some(o) = args.offset {
@@ -207,7 +207,7 @@ fn base64_encode(b: &[u8]) -> String {
 }
 
 /// `fanhub pub TOPIC DATA`: publishes and prints each assigned offset.
-pub async fn publish(args: PubArgs) -> anyhow::Result<()> {
+pub(crate) async fn publish(args: PubArgs) -> anyhow::Result<()> {
     let mut ws = open(&args.target).await?;
     let data: Value = serde_json::from_str(&args.data).unwrap_or_else(|_| Value::String(args.data.clone()));
     for i in 0..args.count {
@@ -321,7 +321,7 @@ fn render_stats(s: &Value) -> String {
 }
 
 /// `fanhub stats`.
-pub async fn stats(admin: AdminTarget) -> anyhow::Result<()> {
+pub(crate) async fn stats(admin: AdminTarget) -> anyhow::Result<()> {
     let a = admin.clone();
     repeat(admin.watch, || {
         let a = a.clone();
@@ -355,7 +355,7 @@ fn render_connections(page: &Value) -> String {
 }
 
 /// `fanhub connections`.
-pub async fn connections(args: ConnectionsArgs) -> anyhow::Result<()> {
+pub(crate) async fn connections(args: ConnectionsArgs) -> anyhow::Result<()> {
     let mut path = format!("/v1/admin/connections?limit={}", args.limit);
     for (k, v) in [("topic", &args.topic), ("user", &args.user)] {
         if let Some(v) = v {

@@ -441,7 +441,13 @@ impl Config {
         range("auth.leeway_secs", self.auth.leeway_secs, 0, 3600);
         range("auth.session_ttl_secs", self.auth.session_ttl_secs, 1, self.auth.max_session_ttl_secs.max(1));
         let r = &self.broker.redis;
-        if !r.url.is_empty() && !r.url.starts_with("redis://") {
+        if !r.url.is_empty() && !cfg!(feature = "redis") {
+            p.push(ConfigProblem {
+                key: "broker.redis.url".into(),
+                value: r.url.clone(),
+                allowed: "empty: this build has no Redis support (build with the cargo feature `redis`)".into(),
+            });
+        } else if !r.url.is_empty() && !r.url.starts_with("redis://") {
             p.push(ConfigProblem {
                 key: "broker.redis.url".into(),
                 value: r.url.clone(),

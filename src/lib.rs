@@ -13,6 +13,8 @@
 //! - [`metrics`]: Prometheus metric names, the per-server recorder and the scrape.
 //! - [`server`]: the HTTP routers, listeners, background tasks and graceful shutdown: [`run`].
 
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
+
 pub mod admin;
 pub mod auth;
 pub mod broker;

@@ -1,6 +1,8 @@
 //! The `fanhub` binary: parses flags, loads and validates the configuration, sets up logging,
 //! binds the listeners and runs the server until ctrl-c or SIGTERM.
 
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

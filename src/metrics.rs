@@ -223,9 +223,8 @@ impl Metrics {
             self.counter(ESSENTIAL_DELIVERED, &l).absolute(t.reliable_delivered.load(Relaxed));
         }
         self.gauge(BROKER_UP, &[]).set(if broker.is_ready() { 1.0 } else { 0.0 });
-        self.gauge(CLUSTER_NODES, &[]).set(broker.cluster().map_or(1, |c| c.nodes().len().max(1)) as f64);
-        if let Some(cluster) = broker.cluster() {
-            let k = &cluster.counters;
+        self.gauge(CLUSTER_NODES, &[]).set(broker.nodes().len().max(1) as f64);
+        if let Some(k) = broker.counters() {
             for (name, v) in [
                 (BROKER_MESSAGES, &k.messages_in),
                 (BROKER_BYTES, &k.bytes_in),

@@ -28,6 +28,7 @@ use crate::protocol::{ErrorCode, SUBPROTOCOL};
 use crate::transport::{signaling, ws, HubContext};
 
 /// The sockets the server serves on (bind them yourself, e.g. on port 0 in tests).
+#[derive(Debug)]
 pub struct Listeners {
     /// Public listener.
     pub public: TcpListener,
@@ -81,6 +82,7 @@ pub enum ServerError {
 }
 
 /// A configured server, ready to run.
+#[derive(Debug)]
 pub struct Server {
     ctx: Arc<HubContext>,
     shutdown_tx: watch::Sender<bool>,
@@ -113,17 +115,7 @@ impl Server {
             config.node_id.clone()
         };
         let (shutdown_tx, shutdown) = watch::channel(false);
-        let broker = if config.broker.redis.url.is_empty() {
-            crate::broker::Broker::Memory
-        } else {
-            crate::broker::Broker::Redis(crate::broker::Cluster::new(
-                manager.clone(),
-                config.broker.redis.clone(),
-                node_id.clone(),
-                public_url.clone(),
-                clock.clone(),
-            ))
-        };
+        let broker = broker(&config, &manager, &node_id, &public_url, &clock);
         let ctx = Arc::new(HubContext {
             manager,
             sessions,
@@ -169,8 +161,13 @@ impl Server {
     ) -> Result<(), ServerError> {
         let ctx = self.ctx.clone();
         if ctx.config.webrtc.enabled {
-            let handle = crate::transport::webrtc::start(&ctx, &ctx.config.webrtc)?;
-            let _ = ctx.rtc.set(Arc::new(handle));
+            #[cfg(feature = "webrtc")]
+            {
+                let handle = crate::transport::webrtc::start(&ctx, &ctx.config.webrtc)?;
+                let _ = ctx.rtc.set(Arc::new(handle));
+            }
+            #[cfg(not(feature = "webrtc"))]
+            tracing::info!("WebRTC is not built in (cargo feature `webrtc`); signaling answers not_found");
         }
         let app = AppState { ctx: ctx.clone(), started: self.started };
         let admin = crate::admin::AdminState::new(app.clone());
@@ -179,7 +176,10 @@ impl Server {
             tokio::spawn(serve_http(listeners.admin, crate::admin::admin_router(admin.clone()), ctx.shutdown.clone()));
         let sweeper = tokio::spawn(sweep_topics(ctx.clone()));
         let sampler = tokio::spawn(crate::admin::sampler(admin));
+        #[cfg(feature = "redis")]
         let cluster = ctx.broker.cluster().map(|c| c.start(ctx.shutdown.clone()));
+        #[cfg(not(feature = "redis"))]
+        let cluster: Option<tokio::task::JoinHandle<()>> = None;
         tracing::info!(node_id = %ctx.node_id, url = %ctx.public_url, "fanhub serving");
 
         shutdown.await;
@@ -202,6 +202,35 @@ impl Server {
         }
         tracing::info!(left = ctx.live.load(Ordering::Relaxed), "shut down");
         Ok(())
+    }
+}
+
+/// The broker `config` asks for: Redis when `broker.redis.url` is set, else in memory.
+fn broker(
+    config: &Config,
+    manager: &Arc<ConnectionManager>,
+    node_id: &str,
+    public_url: &str,
+    clock: &Clock,
+) -> crate::broker::Broker {
+    if config.broker.redis.url.is_empty() {
+        return crate::broker::Broker::Memory;
+    }
+    #[cfg(feature = "redis")]
+    {
+        crate::broker::Broker::Redis(crate::broker::Cluster::new(
+            manager.clone(),
+            config.broker.redis.clone(),
+            node_id.to_owned(),
+            public_url.to_owned(),
+            clock.clone(),
+        ))
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        // Config::validate refuses a Redis URL in a build without Redis.
+        let _ = (manager, node_id, public_url, clock);
+        crate::broker::Broker::Memory
     }
 }
 

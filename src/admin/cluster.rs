@@ -10,7 +10,7 @@ use crate::http::ErrorBody;
 
 /// One node of the cluster, from its registry entry.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ClusterNode {
+pub(super) struct ClusterNode {
     /// Node id.
     pub node_id: String,
     /// Its public WebSocket URL.
@@ -27,7 +27,7 @@ pub struct ClusterNode {
 
 /// Cluster totals.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ClusterTotals {
+pub(super) struct ClusterTotals {
     /// Live nodes.
     pub nodes: usize,
     /// Connections over all live nodes.
@@ -38,7 +38,7 @@ pub struct ClusterTotals {
 
 /// `GET /v1/admin/cluster`.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ClusterView {
+pub(super) struct ClusterView {
     /// `memory` (single node) or `redis`.
     pub broker: String,
     /// Whether this node's broker answers.
@@ -64,9 +64,8 @@ pub(super) async fn cluster_view(State(s): State<AdminState>) -> Json<ClusterVie
     let ctx = &s.ctx;
     let mut traffic = std::collections::BTreeMap::new();
     traffic.insert("lost".to_owned(), ctx.manager.connection_stats().broker_lost);
-    let (redis, nodes) = match ctx.broker.cluster() {
-        Some(c) => {
-            let k = &c.counters;
+    let (redis, nodes) = match ctx.broker.counters() {
+        Some(k) => {
             for (name, v) in [
                 ("messages_in", &k.messages_in),
                 ("bytes_in", &k.bytes_in),
@@ -77,7 +76,8 @@ pub(super) async fn cluster_view(State(s): State<AdminState>) -> Json<ClusterVie
             ] {
                 traffic.insert(name.to_owned(), v.load(Relaxed));
             }
-            let nodes = c
+            let nodes = ctx
+                .broker
                 .nodes()
                 .into_iter()
                 .map(|n| ClusterNode {
@@ -89,7 +89,7 @@ pub(super) async fn cluster_view(State(s): State<AdminState>) -> Json<ClusterVie
                     heartbeat_ms: n.heartbeat_ms,
                 })
                 .collect();
-            (Some(c.redis_endpoint()), nodes)
+            (ctx.broker.endpoint(), nodes)
         }
         None => (
             None,

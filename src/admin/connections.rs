@@ -13,7 +13,7 @@ use crate::protocol::{CloseReason, ErrorCode};
 /// Filters and paging of the connection list.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct ConnectionQuery {
+pub(super) struct ConnectionQuery {
     /// Only connections subscribed to this topic.
     topic: Option<String>,
     /// Only connections of this token subject.
@@ -30,7 +30,7 @@ pub struct ConnectionQuery {
 
 /// One row of the connection list.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ConnectionRow {
+pub(super) struct ConnectionRow {
     /// Connection id (unique for the process lifetime).
     pub id: u64,
     /// Node holding the connection.
@@ -63,7 +63,7 @@ pub struct ConnectionRow {
 
 /// A page of connections.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ConnectionPage {
+pub(super) struct ConnectionPage {
     /// The rows, by id.
     pub items: Vec<ConnectionRow>,
     /// Rows matching the filter.
@@ -76,7 +76,7 @@ pub struct ConnectionPage {
 
 /// A connection's full details.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ConnectionDetail {
+pub(super) struct ConnectionDetail {
     /// Node holding the connection.
     pub node_id: String,
     /// Everything known about it: subscriptions with offsets and per-topic counters, seed-000
@@ -87,7 +87,7 @@ pub struct ConnectionDetail {
 
 /// `{"success": true}`.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Success {
+pub(super) struct Success {
     /// Always true.
     pub success: bool,
 }

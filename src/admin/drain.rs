@@ -14,7 +14,7 @@ use crate::protocol::{CloseReason, ErrorCode};
 
 /// Drain progress.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct DrainStatus {
+pub(super) struct DrainStatus {
     /// Whether new connections are refused.
     pub draining: bool,
     /// Connections told to reconnect elsewhere when the drain started.

@@ -14,7 +14,7 @@ use crate::protocol::ErrorCode;
 
 /// A topic with its rates.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct TopicDetail {
+pub(super) struct TopicDetail {
     /// Facts: name, declared, policy, epoch, head offset, history, subscribers, counters.
     #[serde(flatten)]
     #[schema(inline, value_type = Object)]
@@ -28,7 +28,7 @@ pub struct TopicDetail {
 
 /// All topics.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct TopicList {
+pub(super) struct TopicList {
     /// Live topics, by name.
     pub items: Vec<TopicDetail>,
 }

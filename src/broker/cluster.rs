@@ -22,7 +22,7 @@
 //!   the live nodes feed `GET /v1/admin/cluster` and the reconnect advice clients get.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -30,7 +30,8 @@ use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, watch};
 
-use super::redis::{BrokerError, NodeInfo, RedisBroker, RedisHistory, RemoteMessage};
+use super::redis::{BrokerError, RedisBroker, RedisHistory, RemoteMessage};
+use super::{BrokerCounters, NodeInfo};
 use crate::clock::Clock;
 use crate::config::RedisConfig;
 use crate::hub::manager::RemoteOutcome;
@@ -46,6 +47,7 @@ pub const MAX_BATCH: usize = 256;
 pub const PUBLISH_QUEUE: usize = 4096;
 
 /// A publish waiting for Redis.
+#[derive(Debug)]
 pub struct PublishJob {
     /// Topic.
     pub topic: TopicName,
@@ -58,6 +60,7 @@ pub struct PublishJob {
 }
 
 /// Where a publish's outcome goes.
+#[derive(Debug)]
 pub enum PublishReply {
     /// A client connection: `published` when it gave a request id, an `error` always.
     Connection {
@@ -96,23 +99,6 @@ impl PublishReply {
     }
 }
 
-/// Broker traffic counters of this node.
-#[derive(Debug, Default)]
-pub struct BrokerCounters {
-    /// Records received on topic channels.
-    pub messages_in: AtomicU64,
-    /// Their payload bytes.
-    pub bytes_in: AtomicU64,
-    /// Publishes that went through Redis.
-    pub published: AtomicU64,
-    /// Records fetched from Redis history (gap fills and backfills).
-    pub history_fetched: AtomicU64,
-    /// Publishes refused as `unavailable` (reliable topics, Redis down).
-    pub refused: AtomicU64,
-    /// Best-effort publishes delivered only locally (Redis down).
-    pub detached: AtomicU64,
-}
-
 /// This node's membership of a Redis cluster.
 #[derive(Debug)]
 pub struct Cluster {
@@ -140,6 +126,7 @@ pub struct Cluster {
 
 /// Held from [`Cluster::prepare`] until the subscribe has attached: keeps the topics' channels
 /// joined and drops unused backfill.
+#[derive(Debug)]
 pub struct Prepared {
     cluster: Arc<Cluster>,
     id: ConnId,

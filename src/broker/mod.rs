@@ -3,18 +3,63 @@
 //!
 //! * [`Broker::Memory`] (default): one node, embedded; the `ConnectionManager` assigns offsets
 //!   and keeps history itself.
-//! * [`Broker::Redis`]: cluster mode (`broker.redis.url`): [`redis::RedisBroker`] is the Redis
-//!   side (offsets, epochs and history assigned atomically, per-topic channels on one
-//!   connection, the node registry), [`cluster::Cluster`] this node's membership (publish,
-//!   fan-in, subscribe-from-offset, faults, heartbeats). Nothing changes for clients.
+//! * `Broker::Redis` (cargo feature `redis`, on by default): cluster mode (`broker.redis.url`):
+//!   [`redis::RedisBroker`] is the Redis side (offsets, epochs and history assigned
+//!   atomically, per-topic channels on one connection, the node registry),
+//!   [`cluster::Cluster`] this node's membership (publish, fan-in, subscribe-from-offset,
+//!   faults, heartbeats). Nothing changes for clients.
+//!
+//! The rest of the server goes through [`Broker`]'s methods, which hold the only `cfg`s.
 
+#[cfg(feature = "redis")]
 pub mod cluster;
+#[cfg(feature = "redis")]
 pub mod redis;
 
+use std::any::Any;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-pub use self::cluster::{BrokerCounters, Cluster, Prepared};
-pub use self::redis::{Assigned, BrokerError, NodeInfo, RedisBroker, RedisHistory, RemoteMessage};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "redis")]
+pub use self::cluster::{Cluster, Prepared};
+#[cfg(feature = "redis")]
+pub use self::redis::{Assigned, BrokerError, RedisBroker, RedisHistory, RemoteMessage};
+use crate::hub::{ConnId, Connection, PublishError, PublishReport, SubscribeError, SubscribeItem, TopicName};
+
+/// A node's registry entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Node id.
+    pub node_id: String,
+    /// Its public WebSocket URL.
+    pub ws_url: String,
+    /// Registered connections.
+    pub connections: u64,
+    /// Messages published per second (load).
+    pub publish_rate: u64,
+    /// Heartbeat time, ms since the UNIX epoch.
+    pub heartbeat_ms: u64,
+}
+
+/// Broker traffic counters of this node.
+#[derive(Debug, Default)]
+pub struct BrokerCounters {
+    /// Records received on topic channels.
+    pub messages_in: AtomicU64,
+    /// Their payload bytes.
+    pub bytes_in: AtomicU64,
+    /// Publishes that went through Redis.
+    pub published: AtomicU64,
+    /// Records fetched from Redis history (gap fills and backfills).
+    pub history_fetched: AtomicU64,
+    /// Publishes refused as `unavailable` (reliable topics, Redis down).
+    pub refused: AtomicU64,
+    /// Best-effort publishes delivered only locally (Redis down).
+    pub detached: AtomicU64,
+}
 
 /// Which broker this node runs with.
 #[derive(Debug, Clone)]
@@ -22,11 +67,13 @@ pub enum Broker {
     /// In-process: this node is the whole hub.
     Memory,
     /// One node of a Redis cluster.
+    #[cfg(feature = "redis")]
     Redis(Arc<Cluster>),
 }
 
 impl Broker {
     /// The cluster membership, in cluster mode.
+    #[cfg(feature = "redis")]
     pub fn cluster(&self) -> Option<&Arc<Cluster>> {
         match self {
             Self::Memory => None,
@@ -34,16 +81,118 @@ impl Broker {
         }
     }
 
+    /// Whether publishes and subscribes-from-offset go through a broker (cluster mode).
+    pub fn is_clustered(&self) -> bool {
+        !matches!(self, Self::Memory)
+    }
+
     /// `memory` or `redis`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Memory => "memory",
+            #[cfg(feature = "redis")]
             Self::Redis(_) => "redis",
         }
     }
 
     /// Whether the broker can take publishes now (always, in memory).
     pub fn is_ready(&self) -> bool {
-        self.cluster().is_none_or(|c| c.is_ready())
+        match self {
+            Self::Memory => true,
+            #[cfg(feature = "redis")]
+            Self::Redis(c) => c.is_ready(),
+        }
+    }
+
+    /// The live nodes at the last heartbeat (none in memory mode).
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        match self {
+            Self::Memory => Vec::new(),
+            #[cfg(feature = "redis")]
+            Self::Redis(c) => c.nodes(),
+        }
+    }
+
+    /// The other live nodes' WebSocket URLs (reconnect advice).
+    pub fn peer_urls(&self) -> Vec<String> {
+        match self {
+            Self::Memory => Vec::new(),
+            #[cfg(feature = "redis")]
+            Self::Redis(c) => c.peer_urls(),
+        }
+    }
+
+    /// This node's broker traffic (none in memory mode).
+    pub fn counters(&self) -> Option<&BrokerCounters> {
+        match self {
+            Self::Memory => None,
+            #[cfg(feature = "redis")]
+            Self::Redis(c) => Some(&c.counters),
+        }
+    }
+
+    /// The Redis URL without credentials (none in memory mode).
+    pub fn endpoint(&self) -> Option<String> {
+        match self {
+            Self::Memory => None,
+            #[cfg(feature = "redis")]
+            Self::Redis(c) => Some(c.redis_endpoint()),
+        }
+    }
+
+    /// Readies topics for a subscribe of connection `conn` (cluster mode: joins their
+    /// channels, stages history); the returned guard must live until the subscribe attached.
+    ///
+    /// # Errors
+    /// [`SubscribeError`] `unavailable` when the broker is needed and unreachable.
+    pub async fn prepare(&self, conn: ConnId, items: &[SubscribeItem]) -> Result<Box<dyn Any + Send>, SubscribeError> {
+        match self {
+            Self::Memory => {
+                let _ = (conn, items);
+                Ok(Box::new(()))
+            }
+            #[cfg(feature = "redis")]
+            Self::Redis(c) => c.prepare(conn, items).await.map(|g| Box::new(g) as Box<dyn Any + Send>),
+        }
+    }
+
+    /// Queues a client's publish for the broker, which answers the client itself.
+    ///
+    /// # Errors
+    /// [`PublishError`] `unavailable` when there is no broker or the node shuts down.
+    pub async fn enqueue(
+        &self,
+        conn: Arc<dyn Connection>,
+        id: Option<u64>,
+        topic: TopicName,
+        payload: Bytes,
+        flags: u8,
+    ) -> Result<(), PublishError> {
+        match self {
+            Self::Memory => {
+                let _ = (conn, id, topic, payload, flags);
+                Err(PublishError::unavailable("this node has no cluster broker"))
+            }
+            #[cfg(feature = "redis")]
+            Self::Redis(c) => {
+                let reply = cluster::PublishReply::Connection { conn, id };
+                c.enqueue(cluster::PublishJob { topic, payload, flags, reply }).await
+            }
+        }
+    }
+
+    /// Publishes through the broker and waits for the outcome (the HTTP publish API).
+    ///
+    /// # Errors
+    /// [`PublishError`]; `unavailable` in memory mode (route locally instead).
+    pub async fn publish(&self, topic: &TopicName, payload: &[u8], flags: u8) -> Result<PublishReport, PublishError> {
+        match self {
+            Self::Memory => {
+                let _ = (topic, payload, flags);
+                Err(PublishError::unavailable("this node has no cluster broker"))
+            }
+            #[cfg(feature = "redis")]
+            Self::Redis(c) => c.publish(topic, payload, flags).await,
+        }
     }
 }

@@ -25,8 +25,8 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, PushInfo, PushKind, Script, Value};
-use serde::{Deserialize, Serialize};
 
+use super::NodeInfo;
 use crate::hub::TopicName;
 
 /// What went wrong talking to Redis.
@@ -86,21 +86,6 @@ pub struct RedisHistory {
     pub max_messages: u64,
     /// Keys expire this long after the last publish, seconds.
     pub ttl_secs: u64,
-}
-
-/// A node's registry entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeInfo {
-    /// Node id.
-    pub node_id: String,
-    /// Its public WebSocket URL.
-    pub ws_url: String,
-    /// Registered connections.
-    pub connections: u64,
-    /// Messages published per second (load).
-    pub publish_rate: u64,
-    /// Heartbeat time, ms since the UNIX epoch.
-    pub heartbeat_ms: u64,
 }
 
 /// Offset assignment, history append and publish, atomically.

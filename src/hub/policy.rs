@@ -53,33 +53,44 @@ pub enum DeliveryPolicy {
     /// Deliver what fits; when a subscriber's queue is full, drop per `overflow`. Drops show as
     /// gaps in offsets.
     BestEffort {
+        /// Most messages queued per subscriber (default 1024).
         #[serde(default = "d_queue_messages")]
         queue_messages: u32,
+        /// Most bytes queued per subscriber (default 4 MiB).
         #[serde(default = "d_queue_bytes")]
         queue_bytes: u64,
+        /// When a subscriber's queue is full: drop the oldest or the newest.
         #[serde(default)]
         overflow: DropStrategy,
     },
     /// Never drop silently: disconnect the slow subscriber, or push back on the publisher.
     Reliable {
+        /// Most messages queued per subscriber (default 1024).
         #[serde(default = "d_queue_messages")]
         queue_messages: u32,
+        /// Most bytes queued per subscriber (default 4 MiB).
         #[serde(default = "d_queue_bytes")]
         queue_bytes: u64,
+        /// When a subscriber's queue is full: disconnect it, or delay the publisher.
         #[serde(default)]
         overflow: ReliableOverflow,
+        /// With `apply_backpressure`: longest a publisher is delayed, ms (default 1000).
         #[serde(default = "d_backpressure_ms")]
         backpressure_timeout_ms: u64,
     },
     /// At most `per_second` messages per second per subscriber (bursts of `burst`); messages
     /// over the rate are coalesced, newest wins.
     RateLimited {
+        /// Messages per second per subscriber (default 30).
         #[serde(default = "d_per_second")]
         per_second: u32,
+        /// Messages that may go at once before the rate applies (default 1).
         #[serde(default = "d_burst")]
         burst: u32,
+        /// Most messages queued per subscriber (default 1024).
         #[serde(default = "d_queue_messages")]
         queue_messages: u32,
+        /// Most bytes queued per subscriber (default 4 MiB).
         #[serde(default = "d_queue_bytes")]
         queue_bytes: u64,
     },

@@ -49,23 +49,29 @@ pub enum ClientOp {
     /// First message: authenticate (unless the token came in the upgrade request) and
     /// optionally open seed-000 streams.
     Connect {
+        /// Request id: echoed in the reply (absent: none was given).
         #[serde(default)]
         id: Option<u64>,
+        /// The JWT (absent: the one from the upgrade request's header or query).
         #[serde(default)]
         token: Option<String>,
+        /// Data source, session and streams to open with the connection.
         #[serde(default)]
         details: Option<ConnectionDetails>,
         /// Stable client instance id; a new connection with the same subject and client id
         /// replaces the old one (which gets bye `replaced`).
         #[serde(default)]
         client_id: Option<String>,
+        /// Who the client is (name, version), for operators.
         #[serde(default)]
         client: Option<ClientInfo>,
     },
     /// Subscribe to a topic, optionally from an offset (replay, then live).
     Subscribe {
+        /// Request id: echoed in the reply (absent: none was given).
         #[serde(default)]
         id: Option<u64>,
+        /// Topic to subscribe to.
         topic: String,
         /// First offset wanted. Absent: live only.
         #[serde(default)]
@@ -76,77 +82,110 @@ pub enum ClientOp {
     },
     /// Stop receiving a topic.
     Unsubscribe {
+        /// Request id: echoed in the reply (absent: none was given).
         #[serde(default)]
         id: Option<u64>,
+        /// Topic to leave.
         topic: String,
     },
     /// Publish a JSON value (`data`) or base64 bytes (`data_b64`) to a topic.
     Publish {
+        /// Request id: echoed in the reply (absent: none was given).
         #[serde(default)]
         id: Option<u64>,
+        /// Topic to publish on.
         topic: String,
+        /// A JSON payload (exactly one of `data` and `data_b64`).
         #[serde(default, deserialize_with = "present")]
         data: Option<serde_json::Value>,
+        /// A binary payload, base64 (standard alphabet).
         #[serde(default)]
         data_b64: Option<String>,
     },
     /// Add seed-000 streams to the connection's data source and session.
     AddStreams {
+        /// Request id: echoed in the reply (absent: none was given).
         #[serde(default)]
         id: Option<u64>,
+        /// Stream names to add under the connection's `data_source/session_key`.
         streams: Vec<String>,
+        /// Start offsets, one per stream (empty: all live).
         #[serde(default)]
         stream_offsets: Vec<u64>,
     },
     /// Remove seed-000 streams.
     RemoveStreams {
+        /// Request id: echoed in the reply (absent: none was given).
         #[serde(default)]
         id: Option<u64>,
+        /// Stream names to remove.
         streams: Vec<String>,
     },
     /// Ask for this connection's details (seed 000 "get connection").
     GetConnection {
+        /// Request id: echoed in the reply (absent: none was given).
         #[serde(default)]
         id: Option<u64>,
     },
     /// Application-level ping; answered by `pong`.
     Ping {
+        /// Request id: echoed in the reply (absent: none was given).
         #[serde(default)]
         id: Option<u64>,
     },
     /// Client-initiated time sync: `t1` is the client's send time (µs since the UNIX epoch).
     TimeSync {
+        /// Request id: echoed in the reply (absent: none was given).
         #[serde(default)]
         id: Option<u64>,
+        /// Client send time, µs since the UNIX epoch.
         t1: i64,
     },
     /// Answer to a server-initiated `time_sync_request`.
-    TimeSyncReply { seq: u64, t1: i64, t2: i64, t3: i64 },
+    TimeSyncReply {
+        /// The `seq` of the server's `time_sync_request`.
+        seq: u64,
+        /// The server's `t1`, echoed.
+        t1: i64,
+        /// Client receive time, µs since the UNIX epoch.
+        t2: i64,
+        /// Client send time, µs since the UNIX epoch.
+        t3: i64,
+    },
     /// Replace the connection's token before it expires (same subject).
     Refresh {
+        /// Request id: echoed in the reply (absent: none was given).
         #[serde(default)]
         id: Option<u64>,
+        /// A new JWT for the same subject.
         token: String,
     },
     /// WebRTC signaling over this WebSocket: an SDP offer for a new WebRTC peer connection
     /// (authenticated with this connection's token); answered by `rtc_answer`.
     RtcOffer {
+        /// Request id: echoed in the reply (absent: none was given).
         #[serde(default)]
         id: Option<u64>,
+        /// The SDP offer of the new peer connection.
         sdp: String,
     },
     /// A trickled ICE candidate (`candidate:…` line) for a WebRTC session this connection
     /// created; answered by `rtc_candidate_added`.
     RtcCandidate {
+        /// Request id: echoed in the reply (absent: none was given).
         #[serde(default)]
         id: Option<u64>,
+        /// The WebRTC session the candidate is for.
         session: u64,
+        /// An ICE candidate line (`candidate:…`, with or without `a=`).
         candidate: String,
     },
     /// Close the connection (seed 000 "close connection"); answered by `closed`.
     Bye {
+        /// Request id: echoed in the reply (absent: none was given).
         #[serde(default)]
         id: Option<u64>,
+        /// Why the client leaves (free text, logged).
         #[serde(default)]
         reason: Option<String>,
     },
@@ -288,59 +327,144 @@ pub struct SessionInfo {
 pub enum ServerMsg {
     /// Answer to `connect`: the connection is active.
     Welcome {
+        /// Request id: echoed in the reply (absent: none was given).
         id: Option<u64>,
+        /// This connection's id (unique for the server process).
         conn_id: u64,
+        /// Protocol version spoken (`fanhub.v1`).
         protocol: String,
+        /// The node answering.
         node_id: String,
+        /// Server time, µs since the UNIX epoch.
         server_time_us: i64,
+        /// Who the token names and when it expires.
         session: SessionInfo,
+        /// Keep-alive interval, ms.
         ping_interval_ms: u64,
+        /// Silence after which the server closes the connection, ms.
         idle_timeout_ms: u64,
+        /// Largest payload a publish may carry, bytes.
         max_message_size: usize,
+        /// Streams opened by `details`, with where each starts.
         subscriptions: Vec<SubscriptionInfo>,
     },
     /// Answer to `subscribe`.
     Subscribed {
+        /// Request id: echoed in the reply (absent: none was given).
         id: Option<u64>,
+        /// Where the subscription starts.
         #[serde(flatten)]
         sub: SubscriptionInfo,
     },
     /// Answer to `unsubscribe`.
-    Unsubscribed { id: Option<u64>, topic: String },
+    Unsubscribed {
+        /// Request id: echoed in the reply (absent: none was given).
+        id: Option<u64>,
+        /// The topic left.
+        topic: String,
+    },
     /// Answer to a publish that asked for one (JSON `id`, or binary request id ≠ 0).
-    Published { id: Option<u64>, topic: String, offset: u64 },
+    Published {
+        /// Request id: echoed in the reply (absent: none was given).
+        id: Option<u64>,
+        /// The topic published on.
+        topic: String,
+        /// The offset the message got.
+        offset: u64,
+    },
     /// Answer to `add_streams`.
-    StreamsAdded { id: Option<u64>, subscriptions: Vec<SubscriptionInfo> },
+    StreamsAdded {
+        /// Request id: echoed in the reply (absent: none was given).
+        id: Option<u64>,
+        /// Subscriptions opened, with where each starts.
+        subscriptions: Vec<SubscriptionInfo>,
+    },
     /// Answer to `remove_streams`.
-    StreamsRemoved { id: Option<u64>, topics: Vec<String> },
+    StreamsRemoved {
+        /// Request id: echoed in the reply (absent: none was given).
+        id: Option<u64>,
+        /// The topics unsubscribed.
+        topics: Vec<String>,
+    },
     /// Answer to `get_connection`.
     Connection {
+        /// Request id: echoed in the reply (absent: none was given).
         id: Option<u64>,
+        /// This connection's id (unique for the server process).
         conn_id: u64,
+        /// Connection state (`active`, `monitored_violation`, …).
         state: String,
+        /// Token subject.
         subject: String,
+        /// The data source, session and streams declared.
         details: ConnectionDetails,
+        /// Topics subscribed, sorted.
         topics: Vec<String>,
     },
     /// Answer to `ping`.
-    Pong { id: Option<u64>, server_time_us: i64 },
+    Pong {
+        /// Request id: echoed in the reply (absent: none was given).
+        id: Option<u64>,
+        /// Server time, µs since the UNIX epoch.
+        server_time_us: i64,
+    },
     /// Answer to a client-initiated `time_sync`: `t2` receive, `t3` send time (server clock).
-    TimeSync { id: Option<u64>, t1: i64, t2: i64, t3: i64 },
+    TimeSync {
+        /// Request id: echoed in the reply (absent: none was given).
+        id: Option<u64>,
+        /// The client's `t1`, echoed.
+        t1: i64,
+        /// Server receive time, µs since the UNIX epoch.
+        t2: i64,
+        /// Server send time, µs since the UNIX epoch.
+        t3: i64,
+    },
     /// Server-initiated time sync; the client answers `time_sync_reply` with t1, t2, t3.
-    TimeSyncRequest { seq: u64, t1: i64 },
+    TimeSyncRequest {
+        /// Sequence number; the answer echoes it.
+        seq: u64,
+        /// Server send time, µs since the UNIX epoch.
+        t1: i64,
+    },
     /// Answer to `refresh`.
-    Refreshed { id: Option<u64>, expires_at: Option<u64> },
+    Refreshed {
+        /// Request id: echoed in the reply (absent: none was given).
+        id: Option<u64>,
+        /// The new token's expiry, seconds since the UNIX epoch.
+        expires_at: Option<u64>,
+    },
     /// Answer to `rtc_offer`: the SDP answer and the new WebRTC connection's id (its session).
-    RtcAnswer { id: Option<u64>, sdp: String, session: u64 },
+    RtcAnswer {
+        /// Request id: echoed in the reply (absent: none was given).
+        id: Option<u64>,
+        /// The SDP answer.
+        sdp: String,
+        /// The new WebRTC connection's id (its session).
+        session: u64,
+    },
     /// Answer to `rtc_candidate`.
-    RtcCandidateAdded { id: Option<u64>, session: u64 },
+    RtcCandidateAdded {
+        /// Request id: echoed in the reply (absent: none was given).
+        id: Option<u64>,
+        /// The WebRTC session.
+        session: u64,
+    },
     /// Answer to `bye`: the connection is closing at the client's request.
-    Closed { id: Option<u64>, success: bool },
+    Closed {
+        /// Request id: echoed in the reply (absent: none was given).
+        id: Option<u64>,
+        /// Always true.
+        success: bool,
+    },
     /// A request failed (or, with no id, something about the connection went wrong).
     Error {
+        /// Request id: echoed in the reply (absent: none was given).
         id: Option<u64>,
+        /// Stable error code (`docs/protocol.md`).
         code: ErrorCode,
+        /// Human-readable detail.
         message: String,
+        /// The topic the request was about, if any.
         #[serde(skip_serializing_if = "Option::is_none", default)]
         topic: Option<String>,
         /// For `resource_exhausted` and `rate_limited`: which configured limit.
@@ -348,14 +472,28 @@ pub enum ServerMsg {
         limit: Option<String>,
     },
     /// The token expires soon; send `refresh` or be closed at `expires_at`.
-    TokenExpiring { expires_at: u64, in_ms: u64 },
+    TokenExpiring {
+        /// Expiry, seconds since the UNIX epoch.
+        expires_at: u64,
+        /// Milliseconds until the expiry.
+        in_ms: u64,
+    },
     /// Reconnect advice: move to one of `urls` (and resume from your offsets).
-    Reconnect { reason: CloseReason, urls: Vec<String> },
+    Reconnect {
+        /// Why.
+        reason: CloseReason,
+        /// Nodes to reconnect to, in order of preference.
+        urls: Vec<String>,
+    },
     /// The server closes the connection for `reason`; a WebSocket close with `code` follows.
     Bye {
+        /// Why the server closes the connection.
         reason: CloseReason,
+        /// The WebSocket close code that follows.
         code: u16,
+        /// Human-readable detail.
         message: String,
+        /// Nodes to reconnect to (drain, shutdown), in order of preference.
         #[serde(skip_serializing_if = "Vec::is_empty", default)]
         reconnect: Vec<String>,
     },

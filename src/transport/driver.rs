@@ -66,7 +66,7 @@ pub fn session_params(
         config: ctx.config.session.clone(),
         expiry_warning_secs: ctx.config.auth.expiry_warning_secs,
         node_id: ctx.node_id.clone(),
-        brokered: ctx.broker.cluster().is_some(),
+        brokered: ctx.broker.is_clustered(),
         keepalive,
         accept_token,
     }
@@ -151,27 +151,12 @@ fn execute(ctx: &Arc<HubContext>, conn: &Arc<dyn Connection>, command: Command) 
             Reply::SpaceFreed
         }),
         Command::Prepare { conn, items } => {
-            let cluster = ctx.broker.cluster().cloned();
-            Box::pin(async move {
-                let r = match cluster {
-                    Some(c) => c.prepare(conn, &items).await.map(|g| Box::new(g) as Box<dyn std::any::Any + Send>),
-                    None => Ok(Box::new(()) as Box<dyn std::any::Any + Send>),
-                };
-                Reply::Prepared(r)
-            })
+            let broker = ctx.broker.clone();
+            Box::pin(async move { Reply::Prepared(broker.prepare(conn, &items).await) })
         }
         Command::Publish { conn, id, topic, payload, flags } => {
-            let cluster = ctx.broker.cluster().cloned();
-            Box::pin(async move {
-                let r = match cluster {
-                    Some(c) => {
-                        let reply = crate::broker::cluster::PublishReply::Connection { conn, id };
-                        c.enqueue(crate::broker::cluster::PublishJob { topic, payload, flags, reply }).await
-                    }
-                    None => Err(crate::hub::PublishError::unavailable("this node has no cluster broker")),
-                };
-                Reply::Enqueued(r)
-            })
+            let broker = ctx.broker.clone();
+            Box::pin(async move { Reply::Enqueued(broker.enqueue(conn, id, topic, payload, flags).await) })
         }
         Command::RtcOffer { sdp, token } => {
             let r = ctx

@@ -8,6 +8,7 @@
 pub mod driver;
 pub mod publish;
 pub mod signaling;
+#[cfg(feature = "webrtc")]
 pub mod webrtc;
 pub mod ws;
 
@@ -73,11 +74,9 @@ impl HubContext {
     /// live nodes'.
     pub fn reconnect_urls(&self) -> Vec<String> {
         let mut urls = self.config.server.reconnect_urls.clone();
-        if let Some(c) = self.broker.cluster() {
-            for u in c.peer_urls() {
-                if !urls.contains(&u) && u != self.public_url {
-                    urls.push(u);
-                }
+        for u in self.broker.peer_urls() {
+            if !urls.contains(&u) && u != self.public_url {
+                urls.push(u);
             }
         }
         urls

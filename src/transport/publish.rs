@@ -16,8 +16,8 @@ pub async fn publish(
     payload: &[u8],
     flags: u8,
 ) -> Result<PublishReport, PublishError> {
-    if let Some(c) = ctx.broker.cluster() {
-        return c.publish(topic, payload, flags).await;
+    if ctx.broker.is_clustered() {
+        return ctx.broker.publish(topic, payload, flags).await;
     }
     let mut deadline = None;
     loop {

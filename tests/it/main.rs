@@ -10,6 +10,7 @@ mod admin_topics;
 mod auth;
 mod bad_input;
 mod cli;
+#[cfg(feature = "redis")]
 mod cluster;
 mod config_validation;
 mod connection_details;
@@ -24,13 +25,18 @@ mod openapi;
 mod permissions;
 mod policies;
 mod publish_api;
+#[cfg(feature = "redis")]
 mod redis_broker;
 mod sessions_api;
 mod shutdown;
 mod slow_client;
+mod tidy;
 mod token_expiry;
 mod version_negotiation;
 mod web_demo;
+#[cfg(feature = "webrtc")]
 mod web_rtc_browser;
+#[cfg(feature = "webrtc")]
 mod webrtc;
+#[cfg(feature = "webrtc")]
 mod webrtc_aiortc;

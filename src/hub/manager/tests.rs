@@ -1,3 +1,6 @@
+//! Unit tests of the manager: registration, subscribe/replay, publish and every policy, limits,
+//! streams, sweeping; connections are the in-process test double, time is passed in.
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -1,3 +1,5 @@
+//! Unit tests of the outbound queue: bounds per subscription and per connection, lanes, close.
+
 use std::sync::Arc;
 use std::time::Instant;
 
