@@ -134,7 +134,7 @@ impl Default for RedisConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
-    /// Whether `GET /metrics` needs the admin bearer token (seed: "requires admin privileges").
+    /// Whether `GET /metrics` needs the admin bearer token (metrics are admin-only by default).
     pub metrics_require_token: bool,
     /// How often rates are computed and the stats stream ticks, ms.
     pub stats_interval_ms: u64,

@@ -31,7 +31,7 @@ pub const CONNECTIONS_BY_STATE: &str = "fanhub_connections_by_state";
 pub const CONNECTIONS_ACCEPTED: &str = "fanhub_connections_accepted_total";
 /// Connections refused by a limit — counter.
 pub const CONNECTIONS_REJECTED: &str = "fanhub_connections_rejected_total";
-/// Messages published into the hub, by topic label (seed 000 "packets read") — counter.
+/// Messages published into the hub, by topic label ("packets read") — counter.
 pub const PACKETS_READ: &str = "fanhub_packets_read_total";
 /// Deliveries to subscriber queues, by topic label ("packets delivered") — counter.
 pub const PACKETS_DELIVERED: &str = "fanhub_packets_delivered_total";

@@ -416,7 +416,7 @@ struct SessionRequest {
     ttl_secs: Option<u64>,
 }
 
-/// `POST /v1/sessions` (seed 001 session creation), guarded by an API key.
+/// `POST /v1/sessions`: mints a session token for a backend, guarded by an API key.
 async fn create_session(
     State(s): State<AppState>,
     headers: HeaderMap,

@@ -79,7 +79,7 @@ pub(super) struct ConnectionPage {
 pub(super) struct ConnectionDetail {
     /// Node holding the connection.
     pub node_id: String,
-    /// Everything known about it: subscriptions with offsets and per-topic counters, seed-000
+    /// Everything known about it: subscriptions with offsets and per-topic counters, declared
     /// details, RTT and clock offset from time sync.
     #[schema(value_type = Object)]
     pub connection: ClientInfo,

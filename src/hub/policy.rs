@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// What `best_effort` drops when a subscriber's queue is full (seed 002's backpressure modes).
+/// What `best_effort` drops when a subscriber's queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum DropStrategy {
@@ -26,7 +26,7 @@ pub enum ReliableOverflow {
     #[default]
     Disconnect,
     /// Delay the publisher up to `backpressure_timeout_ms`, then fail its publish with
-    /// `resource_exhausted` (seed 002's `ApplyBackpressure`).
+    /// `resource_exhausted`.
     ApplyBackpressure,
 }
 

@@ -1,4 +1,4 @@
-//! Hub-wide counters and the [`ConnectionStats`] snapshot (seed 003 `GetConnectionStats`).
+//! Hub-wide counters and the [`ConnectionStats`] snapshot.
 //!
 //! Counters are plain atomics bumped once per event (once per publish, not per subscriber,
 //! where the hot path is concerned); the snapshot adds what is cheaper to count on demand
@@ -164,11 +164,11 @@ pub struct ConnectionStats {
     pub messages_in: u64,
     /// Payload bytes published into the hub.
     pub bytes_in: u64,
-    /// Messages published on `reliable` topics (seed 000 "essential packets read").
+    /// Messages published on `reliable` topics ("essential packets read").
     pub reliable_messages_in: u64,
     /// Messages handed to subscriber queues.
     pub deliveries: u64,
-    /// Of those, on `reliable` topics (seed 000 "essential packets delivered").
+    /// Of those, on `reliable` topics ("essential packets delivered").
     pub reliable_deliveries: u64,
     /// Messages written to sockets.
     pub messages_out: u64,

@@ -87,7 +87,7 @@ pub enum CloseReason {
     Shutdown,
     /// The server is draining for maintenance; reconnect elsewhere.
     Maintenance,
-    /// Repeated limit violations (seed 001 enforcement).
+    /// Repeated limit violations (enforcement: monitored, then closed).
     Violation,
     /// A newer connection with the same subject and `client_id` took over.
     Replaced,

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::codes::{CloseReason, ErrorCode};
 
-/// Seed-000 connection details: what a connection is about and which streams it wants.
+/// Connection details: what a connection is about (a data source and a session) and which
+/// streams of it it wants.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ConnectionDetails {
@@ -47,7 +48,7 @@ pub struct ClientInfo {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ClientOp {
     /// First message: authenticate (unless the token came in the upgrade request) and
-    /// optionally open seed-000 streams.
+    /// optionally open the streams of a data source and session.
     Connect {
         /// Request id: echoed in the reply (absent: none was given).
         #[serde(default)]
@@ -102,7 +103,7 @@ pub enum ClientOp {
         #[serde(default)]
         data_b64: Option<String>,
     },
-    /// Add seed-000 streams to the connection's data source and session.
+    /// Add streams to the connection's data source and session.
     AddStreams {
         /// Request id: echoed in the reply (absent: none was given).
         #[serde(default)]
@@ -113,7 +114,7 @@ pub enum ClientOp {
         #[serde(default)]
         stream_offsets: Vec<u64>,
     },
-    /// Remove seed-000 streams.
+    /// Remove streams of the connection's data source and session.
     RemoveStreams {
         /// Request id: echoed in the reply (absent: none was given).
         #[serde(default)]
@@ -121,7 +122,7 @@ pub enum ClientOp {
         /// Stream names to remove.
         streams: Vec<String>,
     },
-    /// Ask for this connection's details (seed 000 "get connection").
+    /// Ask for this connection's details, state and topics.
     GetConnection {
         /// Request id: echoed in the reply (absent: none was given).
         #[serde(default)]
@@ -180,7 +181,7 @@ pub enum ClientOp {
         /// An ICE candidate line (`candidate:…`, with or without `a=`).
         candidate: String,
     },
-    /// Close the connection (seed 000 "close connection"); answered by `closed`.
+    /// Close the connection; answered by `closed`.
     Bye {
         /// Request id: echoed in the reply (absent: none was given).
         #[serde(default)]

@@ -1,4 +1,4 @@
-//! Seed-000 connection details: a connect names a data source, session and streams with
+//! Connection details: a connect names a data source, session and streams with
 //! offsets; the hub subscribes them (plus the main stream unless excluded); streams can be added
 //! and removed later; `get_connection` reports them; `bye` answers success.
 

@@ -427,7 +427,7 @@ fn replaced_connection_gets_bye_replaced() {
 }
 
 #[test]
-fn seed_000_streams_open_with_offsets_and_main_stream() {
+fn connection_detail_streams_open_with_offsets_and_main_stream() {
     let m = manager();
     for _ in 0..3 {
         m.route_data(&t("vehicle/race-1/engine"), b"e", 0, now()).unwrap();
