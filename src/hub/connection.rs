@@ -156,7 +156,8 @@ pub trait Connection: Send + Sync + std::fmt::Debug + 'static {
     fn core(&self) -> &ConnCore;
 
     /// The queue went from empty to non-empty, or closing began: the transport's writer should
-    /// drain it. Called with no hub lock held; must not block.
+    /// drain it. Called on the publish path with the topic's lock held: it must not block and
+    /// must not call back into the hub (notify a task, send a command).
     fn wake(&self);
 
     /// Process-unique id.

@@ -319,7 +319,12 @@ impl ConnectionManager {
                 self.subscriptions.fetch_sub(1, Relaxed);
             }
         }
-        client.conn.core().outbound.purge_all();
+        // A close that drains (shutdown, maintenance, normal) keeps what is queued for the
+        // writer to flush; otherwise nothing of the subscriptions may be written any more.
+        let outbound = &client.conn.core().outbound;
+        if !outbound.closing().is_some_and(|c| c.reason.drains_queue()) {
+            outbound.purge_all();
+        }
         client.conn.core().set_state(ConnState::Terminated);
         true
     }

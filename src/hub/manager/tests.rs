@@ -64,6 +64,26 @@ fn unregister_removes_every_subscription() {
 }
 
 #[test]
+fn unregistering_after_a_draining_close_leaves_the_queue_to_the_writer() {
+    let m = manager();
+    let c = TestConnection::register(&m, "u", 1);
+    let k = TestConnection::register(&m, "v", 2);
+    for conn in [&c, &k] {
+        m.subscribe(conn.id(), &t("d"), live(), now()).unwrap();
+    }
+    m.route_data(&t("d"), b"x", 0, now()).unwrap();
+    c.close(crate::protocol::CloseReason::Shutdown, "server shutting down", &[]);
+    assert!(m.unregister_client(c.id()));
+    let d = c.drain();
+    assert_eq!(d.records.len(), 1, "shutdown drains what was queued");
+    assert_eq!(d.control.last().unwrap()["reason"], "shutdown");
+    assert!(d.finished);
+    // Gone without a draining close: nothing of its subscriptions is written any more.
+    assert!(m.unregister_client(k.id()));
+    assert!(k.drain().records.is_empty());
+}
+
+#[test]
 fn route_data_reaches_every_subscriber_with_one_shared_record() {
     let m = manager();
     let subs: Vec<_> = (0..3).map(|i| TestConnection::register(&m, "u", i)).collect();
