@@ -14,9 +14,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use fanhub::hub::testing::TestConnection;
-use fanhub::hub::{
-    Connection, ConnectionManager, DeliveryPolicy, DropStrategy, HubConfig, Now, SubscribeOptions, TopicName,
-};
+use fanhub::hub::{ConnectionManager, DeliveryPolicy, DropStrategy, TopicName};
+
+#[path = "support/hub.rs"]
+mod support;
+use support::{hub_with_subscribers, now};
 
 struct Counting;
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
@@ -44,28 +46,10 @@ static GLOBAL: Counting = Counting;
 
 const DRAIN_EVERY: u64 = 64;
 
-fn now() -> Now {
-    Now { mono: Instant::now(), unix_us: 0 }
-}
-
-fn setup(subscribers: usize) -> (ConnectionManager, TopicName, Vec<Arc<TestConnection>>) {
-    let mut cfg = HubConfig::default();
-    cfg.limits.max_connections_per_user = 1_000_000;
-    cfg.limits.max_connections_per_ip = 1_000_000;
-    cfg.topics.default_history.max_messages = 1000;
-    let m = ConnectionManager::new(cfg).unwrap();
-    let topic = TopicName::new("bench/topic").unwrap();
+fn setup(subscribers: usize) -> (Arc<ConnectionManager>, TopicName, Vec<Arc<TestConnection>>) {
     let policy =
         DeliveryPolicy::BestEffort { queue_messages: 4096, queue_bytes: 1 << 30, overflow: DropStrategy::DropOldest };
-    m.set_delivery_policy(&topic, policy).unwrap();
-    let subs: Vec<_> = (0..subscribers)
-        .map(|i| {
-            let c = TestConnection::register(&m, &format!("s{i}"), (i % 60000) as u16);
-            m.subscribe(c.id(), &topic, SubscribeOptions::default(), now()).unwrap();
-            c
-        })
-        .collect();
-    (m, topic, subs)
+    hub_with_subscribers(subscribers, "bench/topic", policy, 1000)
 }
 
 fn drain(subs: &[Arc<TestConnection>]) {

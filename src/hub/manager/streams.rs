@@ -3,7 +3,9 @@
 //! stream under it, each from its own offset, opened and changed all or nothing.
 
 use super::errors::{RequestError, SubscribeError};
-use super::{ConnectionManager, SubscribeOptions};
+use std::sync::Arc;
+
+use super::{Client, ConnectionManager, SubscribeOptions};
 use crate::hub::identity::ConnId;
 use crate::hub::name::TopicName;
 use crate::hub::time::Now;
@@ -33,12 +35,20 @@ impl ConnectionManager {
         streams: &[String],
         offsets: &[u64],
     ) -> Result<Vec<(TopicName, Option<u64>)>, SubscribeError> {
+        stream_plan(&self.main_stream_of(id)?.1, streams, offsets)
+    }
+
+    /// Connection `id` and its main stream (`data_source/session_key`).
+    fn main_stream_of(&self, id: ConnId) -> Result<(Arc<Client>, TopicName), SubscribeError> {
         let client = self.client(id).ok_or(RequestError::UnknownConnection(id))?;
-        let d = client.details.lock();
-        if d.data_source.is_empty() {
-            return Err(SubscribeError::NoDataSource);
-        }
-        stream_plan(&main_stream(&d)?, streams, offsets)
+        let main = {
+            let d = client.details.lock();
+            if d.data_source.is_empty() {
+                return Err(SubscribeError::NoDataSource);
+            }
+            main_stream(&d)?
+        };
+        Ok((client, main))
     }
 
     /// Opens a connection's declared streams on connect: `data_source/session_key/stream` from each stream's
@@ -71,14 +81,7 @@ impl ConnectionManager {
         offsets: &[u64],
         now: Now,
     ) -> Result<Vec<SubscriptionInfo>, SubscribeError> {
-        let client = self.client(id).ok_or(RequestError::UnknownConnection(id))?;
-        let main = {
-            let d = client.details.lock();
-            if d.data_source.is_empty() {
-                return Err(SubscribeError::NoDataSource);
-            }
-            main_stream(&d)?
-        };
+        let (client, main) = self.main_stream_of(id)?;
         let plan = stream_plan(&main, streams, offsets)?;
         let infos = self.subscribe_all(id, &plan, now)?;
         let mut d = client.details.lock();
@@ -99,14 +102,7 @@ impl ConnectionManager {
     /// # Errors
     /// [`SubscribeError`] for a stream that is not open; nothing is removed then.
     pub fn remove_streams(&self, id: ConnId, streams: &[String]) -> Result<Vec<TopicName>, SubscribeError> {
-        let client = self.client(id).ok_or(RequestError::UnknownConnection(id))?;
-        let main = {
-            let d = client.details.lock();
-            if d.data_source.is_empty() {
-                return Err(SubscribeError::NoDataSource);
-            }
-            main_stream(&d)?
-        };
+        let (client, main) = self.main_stream_of(id)?;
         let topics = stream_plan(&main, streams, &[])?.into_iter().map(|(t, _)| t).collect::<Vec<_>>();
         let open = self.topics_of(id);
         if let Some(missing) = topics.iter().find(|t| !open.contains(t)) {
