@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use fanhub::clock::Clock;
 use fanhub::hub::testing::TestConnection;
 use fanhub::hub::{Connection, ConnectionManager, DeliveryPolicy, HubConfig, Now, SubscribeOptions, TopicName};
 
-/// The system clock's time.
+/// The time passed to the hub: the monotonic clock only (records get timestamp 0), so a timed
+/// publish pays for one clock read, as a transport's would be amortised over a frame.
 pub fn now() -> Now {
-    Clock::System.now()
+    Now { mono: std::time::Instant::now(), unix_us: 0 }
 }
 
 /// A manager (connection limits raised, `history` messages kept per topic) with `subscribers`
