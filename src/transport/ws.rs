@@ -476,8 +476,7 @@ async fn writer_loop(
     let mut retry = clock.timer();
     loop {
         batch.clear();
-        let now = clock.now();
-        match conn.core.outbound.drain(&mut batch, max_records, max_bytes, now.mono) {
+        match conn.core.outbound.drain(&mut batch, max_records, max_bytes, clock.mono()) {
             Drain::Ready => {
                 let bytes = w.plan(&batch, max_bytes);
                 if w.write_all(&batch).await.is_err() {
@@ -487,7 +486,7 @@ async fn writer_loop(
                 }
                 conn.core.record_sent((batch.records.len() + batch.control.len()) as u64, bytes as u64);
                 if batches % crate::metrics::SAMPLE_EVERY_BATCHES == 0 {
-                    sample(&metrics, &batch, conn.core.outbound.depth(), now.unix_us);
+                    sample(&metrics, &batch, conn.core.outbound.depth(), clock.now().unix_us);
                 }
                 batches += 1;
             }
