@@ -1,17 +1,20 @@
 //! # fanhub — a real-time pub/sub fan-out hub
 //!
 //! # Layout
-//! Layers, with dependencies pointing one way (`server → transport → hub → protocol`):
-//! - [`protocol`]: wire types and codecs (JSON control, binary records, error and close codes).
+//! Layers, with dependencies pointing one way (`server → admin → http → transport → session,
+//! broker → auth, config, clock → hub → protocol`; a tidy test holds the sans-IO ones):
+//! - [`protocol`]: wire types and codecs (JSON control, binary records, WebRTC chunks, codes).
 //! - [`hub`]: the sans-IO heart: `Connection`, `ConnectionManager`, topics, policies, history.
+//! - [`clock`]: where time comes from (the system's, or a manual clock tests advance).
+//! - [`config`]: configuration: defaults, TOML file, environment overlay, validation.
 //! - [`auth`]: the `SessionManager`: JWT verification and minting, API keys.
-//! - [`transport`]: WebSocket (and later WebRTC, TCP) connections implementing `Connection`.
-//! - [`broker`]: the Redis side of cluster mode (offsets, history, channels, node registry).
-//! - [`config`]: configuration: defaults, TOML file, validation.
+//! - [`session`]: the `fanhub.v1` session of one client, sans-IO, the same for every transport.
+//! - [`broker`]: in memory, or cluster mode on Redis (offsets, history, channels, nodes).
+//! - [`transport`]: the session driver, WebSocket and WebRTC, signaling, server-side publish.
+//! - [`metrics`]: Prometheus metric names, the per-server recorder and the scrape.
 //! - [`http`]: what the public and admin listeners share (state, the error shape, health, publish).
 //! - [`admin`]: the admin HTTP API (connections, topics, policies, stats, drain, OpenAPI).
-//! - [`metrics`]: Prometheus metric names, the per-server recorder and the scrape.
-//! - [`server`]: the HTTP routers, listeners, background tasks and graceful shutdown: [`run`].
+//! - [`server`]: listeners, the public router, background tasks and graceful shutdown: [`run`].
 
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 

@@ -9,8 +9,8 @@
 //! `Authorization: Bearer <token>`, or `?token=<token>` for clients that cannot set headers
 //! (`EventSource`). Failures answer `401 unauthenticated` and reveal nothing else.
 //!
-//! The areas: [`connections`], [`topics`], [`stats`] (rates, the stream, the sampler),
-//! [`cluster`], [`drain`]. Handlers shared with the public listener (`/healthz`, `POST
+//! The areas: `connections`, `topics`, `stats` (rates, the stream, the sampler), `cluster`,
+//! `drain`. Handlers shared with the public listener (`/healthz`, `POST
 //! /v1/publish`) and the error shape come from `crate::http`.
 
 mod cluster;

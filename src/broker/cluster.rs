@@ -365,7 +365,7 @@ impl Cluster {
     /// `job.reply`. Waits while the queue is full (bounded).
     ///
     /// # Errors
-    /// [`PublishError::Unavailable`] when the node is shutting down.
+    /// [`PublishError`] `unavailable` when the node is shutting down.
     pub async fn enqueue(&self, job: PublishJob) -> Result<(), PublishError> {
         self.jobs_tx.send(job).await.map_err(|_| PublishError::unavailable("the node is shutting down"))
     }
@@ -375,7 +375,7 @@ impl Cluster {
     /// this node's subscribers only.
     ///
     /// # Errors
-    /// [`PublishError::Unavailable`], or the topic may not be used.
+    /// [`PublishError`] `unavailable`, or the topic may not be used.
     pub async fn publish(&self, topic: &TopicName, payload: &[u8], flags: u8) -> Result<PublishReport, PublishError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job = PublishJob {
@@ -467,7 +467,7 @@ impl Cluster {
     /// returned guard until the subscribe has attached.
     ///
     /// # Errors
-    /// [`SubscribeError::Unavailable`] when Redis is needed and unreachable.
+    /// [`SubscribeError`] `unavailable` when Redis is needed and unreachable.
     pub async fn prepare(self: &Arc<Self>, id: ConnId, items: &[SubscribeItem]) -> Result<Prepared, SubscribeError> {
         for (t, _, _) in items {
             *self.in_flight.entry(t.clone()).or_insert(0) += 1;

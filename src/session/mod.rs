@@ -132,7 +132,7 @@ pub enum Command {
     /// first.)
     WaitForSpace(Arc<dyn Connection>),
     /// WebRTC signaling: a new peer for this SDP offer, authenticated by the session's token.
-    /// Answer: [`Reply::Signaled`] with `rtc_answer`.
+    /// Answer: [`Reply::RtcAnswer`].
     RtcOffer {
         /// The SDP offer.
         sdp: String,
@@ -140,7 +140,7 @@ pub enum Command {
         token: String,
     },
     /// WebRTC signaling: a trickled candidate for a session this subject created. Answer:
-    /// [`Reply::Signaled`] with `rtc_candidate_added`.
+    /// [`Reply::RtcCandidateAdded`].
     RtcCandidate {
         /// The WebRTC session.
         session: u64,
@@ -315,7 +315,10 @@ impl Session {
         };
         at((!self.registered).then(|| self.started + Duration::from_millis(c.auth_timeout_ms)));
         at(self.next_keepalive);
-        at(self.p.keepalive.then(|| self.last_activity + Duration::from_millis(c.idle_timeout_ms)));
+        // Silence counts only while the session reads: waiting for a reply or for the client to
+        // read its replies has deadlines of its own.
+        let reading = self.pending.is_none() && self.backlogged_since.is_none();
+        at((self.p.keepalive && reading).then(|| self.last_activity + Duration::from_millis(c.idle_timeout_ms)));
         at(self.next_sync);
         at(self.expiry_deadline());
         if let Some(Pending::Publish(p)) = &self.pending {
@@ -459,9 +462,15 @@ impl Session {
     }
 
     fn reply(&mut self, msg: &ServerMsg) {
-        if !self.p.conn.send_control(msg) && self.p.conn.core().outbound.closing().is_none() {
+        let outbound = &self.p.conn.core().outbound;
+        if !self.p.conn.send_control(msg) && outbound.closing().is_none() {
             // The control lane is full: the client sends requests but does not read replies.
-            self.close(CloseReason::SlowConsumer, "control replies are not being read".into());
+            return self.close(CloseReason::SlowConsumer, "control replies are not being read".into());
+        }
+        if self.backlogged_since.is_none() && outbound.control_len() >= self.high_water() {
+            // From now on the driver reads nothing until the writer catches up; a client that
+            // never reads its replies is closed an idle timeout later (see `handle_tick`).
+            self.backlogged_since = Some(self.now.mono);
         }
     }
 

@@ -310,12 +310,29 @@ fn replies_that_are_not_read_stop_the_reading_then_close_the_connection() {
         r.text(json!({"op": "ping", "id": i}), 10);
     }
     assert_eq!(r.session.waiting(), Waiting::Backlog(high));
-    r.tick(20);
-    assert_eq!(r.deadline_ms(), Some(3020));
-    r.tick(3019);
+    assert_eq!(r.deadline_ms(), Some(3010), "the stall is timed from the reply that filled the lane");
+    r.tick(3009);
     assert_eq!(closed_for(&r.outputs()), None);
-    r.tick(3020);
+    r.tick(3010);
     assert_eq!(closed_for(&r.outputs()), Some(CloseReason::SlowConsumer));
+}
+
+#[test]
+fn waiting_for_a_reply_never_asks_for_a_tick_in_the_past_and_silence_is_not_held_against_it() {
+    let mut r = rig(true, true);
+    r.connect(3600);
+    r.text(json!({"op": "subscribe", "id": 3, "topic": "a/b"}), 2500);
+    assert!(matches!(r.outputs()[..], [Output::Command(Command::Prepare { .. })]));
+    // The idle deadline (5.5 s) passes while the broker is slow: only keep-alives are due.
+    for ms in [3000, 4000, 5000, 6000, 7000] {
+        r.tick(ms);
+        assert!(matches!(r.outputs()[..], [Output::KeepAlive]), "at {ms} ms");
+        assert!(r.deadline_ms().unwrap() > ms, "the next deadline is ahead of {ms} ms");
+    }
+    r.session.handle_reply(Reply::Prepared(Ok(Box::new(()))), r.at(7100));
+    let c = r.control();
+    assert!(c.iter().any(|m| m["type"] == "subscribed" && m["id"] == 3), "{c:?}");
+    assert_eq!(closed_for(&r.outputs()), None);
 }
 
 #[test]

@@ -115,6 +115,10 @@ async fn drive(ctx: &Arc<HubContext>, session: &mut Session, transport: &mut imp
         }
         timer.set(session.poll_timeout());
         let waiting = session.waiting();
+        if waiting != Waiting::Reply {
+            // The session gave up on it (a backpressure deadline passed): drop the wait.
+            command = None;
+        }
         tokio::select! {
             biased;
             () = &mut closed => return End::Elsewhere,

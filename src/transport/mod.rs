@@ -2,7 +2,8 @@
 //! (how its writer is woken) and owns its socket; every one runs the same `fanhub.v1`
 //! [`Session`](crate::session::Session) through the one [`driver`], supplying only its framing.
 //!
-//! [`ws`] is the WebSocket transport, [`webrtc`] the WebRTC data channels; [`publish`] is the
+//! [`ws`] is the WebSocket transport, `webrtc` the WebRTC data channels (cargo feature
+//! `webrtc`), reached by the rest of the server through [`signaling`]; [`publish`] is the
 //! server-side publish (HTTP API) with its backpressure wait.
 
 pub mod driver;

@@ -8,7 +8,7 @@
 //! vectored writes (one `writev` for up to 64 slices), so a subscriber that is behind gets many
 //! records in one frame and one syscall, and no payload byte is copied per subscriber.
 //! Frames tokio-websockets wants to send (pong, close echo) reach the writer through the control
-//! lane via [`ReadHalfShim`].
+//! lane via `ReadHalfShim`.
 
 use std::collections::HashMap;
 use std::io::IoSlice;

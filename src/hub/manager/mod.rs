@@ -1,10 +1,9 @@
 //! The [`ConnectionManager`]: connections, subscriptions and routing, over the topic registry.
 //!
 //! This file holds the manager itself, registration and the read side (stats, client info);
-//! the operations live beside it: [`subscribe`](self::subscribe) (subscribe, unsubscribe),
-//! [`publish`](self::publish) (publish, route, policy), [`streams`](self::streams)
-//! (connection-detail streams), [`remote`](self::remote) (cluster mirrors), with their
-//! [`errors`](self::errors).
+//! the operations live beside it: `subscribe` (subscribe, unsubscribe), `publish` (publish,
+//! route, policy), `streams` (connection-detail streams), `remote` (cluster mirrors), with
+//! their `errors`.
 //!
 //! Lock order, always: a client's subscription map → a topic's state → a connection's outbound
 //! lanes. The publish path takes only the last two; no lock is global.

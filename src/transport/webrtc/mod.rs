@@ -2,15 +2,15 @@
 //! WebSocket client, registered in the same `ConnectionManager`, under the same policies, and
 //! runs the same session through the one session driver.
 //!
-//! **Drivers** ([`driver`]; `webrtc.drivers`, default one per core) each own one UDP socket
-//! ([`udp`]: GSO sends, recvmmsg/GRO receives; ICE-lite; driver *i* binds `webrtc.udp_listen`'s
+//! **Drivers** (`driver`; `webrtc.drivers`, default one per core) each own one UDP socket
+//! (`udp`: GSO sends, recvmmsg/GRO receives; ICE-lite; driver *i* binds `webrtc.udp_listen`'s
 //! port + *i*, or any free port for port 0; advertised as `webrtc.public_ip` behind a 1:1 NAT)
-//! and the `Rtc`s of the peers ([`peer`]) placed on it. A new peer goes to the driver holding
+//! and the `Rtc`s of the peers (`peer`) placed on it. A new peer goes to the driver holding
 //! the fewest and gets that driver's address as its only host candidate, so all its datagrams
 //! arrive on that driver's socket: drivers share nothing and run on separate cores. (Rejected:
 //! one port with `SO_REUSEPORT` — the kernel picks the socket by the remote address hash,
 //! which the server does not know when it places the peer, so datagrams would have to be
-//! forwarded between drivers.) [`signaling`] creates peers from SDP offers.
+//! forwarded between drivers.) `signaling` creates peers from SDP offers.
 //!
 //! Per peer, a **session task** runs the `fanhub.v1` session (through `transport::driver`) on
 //! the control channel's messages. When the peer's outbound queue gets something,
