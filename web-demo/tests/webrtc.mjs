@@ -1,6 +1,6 @@
 // node web-demo/tests/webrtc.mjs <public_base_url> <token | dev:<subject>> <reliable_topic> <lossy_topic> <reliable_frames> [<lossy_frames>]
 //
-// Headless Debian Chromium as a WebRTC peer of the hub (driven by tests/web_rtc_browser.rs):
+// Headless Debian Chromium as a WebRTC peer of the hub (driven by tests/it/web_rtc_browser.rs):
 // opens <base>/rtc (web-demo/rtc.html) with the token (dev:<subject>: the page fetches a
 // development token for <subject>) and both topics, waits until the page has
 // both data channels open and is subscribed, and prints one JSON line
