@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What the browser tests (tests/web_demo.rs) need, each installed only when missing, so running
+# What the browser tests (tests/it/web_demo.rs) need, each installed only when missing, so running
 # this again is cheap: Debian's Chromium at /usr/bin/chromium (the tests never let Playwright
 # download a browser) and playwright-core exactly as pinned in package-lock.json.
 set -euo pipefail

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the Python WebRTC stack (aiortc, with aioice) that tests/webrtc_aiortc.rs drives
+# Installs the Python WebRTC stack (aiortc, with aioice) that tests/it/webrtc_aiortc.rs drives
 # through tests/rtc/aiortc_peer.py. Idempotent: does nothing when aiortc is already importable.
 set -euo pipefail
 if python3 -c 'import aiortc' >/dev/null 2>&1; then
