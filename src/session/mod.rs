@@ -313,7 +313,7 @@ impl Session {
                 t = Some(t.map_or(x, |t| t.min(x)));
             }
         };
-        at((!self.registered).then(|| self.started + Duration::from_millis(c.auth_timeout_ms)));
+        at(self.awaiting_connect().then(|| self.started + Duration::from_millis(c.auth_timeout_ms)));
         at(self.next_keepalive);
         // Silence counts only while the session reads: waiting for a reply or for the client to
         // read its replies has deadlines of its own.
@@ -326,6 +326,12 @@ impl Session {
         }
         at(self.backlogged_since.map(|s| s + Duration::from_millis(c.idle_timeout_ms)));
         t
+    }
+
+    /// No valid `connect` yet (one being completed — its streams being prepared in cluster
+    /// mode — has arrived in time).
+    fn awaiting_connect(&self) -> bool {
+        !self.registered && !matches!(self.pending, Some(Pending::Connect { .. }))
     }
 
     fn expiry_deadline(&self) -> Option<Instant> {
@@ -370,7 +376,7 @@ impl Session {
             return;
         }
         let c = self.p.config.clone();
-        if !self.registered && now.mono >= self.started + Duration::from_millis(c.auth_timeout_ms) {
+        if self.awaiting_connect() && now.mono >= self.started + Duration::from_millis(c.auth_timeout_ms) {
             self.p.hub.counters().record_auth_failure(AuthFailure::NoConnect);
             let msg = format!("no_connect: no connect within {} ms", c.auth_timeout_ms);
             let _ = self.p.conn.send_control(&ServerMsg::error(None, ErrorCode::Unauthenticated, msg.clone()));

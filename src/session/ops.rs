@@ -302,6 +302,9 @@ impl Session {
             return self.publish_failed(id, &name, &e);
         }
         if self.p.brokered {
+            if let Err(e) = self.p.hub.check_fits(&name, payload.len()) {
+                return self.publish_failed(id, &name, &e);
+            }
             // Queued for the broker in order; the broker answers the client, so this
             // connection's next publishes are read meanwhile (one round trip per batch).
             let command = Command::Publish { conn: self.p.conn.clone(), id, topic: name.clone(), payload, flags };

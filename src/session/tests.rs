@@ -375,3 +375,20 @@ fn a_bad_token_at_accept_closes_before_any_frame_and_shutdown_closes_with_shutdo
     assert!(matches!(s.poll_output(), Some(Output::Close { reason: CloseReason::Shutdown, .. })));
     assert!(s.poll_output().is_none());
 }
+
+#[test]
+fn in_cluster_mode_a_connect_in_time_is_not_failed_by_a_slow_broker() {
+    let mut r = rig(false, true);
+    let token = r.token("alice", 3600, 0);
+    let details = json!({"data_source": "car7", "session_key": "race1", "streams": ["engine"]});
+    r.text(json!({"op": "connect", "id": 1, "token": token, "details": details}), 1900);
+    assert!(matches!(r.outputs()[..], [Output::Command(Command::Prepare { .. })]));
+    // The broker answers after the auth timeout (2 s): the connect came in time.
+    r.tick(2500);
+    assert_eq!(closed_for(&r.outputs()), None);
+    r.session.handle_reply(Reply::Prepared(Ok(Box::new(()))), r.at(2600));
+    let w = &r.control()[0];
+    assert_eq!(w["type"], "welcome", "{w}");
+    assert_eq!(w["subscriptions"].as_array().unwrap().len(), 2);
+    assert_eq!(r.hub.counters().auth_failures()["no_connect"], 0);
+}

@@ -17,6 +17,7 @@ pub async fn publish(
     flags: u8,
 ) -> Result<PublishReport, PublishError> {
     if ctx.broker.is_clustered() {
+        ctx.manager.check_fits(topic, payload.len())?;
         return ctx.broker.publish(topic, payload, flags).await;
     }
     let mut deadline = None;

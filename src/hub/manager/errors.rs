@@ -223,6 +223,17 @@ pub enum PublishError {
     /// Backpressure lasted longer than the policy allows.
     #[error("subscribers of {0} did not drain in time; message not published")]
     BackpressureTimeout(TopicName),
+    /// On a `reliable` topic, the record is larger than a subscriber's queue can ever hold
+    /// (the policy's `queue_bytes` or `limits.queue.max_bytes`): no subscriber could take it.
+    #[error("a message of {size} bytes on {topic} can never fit a subscriber's queue of {max} bytes")]
+    ExceedsQueue {
+        /// Topic.
+        topic: TopicName,
+        /// The encoded record's size.
+        size: usize,
+        /// The smaller of the two queue bounds.
+        max: usize,
+    },
 }
 
 impl std::fmt::Debug for PublishError {
@@ -253,9 +264,10 @@ impl PublishError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::Request(e) => e.code(),
-            Self::TooLarge { .. } | Self::Backpressure { .. } | Self::BackpressureTimeout(_) => {
-                ErrorCode::ResourceExhausted
-            }
+            Self::TooLarge { .. }
+            | Self::Backpressure { .. }
+            | Self::BackpressureTimeout(_)
+            | Self::ExceedsQueue { .. } => ErrorCode::ResourceExhausted,
             Self::RateLimited(_) => ErrorCode::RateLimited,
         }
     }
@@ -267,6 +279,7 @@ impl PublishError {
             Self::TooLarge { .. } => Some("max_message_size"),
             Self::RateLimited(_) => Some("publish_rate_per_second"),
             Self::Backpressure { .. } | Self::BackpressureTimeout(_) => Some("backpressure_timeout_ms"),
+            Self::ExceedsQueue { .. } => Some("queue_bytes"),
         }
     }
 }

@@ -318,10 +318,13 @@ impl ConnectionManager {
                 self.subscriptions.fetch_sub(1, Relaxed);
             }
         }
-        // A close that drains (shutdown, maintenance, normal) keeps what is queued for the
-        // writer to flush; otherwise nothing of the subscriptions may be written any more.
+        // A server that ends a healthy connection (shutdown, maintenance) flushes what is
+        // queued; any other end (the peer left or said bye, a kick, a violation) writes nothing
+        // more of the subscriptions: no data may follow the peer's close frame.
         let outbound = &client.conn.core().outbound;
-        if !outbound.closing().is_some_and(|c| c.reason.drains_queue()) {
+        let flushes =
+            outbound.closing().is_some_and(|c| matches!(c.reason, CloseReason::Shutdown | CloseReason::Maintenance));
+        if !flushes {
             outbound.purge_all();
         }
         client.conn.core().set_state(ConnState::Terminated);

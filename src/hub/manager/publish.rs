@@ -87,6 +87,28 @@ impl ConnectionManager {
         Ok(())
     }
 
+    /// Refuses a publish of `payload_len` bytes on a `reliable` topic whose record no
+    /// subscriber's queue can ever hold (it would disconnect every subscriber, or, under
+    /// `apply_backpressure`, wait for room that never comes).
+    ///
+    /// # Errors
+    /// [`PublishError::ExceedsQueue`].
+    pub fn check_fits(&self, topic: &TopicName, payload_len: usize) -> Result<(), PublishError> {
+        let record_len = RECORD_HEADER_LEN + topic.as_str().len() + payload_len;
+        self.exceeds_queue(topic, &self.registry.policy_for(topic), record_len)
+    }
+
+    fn exceeds_queue(&self, topic: &TopicName, policy: &DeliveryPolicy, record_len: usize) -> Result<(), PublishError> {
+        if !matches!(policy, DeliveryPolicy::Reliable { .. }) {
+            return Ok(());
+        }
+        let max = policy.queue_bound().1.min(self.limits.queue.max_bytes);
+        if record_len > max {
+            return Err(PublishError::ExceedsQueue { topic: topic.clone(), size: record_len, max });
+        }
+        Ok(())
+    }
+
     fn publish_inner(
         &self,
         name: &TopicName,
@@ -107,6 +129,7 @@ impl ConnectionManager {
             if st.dead {
                 continue; // Swept meanwhile: the next lookup creates it again.
             }
+            self.exceeds_queue(&t.name, &st.policy, record.len())?;
             if let Some((waiting_for, timeout)) = st.blocking_subscriber(record.len()) {
                 return Err(PublishError::Backpressure { topic: t.name.clone(), waiting_for, timeout });
             }

@@ -81,6 +81,19 @@ fn unregistering_after_a_draining_close_leaves_the_queue_to_the_writer() {
     // Gone without a draining close: nothing of its subscriptions is written any more.
     assert!(m.unregister_client(k.id()));
     assert!(k.drain().records.is_empty());
+    // The peer closed (a `normal` close without a close frame of ours): nothing follows it.
+    let gone = TestConnection::register(&m, "w", 3);
+    m.subscribe(gone.id(), &t("d"), live(), now()).unwrap();
+    m.route_data(&t("d"), b"y", 0, now()).unwrap();
+    let info = crate::hub::CloseInfo {
+        reason: crate::protocol::CloseReason::Normal,
+        message: String::new(),
+        send_close_frame: false,
+    };
+    gone.close_with(info, None);
+    assert!(m.unregister_client(gone.id()));
+    let d = gone.drain();
+    assert!(d.records.is_empty() && d.finished, "{d:?}");
 }
 
 #[test]
@@ -278,6 +291,28 @@ fn reliable_disconnects_the_slow_subscriber_only() {
     assert_eq!(d.control[0]["code"], 4004);
     assert!(d.finished);
     assert_eq!(m.connection_stats().slow_consumer_disconnects, 1);
+}
+
+#[test]
+fn a_reliable_record_no_queue_can_hold_is_refused_not_waited_for_nor_disconnecting() {
+    let m = manager();
+    for (topic, overflow) in [("rb", ReliableOverflow::ApplyBackpressure), ("rd", ReliableOverflow::Disconnect)] {
+        let policy =
+            DeliveryPolicy::Reliable { queue_messages: 8, queue_bytes: 1024, overflow, backpressure_timeout_ms: 1000 };
+        m.set_delivery_policy(&t(topic), policy).unwrap();
+        let c = TestConnection::register(&m, topic, 1);
+        m.subscribe(c.id(), &t(topic), live(), now()).unwrap();
+        let e = m.route_data(&t(topic), &[0u8; 1000], 0, now()).unwrap_err();
+        assert_eq!((e.code(), e.limit()), (crate::protocol::ErrorCode::ResourceExhausted, Some("queue_bytes")));
+        assert!(matches!(e, PublishError::ExceedsQueue { max: 1024, .. }), "{e}");
+        assert_eq!(m.check_fits(&t(topic), 1000).unwrap_err().limit(), Some("queue_bytes"));
+        assert!(m.check_fits(&t(topic), 900).is_ok());
+        assert_eq!(c.state(), ConnState::Active, "nobody is disconnected for it");
+        assert_eq!(m.topic_info(&t(topic)).unwrap().head, 1, "no offset was taken");
+        assert_eq!(m.route_data(&t(topic), b"small", 0, now()).unwrap().offset, 1);
+    }
+    // Best-effort topics take no such check: the policy drops what does not fit.
+    assert!(m.check_fits(&t("be"), 1 << 20).is_ok());
 }
 
 #[test]

@@ -172,19 +172,42 @@ struct Lanes {
     /// Bumped by every drain that took something: a waiter for room compares it.
     drained: u64,
     /// Waiting for a drain (publishers under backpressure, the reader's control high water).
-    space_waiters: Vec<Waker>,
+    space_waiters: Waiters,
     /// Waiting for the close to begin.
-    close_waiters: Vec<Waker>,
+    close_waiters: Waiters,
+    /// Ids of registered wakers (a future removes its own when dropped).
+    next_waiter: u64,
 }
 
-fn register(waiters: &mut Vec<Waker>, waker: &Waker) {
-    if !waiters.iter().any(|w| w.will_wake(waker)) {
-        waiters.push(waker.clone());
+/// Registered wakers, each under the id of the future that registered it.
+type Waiters = Vec<(u64, Waker)>;
+
+/// Registers (or refreshes) the waker of the future holding `slot`.
+fn register(waiters: &mut Waiters, next: &mut u64, slot: &mut Option<u64>, waker: &Waker) {
+    if let Some(id) = *slot {
+        if let Some(entry) = waiters.iter_mut().find(|(i, _)| *i == id) {
+            if !entry.1.will_wake(waker) {
+                entry.1 = waker.clone();
+            }
+            return;
+        }
+    }
+    *next += 1;
+    *slot = Some(*next);
+    waiters.push((*next, waker.clone()));
+}
+
+/// Removes the waker a dropped future registered, if it is still there.
+fn deregister(waiters: &mut Waiters, slot: Option<u64>) {
+    if let Some(id) = slot {
+        if let Some(pos) = waiters.iter().position(|(i, _)| *i == id) {
+            waiters.swap_remove(pos);
+        }
     }
 }
 
-fn wake_all(waiters: Vec<Waker>) {
-    for w in waiters {
+fn wake_all(waiters: Waiters) {
+    for (_, w) in waiters {
         w.wake();
     }
 }
@@ -387,19 +410,19 @@ impl OutboundQueue {
     /// before it retries.
     pub fn space_freed(&self) -> SpaceFreed<'_> {
         let drained = self.lanes.lock().drained;
-        SpaceFreed { queue: self, drained }
+        SpaceFreed { queue: self, drained, slot: None }
     }
 
     /// Resolves when fewer than `n` control messages are queued (or closing began). A transport
     /// awaits it before reading the next request, so a client that pipelines requests faster
     /// than their replies can be written is slowed down instead of growing the queue.
     pub fn control_below(&self, n: usize) -> ControlBelow<'_> {
-        ControlBelow { queue: self, n }
+        ControlBelow { queue: self, n, slot: None }
     }
 
     /// Resolves once closing has begun (at once if it already has).
     pub fn closed(&self) -> Closed<'_> {
-        Closed { queue: self }
+        Closed { queue: self, slot: None }
     }
 
     /// Queues a control message. Returns `None` when closing or the control lane is full.
@@ -574,18 +597,29 @@ fn close_drains(l: &Lanes) -> bool {
 pub struct SpaceFreed<'a> {
     queue: &'a OutboundQueue,
     drained: u64,
+    slot: Option<u64>,
 }
 
 impl Future for SpaceFreed<'_> {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut l = self.queue.lanes.lock();
-        if l.close.is_some() || l.msgs == 0 || l.drained != self.drained {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let mut guard = this.queue.lanes.lock();
+        let l = &mut *guard;
+        if l.close.is_some() || l.msgs == 0 || l.drained != this.drained {
             return Poll::Ready(());
         }
-        register(&mut l.space_waiters, cx.waker());
+        register(&mut l.space_waiters, &mut l.next_waiter, &mut this.slot, cx.waker());
         Poll::Pending
+    }
+}
+
+impl Drop for SpaceFreed<'_> {
+    fn drop(&mut self) {
+        if self.slot.is_some() {
+            deregister(&mut self.queue.lanes.lock().space_waiters, self.slot);
+        }
     }
 }
 
@@ -595,18 +629,29 @@ impl Future for SpaceFreed<'_> {
 pub struct ControlBelow<'a> {
     queue: &'a OutboundQueue,
     n: usize,
+    slot: Option<u64>,
 }
 
 impl Future for ControlBelow<'_> {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut l = self.queue.lanes.lock();
-        if l.control.len() < self.n || l.close.is_some() {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let mut guard = this.queue.lanes.lock();
+        let l = &mut *guard;
+        if l.control.len() < this.n || l.close.is_some() {
             return Poll::Ready(());
         }
-        register(&mut l.space_waiters, cx.waker());
+        register(&mut l.space_waiters, &mut l.next_waiter, &mut this.slot, cx.waker());
         Poll::Pending
+    }
+}
+
+impl Drop for ControlBelow<'_> {
+    fn drop(&mut self) {
+        if self.slot.is_some() {
+            deregister(&mut self.queue.lanes.lock().space_waiters, self.slot);
+        }
     }
 }
 
@@ -615,18 +660,29 @@ impl Future for ControlBelow<'_> {
 #[must_use = "futures do nothing unless awaited"]
 pub struct Closed<'a> {
     queue: &'a OutboundQueue,
+    slot: Option<u64>,
 }
 
 impl Future for Closed<'_> {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut l = self.queue.lanes.lock();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let mut guard = this.queue.lanes.lock();
+        let l = &mut *guard;
         if l.close.is_some() {
             return Poll::Ready(());
         }
-        register(&mut l.close_waiters, cx.waker());
+        register(&mut l.close_waiters, &mut l.next_waiter, &mut this.slot, cx.waker());
         Poll::Pending
+    }
+}
+
+impl Drop for Closed<'_> {
+    fn drop(&mut self) {
+        if self.slot.is_some() {
+            deregister(&mut self.queue.lanes.lock().close_waiters, self.slot);
+        }
     }
 }
 

@@ -109,3 +109,25 @@ fn purge_removes_one_subscription() {
     assert_eq!(q.depth(), 1);
     assert_eq!(a.stats().queued, 0);
 }
+
+#[test]
+fn a_wait_is_woken_by_a_drain_and_a_dropped_wait_leaves_no_waker_behind() {
+    use std::future::Future as _;
+    use std::task::{Context, Waker};
+    let q = queue(QueueLimits::default());
+    let (s, p) = (sub(), be());
+    let _ = push(&q, &Bytes::from_static(b"r"), 1, &s, &p);
+    let cx = &mut Context::from_waker(Waker::noop());
+    for _ in 0..3 {
+        let mut f = std::pin::pin!(q.space_freed());
+        assert!(f.as_mut().poll(cx).is_pending());
+        assert!(f.as_mut().poll(cx).is_pending(), "polled again: still one waker");
+        assert_eq!(q.lanes.lock().space_waiters.len(), 1);
+    }
+    assert!(q.lanes.lock().space_waiters.is_empty(), "each dropped wait took its waker away");
+    let mut f = std::pin::pin!(q.space_freed());
+    assert!(f.as_mut().poll(cx).is_pending());
+    let mut b = Batch::default();
+    assert_eq!(q.drain(&mut b, 10, 1 << 20, Instant::now()), Drain::Ready);
+    assert!(f.as_mut().poll(cx).is_ready(), "the drain freed room");
+}
