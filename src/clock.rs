@@ -133,13 +133,6 @@ impl Timer {
         }
     }
 
-    /// The deadline set.
-    pub fn deadline(&self) -> Option<Instant> {
-        match self {
-            Self::System { deadline, .. } | Self::Manual { deadline, .. } => *deadline,
-        }
-    }
-
     /// Resolves once the deadline has passed; never while none is set.
     pub async fn fired(&mut self) {
         match self {

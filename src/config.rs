@@ -46,7 +46,7 @@ pub struct Config {
     /// `session` keys that were given under their old `[websocket]` names (validation
     /// messages name the key as written).
     #[serde(skip)]
-    pub aliased: Vec<String>,
+    aliased: Vec<String>,
 }
 
 /// Keys of `[session]` that were accepted under `[websocket]` before every transport shared

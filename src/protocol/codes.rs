@@ -156,9 +156,10 @@ impl CloseReason {
     }
 
     /// Whether queued data should still be written before the connection closes. A graceful
-    /// shutdown or drain delivers what was accepted; every other reason discards it.
+    /// shutdown or drain delivers what was accepted; every other reason discards it (after a
+    /// `normal` close the client has said `bye` or gone: nothing may follow its close frame).
     pub const fn drains_queue(self) -> bool {
-        matches!(self, Self::Shutdown | Self::Maintenance | Self::Normal)
+        matches!(self, Self::Shutdown | Self::Maintenance)
     }
 
     /// Whether the client is invited to reconnect (to this or another node).

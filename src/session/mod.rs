@@ -205,6 +205,9 @@ pub struct Session {
     /// over this connection use it.
     token: Option<String>,
     registered: bool,
+    /// The token's expiry, seconds since the UNIX epoch: the identity's, kept here so that
+    /// `poll_timeout`, run after every frame, takes no lock.
+    expires_at: Option<u64>,
     expiry_warned: bool,
     sync_seq: u64,
     started: Instant,
@@ -245,6 +248,7 @@ impl Session {
             p,
             token: None,
             registered: false,
+            expires_at: None,
             expiry_warned: false,
             sync_seq: 0,
             started: now.mono,
@@ -338,7 +342,7 @@ impl Session {
         if !self.registered {
             return None;
         }
-        let exp_ms = self.p.conn.identity().expires_at?.saturating_mul(1000);
+        let exp_ms = self.expires_at?.saturating_mul(1000);
         let warn_ms = exp_ms.saturating_sub(self.p.expiry_warning_secs * 1000);
         let target = if self.expiry_warned { exp_ms } else { warn_ms };
         Some(self.now.mono_at_unix_ms(target))
@@ -422,7 +426,7 @@ impl Session {
     }
 
     fn check_expiry(&mut self, now: Now) {
-        let Some(exp) = self.p.conn.identity().expires_at else { return };
+        let Some(exp) = self.expires_at else { return };
         let now_ms = now.unix_ms();
         let exp_ms = exp.saturating_mul(1000);
         if now_ms >= exp_ms {

@@ -121,6 +121,7 @@ impl Session {
             }
         }
         self.registered = true;
+        self.expires_at = session.expires_at;
         self.token = Some(token);
         let c = &self.p.config;
         self.next_sync =
@@ -246,6 +247,7 @@ impl Session {
                     let expires_at = identity.expires_at;
                     self.p.conn.core().set_identity(identity);
                     self.token = Some(token);
+                    self.expires_at = expires_at;
                     self.expiry_warned = false;
                     self.reply(&ServerMsg::Refreshed { id, expires_at });
                 }

@@ -318,13 +318,11 @@ impl ConnectionManager {
                 self.subscriptions.fetch_sub(1, Relaxed);
             }
         }
-        // A server that ends a healthy connection (shutdown, maintenance) flushes what is
-        // queued; any other end (the peer left or said bye, a kick, a violation) writes nothing
-        // more of the subscriptions: no data may follow the peer's close frame.
+        // A close that drains (shutdown, maintenance) leaves what is queued to the writer; any
+        // other close already discarded it, and a connection unregistered without a close
+        // (details refused at connect) writes nothing more of its subscriptions.
         let outbound = &client.conn.core().outbound;
-        let flushes =
-            outbound.closing().is_some_and(|c| matches!(c.reason, CloseReason::Shutdown | CloseReason::Maintenance));
-        if !flushes {
+        if !outbound.closing().is_some_and(|c| c.reason.drains_queue()) {
             outbound.purge_all();
         }
         client.conn.core().set_state(ConnState::Terminated);

@@ -97,6 +97,22 @@ fn unregistering_after_a_draining_close_leaves_the_queue_to_the_writer() {
 }
 
 #[test]
+fn a_writer_is_woken_only_when_its_queue_goes_from_empty_to_non_empty() {
+    let m = manager();
+    let c = TestConnection::register(&m, "u", 1);
+    m.subscribe(c.id(), &t("w"), live(), now()).unwrap();
+    for _ in 0..3 {
+        m.route_data(&t("w"), b"x", 0, now()).unwrap();
+    }
+    assert_eq!(c.wakes(), 1, "a busy writer re-drains by itself");
+    assert_eq!(c.drain_offsets(), [1, 2, 3]);
+    m.route_data(&t("w"), b"x", 0, now()).unwrap();
+    assert_eq!(c.wakes(), 2);
+    c.close(crate::protocol::CloseReason::Kicked, "bye", &[]);
+    assert_eq!(c.wakes(), 3, "closing wakes it to write the bye");
+}
+
+#[test]
 fn route_data_reaches_every_subscriber_with_one_shared_record() {
     let m = manager();
     let subs: Vec<_> = (0..3).map(|i| TestConnection::register(&m, "u", i)).collect();

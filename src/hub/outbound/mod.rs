@@ -408,21 +408,21 @@ impl OutboundQueue {
     /// Resolves when the writer has drained something since this call (or at once when nothing
     /// is queued or the connection is closing): what a publisher under backpressure waits for
     /// before it retries.
-    pub fn space_freed(&self) -> SpaceFreed<'_> {
+    pub fn space_freed(&self) -> Wait<'_> {
         let drained = self.lanes.lock().drained;
-        SpaceFreed { queue: self, drained, slot: None }
+        Wait { queue: self, until: Until::SpaceFreed(drained), slot: None }
     }
 
     /// Resolves when fewer than `n` control messages are queued (or closing began). A transport
     /// awaits it before reading the next request, so a client that pipelines requests faster
     /// than their replies can be written is slowed down instead of growing the queue.
-    pub fn control_below(&self, n: usize) -> ControlBelow<'_> {
-        ControlBelow { queue: self, n, slot: None }
+    pub fn control_below(&self, n: usize) -> Wait<'_> {
+        Wait { queue: self, until: Until::ControlBelow(n), slot: None }
     }
 
     /// Resolves once closing has begun (at once if it already has).
-    pub fn closed(&self) -> Closed<'_> {
-        Closed { queue: self, slot: None }
+    pub fn closed(&self) -> Wait<'_> {
+        Wait { queue: self, until: Until::Closed, slot: None }
     }
 
     /// Queues a control message. Returns `None` when closing or the control lane is full.
@@ -591,97 +591,56 @@ fn close_drains(l: &Lanes) -> bool {
     l.close.as_ref().is_some_and(|c| c.reason.drains_queue())
 }
 
-/// See [`OutboundQueue::space_freed`].
+/// What a [`Wait`] waits for.
+#[derive(Debug, Clone, Copy)]
+enum Until {
+    /// A drain after the one counted here (or nothing queued, or closing).
+    SpaceFreed(u64),
+    /// Fewer than this many control messages (or closing).
+    ControlBelow(usize),
+    /// The close to begin.
+    Closed,
+}
+
+/// A wait on the queue ([`OutboundQueue::space_freed`], [`OutboundQueue::control_below`],
+/// [`OutboundQueue::closed`]): checked and registered under the lanes' lock, so no wake-up
+/// is lost; dropped, it takes its waker away.
 #[derive(Debug)]
 #[must_use = "futures do nothing unless awaited"]
-pub struct SpaceFreed<'a> {
+pub struct Wait<'a> {
     queue: &'a OutboundQueue,
-    drained: u64,
+    until: Until,
     slot: Option<u64>,
 }
 
-impl Future for SpaceFreed<'_> {
+impl Future for Wait<'_> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
         let mut guard = this.queue.lanes.lock();
         let l = &mut *guard;
-        if l.close.is_some() || l.msgs == 0 || l.drained != this.drained {
+        let closing = l.close.is_some();
+        let ready = match this.until {
+            Until::SpaceFreed(drained) => closing || l.msgs == 0 || l.drained != drained,
+            Until::ControlBelow(n) => closing || l.control.len() < n,
+            Until::Closed => closing,
+        };
+        if ready {
             return Poll::Ready(());
         }
-        register(&mut l.space_waiters, &mut l.next_waiter, &mut this.slot, cx.waker());
+        let waiters = if matches!(this.until, Until::Closed) { &mut l.close_waiters } else { &mut l.space_waiters };
+        register(waiters, &mut l.next_waiter, &mut this.slot, cx.waker());
         Poll::Pending
     }
 }
 
-impl Drop for SpaceFreed<'_> {
+impl Drop for Wait<'_> {
     fn drop(&mut self) {
         if self.slot.is_some() {
-            deregister(&mut self.queue.lanes.lock().space_waiters, self.slot);
-        }
-    }
-}
-
-/// See [`OutboundQueue::control_below`].
-#[derive(Debug)]
-#[must_use = "futures do nothing unless awaited"]
-pub struct ControlBelow<'a> {
-    queue: &'a OutboundQueue,
-    n: usize,
-    slot: Option<u64>,
-}
-
-impl Future for ControlBelow<'_> {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = &mut *self;
-        let mut guard = this.queue.lanes.lock();
-        let l = &mut *guard;
-        if l.control.len() < this.n || l.close.is_some() {
-            return Poll::Ready(());
-        }
-        register(&mut l.space_waiters, &mut l.next_waiter, &mut this.slot, cx.waker());
-        Poll::Pending
-    }
-}
-
-impl Drop for ControlBelow<'_> {
-    fn drop(&mut self) {
-        if self.slot.is_some() {
-            deregister(&mut self.queue.lanes.lock().space_waiters, self.slot);
-        }
-    }
-}
-
-/// See [`OutboundQueue::closed`].
-#[derive(Debug)]
-#[must_use = "futures do nothing unless awaited"]
-pub struct Closed<'a> {
-    queue: &'a OutboundQueue,
-    slot: Option<u64>,
-}
-
-impl Future for Closed<'_> {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = &mut *self;
-        let mut guard = this.queue.lanes.lock();
-        let l = &mut *guard;
-        if l.close.is_some() {
-            return Poll::Ready(());
-        }
-        register(&mut l.close_waiters, &mut l.next_waiter, &mut this.slot, cx.waker());
-        Poll::Pending
-    }
-}
-
-impl Drop for Closed<'_> {
-    fn drop(&mut self) {
-        if self.slot.is_some() {
-            deregister(&mut self.queue.lanes.lock().close_waiters, self.slot);
+            let mut l = self.queue.lanes.lock();
+            let waiters = if matches!(self.until, Until::Closed) { &mut l.close_waiters } else { &mut l.space_waiters };
+            deregister(waiters, self.slot);
         }
     }
 }
