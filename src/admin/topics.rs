@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use super::stats::TopicRates;
 use super::AdminState;
 use crate::http::{ApiError, ErrorBody};
-use crate::hub::{DeliveryPolicy, TopicInfo, TopicName};
+use crate::hub::{DeliveryPolicy, SetPolicyError, TopicInfo, TopicName};
 use crate::protocol::ErrorCode;
 
 /// A topic with its rates.
@@ -86,10 +86,12 @@ pub(super) async fn get_policy(
     Ok(Json(s.ctx.manager.delivery_policy(&topic_param(&topic)?)))
 }
 
-/// Replace a topic's delivery policy; it applies from the next message.
+/// Replace a topic's delivery policy; it applies from the next message, on every node of a
+/// cluster (shared through Redis; 503 `unavailable` and nothing changed when Redis is
+/// unreachable), and to the topic if it is created (again) later.
 #[utoipa::path(put, path = "/v1/admin/topics/{topic}/policy", params(("topic" = String, Path, description = "Topic name, percent-encoded")),
     request_body(content = Object, description = "A delivery policy: `{\"kind\": \"best_effort\" | \"reliable\" | \"rate_limited\", …}`"),
-    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(super) async fn put_policy(
     State(s): State<AdminState>,
     Path(topic): Path<String>,
@@ -98,11 +100,12 @@ pub(super) async fn put_policy(
     let name = topic_param(&topic)?;
     let policy: DeliveryPolicy = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, format!("invalid policy: {e}")))?;
-    s.ctx.manager.set_delivery_policy(&name, policy.clone()).map_err(|e| match e {
-        crate::hub::manager::SetPolicyError::Invalid(p) => {
+    s.ctx.broker.set_policy(&s.ctx.manager, &name, policy.clone()).await.map_err(|e| match e {
+        SetPolicyError::Invalid(p) => {
             ApiError::new(ErrorCode::InvalidArgument, format!("invalid policy: `{}` {}", p.field, p.message))
         }
-        crate::hub::manager::SetPolicyError::Topic(t) => ApiError::new(ErrorCode::FailedPrecondition, t.to_string()),
+        SetPolicyError::Topic(t) => ApiError::new(ErrorCode::FailedPrecondition, t.to_string()),
+        SetPolicyError::Unavailable(m) => ApiError::new(ErrorCode::Unavailable, m),
     })?;
     tracing::info!(topic = %name, ?policy, "delivery policy changed");
     Ok(Json(policy))

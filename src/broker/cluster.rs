@@ -30,14 +30,14 @@ use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, watch};
 
-use super::redis::{BrokerError, RedisBroker, RedisHistory, RemoteMessage};
+use super::redis::{BrokerError, PolicyChange, Push, RedisBroker, RedisHistory, RemoteMessage};
 use super::{BrokerCounters, NodeInfo};
 use crate::clock::Clock;
 use crate::config::RedisConfig;
 use crate::hub::manager::RemoteOutcome;
 use crate::hub::{
-    ConnId, Connection, ConnectionManager, DeliveryPolicy, PublishError, PublishReport, SubscribeError, SubscribeItem,
-    TopicName,
+    ConnId, Connection, ConnectionManager, DeliveryPolicy, PublishError, PublishReport, SetPolicyError, SubscribeError,
+    SubscribeItem, TopicName,
 };
 use crate::protocol::control::ServerMsg;
 
@@ -68,9 +68,20 @@ pub enum PublishReply {
         conn: Arc<dyn Connection>,
         /// Its request id.
         id: Option<u64>,
+        /// Which of the connection's publishes it is.
+        seq: u64,
     },
     /// A waiting caller.
     Waiting(tokio::sync::oneshot::Sender<Result<PublishReport, PublishError>>),
+}
+
+/// What the publisher task takes, in order.
+#[derive(Debug)]
+enum Job {
+    /// A publish.
+    Publish(PublishJob),
+    /// A barrier: answered once every publish queued before it has been answered.
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 impl PublishReply {
@@ -79,10 +90,12 @@ impl PublishReply {
             Self::Waiting(tx) => {
                 let _ = tx.send(result);
             }
-            Self::Connection { conn, id } => {
+            Self::Connection { conn, id, seq } => {
                 let msg = match result {
                     Ok(r) => match id {
-                        Some(_) => ServerMsg::Published { id, topic: topic.to_string(), offset: r.offset },
+                        Some(_) => {
+                            ServerMsg::Published { id, topic: topic.to_string(), offset: r.offset, epoch: r.epoch }
+                        }
                         None => return,
                     },
                     Err(e) => ServerMsg::Error {
@@ -91,6 +104,7 @@ impl PublishReply {
                         message: e.to_string(),
                         topic: Some(topic.to_string()),
                         limit: e.limit().map(str::to_owned),
+                        publish_seq: Some(seq),
                     },
                 };
                 let _ = conn.send_control(&msg);
@@ -120,8 +134,8 @@ pub struct Cluster {
     stalled: Mutex<HashMap<TopicName, u64>>,
     /// Traffic counters.
     pub counters: BrokerCounters,
-    jobs_tx: mpsc::Sender<PublishJob>,
-    jobs_rx: Mutex<Option<mpsc::Receiver<PublishJob>>>,
+    jobs_tx: mpsc::Sender<Job>,
+    jobs_rx: Mutex<Option<mpsc::Receiver<Job>>>,
 }
 
 /// Held from [`Cluster::prepare`] until the subscribe has attached: keeps the topics' channels
@@ -201,18 +215,21 @@ impl Cluster {
     pub fn start(self: &Arc<Self>, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         if let Some(rx) = self.jobs_rx.lock().take() {
-            tokio::spawn(self.clone().run_publisher(rx, shutdown.clone()));
+            // Not stopped by the shutdown signal: sessions closing for it await the answers to
+            // the publishes they queued (`flush`). It ends with the node.
+            tokio::spawn(run_publisher(Arc::downgrade(self), rx));
         }
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
             let weak = Arc::downgrade(&this);
             loop {
-                let on_message = {
+                let on_push = {
                     let weak = weak.clone();
-                    move |m: RemoteMessage| on_message(&weak, m)
+                    move |p: Push| on_push(&weak, p)
                 };
-                match RedisBroker::connect(&this.config.url, &this.config.prefix, on_message).await {
+                match RedisBroker::connect(&this.config.url, &this.config.prefix, on_push).await {
                     Ok(b) => {
+                        this.load_policies(&b).await;
                         let _ = this.broker.set(b);
                         this.ready.store(true, Relaxed);
                         tracing::info!(redis = %this.redis_endpoint(), node_id = %this.node_id, "cluster broker connected");
@@ -277,9 +294,48 @@ impl Cluster {
             Ok(nodes) => *self.nodes.write() = nodes,
             Err(e) => tracing::debug!(error = %e, "reading the node registry failed"),
         }
+        self.load_policies(b).await;
         if let Err(e) = self.reconcile(b).await {
             tracing::debug!(error = %e, "channel maintenance failed; retrying next pass");
         }
+    }
+
+    /// Applies every run-time policy stored in Redis (at connect, and every pass: a change
+    /// announced while the subscriber connection was down is not lost).
+    async fn load_policies(&self, b: &RedisBroker) {
+        match b.policies().await {
+            Ok(all) => {
+                for change in all {
+                    self.apply_policy(change);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "reading the shared policies failed; retrying next pass"),
+        }
+    }
+
+    fn apply_policy(&self, change: PolicyChange) {
+        if self.manager.delivery_policy(&change.topic) == change.policy {
+            return;
+        }
+        match self.manager.set_delivery_policy(&change.topic, change.policy) {
+            Ok(()) => tracing::info!(topic = %change.topic, "delivery policy changed (cluster)"),
+            Err(e) => tracing::warn!(topic = %change.topic, error = %e, "a shared policy does not apply on this node"),
+        }
+    }
+
+    /// Stores `policy` for `topic` in Redis and announces it, so every node applies it (nodes
+    /// that join later read it at connect), then applies it here.
+    ///
+    /// # Errors
+    /// [`SetPolicyError::Unavailable`] when Redis is unreachable: nothing changed anywhere.
+    pub async fn share_policy(&self, topic: &TopicName, policy: &DeliveryPolicy) -> Result<(), SetPolicyError> {
+        let unavailable = |detail: String| {
+            SetPolicyError::Unavailable(format!("the cluster broker is unreachable ({detail}): nothing changed; retry"))
+        };
+        let b = self.broker.get().filter(|_| self.is_ready()).ok_or_else(|| unavailable("not connected".into()))?;
+        let change = PolicyChange { topic: topic.clone(), policy: policy.clone() };
+        b.set_policy(&change).await.map_err(|e| unavailable(e.to_string()))?;
+        self.manager.set_delivery_policy(topic, policy.clone())
     }
 
     /// Joins channels of topics that have local subscribers but no channel (subscribed while
@@ -293,7 +349,7 @@ impl Cluster {
                 channels.insert(t.clone());
             }
             if pos.subscribers > 0 && !pos.synced {
-                let (head, epoch) = b.head(t).await?;
+                let (head, epoch) = b.head(t, self.config.history_ttl_secs).await?;
                 self.manager.sync_remote(t, epoch, head, self.clock.now());
             }
         }
@@ -367,7 +423,15 @@ impl Cluster {
     /// # Errors
     /// [`PublishError`] `unavailable` when the node is shutting down.
     pub async fn enqueue(&self, job: PublishJob) -> Result<(), PublishError> {
-        self.jobs_tx.send(job).await.map_err(|_| PublishError::unavailable("the node is shutting down"))
+        self.jobs_tx.send(Job::Publish(job)).await.map_err(|_| PublishError::unavailable("the node is shutting down"))
+    }
+
+    /// Returns once every publish queued before the call has been answered.
+    pub async fn flush(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.jobs_tx.send(Job::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
     }
 
     /// Publishes through Redis and waits for the outcome (the HTTP publish API). While Redis is
@@ -386,26 +450,6 @@ impl Cluster {
         };
         self.enqueue(job).await?;
         rx.await.map_err(|_| PublishError::unavailable("the node is shutting down"))?
-    }
-
-    /// Runs queued publishes: everything queued at once (up to [`MAX_BATCH`]) goes to Redis as
-    /// one pipeline — one round trip, and the records come back to every node in a burst, so
-    /// subscriber writers batch them.
-    async fn run_publisher(self: Arc<Self>, mut rx: mpsc::Receiver<PublishJob>, mut shutdown: watch::Receiver<bool>) {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        loop {
-            let n = tokio::select! {
-                n = rx.recv_many(&mut batch, MAX_BATCH) => n,
-                _ = shutdown.wait_for(|v| *v) => 0,
-            };
-            if n == 0 {
-                return;
-            }
-            let results = self.publish_batch(&batch).await;
-            for (job, result) in batch.drain(..).zip(results) {
-                job.reply.send(&job.topic, result);
-            }
-        }
     }
 
     async fn publish_batch(&self, jobs: &[PublishJob]) -> Vec<Result<PublishReport, PublishError>> {
@@ -522,16 +566,49 @@ impl Cluster {
         }
         if !self.manager.remote_position(topic).is_some_and(|p| p.synced) {
             // Read after the channel is joined: every record from `head` on arrives on it.
-            let (head, epoch) = b.head(topic).await?;
+            let (head, epoch) = b.head(topic, self.config.history_ttl_secs).await?;
             self.manager.sync_remote(topic, epoch, head, self.clock.now());
         }
         Ok(())
     }
 }
 
+/// Runs queued publishes: everything queued at once (up to [`MAX_BATCH`]) goes to Redis as one
+/// pipeline — one round trip, and the records come back to every node in a burst, so subscriber
+/// writers batch them. Flush barriers are answered after the publishes queued before them.
+/// Ends when the node's [`Cluster`] is gone.
+async fn run_publisher(cluster: Weak<Cluster>, mut rx: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    let mut barriers = Vec::new();
+    loop {
+        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
+        }
+        let Some(c) = cluster.upgrade() else { return };
+        for job in batch.drain(..) {
+            match job {
+                Job::Publish(j) => jobs.push(j),
+                Job::Flush(tx) => barriers.push(tx),
+            }
+        }
+        let results = c.publish_batch(&jobs).await;
+        for (job, result) in jobs.drain(..).zip(results) {
+            job.reply.send(&job.topic, result);
+        }
+        for tx in barriers.drain(..) {
+            let _ = tx.send(());
+        }
+    }
+}
+
 /// A record from a topic channel (on the Redis connection's task: routes, never blocks).
-fn on_message(cluster: &Weak<Cluster>, m: RemoteMessage) {
+fn on_push(cluster: &Weak<Cluster>, p: Push) {
     let Some(c) = cluster.upgrade() else { return };
+    let m = match p {
+        Push::Message(m) => m,
+        Push::Policy(change) => return c.apply_policy(change),
+    };
     c.counters.messages_in.fetch_add(1, Relaxed);
     c.counters.bytes_in.fetch_add(m.payload.len() as u64, Relaxed);
     if let RemoteOutcome::Fill { from, epoch } = c.manager.route_remote(&m.topic, &m.record(), c.clock.now()) {

@@ -26,8 +26,11 @@ use serde::{Deserialize, Serialize};
 #[cfg(feature = "redis")]
 pub use self::cluster::{Cluster, Prepared};
 #[cfg(feature = "redis")]
-pub use self::redis::{Assigned, BrokerError, RedisBroker, RedisHistory, RemoteMessage};
-use crate::hub::{ConnId, Connection, PublishError, PublishReport, SubscribeError, SubscribeItem, TopicName};
+pub use self::redis::{Assigned, BrokerError, PolicyChange, Push, RedisBroker, RedisHistory, RemoteMessage};
+use crate::hub::{
+    ConnId, Connection, ConnectionManager, DeliveryPolicy, PublishError, PublishReport, SetPolicyError, SubscribeError,
+    SubscribeItem, TopicName,
+};
 
 /// A node's registry entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,20 +167,49 @@ impl Broker {
         &self,
         conn: Arc<dyn Connection>,
         id: Option<u64>,
+        seq: u64,
         topic: TopicName,
         payload: Bytes,
         flags: u8,
     ) -> Result<(), PublishError> {
         match self {
             Self::Memory => {
-                let _ = (conn, id, topic, payload, flags);
+                let _ = (conn, id, seq, topic, payload, flags);
                 Err(PublishError::unavailable("this node has no cluster broker"))
             }
             #[cfg(feature = "redis")]
             Self::Redis(c) => {
-                let reply = cluster::PublishReply::Connection { conn, id };
+                let reply = cluster::PublishReply::Connection { conn, id, seq };
                 c.enqueue(cluster::PublishJob { topic, payload, flags, reply }).await
             }
+        }
+    }
+
+    /// Sets `topic`'s delivery policy: on this node in memory mode; in cluster mode on every
+    /// node, through Redis (nothing changes anywhere when Redis is unreachable).
+    ///
+    /// # Errors
+    /// [`SetPolicyError`]: invalid, the topic may not be used, or (cluster) Redis unreachable.
+    pub async fn set_policy(
+        &self,
+        manager: &ConnectionManager,
+        topic: &TopicName,
+        policy: DeliveryPolicy,
+    ) -> Result<(), SetPolicyError> {
+        manager.check_delivery_policy(topic, &policy)?;
+        match self {
+            Self::Memory => manager.set_delivery_policy(topic, policy),
+            #[cfg(feature = "redis")]
+            Self::Redis(c) => c.share_policy(topic, &policy).await,
+        }
+    }
+
+    /// Returns once every publish queued with [`Self::enqueue`] before the call has been
+    /// answered (at once in memory mode).
+    pub async fn flush(&self) {
+        #[cfg(feature = "redis")]
+        if let Self::Redis(c) = self {
+            c.flush().await;
         }
     }
 

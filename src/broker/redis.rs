@@ -9,6 +9,9 @@
 //!   a new epoch at offset 1 — clients see the epoch change and know history was lost.
 //! * `P:c:{T}` — the pub/sub channel every publish goes to.
 //! * `P:node:{id}` — a node's registry entry (JSON), expiring unless heartbeated.
+//! * `P:policies` — a hash of the delivery policies set at run time (topic → policy JSON), and
+//!   the channel of the same name on which each change is announced as
+//!   `{"topic":…,"policy":…}`; every node applies both.
 //!
 //! A message on the channel and in history is `offset:epoch:` in ASCII followed by the
 //! [`RemoteMessage`] body (`u64` publish time µs, `u8` flags, payload), so one Lua script assigns
@@ -70,6 +73,24 @@ impl RemoteMessage {
     }
 }
 
+/// What arrives on the subscriber connection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Push {
+    /// A record from a topic channel.
+    Message(RemoteMessage),
+    /// A delivery policy set at run time on some node.
+    Policy(PolicyChange),
+}
+
+/// A delivery policy set at run time, as shared through Redis.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PolicyChange {
+    /// The topic.
+    pub topic: TopicName,
+    /// Its new policy.
+    pub policy: crate::hub::DeliveryPolicy,
+}
+
 /// Offset and epoch a publish got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Assigned {
@@ -111,6 +132,26 @@ redis.call('PUBLISH', KEYS[4], msg)
 return {offset, epoch}
 ";
 
+/// A topic's head, creating its epoch if it has none, atomically: every node that joins the
+/// topic before its first publish is told the same epoch.
+/// KEYS: seq, epoch, hist. ARGV: new epoch, ttl secs.
+const HEAD_LUA: &str = r"
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[2], epoch, 'EX', tonumber(ARGV[2]))
+  redis.call('DEL', KEYS[1], KEYS[3])
+end
+local seq = redis.call('GET', KEYS[1])
+if not seq then seq = '0' end
+return {seq, epoch}
+";
+
+/// A new epoch: non-zero, below 2^53 so JavaScript clients hold it exactly.
+fn new_epoch() -> u64 {
+    (rand::random::<u64>() >> 11).max(1)
+}
+
 /// One node's connection to Redis: commands on one multiplexed connection, every topic channel
 /// on one RESP3 subscriber connection that reconnects and resubscribes by itself.
 pub struct RedisBroker {
@@ -118,6 +159,7 @@ pub struct RedisBroker {
     subscriber: ConnectionManager,
     prefix: Arc<str>,
     publish: Script,
+    head: Script,
     keepalive: tokio::task::JoinHandle<()>,
 }
 
@@ -147,7 +189,7 @@ impl RedisBroker {
     pub async fn connect(
         url: &str,
         prefix: &str,
-        on_message: impl Fn(RemoteMessage) + Send + Sync + 'static,
+        on_push: impl Fn(Push) + Send + Sync + 'static,
     ) -> Result<Self, BrokerError> {
         let retry = || {
             ConnectionManagerConfig::new()
@@ -158,10 +200,11 @@ impl RedisBroker {
         let client = redis::Client::open(url)?;
         let commands = client.get_connection_manager_with_config(retry()).await?;
         let channel_prefix = format!("{prefix}:c:");
+        let policies = policies_key(prefix);
         let push = move |info: PushInfo| -> Result<(), std::convert::Infallible> {
             if info.kind == PushKind::Message {
-                match parse_push(&channel_prefix, &info.data) {
-                    Ok(m) => on_message(m),
+                match parse_push(&channel_prefix, &policies, &info.data) {
+                    Ok(m) => on_push(m),
                     Err(e) => tracing::warn!(error = %e, "dropping a malformed broker message"),
                 }
             }
@@ -171,6 +214,8 @@ impl RedisBroker {
         let subscriber = redis::Client::open(sub_url)?
             .get_connection_manager_with_config(retry().set_push_sender(push).set_automatic_resubscription())
             .await?;
+        // Policy changes, for as long as the node runs (resubscribed after a reconnect).
+        subscriber.clone().subscribe(policies_key(prefix)).await?;
         let mut ping = subscriber.clone();
         let keepalive = tokio::spawn(async move {
             loop {
@@ -180,7 +225,14 @@ impl RedisBroker {
                 }
             }
         });
-        Ok(Self { commands, subscriber, prefix: prefix.into(), publish: Script::new(PUBLISH_LUA), keepalive })
+        Ok(Self {
+            commands,
+            subscriber,
+            prefix: prefix.into(),
+            publish: Script::new(PUBLISH_LUA),
+            head: Script::new(HEAD_LUA),
+            keepalive,
+        })
     }
 
     fn key(&self, topic: &TopicName, part: &str) -> String {
@@ -226,7 +278,7 @@ impl RedisBroker {
             body.put_u64(timestamp_us);
             body.put_u8(flags);
             body.put_slice(payload);
-            let new_epoch = (rand::random::<u64>() >> 11).max(1);
+            let new_epoch = new_epoch();
             pipe.cmd("EVALSHA")
                 .arg(self.publish.get_hash())
                 .arg(4)
@@ -263,15 +315,19 @@ impl RedisBroker {
         raw.into_iter().map(|m| parse_message(topic.clone(), Bytes::from(m))).collect()
     }
 
-    /// The offset the next publish on `topic` will get, and its epoch (`None`: no epoch yet).
+    /// The offset the next publish on `topic` will get, and its epoch — created now (expiring
+    /// like the topic's other keys) if the topic has none, so it is the same on every node from
+    /// the first subscribe on.
     ///
     /// # Errors
     /// When Redis is unreachable.
-    pub async fn head(&self, topic: &TopicName) -> Result<(u64, Option<u64>), BrokerError> {
+    pub async fn head(&self, topic: &TopicName, ttl_secs: u64) -> Result<(u64, u64), BrokerError> {
         let mut con = self.commands.clone();
-        let (seq, epoch): (Option<u64>, Option<u64>) =
-            redis::pipe().get(self.key(topic, "seq")).get(self.key(topic, "epoch")).query_async(&mut con).await?;
-        Ok((seq.unwrap_or(0) + 1, epoch))
+        let mut call = self.head.prepare_invoke();
+        call.key(self.key(topic, "seq")).key(self.key(topic, "epoch")).key(self.key(topic, "hist"));
+        call.arg(new_epoch()).arg(ttl_secs.max(1));
+        let (seq, epoch): (u64, u64) = call.invoke_async(&mut con).await?;
+        Ok((seq + 1, epoch))
     }
 
     /// [`Self::head`] of many topics in one round trip.
@@ -307,6 +363,49 @@ impl RedisBroker {
     pub async fn unsubscribe(&self, topic: &TopicName) -> Result<(), BrokerError> {
         self.subscriber.clone().unsubscribe(self.channel(topic)).await?;
         Ok(())
+    }
+
+    /// Stores a run-time delivery policy and announces it to every node, atomically.
+    ///
+    /// # Errors
+    /// When Redis is unreachable.
+    pub async fn set_policy(&self, change: &PolicyChange) -> Result<(), BrokerError> {
+        let json = serde_json::to_string(change).expect("a policy serializes");
+        let policy = serde_json::to_string(&change.policy).expect("a policy serializes");
+        let key = policies_key(&self.prefix);
+        let mut con = self.commands.clone();
+        let _: () = redis::pipe()
+            .atomic()
+            .hset(&key, change.topic.as_str(), policy)
+            .ignore()
+            .publish(&key, json)
+            .ignore()
+            .query_async(&mut con)
+            .await?;
+        Ok(())
+    }
+
+    /// Every delivery policy set at run time (entries that no longer parse are skipped, with a
+    /// warning).
+    ///
+    /// # Errors
+    /// When Redis is unreachable.
+    pub async fn policies(&self) -> Result<Vec<PolicyChange>, BrokerError> {
+        let mut con = self.commands.clone();
+        let raw: Vec<(String, String)> = con.hgetall(policies_key(&self.prefix)).await?;
+        Ok(raw
+            .into_iter()
+            .filter_map(|(topic, policy)| {
+                let parsed = TopicName::new(&topic)
+                    .ok()
+                    .zip(serde_json::from_str(&policy).ok())
+                    .map(|(topic, policy)| PolicyChange { topic, policy });
+                if parsed.is_none() {
+                    tracing::warn!(%topic, "skipping a stored policy that does not parse");
+                }
+                parsed
+            })
+            .collect())
     }
 
     /// Writes this node's registry entry, expiring after `ttl`.
@@ -362,14 +461,29 @@ impl RedisBroker {
     }
 }
 
-fn parse_push(channel_prefix: &str, data: &[Value]) -> Result<RemoteMessage, BrokerError> {
+fn policies_key(prefix: &str) -> String {
+    format!("{prefix}:policies")
+}
+
+fn parse_push(channel_prefix: &str, policies: &str, data: &[Value]) -> Result<Push, BrokerError> {
     let [Value::BulkString(channel), Value::BulkString(msg)] = data else {
         return Err(BrokerError::Malformed("push message is not [channel, message]"));
     };
     let channel = std::str::from_utf8(channel).map_err(|_| BrokerError::Malformed("channel is not UTF-8"))?;
+    if channel == policies {
+        #[derive(serde::Deserialize)]
+        struct Wire {
+            topic: String,
+            policy: crate::hub::DeliveryPolicy,
+        }
+        let bad = || BrokerError::Malformed("a policy change does not parse");
+        let w: Wire = serde_json::from_slice(msg).map_err(|_| bad())?;
+        let topic = TopicName::new(&w.topic).map_err(|_| bad())?;
+        return Ok(Push::Policy(PolicyChange { topic, policy: w.policy }));
+    }
     let topic = channel.strip_prefix(channel_prefix).ok_or(BrokerError::Malformed("foreign channel"))?;
     let topic = TopicName::new(topic).map_err(|_| BrokerError::Malformed("channel names an invalid topic"))?;
-    parse_message(topic, Bytes::copy_from_slice(msg))
+    parse_message(topic, Bytes::copy_from_slice(msg)).map(Push::Message)
 }
 
 /// Parses `offset:epoch:` + body.

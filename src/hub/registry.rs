@@ -90,6 +90,10 @@ pub enum TopicAccessError {
 #[derive(Debug)]
 pub struct TopicRegistry {
     topics: DashMap<TopicName, Arc<Topic>>,
+    /// Policies set at run time (admin API, or another node through the broker): they outlive
+    /// the topic's removal by the sweeper, and a topic created later starts with its override.
+    /// At most `max_topics` entries.
+    overrides: DashMap<TopicName, DeliveryPolicy>,
     decls: Vec<(TopicPattern, Arc<TopicDecl>, Arc<TopicCounters>)>,
     other: Arc<TopicCounters>,
     config: TopicsConfig,
@@ -114,6 +118,7 @@ impl TopicRegistry {
         config.default_policy.validate().map_err(|e| (usize::MAX, e.to_string()))?;
         Ok(Self {
             topics: DashMap::new(),
+            overrides: DashMap::new(),
             decls,
             other: Arc::default(),
             config,
@@ -144,7 +149,44 @@ impl TopicRegistry {
         if let Some(t) = self.get(name) {
             return t.state.lock().policy.clone();
         }
-        self.declaration(name).and_then(|d| d.policy.clone()).unwrap_or_else(|| self.config.default_policy.clone())
+        self.initial_policy(name, self.declaration(name))
+    }
+
+    /// The policy a topic starts with: its run-time override, else its declaration's, else the
+    /// default.
+    fn initial_policy(&self, name: &TopicName, decl: Option<&Arc<TopicDecl>>) -> DeliveryPolicy {
+        if let Some(p) = self.overrides.get(name) {
+            return p.clone();
+        }
+        decl.and_then(|d| d.policy.clone()).unwrap_or_else(|| self.config.default_policy.clone())
+    }
+
+    /// Whether `name` may be used at all (declared, or undeclared topics allowed).
+    ///
+    /// # Errors
+    /// [`TopicAccessError::Undeclared`].
+    pub fn check_declared(&self, name: &TopicName) -> Result<(), TopicAccessError> {
+        if self.declaration(name).is_none() && !self.config.allow_undeclared {
+            return Err(TopicAccessError::Undeclared(name.clone()));
+        }
+        Ok(())
+    }
+
+    /// Records a run-time policy for `name` and applies it to the live topic, if any, from its
+    /// next message. The policy must have been validated.
+    ///
+    /// # Errors
+    /// [`TopicAccessError`] when the topic may not be used, or `max_topics` overrides exist.
+    pub fn set_override(&self, name: &TopicName, policy: DeliveryPolicy) -> Result<(), TopicAccessError> {
+        self.check_declared(name)?;
+        if !self.overrides.contains_key(name) && self.overrides.len() >= self.config.max_topics {
+            return Err(TopicAccessError::TooMany(self.config.max_topics));
+        }
+        self.overrides.insert(name.clone(), policy.clone());
+        if let Some(t) = self.get(name) {
+            t.state.lock().policy = policy;
+        }
+        Ok(())
     }
 
     /// The history bounds a topic has, or would get if created now.
@@ -177,7 +219,7 @@ impl TopicRegistry {
         if self.topics.len() >= self.config.max_topics {
             return Err(TopicAccessError::TooMany(self.config.max_topics));
         }
-        let policy = decl.as_ref().and_then(|d| d.policy.clone()).unwrap_or_else(|| self.config.default_policy.clone());
+        let policy = self.initial_policy(name, decl.as_ref());
         let history = decl.as_ref().and_then(|d| d.history).unwrap_or(self.config.default_history);
         let topic = self
             .topics

@@ -261,6 +261,8 @@ pub struct ParseError {
     pub code: ErrorCode,
     /// Human-readable reason.
     pub message: String,
+    /// The message's `op`, when it named one (a malformed `publish` still counts as a publish).
+    pub op: Option<String>,
 }
 
 /// Parses one JSON control message, classifying failures into clear messages: malformed JSON,
@@ -276,7 +278,7 @@ pub fn parse_client_op(text: &[u8]) -> Result<ClientOp, ParseError> {
 }
 
 fn classify(text: &[u8], err: serde_json::Error) -> ParseError {
-    let invalid = |id, message| ParseError { id, code: ErrorCode::InvalidArgument, message };
+    let invalid = |id, message| ParseError { id, code: ErrorCode::InvalidArgument, message, op: None };
     let value: serde_json::Value = match serde_json::from_slice(text) {
         Ok(v) => v,
         Err(e) => return invalid(None, format!("malformed JSON: {e}")),
@@ -290,7 +292,9 @@ fn classify(text: &[u8], err: serde_json::Error) -> ParseError {
         Some(serde_json::Value::String(op)) if !KNOWN_OPS.contains(&op.as_str()) => {
             invalid(id, format!("unknown op `{op}`; known ops: {}", KNOWN_OPS.join(", ")))
         }
-        Some(serde_json::Value::String(op)) => invalid(id, format!("invalid `{op}` message: {err}")),
+        Some(serde_json::Value::String(op)) => {
+            ParseError { op: Some(op.clone()), ..invalid(id, format!("invalid `{op}` message: {err}")) }
+        }
         Some(_) => invalid(id, "field `op` must be a string".into()),
     }
 }
@@ -372,6 +376,8 @@ pub enum ServerMsg {
         topic: String,
         /// The offset the message got.
         offset: u64,
+        /// The topic's epoch the offset belongs to.
+        epoch: u64,
     },
     /// Answer to `add_streams`.
     StreamsAdded {
@@ -471,6 +477,10 @@ pub enum ServerMsg {
         /// For `resource_exhausted` and `rate_limited`: which configured limit.
         #[serde(skip_serializing_if = "Option::is_none", default)]
         limit: Option<String>,
+        /// For an error about a publish: which of the connection's publishes (binary frames and
+        /// JSON `publish` ops, counted from 1 in the order sent) it answers.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        publish_seq: Option<u64>,
     },
     /// The token expires soon; send `refresh` or be closed at `expires_at`.
     TokenExpiring {
@@ -508,7 +518,7 @@ impl ServerMsg {
 
     /// Shorthand for an error message.
     pub fn error(id: Option<u64>, code: ErrorCode, message: impl Into<String>) -> Self {
-        Self::Error { id, code, message: message.into(), topic: None, limit: None }
+        Self::Error { id, code, message: message.into(), topic: None, limit: None, publish_seq: None }
     }
 }
 

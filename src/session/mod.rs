@@ -126,7 +126,12 @@ pub enum Command {
         payload: Bytes,
         /// Record flags.
         flags: u8,
+        /// Which of the connection's publishes this is (for an error without a request id).
+        seq: u64,
     },
+    /// Cluster mode, shutting down: wait until the broker has answered every publish this node
+    /// queued before now. Answer: [`Reply::Flushed`].
+    Flush,
     /// A `reliable` + `apply_backpressure` subscriber is full: wait until its queue drains.
     /// Answer: [`Reply::SpaceFreed`]. (The session's own deadline ends the wait if it comes
     /// first.)
@@ -169,6 +174,8 @@ pub enum Reply {
     Enqueued(Result<(), PublishError>),
     /// [`Command::WaitForSpace`]: the subscriber drained something.
     SpaceFreed,
+    /// [`Command::Flush`]: the broker answered everything queued before it.
+    Flushed,
     /// [`Command::RtcOffer`]: the SDP answer and the new session's id.
     RtcAnswer(Result<(String, u64), SignalError>),
     /// [`Command::RtcCandidate`] was applied.
@@ -182,15 +189,17 @@ enum Pending {
     Subscribe { id: Option<u64>, topic: TopicName, opts: SubscribeOptions },
     AddStreams { id: Option<u64>, streams: Vec<String>, offsets: Vec<u64> },
     Publish(PendingPublish),
-    Enqueue { id: Option<u64>, topic: TopicName },
+    Enqueue { id: Option<u64>, topic: TopicName, seq: u64 },
     RtcOffer { id: Option<u64> },
     RtcCandidate { id: Option<u64>, session: u64 },
+    Flush,
 }
 
 /// A publish waiting for a full subscriber (memory mode, `apply_backpressure`).
 #[derive(Debug)]
 struct PendingPublish {
     id: Option<u64>,
+    seq: u64,
     topic: TopicName,
     payload: Bytes,
     flags: u8,
@@ -210,6 +219,16 @@ pub struct Session {
     expires_at: Option<u64>,
     expiry_warned: bool,
     sync_seq: u64,
+    /// Publishes read so far (binary frames and JSON `publish` ops): an error about one
+    /// carries its number as `publish_seq`.
+    publishes: u64,
+    /// A publish went to the broker: at shutdown, its answer is awaited before the `bye`.
+    enqueued_any: bool,
+    /// The server is shutting down: frames already received are answered `unavailable`,
+    /// then the session closes.
+    shutting_down: bool,
+    /// Frames read since the shutdown (bounded by [`MAX_SHUTDOWN_DRAIN`]).
+    drained: usize,
     started: Instant,
     last_activity: Instant,
     next_keepalive: Option<Instant>,
@@ -233,9 +252,15 @@ pub enum Waiting {
     Reply,
     /// The client's replies to be written: fewer than this many queued.
     Backlog(usize),
+    /// Shutting down: read the frames already received (without waiting for more) and hand
+    /// them in; when none is left, call [`Session::handle_drained`].
+    Drain,
     /// It has closed: stop.
     Closed,
 }
+
+/// Most frames read after the shutdown signal before the session closes regardless.
+pub const MAX_SHUTDOWN_DRAIN: usize = 1024;
 
 impl Session {
     /// A session for a connection the transport just accepted at `now`, not yet
@@ -251,6 +276,10 @@ impl Session {
             expires_at: None,
             expiry_warned: false,
             sync_seq: 0,
+            publishes: 0,
+            enqueued_any: false,
+            shutting_down: false,
+            drained: 0,
             started: now.mono,
             last_activity: now.mono,
             next_keepalive: keepalive,
@@ -290,6 +319,8 @@ impl Session {
             Waiting::Closed
         } else if self.pending.is_some() {
             Waiting::Reply
+        } else if self.shutting_down {
+            Waiting::Drain
         } else if self.p.conn.core().outbound.control_len() >= self.high_water() {
             Waiting::Backlog(self.high_water())
         } else {
@@ -307,7 +338,7 @@ impl Session {
     /// the keep-alive, the idle timeout, time sync, the token's expiry warning and expiry, a
     /// publisher's backpressure deadline, a stalled client's deadline.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.closed {
+        if self.closed || self.shutting_down {
             return None;
         }
         let c = &self.p.config;
@@ -356,6 +387,9 @@ impl Session {
         }
         self.last_activity = now.mono;
         self.p.conn.core().touch(now.unix_ms());
+        if self.shutting_down {
+            return self.refuse_after_shutdown(input);
+        }
         match input {
             Input::Text(text) => self.handle_text(&text, now),
             Input::Binary(frame) => self.handle_binary(frame, now),
@@ -367,6 +401,7 @@ impl Session {
                     message: message.clone(),
                     topic: None,
                     limit: limit.map(str::to_owned),
+                    publish_seq: None,
                 });
                 self.close(reason, message);
             }
@@ -390,7 +425,7 @@ impl Session {
             if now.mono >= p.deadline {
                 let Some(Pending::Publish(p)) = self.pending.take() else { unreachable!() };
                 let e = PublishError::BackpressureTimeout(p.topic.clone());
-                self.error_full(p.id, e.code(), e.to_string(), Some(p.topic.to_string()), e.limit());
+                self.publish_failed(p.id, &p.topic, p.seq, &e);
             }
         }
         let backlogged = self.p.conn.core().outbound.control_len() >= self.high_water();
@@ -445,11 +480,83 @@ impl Session {
         }
     }
 
-    /// The server is shutting down: the session ends with `shutdown`.
+    /// The server is shutting down. Every request the session has read gets an answer before
+    /// the `bye`: the op waiting for a command is answered `unavailable` (not carried out),
+    /// the frames the transport has already received are read and answered `unavailable`
+    /// ([`Waiting::Drain`]), and in cluster mode the broker's answers to the publishes queued
+    /// before are awaited ([`Command::Flush`]). Then the session closes with `shutdown`.
     pub fn handle_shutdown(&mut self, now: Now) {
         self.now = now;
-        if !self.closed {
-            self.close(CloseReason::Shutdown, "server shutting down".into());
+        if self.closed || self.shutting_down {
+            return;
+        }
+        if !self.registered {
+            if let Some(Pending::Connect { id, .. }) = self.pending.take() {
+                self.error(id, ErrorCode::Unavailable, SHUTTING_DOWN);
+            }
+            return self.close(CloseReason::Shutdown, "server shutting down".into());
+        }
+        self.shutting_down = true;
+        match self.pending.take() {
+            None | Some(Pending::Flush) => {}
+            Some(Pending::Publish(p)) => self.publish_failed(p.id, &p.topic, p.seq, &shutting_down()),
+            Some(Pending::Enqueue { id, topic, seq }) => self.publish_failed(id, &topic, seq, &shutting_down()),
+            Some(Pending::Subscribe { id, topic, .. }) => {
+                self.error_full(id, ErrorCode::Unavailable, SHUTTING_DOWN.into(), Some(topic.to_string()), None);
+            }
+            Some(
+                Pending::Connect { id, .. }
+                | Pending::AddStreams { id, .. }
+                | Pending::RtcOffer { id }
+                | Pending::RtcCandidate { id, .. },
+            ) => self.error(id, ErrorCode::Unavailable, SHUTTING_DOWN),
+        }
+    }
+
+    /// Shutting down, and no frame the transport received is left unread: closes, once the
+    /// broker has answered this connection's publishes (cluster mode).
+    pub fn handle_drained(&mut self, now: Now) {
+        self.now = now;
+        if self.closed || !self.shutting_down || self.pending.is_some() {
+            return;
+        }
+        if std::mem::take(&mut self.enqueued_any) {
+            return self.command(Pending::Flush, Command::Flush);
+        }
+        self.close(CloseReason::Shutdown, "server shutting down".into());
+    }
+
+    /// A frame read after the shutdown signal: a request is answered `unavailable` (nothing is
+    /// carried out), anything else is ignored.
+    fn refuse_after_shutdown(&mut self, input: Input) {
+        self.drained += 1;
+        match input {
+            Input::Text(text) => match crate::protocol::control::parse_client_op(&text) {
+                Ok(crate::protocol::control::ClientOp::Publish { id, topic, .. }) => {
+                    self.publishes += 1;
+                    let detail = (ErrorCode::Unavailable, SHUTTING_DOWN.to_owned(), Some(topic), None);
+                    self.publish_error(id, self.publishes, detail);
+                }
+                Ok(op) if op.id().is_some() => self.error(op.id(), ErrorCode::Unavailable, SHUTTING_DOWN),
+                Ok(_) => {}
+                Err(e) if e.op.as_deref() == Some("publish") => {
+                    self.publishes += 1;
+                    let detail = (ErrorCode::Unavailable, SHUTTING_DOWN.to_owned(), None, None);
+                    self.publish_error(e.id, self.publishes, detail);
+                }
+                Err(e) => self.error(e.id, ErrorCode::Unavailable, SHUTTING_DOWN),
+            },
+            Input::Binary(frame) => {
+                self.publishes += 1;
+                let p = crate::protocol::frame::decode_publish(&frame).ok();
+                let id = p.as_ref().and_then(|p| (p.request_id != 0).then_some(u64::from(p.request_id)));
+                let topic = p.map(|p| p.topic);
+                self.publish_error(id, self.publishes, (ErrorCode::Unavailable, SHUTTING_DOWN.to_owned(), topic, None));
+            }
+            Input::Activity | Input::Violation { .. } => {}
+        }
+        if self.drained >= MAX_SHUTDOWN_DRAIN {
+            self.handle_drained(self.now);
         }
     }
 
@@ -496,7 +603,7 @@ impl Session {
         topic: Option<String>,
         limit: Option<&str>,
     ) {
-        self.reply(&ServerMsg::Error { id, code, message, topic, limit: limit.map(str::to_owned) });
+        self.reply(&ServerMsg::Error { id, code, message, topic, limit: limit.map(str::to_owned), publish_seq: None });
     }
 
     /// Fails authentication: counts it, tells the client, closes.
@@ -511,6 +618,13 @@ impl Session {
         self.pending = Some(pending);
         self.outputs.push_back(Output::Command(command));
     }
+}
+
+/// What a request read during shutdown is answered with.
+const SHUTTING_DOWN: &str = "the server is shutting down: not carried out (publish again on another node)";
+
+fn shutting_down() -> PublishError {
+    PublishError::unavailable(SHUTTING_DOWN)
 }
 
 /// The next run of a periodic duty that was due at `due` and ran at `now`: one period on, or

@@ -23,6 +23,18 @@ impl Session {
                 let detail = format!("the first message must be a valid connect: {}", e.message);
                 return self.auth_failed(e.id, AuthFailure::NoConnect, &detail);
             }
+            Err(e) if e.op.as_deref() == Some("publish") => {
+                self.publishes += 1;
+                let seq = Some(self.publishes);
+                return self.reply(&ServerMsg::Error {
+                    id: e.id,
+                    code: e.code,
+                    message: e.message,
+                    topic: None,
+                    limit: None,
+                    publish_seq: seq,
+                });
+            }
             Err(e) => return self.error(e.id, e.code, e.message),
         };
         if !self.registered {
@@ -48,12 +60,23 @@ impl Session {
                 "the first message must be connect, not a binary frame",
             );
         }
+        self.publishes += 1;
+        let seq = self.publishes;
         let p = match decode_publish(&frame) {
             Ok(p) => p,
-            Err(e) => return self.error(None, ErrorCode::InvalidArgument, format!("bad binary frame: {e}")),
+            Err(e) => {
+                return self.reply(&ServerMsg::Error {
+                    id: None,
+                    code: ErrorCode::InvalidArgument,
+                    message: format!("bad binary frame: {e}"),
+                    topic: None,
+                    limit: None,
+                    publish_seq: Some(seq),
+                })
+            }
         };
         let id = (p.request_id != 0).then_some(u64::from(p.request_id));
-        self.publish(id, &p.topic, p.payload, p.flags & FLAG_JSON, now);
+        self.publish(id, seq, &p.topic, p.payload, p.flags & FLAG_JSON, now);
     }
 
     fn connect(
@@ -84,6 +107,7 @@ impl Session {
                 message: e.to_string(),
                 topic: None,
                 limit: e.limit_name().map(str::to_owned),
+                publish_seq: None,
             });
             return self.close(CloseReason::ResourceExhausted, e.to_string());
         }
@@ -178,27 +202,23 @@ impl Session {
                 }
             }
             ClientOp::Publish { id, topic, data, data_b64 } => {
+                self.publishes += 1;
+                let seq = self.publishes;
+                let invalid = |message: String| (ErrorCode::InvalidArgument, message, Some(topic.clone()), None);
                 let (payload, flags) = match (data, data_b64) {
                     (Some(v), None) => (Bytes::from(serde_json::to_vec(&v).expect("JSON value serializes")), FLAG_JSON),
                     (None, Some(b)) => match base64::engine::general_purpose::STANDARD.decode(b.as_bytes()) {
                         Ok(p) => (Bytes::from(p), 0),
                         Err(e) => {
-                            return self.error(
-                                id,
-                                ErrorCode::InvalidArgument,
-                                format!("data_b64 is not valid base64: {e}"),
-                            )
+                            return self.publish_error(id, seq, invalid(format!("data_b64 is not valid base64: {e}")))
                         }
                     },
                     _ => {
-                        return self.error(
-                            id,
-                            ErrorCode::InvalidArgument,
-                            "publish needs exactly one of `data` and `data_b64`",
-                        )
+                        let message = "publish needs exactly one of `data` and `data_b64`".to_owned();
+                        return self.publish_error(id, seq, invalid(message));
                     }
                 };
-                self.publish(id, &topic, payload, flags, now);
+                self.publish(id, seq, &topic, payload, flags, now);
             }
             ClientOp::AddStreams { id, streams, stream_offsets } => {
                 if self.p.brokered {
@@ -297,22 +317,29 @@ impl Session {
         }
     }
 
-    fn publish(&mut self, id: Option<u64>, topic: &str, payload: Bytes, flags: u8, now: Now) {
-        let Some(name) = self.topic(id, topic) else { return };
+    fn publish(&mut self, id: Option<u64>, seq: u64, topic: &str, payload: Bytes, flags: u8, now: Now) {
+        let name = match TopicName::new(topic) {
+            Ok(n) => n,
+            Err(e) => {
+                let detail = (ErrorCode::InvalidArgument, format!("invalid topic: {e}"), Some(topic.to_owned()), None);
+                return self.publish_error(id, seq, detail);
+            }
+        };
         let conn_id = self.p.conn.id();
         if let Err(e) = self.p.hub.authorize_publish(conn_id, &name, payload.len(), now) {
-            return self.publish_failed(id, &name, &e);
+            return self.publish_failed(id, &name, seq, &e);
         }
         if self.p.brokered {
             if let Err(e) = self.p.hub.check_fits(&name, payload.len()) {
-                return self.publish_failed(id, &name, &e);
+                return self.publish_failed(id, &name, seq, &e);
             }
             // Queued for the broker in order; the broker answers the client, so this
             // connection's next publishes are read meanwhile (one round trip per batch).
-            let command = Command::Publish { conn: self.p.conn.clone(), id, topic: name.clone(), payload, flags };
-            return self.command(Pending::Enqueue { id, topic: name }, command);
+            let command = Command::Publish { conn: self.p.conn.clone(), id, topic: name.clone(), payload, flags, seq };
+            self.enqueued_any = true;
+            return self.command(Pending::Enqueue { id, topic: name, seq }, command);
         }
-        self.route(PendingPublish { id, topic: name, payload, flags, deadline: now.mono }, true, now);
+        self.route(PendingPublish { id, seq, topic: name, payload, flags, deadline: now.mono }, true, now);
     }
 
     /// Routes a checked publish; under backpressure, waits for the full subscriber (the first
@@ -321,7 +348,8 @@ impl Session {
         match self.p.hub.route_data(&p.topic, &p.payload, p.flags, now) {
             Ok(report) => {
                 if p.id.is_some() {
-                    self.reply(&ServerMsg::Published { id: p.id, topic: p.topic.to_string(), offset: report.offset });
+                    let topic = p.topic.to_string();
+                    self.reply(&ServerMsg::Published { id: p.id, topic, offset: report.offset, epoch: report.epoch });
                 }
             }
             Err(PublishError::Backpressure { waiting_for, timeout, .. }) => {
@@ -330,16 +358,28 @@ impl Session {
                 }
                 if now.mono >= p.deadline {
                     let e = PublishError::BackpressureTimeout(p.topic.clone());
-                    return self.publish_failed(p.id, &p.topic, &e);
+                    return self.publish_failed(p.id, &p.topic, p.seq, &e);
                 }
                 self.command(Pending::Publish(p), Command::WaitForSpace(waiting_for));
             }
-            Err(e) => self.publish_failed(p.id, &p.topic, &e),
+            Err(e) => self.publish_failed(p.id, &p.topic, p.seq, &e),
         }
     }
 
-    fn publish_failed(&mut self, id: Option<u64>, topic: &TopicName, e: &PublishError) {
-        self.error_full(id, e.code(), e.to_string(), Some(topic.to_string()), e.limit());
+    pub(super) fn publish_failed(&mut self, id: Option<u64>, topic: &TopicName, seq: u64, e: &PublishError) {
+        self.publish_error(id, seq, (e.code(), e.to_string(), Some(topic.to_string()), e.limit()));
+    }
+
+    /// An error about publish number `seq`: (code, message, topic, limit).
+    pub(super) fn publish_error(
+        &mut self,
+        id: Option<u64>,
+        seq: u64,
+        e: (ErrorCode, String, Option<String>, Option<&str>),
+    ) {
+        let (code, message, topic, limit) = e;
+        let limit = limit.map(str::to_owned);
+        self.reply(&ServerMsg::Error { id, code, message, topic, limit, publish_seq: Some(seq) });
     }
 
     fn signal_failed(&mut self, id: Option<u64>, e: SignalError) {
@@ -367,9 +407,10 @@ impl Session {
                 Err(e) => self.error_full(id, e.code(), e.to_string(), None, e.limit()),
             },
             (Pending::Publish(p), Reply::SpaceFreed) => self.route(p, false, now),
-            (Pending::Enqueue { id, topic }, Reply::Enqueued(r)) => {
+            (Pending::Flush, Reply::Flushed) => self.close(CloseReason::Shutdown, "server shutting down".into()),
+            (Pending::Enqueue { id, topic, seq }, Reply::Enqueued(r)) => {
                 if let Err(e) = r {
-                    self.publish_failed(id, &topic, &e);
+                    self.publish_failed(id, &topic, seq, &e);
                 }
             }
             (Pending::RtcOffer { id }, Reply::RtcAnswer(r)) => match r {

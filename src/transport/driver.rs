@@ -105,6 +105,7 @@ async fn drive(ctx: &Arc<HubContext>, session: &mut Session, transport: &mut imp
     let mut shutdown = ctx.shutdown.clone();
     let mut timer = ctx.clock.timer();
     let mut command: Option<CommandFuture> = None;
+    let mut shutdown_seen = false;
     loop {
         while let Some(out) = session.poll_output() {
             match out {
@@ -116,13 +117,29 @@ async fn drive(ctx: &Arc<HubContext>, session: &mut Session, transport: &mut imp
         timer.set(session.poll_timeout());
         let waiting = session.waiting();
         if waiting != Waiting::Reply {
-            // The session gave up on it (a backpressure deadline passed): drop the wait.
+            // The session gave up on it (a backpressure deadline passed, shutdown): drop it.
             command = None;
+        }
+        if waiting == Waiting::Drain {
+            // Shutting down: hand in what has already arrived, without waiting for more.
+            tokio::select! {
+                biased;
+                r = transport.recv() => match r {
+                    Recv::Frame(input) => session.handle_input(input, ctx.clock.now()),
+                    Recv::Closed => return End::PeerClosed,
+                    Recv::Gone => return End::Gone,
+                },
+                () = std::future::ready(()) => session.handle_drained(ctx.clock.now()),
+            }
+            continue;
         }
         tokio::select! {
             biased;
             () = &mut closed => return End::Elsewhere,
-            _ = shutdown.wait_for(|v| *v) => session.handle_shutdown(ctx.clock.now()),
+            _ = shutdown.wait_for(|v| *v), if !shutdown_seen => {
+                shutdown_seen = true;
+                session.handle_shutdown(ctx.clock.now());
+            }
             reply = async { command.as_mut().expect("guarded").await }, if command.is_some() => {
                 command = None;
                 session.handle_reply(reply, ctx.clock.now());
@@ -158,9 +175,16 @@ fn execute(ctx: &Arc<HubContext>, conn: &Arc<dyn Connection>, command: Command) 
             let broker = ctx.broker.clone();
             Box::pin(async move { Reply::Prepared(broker.prepare(conn, &items).await) })
         }
-        Command::Publish { conn, id, topic, payload, flags } => {
+        Command::Publish { conn, id, topic, payload, flags, seq } => {
             let broker = ctx.broker.clone();
-            Box::pin(async move { Reply::Enqueued(broker.enqueue(conn, id, topic, payload, flags).await) })
+            Box::pin(async move { Reply::Enqueued(broker.enqueue(conn, id, seq, topic, payload, flags).await) })
+        }
+        Command::Flush => {
+            let broker = ctx.broker.clone();
+            Box::pin(async move {
+                broker.flush().await;
+                Reply::Flushed
+            })
         }
         Command::RtcOffer { sdp, token } => {
             let r = ctx

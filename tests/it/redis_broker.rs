@@ -1,24 +1,38 @@
 //! The Redis side of cluster mode against a real `redis-server`: offsets assigned atomically
 //! and seen identically by every node, bounded history readable from any offset, one
 //! subscriber connection per node that restores its channels after a Redis restart (with a
-//! new epoch when Redis lost the data), and the node registry.
+//! new epoch when Redis lost the data), one epoch per topic from the first look at it (before
+//! any publish), run-time policies stored and announced to every node, and the node registry.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::common::*;
-use fanhub::broker::{NodeInfo, RedisBroker, RedisHistory, RemoteMessage};
+use fanhub::broker::{NodeInfo, PolicyChange, Push, RedisBroker, RedisHistory, RemoteMessage};
+use fanhub::hub::DeliveryPolicy;
 use fanhub::hub::TopicName;
 
 const HIST: RedisHistory = RedisHistory { max_messages: 5, ttl_secs: 60 };
 
 type Inbox = Arc<Mutex<Vec<RemoteMessage>>>;
+type Policies = Arc<Mutex<Vec<PolicyChange>>>;
 
 async fn node(redis: &RedisServer) -> (RedisBroker, Inbox) {
-    let inbox: Inbox = Arc::default();
-    let sink = inbox.clone();
-    let b = RedisBroker::connect(&redis.url(), "fh", move |m| sink.lock().unwrap().push(m)).await.expect("connect");
+    let (b, inbox, _) = node_with_policies(redis).await;
     (b, inbox)
+}
+
+async fn node_with_policies(redis: &RedisServer) -> (RedisBroker, Inbox, Policies) {
+    let inbox: Inbox = Arc::default();
+    let policies: Policies = Arc::default();
+    let (sink, policy_sink) = (inbox.clone(), policies.clone());
+    let b = RedisBroker::connect(&redis.url(), "fh", move |p| match p {
+        Push::Message(m) => sink.lock().unwrap().push(m),
+        Push::Policy(c) => policy_sink.lock().unwrap().push(c),
+    })
+    .await
+    .expect("connect");
+    (b, inbox, policies)
 }
 
 async fn wait_for(inbox: &Inbox, n: usize) -> Vec<RemoteMessage> {
@@ -60,7 +74,7 @@ async fn every_node_sees_the_same_offsets_in_order_and_history_is_bounded() {
     assert_eq!(hist.iter().map(|m| m.offset).collect::<Vec<_>>(), vec![4, 5, 6, 7, 8], "newest 5 kept");
     assert_eq!(hist, wait_for(&inbox_b, 8).await[3..], "history and live agree byte for byte");
     assert_eq!(c.history(&t, 7).await.unwrap().len(), 2);
-    assert_eq!(a.head(&t).await.unwrap(), (9, epoch));
+    assert_eq!(a.head(&t, 60).await.unwrap(), (9, epoch.unwrap()));
     // A node that has no subscriber does not receive the topic.
     b.unsubscribe(&t).await.unwrap();
     a.publish(&t, 0, 1, b"x", HIST).await.unwrap();
@@ -120,4 +134,42 @@ async fn the_node_registry_lists_live_nodes_and_forgets_dead_ones() {
         assert!(tokio::time::Instant::now() < deadline, "expired node still listed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test]
+async fn a_new_topic_gets_one_epoch_at_its_first_head_read_and_its_first_publish_keeps_it() {
+    let redis = RedisServer::start().await;
+    let (a, _) = node(&redis).await;
+    let (b, _) = node(&redis).await;
+    let t = TopicName::new("fresh/1").unwrap();
+    // Two nodes join the topic before anyone publishes: both are told the same epoch.
+    let (head_a, epoch_a) = a.head(&t, 60).await.unwrap();
+    let (head_b, epoch_b) = b.head(&t, 60).await.unwrap();
+    assert_eq!((head_a, head_b), (1, 1));
+    assert_eq!(epoch_a, epoch_b, "one epoch on every node before the first publish");
+    assert!(epoch_a > 0 && epoch_a < 1 << 53);
+    let first = b.publish(&t, 0, 1, b"one", HIST).await.unwrap();
+    assert_eq!((first.offset, first.epoch), (1, epoch_a), "the first publish keeps the epoch");
+    assert_eq!(a.head(&t, 60).await.unwrap(), (2, epoch_a));
+}
+
+#[tokio::test]
+async fn a_policy_set_on_one_node_is_stored_and_announced_to_every_node() {
+    let redis = RedisServer::start().await;
+    let (a, _, _) = node_with_policies(&redis).await;
+    let (_b, _, seen_b) = node_with_policies(&redis).await;
+    let change = PolicyChange {
+        topic: TopicName::new("p/1").unwrap(),
+        policy: DeliveryPolicy::RateLimited { per_second: 2, burst: 1, queue_messages: 8, queue_bytes: 4096 },
+    };
+    a.set_policy(&change).await.unwrap();
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while seen_b.lock().unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the change never reached the other node");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(seen_b.lock().unwrap()[0], change);
+    // A node that connects later reads it from the store.
+    let (c, _) = node(&redis).await;
+    assert_eq!(c.policies().await.unwrap(), vec![change]);
 }

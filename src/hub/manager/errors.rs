@@ -290,7 +290,10 @@ pub enum SetPolicyError {
     /// The policy is invalid.
     #[error(transparent)]
     Invalid(#[from] PolicyError),
-    /// The topic could not be created.
+    /// The topic may not be used.
     #[error(transparent)]
     Topic(#[from] TopicAccessError),
+    /// Cluster mode: the policy could not be shared with the other nodes.
+    #[error("{0}")]
+    Unavailable(String),
 }

@@ -180,15 +180,25 @@ impl ConnectionManager {
         }
     }
 
-    /// Replaces a topic's delivery policy; it applies from the next message. Creates the topic
-    /// if it does not exist yet (subject to the topic rules).
+    /// Replaces a topic's delivery policy on this node; it applies from the next message, and a
+    /// topic created later (or again, after the sweeper removed it) starts with it. (Cluster
+    /// mode shares it through the broker: `Broker::share_policy`.)
     ///
     /// # Errors
-    /// [`SetPolicyError`] naming the invalid field, or the topic could not be created.
+    /// [`SetPolicyError`] naming the invalid field, or the topic may not be used.
     pub fn set_delivery_policy(&self, topic: &TopicName, policy: DeliveryPolicy) -> Result<(), SetPolicyError> {
+        self.check_delivery_policy(topic, &policy)?;
+        self.registry.set_override(topic, policy)?;
+        Ok(())
+    }
+
+    /// Whether [`Self::set_delivery_policy`] would accept `policy` for `topic`.
+    ///
+    /// # Errors
+    /// As [`Self::set_delivery_policy`].
+    pub fn check_delivery_policy(&self, topic: &TopicName, policy: &DeliveryPolicy) -> Result<(), SetPolicyError> {
         policy.validate()?;
-        let t = self.registry.get_or_create(topic)?;
-        t.state.lock().policy = policy;
+        self.registry.check_declared(topic)?;
         Ok(())
     }
 

@@ -135,25 +135,21 @@ impl ConnectionManager {
         Ok(())
     }
 
-    /// Syncs an unsynced mirror to the broker: `epoch` (`None`: the broker has no epoch for
-    /// the topic yet, the first record sets it) and `head`, the next offset the broker will
+    /// Syncs an unsynced mirror to the broker: `epoch` (the broker's, the same on every node)
+    /// and `head`, the next offset the broker will
     /// assign, read *after* this node subscribed to the topic's channel. Held records from
     /// `head` on are delivered; older ones were published before and are history. A synced
     /// mirror is left alone (returns false).
-    pub fn sync_remote(&self, topic: &TopicName, epoch: Option<u64>, head: u64, now: Now) -> bool {
+    pub fn sync_remote(&self, topic: &TopicName, epoch: u64, head: u64, now: Now) -> bool {
         let Ok(t) = self.registry.get_or_create(topic) else { return false };
         let mut st = t.state.lock();
         if st.remote.synced {
             return false;
         }
-        if let Some(e) = epoch {
-            if e != st.epoch || head != st.next_offset {
-                st.history.clear();
-            }
-            st.epoch = e;
-        } else {
+        if epoch != st.epoch || head != st.next_offset {
             st.history.clear();
         }
+        st.epoch = epoch;
         st.next_offset = head;
         st.remote.synced = true;
         st.remote.filling = false;
@@ -161,7 +157,7 @@ impl ConnectionManager {
         let held = std::mem::take(&mut st.remote.pending);
         drop(st);
         for (offset, record) in held {
-            if epoch.is_some_and(|e| e != record_epoch(&record).unwrap_or(0)) && offset >= head {
+            if epoch != record_epoch(&record).unwrap_or(0) && offset >= head {
                 continue;
             }
             self.offer_remote(&t, offset, record, now);
@@ -385,7 +381,7 @@ mod tests {
         let m = ConnectionManager::new(HubConfig::default()).unwrap();
         let c = TestConnection::register(&m, "u", 1);
         m.ensure_topic(&t()).unwrap();
-        assert!(m.sync_remote(&t(), Some(EPOCH), head, now()));
+        assert!(m.sync_remote(&t(), EPOCH, head, now()));
         let info = m.subscribe(c.id(), &t(), SubscribeOptions::default(), now()).unwrap();
         assert_eq!((info.epoch, info.head), (EPOCH, head));
         (m, c)
@@ -413,8 +409,8 @@ mod tests {
         for o in [5, 6, 7] {
             assert_eq!(m.route_remote(&t(), &rec(o, EPOCH), now()), RemoteOutcome::Held);
         }
-        m.sync_remote(&t(), Some(EPOCH), 6, now());
-        assert!(!m.sync_remote(&t(), Some(EPOCH), 6, now()), "a synced mirror stays as it is");
+        m.sync_remote(&t(), EPOCH, 6, now());
+        assert!(!m.sync_remote(&t(), EPOCH, 6, now()), "a synced mirror stays as it is");
         let info = m.subscribe(c.id(), &t(), SubscribeOptions { offset: Some(6), epoch: Some(EPOCH) }, now()).unwrap();
         assert!(info.recovered);
         m.route_remote(&t(), &rec(8, EPOCH), now());
