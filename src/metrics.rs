@@ -31,6 +31,12 @@ pub const CONNECTIONS_BY_STATE: &str = "fanhub_connections_by_state";
 pub const CONNECTIONS_ACCEPTED: &str = "fanhub_connections_accepted_total";
 /// Connections refused by a limit — counter.
 pub const CONNECTIONS_REJECTED: &str = "fanhub_connections_rejected_total";
+/// Transport connections handed a session, authenticated or not — counter.
+pub const SESSIONS_OPENED: &str = "fanhub_sessions_opened_total";
+/// Sessions that ended without authenticating — counter.
+pub const SESSIONS_UNAUTHENTICATED: &str = "fanhub_sessions_unauthenticated_total";
+/// Transport handshakes refused before any session — counter.
+pub const HANDSHAKES_REFUSED: &str = "fanhub_handshakes_refused_total";
 /// Messages published into the hub, by topic label ("packets read") — counter.
 pub const PACKETS_READ: &str = "fanhub_packets_read_total";
 /// Deliveries to subscriber queues, by topic label ("packets delivered") — counter.
@@ -133,6 +139,9 @@ impl Metrics {
             (CONNECTIONS_BY_STATE, None, "Connections by state, including ones not yet authenticated.", 1),
             (CONNECTIONS_ACCEPTED, None, "Connections accepted (authenticated and registered).", 0),
             (CONNECTIONS_REJECTED, None, "Connections refused by a connection limit.", 0),
+            (SESSIONS_OPENED, None, "Transport connections handed a session, authenticated or not.", 0),
+            (SESSIONS_UNAUTHENTICATED, None, "Sessions that ended without authenticating (see auth_failures).", 0),
+            (HANDSHAKES_REFUSED, None, "Transport handshakes refused before any session.", 0),
             (PACKETS_READ, None, "Messages published into the hub, by topic declaration (_other: undeclared).", 0),
             (PACKETS_DELIVERED, None, "Messages handed to subscriber queues, by topic declaration.", 0),
             (ESSENTIAL_READ, None, "Messages published on reliable topics, by topic declaration.", 0),
@@ -199,6 +208,9 @@ impl Metrics {
         for (name, v) in [
             (CONNECTIONS_ACCEPTED, stats.connections_accepted),
             (CONNECTIONS_REJECTED, stats.connections_rejected),
+            (SESSIONS_OPENED, stats.sessions_opened),
+            (SESSIONS_UNAUTHENTICATED, stats.sessions_unauthenticated),
+            (HANDSHAKES_REFUSED, stats.handshakes_refused),
             (ROUTER_MESSAGES, stats.messages_in),
             (ROUTER_BYTES, stats.bytes_in),
             (MESSAGES_SENT, c.messages_out.load(Relaxed)),

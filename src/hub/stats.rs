@@ -102,6 +102,9 @@ pub struct Counters {
     pub(crate) slow_consumer_disconnects: AtomicU64,
     pub(crate) connections_accepted: AtomicU64,
     pub(crate) connections_rejected: AtomicU64,
+    sessions_opened: AtomicU64,
+    sessions_unauthenticated: AtomicU64,
+    handshakes_refused: AtomicU64,
     pub(crate) violations: AtomicU64,
     /// Cluster mode: broker records never delivered here (missed on the channel and gone from
     /// the broker's history, or over the hold bound).
@@ -122,6 +125,31 @@ impl Counters {
     /// Counts a failed authentication.
     pub fn record_auth_failure(&self, reason: AuthFailure) {
         self.auth_failures[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Counts a transport connection handed a session (authenticated later, or never).
+    pub fn record_session_opened(&self) {
+        self.sessions_opened.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a session that ended without a successful `connect` (failed, timed out, or the
+    /// peer left).
+    pub fn record_session_unauthenticated(&self) {
+        self.sessions_unauthenticated.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a transport handshake refused before any session (a malformed WebSocket upgrade,
+    /// an unsupported protocol version, a draining node).
+    pub fn record_handshake_refused(&self) {
+        self.handshakes_refused.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn sessions(&self) -> (u64, u64, u64) {
+        (
+            self.sessions_opened.load(Relaxed),
+            self.sessions_unauthenticated.load(Relaxed),
+            self.handshakes_refused.load(Relaxed),
+        )
     }
 
     pub(crate) fn pending_add(&self, state: ConnState, delta: i64) {
@@ -156,6 +184,14 @@ pub struct ConnectionStats {
     pub connections_accepted: u64,
     /// Connections refused by a connection limit since start.
     pub connections_rejected: u64,
+    /// Transport connections that got a session since start (authenticated or not).
+    pub sessions_opened: u64,
+    /// Of those, sessions that ended without authenticating (auth failure, auth timeout, or
+    /// the peer left first); `auth_failures` has the failures by reason.
+    pub sessions_unauthenticated: u64,
+    /// Transport handshakes refused before any session (malformed WebSocket upgrade,
+    /// unsupported protocol version, draining node).
+    pub handshakes_refused: u64,
     /// Topics that exist now.
     pub topics: u64,
     /// Subscriptions that exist now.

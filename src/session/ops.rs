@@ -336,7 +336,6 @@ impl Session {
             // Queued for the broker in order; the broker answers the client, so this
             // connection's next publishes are read meanwhile (one round trip per batch).
             let command = Command::Publish { conn: self.p.conn.clone(), id, topic: name.clone(), payload, flags, seq };
-            self.enqueued_any = true;
             return self.command(Pending::Enqueue { id, topic: name, seq }, command);
         }
         self.route(PendingPublish { id, seq, topic: name, payload, flags, deadline: now.mono }, true, now);
@@ -408,11 +407,10 @@ impl Session {
             },
             (Pending::Publish(p), Reply::SpaceFreed) => self.route(p, false, now),
             (Pending::Flush, Reply::Flushed) => self.close(CloseReason::Shutdown, "server shutting down".into()),
-            (Pending::Enqueue { id, topic, seq }, Reply::Enqueued(r)) => {
-                if let Err(e) = r {
-                    self.publish_failed(id, &topic, seq, &e);
-                }
-            }
+            (Pending::Enqueue { id, topic, seq }, Reply::Enqueued(r)) => match r {
+                Ok(()) => self.enqueued_any = true,
+                Err(e) => self.publish_failed(id, &topic, seq, &e),
+            },
             (Pending::RtcOffer { id }, Reply::RtcAnswer(r)) => match r {
                 Ok((sdp, session)) => self.reply(&ServerMsg::RtcAnswer { id, sdp, session }),
                 Err(e) => self.signal_failed(id, e),

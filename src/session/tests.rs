@@ -392,3 +392,112 @@ fn in_cluster_mode_a_connect_in_time_is_not_failed_by_a_slow_broker() {
     assert_eq!(w["subscriptions"].as_array().unwrap().len(), 2);
     assert_eq!(r.hub.counters().auth_failures()["no_connect"], 0);
 }
+
+#[test]
+fn shutdown_answers_the_publish_waiting_for_room_and_refuses_every_frame_already_received() {
+    let mut r = rig(true, false);
+    r.connect(3600);
+    let policy = DeliveryPolicy::Reliable {
+        queue_messages: 1,
+        queue_bytes: 1 << 20,
+        overflow: ReliableOverflow::ApplyBackpressure,
+        backpressure_timeout_ms: 500,
+    };
+    let topic = TopicName::new("bp").unwrap();
+    r.hub.set_delivery_policy(&topic, policy).unwrap();
+    let slow = TestConnection::register(&r.hub, "slow", 2);
+    r.hub.subscribe(slow.id(), &topic, SubscribeOptions::default(), r.at(0)).unwrap();
+    r.text(json!({"op": "publish", "id": 5, "topic": "bp", "data": 1}), 10);
+    let published = r.control().remove(0);
+    assert_eq!((published["type"].as_str(), published["offset"].as_u64()), (Some("published"), Some(1)));
+    assert_eq!(published["epoch"], r.hub.topic_info(&topic).unwrap().epoch, "{published}");
+    r.text(json!({"op": "publish", "id": 6, "topic": "bp", "data": 2}), 20);
+    assert!(matches!(r.outputs()[..], [Output::Command(Command::WaitForSpace(_))]));
+
+    r.session.handle_shutdown(r.at(30));
+    let e = r.control().remove(0);
+    assert_eq!(
+        (e["id"].as_u64(), e["code"].as_str(), e["publish_seq"].as_u64()),
+        (Some(6), Some("unavailable"), Some(2))
+    );
+    assert_eq!(r.session.waiting(), Waiting::Drain, "what has arrived is read before the bye");
+    assert_eq!(r.session.poll_timeout(), None);
+    // Frames the transport already holds: each request is refused, nothing is carried out.
+    r.text(json!({"op": "publish", "id": 7, "topic": "bp", "data": 3}), 31);
+    let frame = crate::protocol::frame::encode_publish("bp", 9, 0, b"raw");
+    r.session.handle_input(Input::Binary(Bytes::from(frame)), r.at(32));
+    r.text(json!({"op": "subscribe", "id": 10, "topic": "other"}), 33);
+    r.text(json!({"op": "time_sync_reply", "seq": 1, "t1": 1, "t2": 2, "t3": 3}), 34);
+    r.text(json!({"op": "publish", "topic": "bp"}), 35);
+    let c = r.control();
+    let got: Vec<_> = c
+        .iter()
+        .map(|m| (m["id"].as_u64(), m["code"].as_str(), m["publish_seq"].as_u64(), m["topic"].as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Some(7), Some("unavailable"), Some(3), Some("bp")),
+            (Some(9), Some("unavailable"), Some(4), Some("bp")),
+            (Some(10), Some("unavailable"), None, None),
+            (None, Some("unavailable"), Some(5), Some("bp")),
+        ],
+        "{c:?}"
+    );
+    assert!(r.outputs().is_empty(), "no close before the drain ends");
+    r.session.handle_drained(r.at(36));
+    assert_eq!(closed_for(&r.outputs()), Some(CloseReason::Shutdown));
+    assert_eq!(r.hub.topic_info(&topic).unwrap().head, 2, "nothing after the shutdown was published");
+}
+
+#[test]
+fn in_cluster_mode_shutdown_closes_only_after_the_broker_answered_the_queued_publishes() {
+    let mut r = rig(false, true);
+    r.connect(3600);
+    r.text(json!({"op": "publish", "id": 8, "topic": "x", "data": 1}), 10);
+    assert!(matches!(r.outputs()[..], [Output::Command(Command::Publish { seq: 1, .. })]));
+    r.session.handle_reply(Reply::Enqueued(Ok(())), r.at(11));
+    r.session.handle_shutdown(r.at(12));
+    assert_eq!(r.session.waiting(), Waiting::Drain);
+    r.session.handle_drained(r.at(13));
+    assert!(matches!(r.outputs()[..], [Output::Command(Command::Flush)]), "the broker's answers come first");
+    assert_eq!(r.session.waiting(), Waiting::Reply);
+    r.session.handle_reply(Reply::Flushed, r.at(14));
+    assert_eq!(closed_for(&r.outputs()), Some(CloseReason::Shutdown));
+}
+
+#[test]
+fn a_publish_enqueued_when_shutdown_comes_is_answered_unavailable_and_a_session_without_publishes_needs_no_flush() {
+    let mut r = rig(false, true);
+    r.connect(3600);
+    r.text(json!({"op": "publish", "id": 8, "topic": "x", "data": 1}), 10);
+    assert!(matches!(r.outputs()[..], [Output::Command(Command::Publish { .. })]));
+    // The driver drops the unfinished enqueue: the job never reached the broker.
+    r.session.handle_shutdown(r.at(11));
+    let e = r.control().remove(0);
+    assert_eq!(
+        (e["id"].as_u64(), e["code"].as_str(), e["publish_seq"].as_u64()),
+        (Some(8), Some("unavailable"), Some(1))
+    );
+    r.session.handle_drained(r.at(12));
+    assert_eq!(closed_for(&r.outputs()), Some(CloseReason::Shutdown));
+}
+
+#[test]
+fn errors_about_publishes_carry_their_sequence_number_even_without_a_request_id() {
+    let mut r = rig(false, false);
+    r.connect(3600);
+    r.text(json!({"op": "publish", "topic": "bad topic", "data": 1}), 10);
+    r.session.handle_input(Input::Binary(Bytes::from_static(b"\x02\x00")), r.at(11));
+    r.text(json!({"op": "publish", "topic": 5}), 12);
+    r.text(json!({"op": "publish", "topic": "ok", "data": 1}), 13);
+    r.text(json!({"op": "publish", "topic": "ok", "data": 1, "data_b64": "AA=="}), 14);
+    r.text(json!({"op": "ping", "id": 3}), 15);
+    let c = r.control();
+    let seqs: Vec<_> = c.iter().map(|m| (m["type"].as_str().unwrap(), m["publish_seq"].as_u64())).collect();
+    assert_eq!(
+        seqs,
+        [("error", Some(1)), ("error", Some(2)), ("error", Some(3)), ("error", Some(5)), ("pong", None)],
+        "{c:?}"
+    );
+}

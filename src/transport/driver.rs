@@ -79,7 +79,11 @@ type CommandFuture = Pin<Box<dyn Future<Output = Reply> + Send>>;
 /// vanished) and unregisters the connection. The transport's writer finishes the close.
 pub async fn run(ctx: &Arc<HubContext>, mut session: Session, transport: &mut impl Transport, gone: CloseInfo) -> End {
     let conn = session.conn().clone();
+    ctx.manager.counters().record_session_opened();
     let end = drive(ctx, &mut session, transport).await;
+    if !session.is_registered() {
+        ctx.manager.counters().record_session_unauthenticated();
+    }
     match &end {
         End::Session { reason: CloseReason::Normal, message } => {
             conn.close_with(CloseInfo::new(CloseReason::Normal, message), None);

@@ -72,6 +72,12 @@ fn json_error(status: StatusCode, code: ErrorCode, message: String) -> Response<
         .expect("static response parts are valid")
 }
 
+/// Refuses a handshake, counted (`handshakes_refused`).
+fn refuse(ctx: &HubContext, status: StatusCode, code: ErrorCode, message: String) -> Response<Body> {
+    ctx.manager.counters().record_handshake_refused();
+    json_error(status, code, message)
+}
+
 /// `GET /ws`: validates the upgrade request, negotiates the subprotocol, answers 101 and hands
 /// the socket to a connection task.
 pub async fn ws_handler(
@@ -85,26 +91,29 @@ pub async fn ws_handler(
         headers.get(&name).and_then(|v| v.to_str().ok()).is_some_and(|v| v.to_ascii_lowercase().contains(needle))
     };
     if req.method() != Method::GET || !has(header::CONNECTION, "upgrade") || !has(header::UPGRADE, "websocket") {
-        return json_error(
+        return refuse(
+            &ctx,
             StatusCode::BAD_REQUEST,
             ErrorCode::InvalidArgument,
             "expected a WebSocket upgrade request".into(),
         );
     }
     if headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v != "13") {
-        return json_error(
+        return refuse(
+            &ctx,
             StatusCode::BAD_REQUEST,
             ErrorCode::InvalidArgument,
             "Sec-WebSocket-Version must be 13".into(),
         );
     }
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
-        return json_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument, "missing Sec-WebSocket-Key".into());
+        return refuse(&ctx, StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument, "missing Sec-WebSocket-Key".into());
     };
     let protocol = match negotiate(headers) {
         Ok(p) => p,
         Err(offered) => {
-            return json_error(
+            return refuse(
+                &ctx,
                 StatusCode::BAD_REQUEST,
                 ErrorCode::InvalidArgument,
                 format!(
@@ -115,7 +124,8 @@ pub async fn ws_handler(
         }
     };
     if ctx.draining.load(Ordering::Relaxed) {
-        return json_error(
+        return refuse(
+            &ctx,
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Unavailable,
             format!("this node is draining; reconnect to one of {:?}", ctx.reconnect_urls()),

@@ -416,3 +416,47 @@ async fn an_hs256_token_is_refused_by_an_es256_hub_as_bad_signature() {
     hub.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn sessions_that_never_authenticate_and_refused_handshakes_are_counted_in_stats_and_metrics() {
+    let hub = spawn_hub(test_config()).await;
+    // A first message that is not connect, a malformed token, and a client that leaves silently.
+    let mut wrong = hub.open().await;
+    wrong.send_json(json!({"op": "ping", "id": 1})).await;
+    wrong.expect_close().await;
+    let mut bad = hub.open().await;
+    bad.send_json(json!({"op": "connect", "token": "not-a-jwt"})).await;
+    bad.expect_close().await;
+    let silent = hub.open().await;
+    drop(silent);
+    // A handshake refused before any session.
+    let head = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\nConnection: close\r\n\r\n",
+        hub.addr
+    );
+    assert_eq!(http_raw(hub.addr, &head).await.status, 400);
+    let _ok = hub.connect("fine").await;
+    hub.eventually("three sessions ended unauthenticated", |m| m.connection_stats().sessions_unauthenticated == 3)
+        .await;
+    let stats = admin(&hub, "GET", "/v1/admin/stats", "").await.json();
+    assert_eq!(
+        (stats["sessions_opened"].as_u64(), stats["sessions_unauthenticated"].as_u64()),
+        (Some(4), Some(3)),
+        "{stats}"
+    );
+    assert_eq!(stats["handshakes_refused"], 1, "{stats}");
+    assert_eq!(stats["connections_accepted"], 1, "{stats}");
+    assert_eq!(stats["auth_failures"]["no_connect"], 1, "{stats}");
+    assert_eq!(stats["auth_failures"]["malformed_token"], 1, "{stats}");
+    let metrics = admin(&hub, "GET", "/metrics", "").await.body;
+    for series in [
+        "fanhub_sessions_opened_total 4",
+        "fanhub_sessions_unauthenticated_total 3",
+        "fanhub_handshakes_refused_total 1",
+        "fanhub_auth_failures_total{reason=\"malformed_token\"} 1",
+    ] {
+        assert!(metrics.contains(series), "{series} in\n{metrics}");
+    }
+    hub.shutdown().await;
+}

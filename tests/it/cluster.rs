@@ -12,9 +12,9 @@ use crate::common::*;
 use fanhub::config::Config;
 use serde_json::{json, Value};
 
-const HEARTBEAT_MS: u64 = 200;
+pub(crate) const HEARTBEAT_MS: u64 = 200;
 
-fn node_toml(redis: &RedisServer, node: &str, listen: &str) -> String {
+pub(crate) fn node_toml(redis: &RedisServer, node: &str, listen: &str) -> String {
     format!(
         r#"
 node_id = "{node}"
@@ -39,7 +39,7 @@ history = {{ max_messages = 10000 }}
     )
 }
 
-async fn wait_ready(addr: std::net::SocketAddr) {
+pub(crate) async fn wait_ready(addr: std::net::SocketAddr) {
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     loop {
         // `http` panics on a refused connection: a starting process may not listen yet.
@@ -55,7 +55,7 @@ async fn wait_ready(addr: std::net::SocketAddr) {
 }
 
 /// An in-process node.
-async fn node(redis: &RedisServer, id: &str) -> Hub {
+pub(crate) async fn node(redis: &RedisServer, id: &str) -> Hub {
     let config = Config::from_toml(&node_toml(redis, id, "127.0.0.1:0")).expect("config");
     let hub = spawn_hub(config).await;
     wait_ready(hub.addr).await;

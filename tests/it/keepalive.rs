@@ -157,3 +157,33 @@ async fn server_initiated_time_sync_records_rtt_and_offset() {
     assert!(info.clock_offset_us.unwrap().abs() < 60_000_000, "same machine, same clock");
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_exactly_one_idle_timeout_after_its_last_frame_not_at_a_ping_tick() {
+    // The defaults: pings every 20 s, idle timeout 60 s. The last frame comes 7 s in, so the
+    // idle deadline (67 s) falls between two ping ticks (60 s and 80 s).
+    let mut config = test_config();
+    config.session.ping_interval_ms = 20_000;
+    config.session.idle_timeout_ms = 60_000;
+    config.session.time_sync_interval_ms = 3_600_000;
+    let hub = spawn_hub_manual(config).await;
+    let mut m = Mute::connect(&hub, &hub.token("quiet")).await;
+    assert_eq!(m.frame().await.0, 0x1, "welcome");
+    hub.advance(Duration::from_secs(7));
+    m.send_text(&json!({"op": "ping", "id": 1}).to_string()).await;
+    let (op, pong) = m.frame().await;
+    assert_eq!((op, serde_json::from_slice::<serde_json::Value>(&pong).unwrap()["type"].clone()), (0x1, json!("pong")));
+    for at in [20, 40, 60] {
+        hub.advance(Duration::from_secs(if at == 20 { 13 } else { 20 }));
+        assert_eq!(m.frame().await.0, 0x9, "a ping at {at} s, and no close yet (silent for {} s)", at - 7);
+    }
+    hub.advance(Duration::from_secs(7));
+    let (op, bye) = m.frame().await;
+    assert_eq!(op, 0x1);
+    let bye: serde_json::Value = serde_json::from_slice(&bye).unwrap();
+    assert_eq!((bye["type"].as_str(), bye["reason"].as_str()), (Some("bye"), Some("idle_timeout")), "{bye}");
+    assert_eq!(bye["message"], "nothing received for 60000 ms", "closed at the deadline, not at the next ping tick");
+    let (op, close) = m.frame().await;
+    assert_eq!((op, u16::from_be_bytes([close[0], close[1]])), (0x8, 4007));
+    hub.shutdown().await;
+}

@@ -12,6 +12,8 @@ mod bad_input;
 mod cli;
 #[cfg(feature = "redis")]
 mod cluster;
+#[cfg(feature = "redis")]
+mod cluster_topics;
 mod config_validation;
 mod connection_details;
 mod drain;

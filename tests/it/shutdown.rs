@@ -1,8 +1,12 @@
 //! Graceful shutdown: stop accepting, tell every client (bye `shutdown` with reconnect advice,
-//! close 1001), deliver what was already queued, and return cleanly.
+//! close 1001), answer every publish read before the bye (none published without an answer),
+//! deliver what was already queued, and return cleanly.
 
 use crate::common::*;
 use fanhub::hub::{DeliveryPolicy, DropStrategy, TopicName};
+use futures_util::SinkExt;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
 async fn every_client_gets_a_shutdown_bye_with_reconnect_advice() {
@@ -67,4 +71,76 @@ async fn new_connections_are_refused_once_shutdown_begins() {
         }
     }
     hub.wait_stopped().await;
+}
+
+#[tokio::test]
+async fn every_publish_read_before_the_bye_is_answered_and_none_unanswered_is_published() {
+    let mut config = test_config();
+    config.topics.declare.push(fanhub::hub::TopicDecl {
+        pattern: "rel/>".into(),
+        policy: Some(DeliveryPolicy::Reliable {
+            queue_messages: 100_000,
+            queue_bytes: 1 << 30,
+            overflow: fanhub::hub::ReliableOverflow::Disconnect,
+            backpressure_timeout_ms: 1000,
+        }),
+        history: None,
+        max_subscribers: None,
+        publishers: None,
+        description: None,
+    });
+    let mut hub = spawn_hub(config).await;
+    let mut sub = hub.connect("sub").await;
+    sub.subscribe("rel/sd").await;
+    let mut publisher = hub.connect("pub").await;
+    const N: u64 = 2000;
+    for id in 1..=N {
+        let msg = json!({"op": "publish", "id": id, "topic": "rel/sd", "data": {"i": id}});
+        publisher.ws.feed(Message::text(msg.to_string())).await.unwrap();
+    }
+    publisher.ws.flush().await.unwrap();
+    hub.begin_shutdown();
+    let closed = publisher.expect_close().await;
+    assert_eq!(closed.code, Some(1001), "{closed:?}");
+    let (answers, after_bye) = answers_before_bye(&closed.messages);
+    assert!(after_bye.is_empty(), "answers after the bye: {after_bye:?}");
+    let published = check_prefix(&answers, N);
+    // The subscriber's queue is flushed before its close: it holds exactly what was answered.
+    let (records, _) = sub.read_until_close().await;
+    assert_eq!(records.iter().map(|r| r.offset).collect::<Vec<_>>(), published);
+    hub.wait_stopped().await;
+}
+
+/// Splits the control messages at the `bye`: the publish answers before it, and anything with an
+/// id after it.
+pub(crate) fn answers_before_bye(messages: &[Value]) -> (Vec<Value>, Vec<Value>) {
+    let bye = messages.iter().position(|m| m["type"] == "bye").expect("a bye");
+    let ids = |ms: &[Value]| ms.iter().filter(|m| m["id"].is_u64()).cloned().collect::<Vec<_>>();
+    (ids(&messages[..bye]), ids(&messages[bye..]))
+}
+
+/// Checks that the answered publishes are 1..=k, each answered once, `published` answers first
+/// and `unavailable` ones after; returns the offsets of the published ones.
+pub(crate) fn check_prefix(answers: &[Value], n: u64) -> Vec<u64> {
+    let mut by_id: Vec<&Value> = answers.iter().collect();
+    by_id.sort_by_key(|m| m["id"].as_u64());
+    let ids: Vec<u64> = by_id.iter().map(|m| m["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>(), "every publish read is answered, once");
+    assert!(ids.len() as u64 <= n);
+    let mut offsets = Vec::new();
+    let mut refused = false;
+    for m in by_id {
+        match (m["type"].as_str(), m["code"].as_str()) {
+            (Some("published"), _) => {
+                assert!(!refused, "a publish after a refused one was published: {m}");
+                offsets.push(m["offset"].as_u64().unwrap());
+            }
+            (Some("error"), Some("unavailable")) => {
+                refused = true;
+                assert_eq!(m["publish_seq"], m["id"], "{m}");
+            }
+            _ => panic!("unexpected answer {m}"),
+        }
+    }
+    offsets
 }

@@ -97,3 +97,43 @@ async fn a_stuck_reliable_subscriber_is_disconnected_and_the_others_get_everythi
     hub.eventually("the stuck subscriber is gone", |m| m.client_info(stuck).is_none()).await;
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_disconnected_slow_reliable_subscriber_that_reads_again_within_the_close_timeout_gets_the_bye() {
+    let mut config = test_config();
+    config.topics.declare.push(TopicDecl {
+        pattern: "iso/>".into(),
+        policy: Some(DeliveryPolicy::Reliable {
+            queue_messages: 8,
+            queue_bytes: 1 << 30,
+            overflow: ReliableOverflow::Disconnect,
+            backpressure_timeout_ms: 0,
+        }),
+        history: None,
+        max_subscribers: None,
+        publishers: None,
+        description: None,
+    });
+    // A manual clock: the close timeout cannot pass while the test is not looking.
+    let hub = spawn_hub_manual(config).await;
+    let mut slow = hub.connect("slow").await;
+    slow.subscribe("iso/t").await;
+    let topic = TopicName::new("iso/t").unwrap();
+    let mut sent = 0u64;
+    while hub.manager.connection_stats().slow_consumer_disconnects == 0 {
+        hub.manager.route_data(&topic, &vec![1u8; SIZE], 0, hub.now()).unwrap();
+        sent += 1;
+        assert!(sent < 10_000, "never fell behind");
+        // Let the writer fill the socket first, as a real slow reader's would be.
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+    }
+    // The client reads again: what the socket already held, then the bye and the close.
+    let (records, closed) = slow.read_until_close().await;
+    assert!(!records.is_empty() && (records.len() as u64) < sent);
+    assert_eq!(closed.code, Some(4004), "{closed:?}");
+    let bye = closed.messages.iter().find(|m| m["type"] == "bye").expect("a bye before the close");
+    assert_eq!(bye["reason"], "slow_consumer");
+    hub.shutdown().await;
+}

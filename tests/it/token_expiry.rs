@@ -64,3 +64,19 @@ async fn refreshing_with_another_subjects_token_is_denied_and_the_connection_sta
     c.assert_alive().await;
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_token_already_inside_its_warning_window_at_connect_is_warned_right_after_welcome() {
+    let mut config = test_config();
+    config.auth.expiry_warning_secs = 60;
+    config.auth.leeway_secs = 0;
+    let hub = spawn_hub_manual(config).await;
+    let token = hub.token_with("late", &[">"], &[">"], 30);
+    let mut c = hub.connect_with(json!({"op": "connect", "token": token})).await;
+    // No time passes: the warning must not wait for the next timer.
+    let warn = c.next_of_type("token_expiring").await;
+    assert_eq!(warn["expires_at"], c.welcome["session"]["expires_at"]);
+    let in_ms = warn["in_ms"].as_u64().unwrap();
+    assert!((29_000..=30_000).contains(&in_ms), "{warn}");
+    hub.shutdown().await;
+}

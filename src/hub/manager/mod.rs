@@ -448,7 +448,11 @@ impl ConnectionManager {
             *by_protocol.entry(client.conn.protocol().as_str()).or_insert(0) += 1;
             *by_state.entry(client.conn.state().as_str()).or_insert(0) += 1;
         }
+        let (sessions_opened, sessions_unauthenticated, handshakes_refused) = c.sessions();
         ConnectionStats {
+            sessions_opened,
+            sessions_unauthenticated,
+            handshakes_refused,
             active_connections: self.clients.len() as u64,
             connections_by_protocol: by_protocol,
             connections_by_state: by_state,

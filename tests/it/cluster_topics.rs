@@ -1,0 +1,119 @@
+//! A topic is the same on every node of a cluster: one epoch from the first subscribe on (before
+//! any publish), the epoch in every `published` answer, a delivery policy set on one node
+//! applied by all (and by nodes that start later), and a node's shutdown answers every publish
+//! it read before its `bye` — none published without an answer.
+
+use std::time::Duration;
+
+use crate::cluster::{node, wait_ready};
+use crate::common::*;
+use crate::shutdown::{answers_before_bye, check_prefix};
+use futures_util::SinkExt;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn a_new_topic_has_one_epoch_on_every_node_before_its_first_publish() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (node(&redis, "A").await, node(&redis, "B").await);
+    let mut on_a = a.connect("sub-a").await;
+    let mut on_b = b.connect("sub-b").await;
+    let sa = on_a.subscribe("cl/fresh").await;
+    let sb = on_b.subscribe("cl/fresh").await;
+    let epoch = sa["epoch"].as_u64().unwrap();
+    assert_eq!(sb["epoch"], epoch, "both nodes tell the same epoch: {sa} {sb}");
+    assert_eq!((sa["head"].as_u64(), sb["head"].as_u64()), (Some(1), Some(1)));
+    // A client moving from A to B before anything was published resumes without a false alarm.
+    let mut moved = b.connect("moved").await;
+    let r = moved.request(json!({"op": "subscribe", "topic": "cl/fresh", "offset": 1, "epoch": epoch})).await;
+    assert_eq!((r["type"].as_str(), r["recovered"].as_bool()), (Some("subscribed"), Some(true)), "{r}");
+    // The first publish keeps that epoch, and its answer says so (JSON and binary publishes).
+    let mut publisher = a.connect("pub").await;
+    let p = publisher.request(json!({"op": "publish", "topic": "cl/fresh", "data": 1})).await;
+    assert_eq!((p["offset"].as_u64(), p["epoch"].as_u64()), (Some(1), Some(epoch)), "{p}");
+    let frame = fanhub::protocol::frame::encode_publish("cl/fresh", 77, 0, b"two");
+    publisher.send_raw(Message::binary(frame)).await;
+    let p = publisher.reply(77).await;
+    assert_eq!((p["offset"].as_u64(), p["epoch"].as_u64()), (Some(2), Some(epoch)), "{p}");
+    for sub in [&mut on_a, &mut on_b, &mut moved] {
+        let got = sub.records(2).await;
+        assert!(got.iter().all(|r| r.epoch == epoch), "no epoch change at the first publish: {got:?}");
+    }
+    for hub in [a, b] {
+        hub.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_policy_set_on_one_node_applies_on_every_node_including_one_started_later() {
+    let mut redis = RedisServer::start().await;
+    let (a, b) = (node(&redis, "A").await, node(&redis, "B").await);
+    let policy = json!({"kind": "rate_limited", "per_second": 2, "burst": 1, "queue_messages": 8, "queue_bytes": 4096});
+    let path = "/v1/admin/topics/cl%2Fpolicy/policy";
+    let r = admin(&a, "PUT", path, &policy.to_string()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(admin(&a, "GET", path, "").await.json(), policy, "applied on the node that was asked at once");
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        if admin(&b, "GET", path, "").await.json() == policy {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "node B never applied the policy");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A node that joins afterwards starts with it (read from Redis before it is ready).
+    let c = node(&redis, "C").await;
+    assert_eq!(admin(&c, "GET", path, "").await.json(), policy);
+    // And it governs traffic there: a subscriber on C gets the rate-limited topic's policy.
+    let mut sub = c.connect("sub-c").await;
+    sub.subscribe("cl/policy").await;
+    let topic = fanhub::hub::TopicName::new("cl/policy").unwrap();
+    let info = c.manager.topic_info(&topic).expect("the topic lives on C");
+    assert_eq!(serde_json::to_value(&info.policy).unwrap(), policy);
+    // Without Redis nothing changes anywhere: the operator is told to retry.
+    redis.stop();
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while http(a.addr, "GET", "/readyz", &[], "").await.status != 503 {
+        assert!(tokio::time::Instant::now() < deadline, "A never noticed Redis was gone");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = admin(&a, "PUT", path, r#"{"kind":"best_effort"}"#).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.json()["code"], "unavailable");
+    assert_eq!(admin(&a, "GET", path, "").await.json(), policy, "unchanged on the node asked");
+    redis.restart().await;
+    wait_ready(a.addr).await;
+    for hub in [a, b, c] {
+        hub.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_node_shutting_down_answers_every_publish_it_read_before_its_bye() {
+    let redis = RedisServer::start().await;
+    let (mut a, b) = (node(&redis, "A").await, node(&redis, "B").await);
+    let mut sub = b.connect("sub").await;
+    sub.subscribe("rel/sd").await;
+    let mut publisher = a.connect("pub").await;
+    // A burst of publishes, then the shutdown, while the node is still working through them.
+    const N: u64 = 400;
+    for id in 1..=N {
+        let msg = json!({"op": "publish", "id": id, "topic": "rel/sd", "data": {"i": id}});
+        publisher.ws.feed(Message::text(msg.to_string())).await.unwrap();
+    }
+    publisher.ws.flush().await.unwrap();
+    a.begin_shutdown();
+    let closed = publisher.expect_close().await;
+    assert_eq!(closed.code, Some(1001), "{closed:?}");
+    let (answers, after_bye) = answers_before_bye(&closed.messages);
+    assert!(after_bye.is_empty(), "answers after the bye: {after_bye:?}");
+    let published = check_prefix(&answers, N);
+    // What was answered `published` is exactly what the subscriber on the other node gets.
+    let got = sub.records(published.len()).await;
+    assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), published);
+    let mut marker = b.connect("marker").await;
+    let next = marker.publish_json("rel/sd", json!({"marker": true})).await;
+    assert_eq!(sub.next_record().await.offset, next, "nothing unanswered was published");
+    a.wait_stopped().await;
+    b.shutdown().await;
+}
