@@ -79,3 +79,28 @@ async fn connection_ids_are_unique() {
     }
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn requests_pipelined_behind_connect_are_answered_in_order_after_the_welcome() {
+    let hub = spawn_hub(test_config()).await;
+    let mut c = hub.open().await;
+    let token = hub.token("eager");
+    for msg in [
+        serde_json::json!({"op": "connect", "id": 1, "token": token}),
+        serde_json::json!({"op": "subscribe", "id": 2, "topic": "pipe/t"}),
+        serde_json::json!({"op": "publish", "id": 3, "topic": "pipe/t", "data": 1}),
+    ] {
+        c.send_json(msg).await;
+    }
+    let kinds: Vec<(u64, String)> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            let m = c.next_json().await;
+            v.push((m["id"].as_u64().unwrap(), m["type"].as_str().unwrap().to_owned()));
+        }
+        v
+    };
+    assert_eq!(kinds, [(1, "welcome".into()), (2, "subscribed".into()), (3, "published".into())]);
+    assert_eq!(c.next_record().await.offset, 1);
+    hub.shutdown().await;
+}

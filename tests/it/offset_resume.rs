@@ -145,3 +145,32 @@ async fn an_offset_from_another_epoch_is_not_recovered_and_replays_the_current_e
     assert_eq!(got, [1, 2, 3]);
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_resume_at_head_is_valid_and_an_epoch_without_offset_is_ignored() {
+    let hub = spawn_hub(test_config()).await;
+    let mut publisher = hub.connect("pub").await;
+    for i in 0..3 {
+        publisher.publish_json("edge/t", serde_json::json!(i)).await;
+    }
+    let mut c = hub.connect("sub").await;
+    let live = c.subscribe("edge/t").await;
+    let epoch = live["epoch"].as_u64().unwrap();
+    c.request(serde_json::json!({"op": "unsubscribe", "topic": "edge/t"})).await;
+    // Everything seen: resuming at head replays nothing and loses nothing.
+    let r = c.request(serde_json::json!({"op": "subscribe", "topic": "edge/t", "offset": 4, "epoch": epoch})).await;
+    assert_eq!(
+        (r["offset"].as_u64(), r["replayed"].as_u64(), r["recovered"].as_bool()),
+        (Some(4), Some(0), Some(true)),
+        "{r}"
+    );
+    c.request(serde_json::json!({"op": "unsubscribe", "topic": "edge/t"})).await;
+    // An epoch alone (even a wrong one) means nothing without an offset: live, recovered.
+    let r = c.request(serde_json::json!({"op": "subscribe", "topic": "edge/t", "epoch": epoch + 1})).await;
+    assert_eq!(
+        (r["offset"].as_u64(), r["replayed"].as_u64(), r["recovered"].as_bool()),
+        (Some(4), Some(0), Some(true)),
+        "{r}"
+    );
+    hub.shutdown().await;
+}
