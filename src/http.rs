@@ -1,14 +1,16 @@
 //! What the public and the admin listener share: the handlers' state, the error every HTTP
-//! API answers with (`{"code", "message"}` with the code's status), the credentials of a
-//! backend request, and the two handlers both serve (`/healthz`, `POST /v1/publish`). The
-//! server and the admin API build their routers over this module; it imports neither.
+//! API answers with (`{"code", "message"}`, normally with the code's status), the layer that
+//! puts every other error response of a router into that shape ([`json_errors`]), the answers
+//! for an unknown path and a method a path does not serve, the credentials of a backend
+//! request, and the two handlers both serve (`/healthz`, `POST /v1/publish`). The server and
+//! the admin API build their routers over this module; it imports neither.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -26,25 +28,100 @@ pub struct AppState {
     pub started: Instant,
 }
 
-/// An error answered over HTTP: `{"code": …, "message": …}` with the code's status.
+/// An error answered over HTTP: `{"code": …, "message": …}` with the code's status (or, for
+/// the few statuses HTTP itself defines, such as 405 and 413, that status).
 #[derive(Debug)]
 pub struct ApiError {
     code: ErrorCode,
     message: String,
+    status: Option<StatusCode>,
 }
 
 impl ApiError {
-    /// An error with `code` and `message`.
+    /// An error with `code` and `message`, answered with the code's HTTP status.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self { code, message: message.into(), status: None }
+    }
+
+    /// An error answered with `status` instead of the code's own (405, 413, 415…: statuses
+    /// with an HTTP meaning no error code has).
+    pub fn with_status(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), status: Some(status) }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = self.status.unwrap_or_else(|| {
+            StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        });
         (status, Json(serde_json::json!({ "code": self.code, "message": self.message }))).into_response()
     }
+}
+
+/// How the message of the answer to an unknown path starts (`no such route: GET /x`).
+pub const NO_ROUTE_PREFIX: &str = "no such route:";
+
+/// The answer to a path no route serves: `404 not_found` "no such route: METHOD /path".
+pub fn no_route(method: &Method, uri: &Uri) -> ApiError {
+    ApiError::new(ErrorCode::NotFound, format!("{NO_ROUTE_PREFIX} {method} {}", uri.path()))
+}
+
+/// The answer to a method a path does not serve: `405` with code `invalid_argument` (the
+/// router adds the `Allow` header).
+pub fn wrong_method(method: &Method, uri: &Uri) -> ApiError {
+    ApiError::with_status(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::InvalidArgument,
+        format!("method {method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// The error code of an error response that did not come with one, chosen by its status.
+pub fn code_for_status(status: StatusCode) -> ErrorCode {
+    match status.as_u16() {
+        401 => ErrorCode::Unauthenticated,
+        403 => ErrorCode::PermissionDenied,
+        404 => ErrorCode::NotFound,
+        409 => ErrorCode::FailedPrecondition,
+        413 | 429 => ErrorCode::ResourceExhausted,
+        503 => ErrorCode::Unavailable,
+        s if s >= 500 => ErrorCode::Internal,
+        _ => ErrorCode::InvalidArgument,
+    }
+}
+
+/// The longest body of an error response [`json_errors`] reads to quote it as the message.
+const MAX_QUOTED_ERROR: usize = 4096;
+
+/// A `map_response` layer for both routers: an error response (status ≥ 400) that is not JSON
+/// — a rejection by an extractor (`Path`, `Query`, a body over the body limit: 413) or any
+/// other plain-text or empty answer — becomes `{"code","message"}` with the same status and
+/// headers, the code chosen by [`code_for_status`] and the message its text (or the status's
+/// reason). Rejections are rewritten here rather than in every handler, so a handler or an
+/// extractor added later cannot break the documented shape.
+pub async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if status.as_u16() < 400 || is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, MAX_QUOTED_ERROR)
+        .await
+        .ok()
+        .and_then(|b| String::from_utf8(b.to_vec()).ok())
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty());
+    let message = text.unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_ascii_lowercase());
+    let body = serde_json::json!({ "code": code_for_status(status), "message": message }).to_string();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 /// An error: `{"code", "message"}` with the code's HTTP status.
