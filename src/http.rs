@@ -91,11 +91,17 @@ pub fn code_for_status(status: StatusCode) -> ErrorCode {
     }
 }
 
+/// The largest request body either listener reads (`POST /v1/sessions`, `POST /v1/publish`, an
+/// SDP offer…); a larger one is refused with `413 resource_exhausted`. Bounds what a request
+/// can make the server buffer; a publish's own bound, `limits.max_message_size`, is checked
+/// after.
+pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
 /// The longest body of an error response [`json_errors`] reads to quote it as the message.
 const MAX_QUOTED_ERROR: usize = 4096;
 
 /// A `map_response` layer for both routers: an error response (status ≥ 400) that is not JSON
-/// — a rejection by an extractor (`Path`, `Query`, a body over the body limit: 413) or any
+/// — a rejection by an extractor (`Path`, `Query`, a body over [`BODY_LIMIT`]: 413) or any
 /// other plain-text or empty answer — becomes `{"code","message"}` with the same status and
 /// headers, the code chosen by [`code_for_status`] and the message its text (or the status's
 /// reason). Rejections are rewritten here rather than in every handler, so a handler or an
@@ -117,7 +123,11 @@ pub async fn json_errors(resp: Response) -> Response {
         .and_then(|b| String::from_utf8(b.to_vec()).ok())
         .map(|t| t.trim().to_owned())
         .filter(|t| !t.is_empty());
-    let message = text.unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_ascii_lowercase());
+    let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        format!("the request body exceeds the limit of {BODY_LIMIT} bytes")
+    } else {
+        text.unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_ascii_lowercase())
+    };
     let body = serde_json::json!({ "code": code_for_status(status), "message": message }).to_string();
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -236,4 +246,70 @@ pub async fn publish(
         delivered: report.delivered,
         dropped: report.dropped,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use axum::routing::post;
+    use axum::Router;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    /// A router with a handler taking `Json`, behind [`json_errors`], as both listeners have.
+    fn router() -> Router {
+        Router::new()
+            .route("/j", post(|Json(v): Json<std::collections::BTreeMap<String, u32>>| async move { Json(v) }))
+            .layer(axum::middleware::map_response(json_errors))
+    }
+
+    async fn call(content_type: Option<&str>, body: &str) -> (StatusCode, serde_json::Value) {
+        let mut req = Request::post("/j");
+        if let Some(ct) = content_type {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+        let resp = router().oneshot(req.body(Body::from(body.to_owned())).unwrap()).await.unwrap();
+        let status = resp.status();
+        assert_eq!(resp.headers().get(header::CONTENT_TYPE).unwrap(), "application/json");
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn json_extractor_rejections_keep_their_status_and_get_the_error_shape() {
+        for (content_type, body, status) in [
+            (None, "{}", 415),
+            (Some("text/plain"), "{}", 415),
+            (Some("application/json"), "{not json", 400),
+            (Some("application/json"), "", 400),
+            (Some("application/json"), r#"{"a":"not a number"}"#, 422),
+        ] {
+            let (got, v) = call(content_type, body).await;
+            assert_eq!(got.as_u16(), status, "{content_type:?} {body:?}: {v}");
+            assert_eq!(v["code"], "invalid_argument", "{v}");
+            assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        }
+        let (got, v) = call(Some("application/json"), r#"{"a":1}"#).await;
+        assert_eq!((got, &v), (StatusCode::OK, &serde_json::json!({"a": 1})), "a success is untouched");
+    }
+
+    #[test]
+    fn codes_follow_statuses() {
+        for (status, code) in [
+            (401, ErrorCode::Unauthenticated),
+            (403, ErrorCode::PermissionDenied),
+            (404, ErrorCode::NotFound),
+            (405, ErrorCode::InvalidArgument),
+            (409, ErrorCode::FailedPrecondition),
+            (413, ErrorCode::ResourceExhausted),
+            (415, ErrorCode::InvalidArgument),
+            (422, ErrorCode::InvalidArgument),
+            (500, ErrorCode::Internal),
+            (503, ErrorCode::Unavailable),
+        ] {
+            assert_eq!(code_for_status(StatusCode::from_u16(status).unwrap()), code, "{status}");
+        }
+    }
 }

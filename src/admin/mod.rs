@@ -165,6 +165,7 @@ pub fn admin_router(state: AdminState) -> Router {
     Router::new()
         .fallback_service(routed)
         .layer(axum::middleware::from_fn_with_state(gate, require_admin))
+        .layer(axum::extract::DefaultBodyLimit::max(crate::http::BODY_LIMIT))
         .layer(axum::middleware::map_response(crate::http::json_errors))
 }
 
