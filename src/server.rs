@@ -1,8 +1,10 @@
 //! The server: HTTP routers, listeners, background tasks and graceful shutdown.
 //!
-//! The public listener serves `/ws`, health, session creation and the demo page; the admin
-//! listener serves the admin API. They are separate routers on separate sockets, so nothing
-//! admin is reachable from the public port by accident.
+//! The public listener serves `/ws`, health, session creation, backend publish, WebRTC
+//! signaling, the demo pages and its own OpenAPI document (built from the same handler list as
+//! the router); the admin listener serves the admin API. They are separate routers on separate
+//! sockets, so nothing admin is reachable from the public port by accident. Both answer every
+//! error as `{"code","message"}` (`crate::http::json_errors`).
 
 use std::future::Future;
 use std::net::SocketAddr;
