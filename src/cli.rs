@@ -1,7 +1,9 @@
 //! The debugging and operator subcommands of the `fanhub` binary: `sub` and `pub` (a WebSocket
 //! client of a running hub, like `nats sub` / `nats pub`), `stats` and `connections`
 //! (pretty-printed admin API, optionally refreshing). Plain HTTP only: the admin listener is
-//! meant for loopback or a private network.
+//! meant for loopback or a private network. Output goes through `writeln!` on a locked stdout,
+//! never `println!`, so a reader that goes away (`fanhub stats | head -1`) ends the command
+//! with a write error that `main` turns into a quiet exit ([`is_broken_pipe`]), not a panic.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -221,7 +223,7 @@ pub(crate) async fn publish(args: PubArgs) -> anyhow::Result<()> {
             }
             match v["type"].as_str() {
                 Some("published") => {
-                    println!("published {} offset {}", args.topic, v["offset"]);
+                    writeln!(std::io::stdout().lock(), "published {} offset {}", args.topic, v["offset"])?;
                     break;
                 }
                 _ => bail!("{}: {}", v["code"], v["message"]),
@@ -257,21 +259,31 @@ async fn admin_get(target: &AdminTarget, path: &str) -> anyhow::Result<Value> {
     Ok(v)
 }
 
+/// Writes `text` to stdout and flushes it.
+fn write_stdout(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}
+
+/// Whether `e` is a write to a pipe whose reader has gone (`fanhub stats | head -1`).
+pub(crate) fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
 async fn repeat<F, Fut>(watch: Option<f64>, mut f: F) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<String>>,
 {
     let Some(secs) = watch else {
-        print!("{}", f().await?);
-        return Ok(());
+        return Ok(write_stdout(&f().await?)?);
     };
     let period = Duration::from_secs_f64(secs.max(0.2));
     loop {
         let text = f().await?;
         // Clear the screen and home the cursor, then draw.
-        print!("\x1b[2J\x1b[H{text}");
-        std::io::stdout().flush()?;
+        write_stdout(&format!("\x1b[2J\x1b[H{text}"))?;
         tokio::select! {
             () = tokio::time::sleep(period) => {}
             _ = tokio::signal::ctrl_c() => return Ok(()),
@@ -330,27 +342,68 @@ pub(crate) async fn stats(admin: AdminTarget) -> anyhow::Result<()> {
     .await
 }
 
-fn render_connections(page: &Value) -> String {
-    let mut out = format!(
-        "{:>8}  {:<10} {:<21} {:<16} {:<20} {:>5} {:>6} {:>10} {:>8}\n",
-        "ID", "PROTOCOL", "REMOTE", "USER", "STATE", "SUBS", "QUEUE", "SENT", "DROPPED"
-    );
-    for r in page["items"].as_array().into_iter().flatten() {
-        let s = |k: &str| r[k].as_str().unwrap_or("").to_owned();
-        out.push_str(&format!(
-            "{:>8}  {:<10} {:<21} {:<16} {:<20} {:>5} {:>6} {:>10} {:>8}\n",
-            r["id"],
-            s("protocol"),
-            s("remote_addr"),
-            s("subject"),
-            s("state"),
-            r["subscriptions"],
-            r["queue_depth"],
-            r["sent_messages"],
-            r["dropped"]
-        ));
+/// A column of the connections table: its header, the row's field, and its alignment.
+const CONNECTION_COLUMNS: [(&str, &str, Align); 9] = [
+    ("ID", "id", Align::Right),
+    ("PROTOCOL", "protocol", Align::Left),
+    ("REMOTE", "remote_addr", Align::Left),
+    ("USER", "subject", Align::Left),
+    ("STATE", "state", Align::Left),
+    ("SUBS", "subscriptions", Align::Right),
+    ("QUEUE", "queue_depth", Align::Right),
+    ("SENT", "sent_messages", Align::Right),
+    ("DROPPED", "dropped", Align::Right),
+];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Align {
+    Left,
+    Right,
+}
+
+/// Lays out `rows` under the `columns`' headers, each column as wide as its widest cell, two
+/// spaces apart (numbers right-aligned), with no trailing spaces.
+fn table(columns: &[(&str, Align)], rows: &[Vec<String>]) -> String {
+    let width =
+        |i: usize| rows.iter().map(|r| r[i].chars().count()).chain([columns[i].0.chars().count()]).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns.len()).map(width).collect();
+    let headers: Vec<String> = columns.iter().map(|(h, _)| (*h).to_owned()).collect();
+    let mut out = String::new();
+    for row in std::iter::once(&headers).chain(rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(columns)
+            .zip(&widths)
+            .map(|((cell, (_, align)), &w)| match align {
+                Align::Left => format!("{cell:<w$}"),
+                Align::Right => format!("{cell:>w$}"),
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
     }
-    out.push_str(&format!("{} of {} connections\n", page["items"].as_array().map_or(0, Vec::len), page["total"]));
+    out
+}
+
+fn render_connections(page: &Value) -> String {
+    let columns: Vec<(&str, Align)> = CONNECTION_COLUMNS.iter().map(|(h, _, a)| (*h, *a)).collect();
+    let rows: Vec<Vec<String>> = page["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            CONNECTION_COLUMNS
+                .iter()
+                .map(|(_, field, _)| match &r[*field] {
+                    Value::String(s) if !s.is_empty() => s.clone(),
+                    Value::String(_) | Value::Null => "-".to_owned(),
+                    v => v.to_string(),
+                })
+                .collect()
+        })
+        .collect();
+    let mut out = table(&columns, &rows);
+    out.push_str(&format!("{} of {} connections\n", rows.len(), page["total"]));
     out
 }
 
@@ -377,4 +430,54 @@ fn encode_query(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Where each cell of a line starts and ends (cells are separated by two or more spaces).
+    fn cell_spans(line: &str) -> Vec<(usize, usize)> {
+        let chars: Vec<char> = line.chars().collect();
+        let mut spans = Vec::new();
+        let mut i = 0;
+        while i < chars.len() {
+            if chars[i] == ' ' {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < chars.len() && !(chars[i] == ' ' && chars.get(i + 1).is_none_or(|c| *c == ' ')) {
+                i += 1;
+            }
+            spans.push((start, i));
+        }
+        spans
+    }
+
+    #[test]
+    fn connection_columns_line_up_whatever_the_widths() {
+        let page = json!({"total": 3, "items": [
+            {"id": 7, "protocol": "websocket", "remote_addr": "127.0.0.1:40000", "subject": "a",
+             "state": "active", "subscriptions": 1, "queue_depth": 0, "sent_messages": 5, "dropped": 0},
+            {"id": 123_456_789, "protocol": "webrtc", "remote_addr": "[2001:db8::1]:65535",
+             "subject": "a-subject-much-longer-than-its-header", "state": "monitored_violation",
+             "subscriptions": 12345, "queue_depth": 99_999_999, "sent_messages": 1_234_567_890_123_u64, "dropped": 42},
+            {"id": 8, "protocol": "ws", "remote_addr": "10.0.0.1:1", "subject": "",
+             "state": "active", "subscriptions": 0, "queue_depth": 0, "sent_messages": 0, "dropped": 0},
+        ]});
+        let text = render_connections(&page);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "{text}");
+        assert_eq!(lines[4], "3 of 3 connections");
+        let spans: Vec<Vec<(usize, usize)>> = lines[..4].iter().map(|l| cell_spans(l)).collect();
+        for (line, s) in lines.iter().zip(&spans) {
+            assert_eq!(s.len(), CONNECTION_COLUMNS.len(), "every cell is there: {line:?}");
+            assert_eq!(*line, line.trim_end(), "no trailing spaces");
+        }
+        for (i, (header, _, align)) in CONNECTION_COLUMNS.iter().enumerate() {
+            let edge = |s: &Vec<(usize, usize)>| if *align == Align::Left { s[i].0 } else { s[i].1 };
+            assert!(spans.iter().all(|s| edge(s) == edge(&spans[0])), "column {header} is aligned:\n{text}");
+        }
+    }
 }

@@ -1,14 +1,16 @@
 //! What the public and the admin listener share: the handlers' state, the error every HTTP
-//! API answers with (`{"code", "message"}` with the code's status), the credentials of a
-//! backend request, and the two handlers both serve (`/healthz`, `POST /v1/publish`). The
-//! server and the admin API build their routers over this module; it imports neither.
+//! API answers with (`{"code", "message"}`, normally with the code's status), the layer that
+//! puts every other error response of a router into that shape ([`json_errors`]), the answers
+//! for an unknown path and a method a path does not serve, the credentials of a backend
+//! request, and the two handlers both serve (`/healthz`, `POST /v1/publish`). The server and
+//! the admin API build their routers over this module; it imports neither.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -26,25 +28,110 @@ pub struct AppState {
     pub started: Instant,
 }
 
-/// An error answered over HTTP: `{"code": …, "message": …}` with the code's status.
+/// An error answered over HTTP: `{"code": …, "message": …}` with the code's status (or, for
+/// the few statuses HTTP itself defines, such as 405 and 413, that status).
 #[derive(Debug)]
 pub struct ApiError {
     code: ErrorCode,
     message: String,
+    status: Option<StatusCode>,
 }
 
 impl ApiError {
-    /// An error with `code` and `message`.
+    /// An error with `code` and `message`, answered with the code's HTTP status.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self { code, message: message.into(), status: None }
+    }
+
+    /// An error answered with `status` instead of the code's own (405, 413, 415…: statuses
+    /// with an HTTP meaning no error code has).
+    pub fn with_status(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), status: Some(status) }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = self.status.unwrap_or_else(|| {
+            StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        });
         (status, Json(serde_json::json!({ "code": self.code, "message": self.message }))).into_response()
     }
+}
+
+/// How the message of the answer to an unknown path starts (`no such route: GET /x`).
+pub const NO_ROUTE_PREFIX: &str = "no such route:";
+
+/// The answer to a path no route serves: `404 not_found` "no such route: METHOD /path".
+pub fn no_route(method: &Method, uri: &Uri) -> ApiError {
+    ApiError::new(ErrorCode::NotFound, format!("{NO_ROUTE_PREFIX} {method} {}", uri.path()))
+}
+
+/// The answer to a method a path does not serve: `405` with code `invalid_argument` (the
+/// router adds the `Allow` header).
+pub fn wrong_method(method: &Method, uri: &Uri) -> ApiError {
+    ApiError::with_status(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::InvalidArgument,
+        format!("method {method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// The error code of an error response that did not come with one, chosen by its status.
+pub fn code_for_status(status: StatusCode) -> ErrorCode {
+    match status.as_u16() {
+        401 => ErrorCode::Unauthenticated,
+        403 => ErrorCode::PermissionDenied,
+        404 => ErrorCode::NotFound,
+        409 => ErrorCode::FailedPrecondition,
+        413 | 429 => ErrorCode::ResourceExhausted,
+        503 => ErrorCode::Unavailable,
+        s if s >= 500 => ErrorCode::Internal,
+        _ => ErrorCode::InvalidArgument,
+    }
+}
+
+/// The largest request body either listener reads (`POST /v1/sessions`, `POST /v1/publish`, an
+/// SDP offer…); a larger one is refused with `413 resource_exhausted`. Bounds what a request
+/// can make the server buffer; a publish's own bound, `limits.max_message_size`, is checked
+/// after.
+pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// The longest body of an error response [`json_errors`] reads to quote it as the message.
+const MAX_QUOTED_ERROR: usize = 4096;
+
+/// A `map_response` layer for both routers: an error response (status ≥ 400) that is not JSON
+/// — a rejection by an extractor (`Path`, `Query`, a body over [`BODY_LIMIT`]: 413) or any
+/// other plain-text or empty answer — becomes `{"code","message"}` with the same status and
+/// headers, the code chosen by [`code_for_status`] and the message its text (or the status's
+/// reason). Rejections are rewritten here rather than in every handler, so a handler or an
+/// extractor added later cannot break the documented shape.
+pub async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if status.as_u16() < 400 || is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, MAX_QUOTED_ERROR)
+        .await
+        .ok()
+        .and_then(|b| String::from_utf8(b.to_vec()).ok())
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty());
+    let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        format!("the request body exceeds the limit of {BODY_LIMIT} bytes")
+    } else {
+        text.unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_ascii_lowercase())
+    };
+    let body = serde_json::json!({ "code": code_for_status(status), "message": message }).to_string();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 /// An error: `{"code", "message"}` with the code's HTTP status.
@@ -159,4 +246,70 @@ pub async fn publish(
         delivered: report.delivered,
         dropped: report.dropped,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use axum::routing::post;
+    use axum::Router;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    /// A router with a handler taking `Json`, behind [`json_errors`], as both listeners have.
+    fn router() -> Router {
+        Router::new()
+            .route("/j", post(|Json(v): Json<std::collections::BTreeMap<String, u32>>| async move { Json(v) }))
+            .layer(axum::middleware::map_response(json_errors))
+    }
+
+    async fn call(content_type: Option<&str>, body: &str) -> (StatusCode, serde_json::Value) {
+        let mut req = Request::post("/j");
+        if let Some(ct) = content_type {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+        let resp = router().oneshot(req.body(Body::from(body.to_owned())).unwrap()).await.unwrap();
+        let status = resp.status();
+        assert_eq!(resp.headers().get(header::CONTENT_TYPE).unwrap(), "application/json");
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn json_extractor_rejections_keep_their_status_and_get_the_error_shape() {
+        for (content_type, body, status) in [
+            (None, "{}", 415),
+            (Some("text/plain"), "{}", 415),
+            (Some("application/json"), "{not json", 400),
+            (Some("application/json"), "", 400),
+            (Some("application/json"), r#"{"a":"not a number"}"#, 422),
+        ] {
+            let (got, v) = call(content_type, body).await;
+            assert_eq!(got.as_u16(), status, "{content_type:?} {body:?}: {v}");
+            assert_eq!(v["code"], "invalid_argument", "{v}");
+            assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        }
+        let (got, v) = call(Some("application/json"), r#"{"a":1}"#).await;
+        assert_eq!((got, &v), (StatusCode::OK, &serde_json::json!({"a": 1})), "a success is untouched");
+    }
+
+    #[test]
+    fn codes_follow_statuses() {
+        for (status, code) in [
+            (401, ErrorCode::Unauthenticated),
+            (403, ErrorCode::PermissionDenied),
+            (404, ErrorCode::NotFound),
+            (405, ErrorCode::InvalidArgument),
+            (409, ErrorCode::FailedPrecondition),
+            (413, ErrorCode::ResourceExhausted),
+            (415, ErrorCode::InvalidArgument),
+            (422, ErrorCode::InvalidArgument),
+            (500, ErrorCode::Internal),
+            (503, ErrorCode::Unavailable),
+        ] {
+            assert_eq!(code_for_status(StatusCode::from_u16(status).unwrap()), code, "{status}");
+        }
+    }
 }

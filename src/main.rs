@@ -3,8 +3,10 @@
 
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 mod cli;
 
@@ -14,9 +16,15 @@ use fanhub::auth::{unix_now, MintRequest, SessionManager};
 use fanhub::config::Config;
 use fanhub::{Listeners, Server};
 
-/// fanhub: a real-time pub/sub fan-out hub (WebSocket today; WebRTC and TCP next).
+/// What `fanhub --help` says the hub is (a build without WebRTC says so).
+#[cfg(feature = "webrtc")]
+const ABOUT: &str = "fanhub: a real-time pub/sub fan-out hub for WebSocket clients and WebRTC peers (data channels)";
+#[cfg(not(feature = "webrtc"))]
+const ABOUT: &str = "fanhub: a real-time pub/sub fan-out hub for WebSocket clients (this build has no WebRTC)";
+
+/// The command line.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about = ABOUT)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -146,19 +154,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     config.validate().map_err(fanhub::config::ConfigError::Invalid)?;
     init_tracing(&config);
-    let listeners = Listeners::bind(&config).await.context("binding listeners")?;
-    let public = listeners.public.local_addr()?;
-    let admin = listeners.admin.local_addr()?;
-    let dev = config.auth.is_dev();
-    // Development mode without an admin token would leave the admin API and dashboard unusable:
-    // make a random one for this run and print it.
-    let dev_admin_token = (dev && config.auth.admin_tokens.is_empty()).then(|| {
-        let t = format!("dev-admin-{:032x}", rand::random::<u128>());
-        config.auth.admin_tokens.push(t.clone());
-        t
-    });
+    let listeners = Listeners {
+        public: bind(config.server.listen, "--listen", "server.listen")?,
+        admin: bind(config.server.admin_listen, "--admin-listen", "server.admin_listen")?,
+    };
+    let dev = config.auth.is_dev().then(|| DevCredentials::add_to(&mut config));
     let server = Server::new(config, &listeners)?;
-    if dev {
+    if let Some(dev) = dev {
         let token = server
             .sessions()
             .mint(
@@ -172,18 +174,68 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             )
             .map_err(anyhow::Error::msg)?;
         tracing::warn!("development mode: no auth key configured, tokens use the built-in dev secret");
-        eprintln!(
-            "\nfanhub (development mode)\n  demo:      http://{public}/\n  websocket: ws://{public}/ws (subprotocol fanhub.v1)\n  dev token (24 h, all topics): {}\n  more tokens: fanhub token --sub NAME --subscribe 'video/*' --publish 'video/>'\n",
-            token.token
-        );
-    }
-    if let Some(t) = dev_admin_token {
-        eprintln!(
-            "  admin API: http://{admin}/v1/admin/stats (Authorization: Bearer {t})\n  dashboard: http://{admin}/dashboard?token={t}\n  from a shell: fanhub stats --admin-token {t} --watch 1\n"
-        );
+        eprintln!("{}", dev.banner(listeners.public.local_addr()?, listeners.admin.local_addr()?, &token.token));
     }
     server.run(listeners, shutdown_signal()).await?;
     Ok(())
+}
+
+/// Binds a listener, or says which address failed and which flag or key sets it.
+fn bind(addr: SocketAddr, flag: &str, key: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let env = format!("FANHUB_{}", key.to_ascii_uppercase().replace('.', "__"));
+    fanhub::server::listen(addr).with_context(|| {
+        format!(
+            "cannot listen on {addr}: choose another address with {flag}, `{key}` in the configuration file or {env}"
+        )
+    })
+}
+
+/// What development mode makes for one run when the configuration has none, so that every
+/// route can be tried at once: an admin token (admin API, dashboard) and an API key
+/// (`POST /v1/sessions`, `POST /v1/publish`). Never made outside development mode, where
+/// credentials come only from the configuration.
+struct DevCredentials {
+    admin_token: Option<String>,
+    api_key: Option<String>,
+}
+
+impl DevCredentials {
+    fn add_to(config: &mut Config) -> Self {
+        let admin_token = config.auth.admin_tokens.is_empty().then(|| {
+            let t = format!("dev-admin-{:032x}", rand::random::<u128>());
+            config.auth.admin_tokens.push(t.clone());
+            t
+        });
+        let api_key = config.auth.api_keys.is_empty().then(|| {
+            let k = format!("dev-key-{:032x}", rand::random::<u128>());
+            config.auth.api_keys.push(k.clone());
+            k
+        });
+        Self { admin_token, api_key }
+    }
+
+    /// The start-up banner: where to point a browser, and credentials to copy.
+    fn banner(&self, public: SocketAddr, admin: SocketAddr, token: &str) -> String {
+        let mut b = format!(
+            "\nfanhub (development mode)\n  demo:      http://{public}/\n  websocket: ws://{public}/ws (subprotocol fanhub.v1)\n  dev token (24 h, all topics): {token}\n  more tokens: fanhub token --sub NAME --subscribe 'video/*' --publish 'video/>'\n"
+        );
+        let body = r#"'{"subject":"alice","subscribe":["video/*"]}'"#;
+        match &self.api_key {
+            Some(k) => b.push_str(&format!(
+                "  dev API key: {k}\n  a token from a backend: curl -X POST http://{public}/v1/sessions -H 'X-Api-Key: {k}' -d {body}\n"
+            )),
+            None => b.push_str("  API keys: auth.api_keys\n"),
+        }
+        b.push_str(&format!(
+            "  or, no key (development mode only): curl -X POST http://{public}/v1/dev/token -d {body}\n"
+        ));
+        if let Some(t) = &self.admin_token {
+            b.push_str(&format!(
+                "  admin API: http://{admin}/v1/admin/stats (Authorization: Bearer {t})\n  dashboard: http://{admin}/dashboard?token={t}\n  from a shell: fanhub stats --admin-token {t} --watch 1\n"
+            ));
+        }
+        b
+    }
 }
 
 fn token(args: TokenArgs) -> anyhow::Result<()> {
@@ -200,12 +252,11 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
             unix_now(),
         )
         .map_err(anyhow::Error::msg)?;
-    println!("{}", minted.token);
+    writeln!(std::io::stdout().lock(), "{}", minted.token)?;
     Ok(())
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn run(cli: Cli) -> anyhow::Result<()> {
     let small = || tokio::runtime::Builder::new_current_thread().enable_all().build();
     match cli.command {
         Command::Serve(args) => tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(args)),
@@ -214,5 +265,18 @@ fn main() -> anyhow::Result<()> {
         Command::Pub(args) => small()?.block_on(cli::publish(args)),
         Command::Stats(args) => small()?.block_on(cli::stats(args)),
         Command::Connections(args) => small()?.block_on(cli::connections(args)),
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`fanhub stats | head -1`): not an error, stop quietly. (A C
+        // program dies of SIGPIPE here; Rust ignores the signal, so the write fails instead.)
+        Err(e) if cli::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -1,8 +1,10 @@
 //! The server: HTTP routers, listeners, background tasks and graceful shutdown.
 //!
-//! The public listener serves `/ws`, health, session creation and the demo page; the admin
-//! listener serves the admin API. They are separate routers on separate sockets, so nothing
-//! admin is reachable from the public port by accident.
+//! The public listener serves `/ws`, health, session creation, backend publish, WebRTC
+//! signaling, the demo pages and its own OpenAPI document (built from the same handler list as
+//! the router); the admin listener serves the admin API. They are separate routers on separate
+//! sockets, so nothing admin is reachable from the public port by accident. Both answer every
+//! error as `{"code","message"}` (`crate::http::json_errors`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,21 +13,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{unix_now, MintRequest, SessionManager};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::http::{self, ApiError, AppState};
+use crate::http::{self, ApiError, AppState, ErrorBody};
 use crate::hub::ConnectionManager;
 use crate::protocol::{ErrorCode, SUBPROTOCOL};
-use crate::transport::{signaling, ws, HubContext};
+use crate::transport::{ws, HubContext};
 
 /// The sockets the server serves on (bind them yourself, e.g. on port 0 in tests).
 #[derive(Debug)]
@@ -303,125 +308,248 @@ async fn sweep_topics(ctx: Arc<HubContext>) {
     }
 }
 
-/// The public router: `/ws`, `/healthz`, `/readyz`, `POST /v1/sessions`, the demo page.
-pub fn public_router(state: AppState) -> Router {
-    let mut r = Router::new()
-        .route("/ws", get(ws::ws_handler).with_state(state.ctx.clone()))
-        .route("/healthz", get(http::healthz))
-        .route("/readyz", get(readyz))
-        .route("/v1/sessions", post(create_session))
-        .route("/v1/publish", post(http::publish))
-        .route("/v1/rtc/offer", post(rtc_offer))
-        .route("/v1/rtc/config", get(rtc_config))
-        .route("/v1/rtc/sessions/{id}", axum::routing::patch(rtc_trickle).delete(rtc_delete))
-        .route("/rtc", get(|| async { Html(include_str!("../web-demo/rtc.html")) }))
-        .route("/", get(|| async { Html(include_str!("../web-demo/index.html")) }));
-    if state.ctx.sessions.is_dev() {
-        r = r.route("/v1/dev/token", post(dev_token));
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "fanhub public API",
+        description = "The public listener of a fanhub node: the WebSocket endpoint, health, session tokens for backends, backend publish and (when built with WebRTC) WebRTC signaling. Every error is `{\"code\",\"message\"}` (ErrorBody). The admin API has its own document on the admin listener."
+    ),
+    components(schemas(ErrorBody))
+)]
+struct PublicApiDoc;
+
+/// The public router and its OpenAPI document, built from the same handler list: `/ws`,
+/// `/healthz`, `/readyz`, `POST /v1/sessions`, `POST /v1/publish`, WebRTC signaling (feature
+/// `webrtc`), `POST /v1/dev/token` (development mode only). The document leaves out the demo
+/// pages and itself.
+pub fn public_router_and_openapi(state: AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    // `/ws` answers every method: a request that is not a GET upgrade gets the documented 400
+    // from the WebSocket handler, not a 405.
+    let (schemas, paths, ws_route) = routes!(ws_endpoint);
+    let mut r = OpenApiRouter::with_openapi(PublicApiDoc::openapi())
+        .routes((schemas, paths, ws_route.fallback(ws_endpoint)))
+        .routes(routes!(http::healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(create_session))
+        .routes(routes!(http::publish));
+    #[cfg(feature = "webrtc")]
+    {
+        r = r.routes(routes!(rtc::offer)).routes(routes!(rtc::config)).routes(routes!(rtc::trickle, rtc::delete));
     }
-    r.with_state(state)
+    if state.ctx.sessions.is_dev() {
+        r = r.routes(routes!(dev_token));
+    }
+    r.split_for_parts()
 }
 
-/// `POST /v1/rtc/offer`: WebRTC signaling over HTTP (see `transport::signaling::offer`).
-async fn rtc_offer(
+/// The public router: the API of [`public_router_and_openapi`], its document at
+/// `/v1/openapi.json`, the demo pages (`/`, `/rtc`), and JSON errors for everything else
+/// (unknown path 404, method not served 405, rejected bodies, paths and queries).
+pub fn public_router(state: AppState) -> Router {
+    let (router, api) = public_router_and_openapi(state.clone());
+    let api = Arc::new(api);
+    router
+        .route("/v1/openapi.json", get(move || async move { Json((*api).clone()) }))
+        .route("/rtc", get(|| async { Html(include_str!("../web-demo/rtc.html")) }))
+        .route("/", get(|| async { Html(include_str!("../web-demo/index.html")) }))
+        .fallback(|method: Method, uri: Uri| async move { http::no_route(&method, &uri) })
+        .method_not_allowed_fallback(|method: Method, uri: Uri| async move { http::wrong_method(&method, &uri) })
+        .layer(axum::extract::DefaultBodyLimit::max(http::BODY_LIMIT))
+        .layer(axum::middleware::map_response(http::json_errors))
+        .with_state(state)
+}
+
+/// The WebSocket endpoint (`docs/protocol.md` §1): upgrades to a `fanhub.v1` WebSocket.
+#[utoipa::path(get, path = "/ws",
+    params(("token" = Option<String>, Query, description = "The JWT, for clients that cannot set `Authorization: Bearer` (browsers); or send it in `connect`")),
+    responses(
+        (status = 101, description = "Switching Protocols: a `fanhub.v1` WebSocket"),
+        (status = 400, body = ErrorBody, description = "not a WebSocket upgrade (any other method, or no upgrade headers), `Sec-WebSocket-Version` other than 13, no `Sec-WebSocket-Key`, only unknown subprotocol versions"),
+        (status = 503, body = ErrorBody, description = "the node is draining or shutting down")))]
+async fn ws_endpoint(
     State(s): State<AppState>,
-    axum::extract::ConnectInfo(remote): axum::extract::ConnectInfo<SocketAddr>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    remote: axum::extract::ConnectInfo<SocketAddr>,
+    query: axum::extract::Query<std::collections::HashMap<String, String>>,
+    req: axum::extract::Request,
 ) -> Response {
-    let token = signaling::bearer(&headers, uri.query());
-    signaling::offer(s.ctx.clone(), token, remote, body).await
+    ws::ws_handler(State(s.ctx.clone()), remote, query, req).await
 }
 
-/// `GET /v1/rtc/config`: what a peer needs before its offer — whether WebRTC is on, the ICE
-/// servers for its `RTCPeerConnection`, the channel labels and the chunk size.
-async fn rtc_config(State(s): State<AppState>) -> Response {
-    Json(signaling::config(&s.ctx)).into_response()
-}
+/// WebRTC signaling over HTTP (`docs/protocol.md` §10b), built with the `webrtc` feature.
+#[cfg(feature = "webrtc")]
+mod rtc {
+    use std::net::SocketAddr;
 
-/// The subject of a signaling request's bearer token.
-fn rtc_subject(s: &AppState, uri: &axum::http::Uri, headers: &HeaderMap) -> Result<String, ApiError> {
-    let token = signaling::bearer(headers, uri.query())
-        .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "a bearer token is required"))?;
-    s.ctx.sessions.verify(&token, s.ctx.clock.now().unix_secs()).map(|i| i.subject).map_err(|e| {
-        s.ctx.manager.counters().record_auth_failure(e.reason);
-        ApiError::new(ErrorCode::Unauthenticated, e.to_string())
-    })
-}
+    use axum::extract::{ConnectInfo, Path, State};
+    use axum::http::{HeaderMap, StatusCode, Uri};
+    use axum::response::{IntoResponse, Response};
+    use axum::Json;
 
-/// `PATCH /v1/rtc/sessions/{id}` (WHEP trickle): `a=candidate:` lines
-/// (`application/trickle-ice-sdpfrag`) for a session the token's subject created; 204.
-async fn rtc_trickle(
-    State(s): State<AppState>,
-    axum::extract::Path(id): axum::extract::Path<u64>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-    body: String,
-) -> Response {
-    let subject = match rtc_subject(&s, &uri, &headers) {
-        Ok(x) => x,
-        Err(e) => return e.into_response(),
-    };
-    let lines: Vec<&str> = body.lines().map(str::trim).filter(|l| l.starts_with("a=candidate:")).collect();
-    if lines.is_empty() {
-        // No candidate: still say whether the session exists.
-        if let Err(e) = s.ctx.signaling().and_then(|r| r.add_candidate(&subject, id, "")) {
-            if e.code != ErrorCode::InvalidArgument {
+    use crate::http::{ApiError, AppState, ErrorBody};
+    use crate::protocol::ErrorCode;
+    use crate::transport::signaling;
+
+    /// A peer's SDP offer (WHEP style); the answer is the SDP answer.
+    #[utoipa::path(post, path = "/v1/rtc/offer",
+        params(("token" = Option<String>, Query, description = "The JWT, when it cannot be sent as `Authorization: Bearer`")),
+        request_body(content = String, content_type = "application/sdp", description = "The SDP offer (or JSON `{\"type\":\"offer\",\"sdp\":…}`); it must contain a data channel"),
+        responses(
+            (status = 201, content_type = "application/sdp", body = String, description = "The SDP answer",
+                headers(("Location" = String, description = "`/v1/rtc/sessions/{id}`"))),
+            (status = 400, body = ErrorBody, description = "not SDP, malformed SDP, no data channel"),
+            (status = 401, body = ErrorBody, description = "no, bad or expired token"),
+            (status = 404, body = ErrorBody, description = "WebRTC is disabled on this node"),
+            (status = 503, body = ErrorBody, description = "draining")))]
+    pub(super) async fn offer(
+        State(s): State<AppState>,
+        ConnectInfo(remote): ConnectInfo<SocketAddr>,
+        uri: Uri,
+        headers: HeaderMap,
+        body: axum::body::Bytes,
+    ) -> Response {
+        let token = signaling::bearer(&headers, uri.query());
+        signaling::offer(s.ctx.clone(), token, remote, body).await
+    }
+
+    /// What a peer needs before its offer: whether WebRTC is on, the ICE servers for its
+    /// `RTCPeerConnection`, the channel labels and the chunk size.
+    #[utoipa::path(get, path = "/v1/rtc/config",
+        responses((status = 200, body = Object, description = "`{enabled, ice_servers, channels{control,lossy}, chunk_size, offer_url}`")))]
+    pub(super) async fn config(State(s): State<AppState>) -> Response {
+        Json(signaling::config(&s.ctx)).into_response()
+    }
+
+    /// The subject of a signaling request's bearer token.
+    fn subject(s: &AppState, uri: &Uri, headers: &HeaderMap) -> Result<String, ApiError> {
+        let token = signaling::bearer(headers, uri.query())
+            .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "a bearer token is required"))?;
+        s.ctx.sessions.verify(&token, s.ctx.clock.now().unix_secs()).map(|i| i.subject).map_err(|e| {
+            s.ctx.manager.counters().record_auth_failure(e.reason);
+            ApiError::new(ErrorCode::Unauthenticated, e.to_string())
+        })
+    }
+
+    /// Trickle ICE (WHEP): `a=candidate:` lines for a session the token's subject created.
+    #[utoipa::path(patch, path = "/v1/rtc/sessions/{id}",
+        params(("id" = u64, Path, description = "Session id (from the offer's `Location`)")),
+        request_body(content = String, content_type = "application/trickle-ice-sdpfrag", description = "`a=candidate:` lines"),
+        responses(
+            (status = 204, description = "Candidates added"),
+            (status = 400, body = ErrorBody, description = "no or a malformed candidate, a bad id"),
+            (status = 401, body = ErrorBody),
+            (status = 403, body = ErrorBody, description = "another subject's session"),
+            (status = 404, body = ErrorBody, description = "no such session, or WebRTC disabled")))]
+    pub(super) async fn trickle(
+        State(s): State<AppState>,
+        Path(id): Path<u64>,
+        uri: Uri,
+        headers: HeaderMap,
+        body: String,
+    ) -> Response {
+        let subject = match subject(&s, &uri, &headers) {
+            Ok(x) => x,
+            Err(e) => return e.into_response(),
+        };
+        let lines: Vec<&str> = body.lines().map(str::trim).filter(|l| l.starts_with("a=candidate:")).collect();
+        if lines.is_empty() {
+            // No candidate: still say whether the session exists.
+            if let Err(e) = s.ctx.signaling().and_then(|r| r.add_candidate(&subject, id, "")) {
+                if e.code != ErrorCode::InvalidArgument {
+                    return e.into_response();
+                }
+            }
+            return ApiError::new(ErrorCode::InvalidArgument, "no a=candidate: line in the body").into_response();
+        }
+        for line in lines {
+            if let Err(e) = s.ctx.signaling().and_then(|r| r.add_candidate(&subject, id, line)) {
                 return e.into_response();
             }
         }
-        return ApiError::new(ErrorCode::InvalidArgument, "no a=candidate: line in the body").into_response();
+        StatusCode::NO_CONTENT.into_response()
     }
-    for line in lines {
-        if let Err(e) = s.ctx.signaling().and_then(|r| r.add_candidate(&subject, id, line)) {
-            return e.into_response();
+
+    /// Ends a session the token's subject created.
+    #[utoipa::path(delete, path = "/v1/rtc/sessions/{id}",
+        params(("id" = u64, Path, description = "Session id (from the offer's `Location`)")),
+        responses(
+            (status = 204, description = "Ended"),
+            (status = 400, body = ErrorBody, description = "a bad id"),
+            (status = 401, body = ErrorBody),
+            (status = 403, body = ErrorBody, description = "another subject's session"),
+            (status = 404, body = ErrorBody, description = "no such session, or WebRTC disabled")))]
+    pub(super) async fn delete(
+        State(s): State<AppState>,
+        Path(id): Path<u64>,
+        uri: Uri,
+        headers: HeaderMap,
+    ) -> Response {
+        let subject = match subject(&s, &uri, &headers) {
+            Ok(x) => x,
+            Err(e) => return e.into_response(),
+        };
+        match s.ctx.signaling().and_then(|r| r.close_session(&subject, id)) {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(e) => e.into_response(),
         }
     }
-    StatusCode::NO_CONTENT.into_response()
 }
 
-/// `DELETE /v1/rtc/sessions/{id}`: ends a session the token's subject created; 204.
-async fn rtc_delete(
-    State(s): State<AppState>,
-    axum::extract::Path(id): axum::extract::Path<u64>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-) -> Response {
-    let subject = match rtc_subject(&s, &uri, &headers) {
-        Ok(x) => x,
-        Err(e) => return e.into_response(),
-    };
-    match s.ctx.signaling().and_then(|r| r.close_session(&subject, id)) {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => e.into_response(),
-    }
-}
-
+/// Readiness: 200 while this node takes connections, 503 while it drains or (cluster mode)
+/// cannot reach Redis.
+#[utoipa::path(get, path = "/readyz",
+    responses(
+        (status = 200, body = Object, description = "`{status, version, node_id, uptime_secs, connections, broker{kind, ready}}`"),
+        (status = 503, body = Object, description = "the same, `status` `unavailable`")))]
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     let ready = !s.ctx.draining.load(Ordering::Relaxed) && s.ctx.broker.is_ready();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(http::health_body(&s, ready)))
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST /v1/sessions` and `POST /v1/dev/token` request: who the token is for and what it may do.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SessionRequest {
+    /// Token subject (user or service id).
     subject: String,
+    /// Topic patterns the token may subscribe to (`video/*`, `telemetry/>`).
     #[serde(default)]
     subscribe: Vec<String>,
+    /// Topic patterns the token may publish to.
     #[serde(default)]
     publish: Vec<String>,
+    /// Lifetime in seconds, 1..=`auth.max_session_ttl_secs` (default `auth.session_ttl_secs`).
     #[serde(default)]
     ttl_secs: Option<u64>,
 }
 
-/// `POST /v1/sessions`: mints a session token for a backend, guarded by an API key.
+/// A minted session token and where to use it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+struct SessionResponse {
+    /// The JWT.
+    token: String,
+    /// Expiry, seconds since the UNIX epoch.
+    expires_at: u64,
+    /// The WebSocket URL to connect to.
+    ws_url: String,
+    /// The subprotocol (`fanhub.v1`).
+    protocol: &'static str,
+}
+
+/// Mints a session token for a backend, guarded by an API key (`auth.api_keys`; in
+/// development mode also the key printed at start).
+#[utoipa::path(post, path = "/v1/sessions", request_body = SessionRequest,
+    params(("X-Api-Key" = Option<String>, Header, description = "An API key (or send it as `Authorization: Bearer <key>`)")),
+    responses(
+        (status = 200, body = SessionResponse),
+        (status = 400, body = ErrorBody, description = "bad body or TTL"),
+        (status = 401, body = ErrorBody, description = "missing or unknown API key"),
+        (status = 413, body = ErrorBody, description = "body over the request body limit")))]
 async fn create_session(
     State(s): State<AppState>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Json<SessionResponse>, ApiError> {
     let key = http::bearer_or_key(&headers).ok_or_else(|| {
         ApiError::new(ErrorCode::Unauthenticated, "an API key is required (X-Api-Key or Authorization: Bearer)")
     })?;
@@ -432,12 +560,18 @@ async fn create_session(
     mint(&s, &body)
 }
 
-/// `POST /v1/dev/token`: only in development mode (no auth key configured).
-async fn dev_token(State(s): State<AppState>, body: axum::body::Bytes) -> Result<impl IntoResponse, ApiError> {
+/// Development mode only (no auth key configured): mints a token like `/v1/sessions`, without
+/// an API key.
+#[utoipa::path(post, path = "/v1/dev/token", request_body = SessionRequest,
+    responses(
+        (status = 200, body = SessionResponse),
+        (status = 400, body = ErrorBody, description = "bad body or TTL"),
+        (status = 413, body = ErrorBody, description = "body over the request body limit")))]
+async fn dev_token(State(s): State<AppState>, body: axum::body::Bytes) -> Result<Json<SessionResponse>, ApiError> {
     mint(&s, &body)
 }
 
-fn mint(s: &AppState, body: &[u8]) -> Result<Json<serde_json::Value>, ApiError> {
+fn mint(s: &AppState, body: &[u8]) -> Result<Json<SessionResponse>, ApiError> {
     let req: SessionRequest = serde_json::from_slice(body)
         .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, format!("invalid session request: {e}")))?;
     let auth = &s.ctx.config.auth;
@@ -456,10 +590,10 @@ fn mint(s: &AppState, body: &[u8]) -> Result<Json<serde_json::Value>, ApiError> 
             unix_now(),
         )
         .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e))?;
-    Ok(Json(serde_json::json!({
-        "token": minted.token,
-        "expires_at": minted.expires_at,
-        "ws_url": s.ctx.public_url,
-        "protocol": SUBPROTOCOL,
-    })))
+    Ok(Json(SessionResponse {
+        token: minted.token,
+        expires_at: minted.expires_at,
+        ws_url: s.ctx.public_url.clone(),
+        protocol: SUBPROTOCOL,
+    }))
 }

@@ -7,7 +7,10 @@
 //! Every route but `/healthz`, `/dashboard`, `/v1/openapi.json` (and `/metrics` when
 //! `admin.metrics_require_token` is off) requires an admin token from `auth.admin_tokens`:
 //! `Authorization: Bearer <token>`, or `?token=<token>` for clients that cannot set headers
-//! (`EventSource`). Failures answer `401 unauthenticated` and reveal nothing else.
+//! (`EventSource`). Failures answer `401 unauthenticated` and reveal nothing else: without a
+//! valid token an unknown path, or a method a path does not serve, answers the same 401 (with
+//! one, `404 not_found` and `405`), so the listener does not tell a caller without a token
+//! which routes exist. Every error is `{"code","message"}` (`crate::http::json_errors`).
 //!
 //! The areas: `connections`, `topics`, `stats` (rates, the stream, the sampler), `cluster`,
 //! `drain`. Handlers shared with the public listener (`/healthz`, `POST
@@ -71,9 +74,25 @@ fn admin_token<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Option<&'a str> {
     uri.query()?.split('&').find_map(|kv| kv.strip_prefix("token="))
 }
 
-async fn require_admin(State(s): State<AdminState>, req: Request, next: Next) -> Response {
-    let ok = admin_token(req.headers(), req.uri()).is_some_and(|t| s.ctx.sessions.check_admin_token(t));
-    if !ok {
+fn has_admin_token(s: &AdminState, headers: &HeaderMap, uri: &Uri) -> bool {
+    admin_token(headers, uri).is_some_and(|t| s.ctx.sessions.check_admin_token(t))
+}
+
+/// The paths served without a token, and the state to check tokens against.
+#[derive(Debug, Clone)]
+struct Gate {
+    state: AdminState,
+    open: Arc<[String]>,
+}
+
+/// Runs before routing: a request for anything but an open path needs a valid admin token, or
+/// is answered `401 unauthenticated` whatever its path and method. Deciding before routing is
+/// what keeps the answer the same for a protected route, a method it does not serve (no
+/// `Allow` header) and a path that does not exist, and makes a route added later protected
+/// unless it is added as open.
+async fn require_admin(State(gate): State<Gate>, req: Request, next: Next) -> Response {
+    let open = gate.open.iter().any(|p| p == req.uri().path());
+    if !open && !has_admin_token(&gate.state, req.headers(), req.uri()) {
         return ApiError::new(ErrorCode::Unauthenticated, "a valid admin token is required (Authorization: Bearer)")
             .into_response();
     }
@@ -99,7 +118,13 @@ struct ApiDoc;
 
 /// The admin router and its OpenAPI document, built from the same handler list.
 pub fn router_and_openapi(state: AdminState) -> (Router, utoipa::openapi::OpenApi) {
-    let protected = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, api, _) = routes_and_openapi(&state);
+    (router.with_state(state), api)
+}
+
+/// The API routes, their document, and the paths of those served without a token.
+fn routes_and_openapi(state: &AdminState) -> (Router<AdminState>, utoipa::openapi::OpenApi, Vec<String>) {
+    let mut protected = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(connections::list_connections))
         .routes(routes!(connections::get_connection, connections::kick_connection))
         .routes(routes!(topics::list_topics))
@@ -110,28 +135,39 @@ pub fn router_and_openapi(state: AdminState) -> (Router, utoipa::openapi::OpenAp
         .routes(routes!(stats::stats_stream))
         .routes(routes!(drain::start_drain, drain::get_drain, drain::stop_drain))
         .routes(routes!(crate::http::publish));
-    let protected =
-        if state.ctx.config.admin.metrics_require_token { protected.routes(routes!(metrics)) } else { protected };
-    let protected = protected.route_layer(axum::middleware::from_fn_with_state(state.clone(), require_admin));
     let mut open = OpenApiRouter::new().routes(routes!(crate::http::healthz));
-    if !state.ctx.config.admin.metrics_require_token {
+    if state.ctx.config.admin.metrics_require_token {
+        protected = protected.routes(routes!(metrics));
+    } else {
         open = open.routes(routes!(metrics));
     }
+    let open_paths = open.get_openapi().paths.paths.keys().cloned().collect();
     let (router, api) = protected.merge(open).split_for_parts();
-    (router.with_state(state), api)
+    (router, api, open_paths)
 }
 
-/// The admin router: the API, `/v1/openapi.json`, `/dashboard`, and a JSON 404 for the rest.
+/// The admin router: the API, `/v1/openapi.json` and `/dashboard`. Without a valid admin token
+/// anything but `/healthz`, `/dashboard`, `/v1/openapi.json` (and `/metrics` when
+/// `admin.metrics_require_token` is off) answers 401; with one, an unknown path answers a JSON
+/// 404 and a method a path does not serve a JSON 405. Every error is `{"code","message"}`.
 pub fn admin_router(state: AdminState) -> Router {
-    let (router, api) = router_and_openapi(state);
+    let (router, api, mut open) = routes_and_openapi(&state);
+    open.extend(["/v1/openapi.json".to_owned(), "/dashboard".to_owned()]);
     let api = Arc::new(api);
-    router
+    let routed = router
         .route("/v1/openapi.json", axum::routing::get(move || async move { Json((*api).clone()) }))
         .route("/dashboard", axum::routing::get(|| async { Html(include_str!("../../web-demo/dashboard.html")) }))
-        .fallback(|method: Method, uri: Uri| async move {
-            ApiError::new(ErrorCode::NotFound, format!("{NO_ROUTE_PREFIX} {method} {}", uri.path()))
-        })
+        .fallback(|method: Method, uri: Uri| async move { crate::http::no_route(&method, &uri) })
+        .method_not_allowed_fallback(|method: Method, uri: Uri| async move { crate::http::wrong_method(&method, &uri) })
+        .with_state(state.clone());
+    // The gate wraps the whole routed service (as its catch-all), so it runs before routing.
+    let gate = Gate { state, open: open.into() };
+    Router::new()
+        .fallback_service(routed)
+        .layer(axum::middleware::from_fn_with_state(gate, require_admin))
+        .layer(axum::extract::DefaultBodyLimit::max(crate::http::BODY_LIMIT))
+        .layer(axum::middleware::map_response(crate::http::json_errors))
 }
 
-/// How the message of the fallback's `not_found` starts (for tests and the OpenAPI check).
-pub const NO_ROUTE_PREFIX: &str = "no such route:";
+/// How the message of the answer to an unknown path starts (for tests and the OpenAPI check).
+pub use crate::http::NO_ROUTE_PREFIX;

@@ -2,7 +2,9 @@
 //! admin token (none, a wrong `Authorization: Bearer`, a wrong `?token=`) with
 //! `401 {"code":"unauthenticated",…}`, reveals no connection data and has no effect; the right
 //! token in `?token=` is accepted; `/healthz` on the admin listener is open; and the admin API
-//! does not exist on the public listener.
+//! does not exist on the public listener. Without a valid token the listener does not reveal
+//! which routes exist: an unknown path and a method a route does not serve answer the same 401
+//! as a protected route (no `Allow` header); with the token they answer a JSON 404 and 405.
 
 use crate::common::*;
 use serde_json::{json, Value};
@@ -142,5 +144,81 @@ async fn the_admin_api_is_not_reachable_on_the_public_listener() {
     }
     let r = http(hub.addr, "GET", &format!("/v1/admin/stats?token={ADMIN_TOKEN}"), &[], "").await;
     assert_eq!(r.status, 404, "?token= does not open it either: {}", r.body);
+    hub.shutdown().await;
+}
+
+/// Requests for what is not a route (or not with this method), each refused without a token.
+const NOT_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/v1/admin/nonexistent"),
+    ("GET", "/v1/admin/connections/1/extra"),
+    ("GET", "/nope"),
+    ("DELETE", "/"),
+    ("POST", "/v1/admin/stats"),
+    ("PATCH", "/v1/admin/connections"),
+    ("PUT", "/v1/admin/drain"),
+    ("GET", "/v1/publish"),
+];
+
+#[tokio::test]
+async fn without_a_valid_token_an_unknown_path_or_method_answers_the_same_401_as_a_protected_route() {
+    let hub = spawn_hub(test_config()).await;
+    let refusal = http(hub.admin, "GET", "/v1/admin/stats", &[], "").await;
+    assert_eq!(refusal.status, 401, "{}", refusal.body);
+    let wrong_bearer = [("Authorization", "Bearer wrong-admin-token")];
+    for (headers, query) in [(&[][..], ""), (&wrong_bearer[..], ""), (&[][..], "?token=wrong-admin-token")] {
+        for (method, path) in NOT_ROUTES {
+            let path = format!("{path}{query}");
+            let r = http(hub.admin, method, &path, headers, "").await;
+            assert_eq!(r.status, 401, "{method} {path} {headers:?}: {}", r.body);
+            assert_eq!(r.header("content-type"), Some("application/json"), "{method} {path}");
+            assert_eq!(r.json(), refusal.json(), "{method} {path} {headers:?} answers like a protected route");
+            assert_eq!(r.header("allow"), None, "{method} {path}: no Allow header tells the route exists");
+        }
+    }
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_the_admin_token_an_unknown_path_is_a_json_404_and_a_wrong_method_a_json_405() {
+    let hub = spawn_hub(test_config()).await;
+    for (method, path) in [("GET", "/v1/admin/nonexistent"), ("GET", "/nope"), ("GET", "/v1/admin/connections/1/extra")]
+    {
+        let r = admin(&hub, method, path, "").await;
+        assert_eq!(r.status, 404, "{method} {path}: {}", r.body);
+        let v = r.json();
+        assert_eq!(v["code"], "not_found", "{v}");
+        assert_eq!(v["message"], format!("{} {method} {path}", fanhub::admin::NO_ROUTE_PREFIX), "{v}");
+    }
+    for (method, path, allow) in [("POST", "/v1/admin/stats", "GET"), ("PUT", "/v1/admin/drain", "GET,POST,DELETE")] {
+        let r = admin(&hub, method, path, "").await;
+        assert_eq!(r.status, 405, "{method} {path}: {}", r.body);
+        assert_eq!(r.json()["code"], "invalid_argument", "{}", r.body);
+        let mut got: Vec<&str> = r.header("allow").unwrap_or_default().split(',').map(str::trim).collect();
+        let mut want: Vec<&str> = allow.split(',').collect();
+        got.sort_unstable();
+        want.sort_unstable();
+        assert!(want.iter().all(|m| got.contains(m)), "{method} {path}: Allow {got:?} lists {want:?}");
+    }
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_open_admin_routes_stay_open_without_a_token() {
+    let hub = spawn_hub(test_config()).await;
+    for path in ["/healthz", "/dashboard", "/v1/openapi.json"] {
+        let r = http(hub.admin, "GET", path, &[], "").await;
+        assert_eq!(r.status, 200, "GET {path}: {}", r.body);
+    }
+    let r = http(hub.admin, "GET", "/metrics", &[], "").await;
+    assert_eq!(r.status, 401, "/metrics needs the token by default: {}", r.body);
+    hub.shutdown().await;
+
+    let mut config = test_config();
+    config.admin.metrics_require_token = false;
+    let hub = spawn_hub(config).await;
+    let r = http(hub.admin, "GET", "/metrics", &[], "").await;
+    assert_eq!(r.status, 200, "/metrics with admin.metrics_require_token off: {}", r.body);
+    let r = http(hub.admin, "GET", "/v1/admin/stats", &[], "").await;
+    assert_eq!(r.status, 401, "the rest still needs the token: {}", r.body);
     hub.shutdown().await;
 }

@@ -18,6 +18,7 @@ mod config_validation;
 mod connection_details;
 mod drain;
 mod health;
+mod http_errors;
 mod keepalive;
 mod lifecycle;
 mod limits;

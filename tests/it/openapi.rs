@@ -1,6 +1,8 @@
-//! The admin listener serves its OpenAPI 3 document at `GET /v1/openapi.json` without a token;
-//! the document lists every admin route, and every operation it lists is routed (no 405, no
-//! fallback 404 "no such route:").
+//! Each listener serves its own OpenAPI 3 document at `GET /v1/openapi.json` without a token.
+//! The admin document lists every admin route, and every operation it lists is routed (no 405,
+//! no fallback 404 "no such route:"). The public document lists exactly the routes the public
+//! listener serves — WebRTC signaling only in a build with WebRTC, `/v1/dev/token` only in
+//! development mode — and each is routed. In both, every error response is an `ErrorBody`.
 
 use crate::common::*;
 use serde_json::Value;
@@ -28,10 +30,82 @@ const ROUTES: &[(&str, &str)] = &[
 
 const METHODS: &[&str] = &["get", "put", "post", "delete", "patch", "head", "options", "trace"];
 
+/// Every public API route (as templated in the document), in every build and mode.
+const PUBLIC_ROUTES: &[(&str, &str)] =
+    &[("GET", "/ws"), ("GET", "/healthz"), ("GET", "/readyz"), ("POST", "/v1/sessions"), ("POST", "/v1/publish")];
+
+/// The WebRTC signaling routes: documented and served only in a build with WebRTC.
+const RTC_ROUTES: &[(&str, &str)] = &[
+    ("POST", "/v1/rtc/offer"),
+    ("GET", "/v1/rtc/config"),
+    ("PATCH", "/v1/rtc/sessions/{id}"),
+    ("DELETE", "/v1/rtc/sessions/{id}"),
+];
+
+/// Documented and served only in development mode.
+const DEV_ROUTE: (&str, &str) = ("POST", "/v1/dev/token");
+
 async fn openapi_document(hub: &Hub) -> Value {
     let r = http(hub.admin, "GET", "/v1/openapi.json", &[], "").await;
     assert_eq!(r.status, 200, "the document needs no token: {}", r.body);
     r.json()
+}
+
+async fn public_openapi_document(hub: &Hub) -> Value {
+    let r = http(hub.addr, "GET", "/v1/openapi.json", &[], "").await;
+    assert_eq!(r.status, 200, "the public document: {}", r.body);
+    r.json()
+}
+
+/// The public routes this build serves in development mode (`dev`) or not.
+fn expected_public_routes(dev: bool) -> Vec<(String, String)> {
+    let mut routes: Vec<&(&str, &str)> = PUBLIC_ROUTES.iter().collect();
+    if cfg!(feature = "webrtc") {
+        routes.extend(RTC_ROUTES);
+    }
+    if dev {
+        routes.push(&DEV_ROUTE);
+    }
+    let mut routes: Vec<(String, String)> = routes.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    routes.sort();
+    routes
+}
+
+/// A configuration that is not development mode (an HS256 secret is set).
+fn production_config() -> fanhub::config::Config {
+    let mut c = test_config();
+    c.auth.hs256_secret = Some("a-secret-for-the-openapi-tests-0123456789".into());
+    c
+}
+
+/// Whether `r` is the router's own answer for a path or method it does not serve.
+fn unrouted(r: &HttpResponse) -> bool {
+    r.status == 405
+        || (r.status == 404
+            && r.json()["message"].as_str().is_some_and(|m| m.starts_with(fanhub::admin::NO_ROUTE_PREFIX)))
+}
+
+/// Every error response (status ≥ 400) of every operation is an `ErrorBody` in JSON, but
+/// `/readyz`'s 503: a readiness answer, the health body with `status` `unavailable`, which load
+/// balancers and operators read the same way whatever the status.
+fn assert_errors_are_error_bodies(doc: &Value, which: &str) {
+    assert!(doc["components"]["schemas"]["ErrorBody"].is_object(), "{which}: ErrorBody is a schema");
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for m in METHODS {
+            let Some(op) = item.get(*m) else { continue };
+            let responses = op["responses"].as_object().unwrap_or_else(|| panic!("{which} {m} {path}: responses"));
+            for (status, resp) in responses {
+                if status.parse::<u16>().is_ok_and(|s| s < 400) || (path == "/readyz" && status == "503") {
+                    continue;
+                }
+                let schema = &resp["content"]["application/json"]["schema"]["$ref"];
+                assert_eq!(
+                    schema, "#/components/schemas/ErrorBody",
+                    "{which}: {m} {path} answers {status} with an ErrorBody: {resp}"
+                );
+            }
+        }
+    }
 }
 
 /// Every (METHOD, path) the document lists.
@@ -145,4 +219,76 @@ async fn every_operation_in_the_openapi_document_is_routed() {
         }
     }
     hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_error_response_in_the_admin_document_is_an_error_body() {
+    let hub = spawn_hub(test_config()).await;
+    assert_errors_are_error_bodies(&openapi_document(&hub).await, "admin");
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_public_listener_serves_its_own_openapi_3_document() {
+    let hub = spawn_hub(test_config()).await;
+    let doc = public_openapi_document(&hub).await;
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "OpenAPI 3: {}", doc["openapi"]);
+    let title = doc["info"]["title"].as_str().unwrap_or_default();
+    assert!(title.contains("public"), "{title}");
+    let ops = operations(&doc);
+    assert!(!ops.iter().any(|(_, p)| p.starts_with("/v1/admin")), "no admin route in the public document: {ops:?}");
+    assert_errors_are_error_bodies(&doc, "public");
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_public_document_lists_exactly_the_public_routes_of_this_build_and_mode() {
+    for (dev, config) in [(true, test_config()), (false, production_config())] {
+        let hub = spawn_hub(config).await;
+        let mut ops = operations(&public_openapi_document(&hub).await);
+        ops.sort();
+        assert_eq!(ops, expected_public_routes(dev), "development mode {dev}");
+        hub.shutdown().await;
+    }
+}
+
+/// Every (method, path) pair over the documented and the expected paths is routed exactly when
+/// it is documented: nothing is served undocumented, nothing documented is missing. `/ws` is the
+/// one exception: every other method there gets the WebSocket handler's 400 (not a 405), as the
+/// protocol says.
+#[tokio::test]
+async fn every_route_the_public_listener_serves_is_documented_and_vice_versa() {
+    for (dev, config) in [(true, test_config()), (false, production_config())] {
+        let hub = spawn_hub(config).await;
+        let documented = operations(&public_openapi_document(&hub).await);
+        let mut paths: Vec<String> = PUBLIC_ROUTES
+            .iter()
+            .chain(RTC_ROUTES)
+            .chain([&DEV_ROUTE])
+            .map(|(_, p)| p.to_string())
+            .chain(documented.iter().map(|(_, p)| p.clone()))
+            .collect();
+        paths.sort();
+        paths.dedup();
+        for path in &paths {
+            let concrete = path.replace("{id}", "999999");
+            assert!(!concrete.contains('{'), "an unknown path parameter in {path}");
+            for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+                let r = http(hub.addr, method, &concrete, &[], "").await;
+                let is_documented = documented.iter().any(|(m, p)| m == method && p == path);
+                if path == "/ws" && !is_documented {
+                    assert_eq!(r.status, 400, "{method} /ws: {}", r.body);
+                    continue;
+                }
+                assert_eq!(
+                    !unrouted(&r),
+                    is_documented,
+                    "development mode {dev}: {method} {path} routed ({} {}) but documented: {is_documented}",
+                    r.status,
+                    r.body
+                );
+            }
+        }
+        hub.shutdown().await;
+    }
 }

@@ -6,7 +6,8 @@
 //! frame arrives once, in order, on `fanhub`, byte for byte; best-effort frames come on
 //! `fanhub-lossy`, and those that arrive are whole.
 //!
-//! Needs aiortc: `tests/rtc/setup.sh` installs it (`.ci/run` calls it). All traffic is loopback:
+//! Needs aiortc: `tests/rtc/setup.sh` installs it into the virtual environment `target/rtc-venv`
+//! (`.ci/run` calls it), whose python runs the script. All traffic is loopback:
 //! the script limits aiortc to one 127.0.0.1 host candidate and no STUN server.
 
 use std::path::Path;
@@ -31,16 +32,22 @@ fn sha1_hex(data: &[u8]) -> String {
     sha1_smol::Sha1::from(data).digest().to_string()
 }
 
+/// The python of the virtual environment `tests/rtc/setup.sh` makes and installs aiortc into.
+fn python() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/rtc-venv/bin/python")
+}
+
 /// aiortc's version. Fails (it does not skip) when aiortc is missing: CI runs
 /// `tests/rtc/setup.sh` first.
 fn require_aiortc() -> String {
-    let out = std::process::Command::new("python3")
+    let out = std::process::Command::new(python())
         .args(["-c", "import aiortc; print(aiortc.__version__)"])
         .output()
-        .expect("python3 is needed for the aiortc interop test (then run tests/rtc/setup.sh)");
+        .unwrap_or_else(|e| panic!("no {} ({e}): run tests/rtc/setup.sh", python().display()));
     assert!(
         out.status.success(),
-        "aiortc is not importable by python3: run tests/rtc/setup.sh (it installs aiortc with pip)\n{}",
+        "aiortc is not importable by {}: run tests/rtc/setup.sh (it installs aiortc there)\n{}",
+        python().display(),
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
@@ -55,7 +62,7 @@ struct Script {
 
 fn spawn_script(hub: &Hub, token: &str, frames: usize) -> Script {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut child = Command::new("python3")
+    let mut child = Command::new(python())
         .arg("tests/rtc/aiortc_peer.py")
         .arg(format!("http://{}", hub.addr))
         .arg(token)
@@ -69,7 +76,7 @@ fn spawn_script(hub: &Hub, token: &str, frames: usize) -> Script {
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .expect("python3 tests/rtc/aiortc_peer.py");
+        .expect("target/rtc-venv/bin/python tests/rtc/aiortc_peer.py");
     let stdout = child.stdout.take().unwrap();
     let mut stderr = child.stderr.take().unwrap();
     let (tx, lines) = mpsc::unbounded_channel();

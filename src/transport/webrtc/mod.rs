@@ -177,6 +177,14 @@ fn bind(listen: SocketAddr, i: usize) -> std::io::Result<UdpSocket> {
     // At the default ~208 KB the socket dropped packets while 200 peers joined; 8 MiB: none.
     let _ = socket.set_recv_buffer_size(8 << 20);
     socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
+    socket.bind(&addr.into()).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "cannot listen on UDP {addr} (WebRTC driver {i}; drivers use consecutive ports from \
+                 `webrtc.udp_listen`, FANHUB_WEBRTC__UDP_LISTEN): {e}"
+            ),
+        )
+    })?;
     UdpSocket::from_std(socket.into())
 }
