@@ -22,6 +22,10 @@ pub struct ConnectionDetails {
     pub streams: Vec<String>,
     /// Start offsets, one per stream (empty: all live).
     pub stream_offsets: Vec<u64>,
+    /// The epoch each start offset belongs to, one per stream (empty, or 0 for a stream: the
+    /// topic's current epoch is assumed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stream_epochs: Vec<u64>,
     /// When true, the main stream `data_source/session_key` is not subscribed.
     pub exclude_main_stream: bool,
 }
@@ -113,6 +117,9 @@ pub enum ClientOp {
         /// Start offsets, one per stream (empty: all live).
         #[serde(default)]
         stream_offsets: Vec<u64>,
+        /// The epoch of each start offset (empty, or 0: the topic's current epoch).
+        #[serde(default)]
+        stream_epochs: Vec<u64>,
     },
     /// Remove streams of the connection's data source and session.
     RemoveStreams {

@@ -187,7 +187,7 @@ pub enum Reply {
 enum Pending {
     Connect { id: Option<u64>, token: String, session: SessionInfo, details: ConnectionDetails },
     Subscribe { id: Option<u64>, topic: TopicName, opts: SubscribeOptions },
-    AddStreams { id: Option<u64>, streams: Vec<String>, offsets: Vec<u64> },
+    AddStreams { id: Option<u64>, streams: Vec<String>, offsets: Vec<u64>, epochs: Vec<u64> },
     Publish(PendingPublish),
     Enqueue { id: Option<u64>, topic: TopicName, seq: u64 },
     RtcOffer { id: Option<u64> },

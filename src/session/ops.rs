@@ -7,6 +7,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 
 use super::{Command, Pending, PendingPublish, Reply, Session, SignalError};
+use crate::hub::manager::Starts;
 use crate::hub::{
     AuthFailure, ConnState, ConnectionManager, Now, PublishError, SubscribeItem, SubscribeOptions, TopicName,
 };
@@ -113,8 +114,7 @@ impl Session {
         }
         let details = details.filter(|d| !d.is_empty()).unwrap_or_default();
         if self.p.brokered && !details.is_empty() {
-            if let Ok(plan) = ConnectionManager::stream_topics(&details) {
-                let items = plan.into_iter().map(|(t, o)| (t, o, None)).collect();
+            if let Ok(items) = ConnectionManager::stream_topics(&details) {
                 return self.prepare(Pending::Connect { id, token, session, details }, items);
             }
             // Bad details: opening the streams answers the error.
@@ -220,15 +220,15 @@ impl Session {
                 };
                 self.publish(id, seq, &topic, payload, flags, now);
             }
-            ClientOp::AddStreams { id, streams, stream_offsets } => {
+            ClientOp::AddStreams { id, streams, stream_offsets: offsets, stream_epochs: epochs } => {
                 if self.p.brokered {
-                    if let Ok(plan) = self.p.hub.added_stream_topics(conn_id, &streams, &stream_offsets) {
-                        let items = plan.into_iter().map(|(t, o)| (t, o, None)).collect();
-                        return self.prepare(Pending::AddStreams { id, streams, offsets: stream_offsets }, items);
+                    let starts = Starts { offsets: &offsets, epochs: &epochs };
+                    if let Ok(items) = self.p.hub.added_stream_topics(conn_id, &streams, starts) {
+                        return self.prepare(Pending::AddStreams { id, streams, offsets, epochs }, items);
                     }
                     // Bad streams: adding them answers the error.
                 }
-                self.add_streams(id, &streams, &stream_offsets, now);
+                self.add_streams(id, &streams, Starts { offsets: &offsets, epochs: &epochs }, now);
             }
             ClientOp::RemoveStreams { id, streams } => match self.p.hub.remove_streams(conn_id, &streams) {
                 Ok(topics) => self
@@ -310,8 +310,8 @@ impl Session {
         }
     }
 
-    fn add_streams(&mut self, id: Option<u64>, streams: &[String], offsets: &[u64], now: Now) {
-        match self.p.hub.add_streams(self.p.conn.id(), streams, offsets, now) {
+    fn add_streams(&mut self, id: Option<u64>, streams: &[String], starts: Starts<'_>, now: Now) {
+        match self.p.hub.add_streams(self.p.conn.id(), streams, starts, now) {
             Ok(subscriptions) => self.reply(&ServerMsg::StreamsAdded { id, subscriptions }),
             Err(e) => self.error_full(id, e.code(), e.to_string(), None, e.limit()),
         }
@@ -401,8 +401,8 @@ impl Session {
                 Ok(_guard) => self.subscribe(id, topic, opts, now),
                 Err(e) => self.error_full(id, e.code(), e.to_string(), Some(topic.to_string()), e.limit()),
             },
-            (Pending::AddStreams { id, streams, offsets }, Reply::Prepared(r)) => match r {
-                Ok(_guard) => self.add_streams(id, &streams, &offsets, now),
+            (Pending::AddStreams { id, streams, offsets, epochs }, Reply::Prepared(r)) => match r {
+                Ok(_guard) => self.add_streams(id, &streams, Starts { offsets: &offsets, epochs: &epochs }, now),
                 Err(e) => self.error_full(id, e.code(), e.to_string(), None, e.limit()),
             },
             (Pending::Publish(p), Reply::SpaceFreed) => self.route(p, false, now),

@@ -4,7 +4,7 @@
 
 use crate::common::*;
 use fanhub::hub::TopicName;
-use serde_json::json;
+use serde_json::{json, Value};
 
 fn t(s: &str) -> TopicName {
     TopicName::new(s).unwrap()
@@ -122,5 +122,58 @@ async fn bye_answers_success_and_closes_normally() {
     assert_eq!(r["success"], true);
     assert_eq!(c.expect_close().await.code, Some(1000));
     hub.eventually("unregistered", |m| m.connection_stats().active_connections == 0).await;
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn stream_epochs_make_stream_offsets_resume_safely_across_an_epoch_change() {
+    let hub = spawn_hub(test_config()).await;
+    for i in 0..4u8 {
+        hub.manager.route_data(&t("car/lap/engine"), &[i], 0, now()).unwrap();
+    }
+    let epoch = hub.manager.topic_info(&t("car/lap/engine")).unwrap().epoch;
+    let connect = |epochs: Value| {
+        json!({"op": "connect", "token": hub.token("t"), "details": {"data_source": "car", "session_key": "lap",
+            "streams": ["engine"], "stream_offsets": [3], "stream_epochs": epochs, "exclude_main_stream": true}})
+    };
+    // The epoch it had: a plain resume from offset 3.
+    let same = hub.connect_with(connect(json!([epoch]))).await;
+    let s = &same.welcome["subscriptions"][0];
+    assert_eq!(
+        (s["offset"].as_u64(), s["replayed"].as_u64(), s["recovered"].as_bool()),
+        (Some(3), Some(2), Some(true))
+    );
+    // Another epoch: its offset means nothing here; everything retained comes, flagged lost.
+    let other = hub.connect_with(connect(json!([epoch + 1]))).await;
+    let s = &other.welcome["subscriptions"][0];
+    assert_eq!(
+        (s["offset"].as_u64(), s["replayed"].as_u64(), s["recovered"].as_bool()),
+        (Some(1), Some(4), Some(false))
+    );
+    // 0 means unknown: the current epoch is assumed.
+    let unknown = hub.connect_with(connect(json!([0]))).await;
+    assert_eq!(unknown.welcome["subscriptions"][0]["recovered"], true);
+    // The same on add_streams, and a length mismatch is refused naming the field.
+    let mut c = hub
+        .connect_with(json!({"op": "connect", "token": hub.token("t"),
+        "details": {"data_source": "car", "session_key": "lap", "exclude_main_stream": true}}))
+        .await;
+    let r = c
+        .request(json!({"op": "add_streams", "streams": ["engine"], "stream_offsets": [2], "stream_epochs": [1, 2]}))
+        .await;
+    assert_eq!(r["code"], "invalid_argument", "{r}");
+    assert!(r["message"].as_str().unwrap().contains("stream_epochs"), "{r}");
+    let r = c
+        .request(
+            json!({"op": "add_streams", "streams": ["engine"], "stream_offsets": [2], "stream_epochs": [epoch + 7]}),
+        )
+        .await;
+    assert_eq!(
+        (r["subscriptions"][0]["recovered"].as_bool(), r["subscriptions"][0]["offset"].as_u64()),
+        (Some(false), Some(1)),
+        "{r}"
+    );
+    let d = c.request(json!({"op": "get_connection"})).await;
+    assert_eq!(d["details"]["stream_epochs"], json!([epoch + 7]), "{d}");
     hub.shutdown().await;
 }

@@ -42,6 +42,7 @@ mod tests;
 
 pub use errors::{Action, PublishError, RegisterError, RequestError, SetPolicyError, SubscribeError};
 pub use remote::{encode_remote, RemoteOutcome, RemotePosition, RemoteRecord, MAX_PENDING};
+pub use streams::Starts;
 
 /// Connection and enforcement limits (all configurable).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -509,6 +509,7 @@ fn connection_detail_streams_open_with_offsets_and_main_stream() {
         session_key: "race-1".into(),
         streams: vec!["engine".into(), "brakes".into()],
         stream_offsets: vec![2, 0],
+        stream_epochs: Vec::new(),
         exclude_main_stream: false,
     };
     let infos = m.open_streams(c.id(), &details, now()).unwrap();
@@ -523,7 +524,7 @@ fn connection_detail_streams_open_with_offsets_and_main_stream() {
     assert!(matches!(m.open_streams(c2.id(), &bad, now()), Err(SubscribeError::OffsetsMismatch { .. })));
     assert!(m.topics_of(c2.id()).is_empty(), "nothing half-subscribed");
 
-    m.add_streams(c.id(), &["tyres".into()], &[], now()).unwrap();
+    m.add_streams(c.id(), &["tyres".into()], super::Starts::LIVE, now()).unwrap();
     assert_eq!(m.topics_of(c.id()).len(), 4);
     m.remove_streams(c.id(), &["engine".into()]).unwrap();
     let d = m.connection_details(c.id()).unwrap();
