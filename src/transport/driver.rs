@@ -126,14 +126,11 @@ async fn drive(ctx: &Arc<HubContext>, session: &mut Session, transport: &mut imp
         }
         if waiting == Waiting::Drain {
             // Shutting down: hand in what has already arrived, without waiting for more.
-            tokio::select! {
-                biased;
-                r = transport.recv() => match r {
-                    Recv::Frame(input) => session.handle_input(input, ctx.clock.now()),
-                    Recv::Closed => return End::PeerClosed,
-                    Recv::Gone => return End::Gone,
-                },
-                () = std::future::ready(()) => session.handle_drained(ctx.clock.now()),
+            match received(transport).await {
+                Some(Recv::Frame(input)) => session.handle_input(input, ctx.clock.now()),
+                Some(Recv::Closed) => return End::PeerClosed,
+                Some(Recv::Gone) => return End::Gone,
+                None => session.handle_drained(ctx.clock.now()),
             }
             continue;
         }
@@ -159,6 +156,24 @@ async fn drive(ctx: &Arc<HubContext>, session: &mut Session, transport: &mut imp
             () = timer.fired() => session.handle_tick(ctx.clock.now()),
         }
     }
+}
+
+/// The next event the transport already has, if any. A socket's readiness is learned by the
+/// runtime's reactor, so a miss is retried once after a yield (which runs the reactor first);
+/// `unconstrained`, because with tokio's cooperative budget spent a socket holding frames
+/// reports Pending. The session bounds how many frames are drained.
+async fn received(transport: &mut impl Transport) -> Option<Recv> {
+    for attempt in 0..2 {
+        tokio::select! {
+            biased;
+            r = tokio::task::unconstrained(transport.recv()) => return Some(r),
+            () = std::future::ready(()) => {}
+        }
+        if attempt == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    None
 }
 
 fn backlog(w: Waiting) -> usize {

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use crate::cluster::{node, wait_ready};
 use crate::common::*;
-use crate::shutdown::{answers_before_bye, check_prefix};
-use futures_util::SinkExt;
+use crate::shutdown::{answers_before_bye, check_prefix, publish_through_shutdown};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -94,20 +93,12 @@ async fn a_node_shutting_down_answers_every_publish_it_read_before_its_bye() {
     let (mut a, b) = (node(&redis, "A").await, node(&redis, "B").await);
     let mut sub = b.connect("sub").await;
     sub.subscribe("rel/sd").await;
-    let mut publisher = a.connect("pub").await;
-    // A burst of publishes, then the shutdown, while the node is still working through them.
-    const N: u64 = 400;
-    for id in 1..=N {
-        let msg = json!({"op": "publish", "id": id, "topic": "rel/sd", "data": {"i": id}});
-        publisher.ws.feed(Message::text(msg.to_string())).await.unwrap();
-    }
-    publisher.ws.flush().await.unwrap();
-    a.begin_shutdown();
-    let closed = publisher.expect_close().await;
-    assert_eq!(closed.code, Some(1001), "{closed:?}");
-    let (answers, after_bye) = answers_before_bye(&closed.messages);
+    let publisher = a.connect("pub").await;
+    // Publishing goes on while the node shuts down.
+    let messages = publish_through_shutdown(publisher, "rel/sd").shut_down_after(50, || a.begin_shutdown()).await;
+    let (answers, after_bye) = answers_before_bye(&messages);
     assert!(after_bye.is_empty(), "answers after the bye: {after_bye:?}");
-    let published = check_prefix(&answers, N);
+    let published = check_prefix(&answers);
     // What was answered `published` is exactly what the subscriber on the other node gets.
     let got = sub.records(published.len()).await;
     assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), published);
