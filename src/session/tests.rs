@@ -89,6 +89,22 @@ impl Rig {
         std::iter::from_fn(|| self.session.poll_output()).collect()
     }
 
+    /// A `reliable` + `apply_backpressure` topic (500 ms) with one subscriber whose queue holds
+    /// one message and who never reads.
+    fn full_after_one(&self, name: &str) -> (TopicName, Arc<TestConnection>) {
+        let policy = DeliveryPolicy::Reliable {
+            queue_messages: 1,
+            queue_bytes: 1 << 20,
+            overflow: ReliableOverflow::ApplyBackpressure,
+            backpressure_timeout_ms: 500,
+        };
+        let topic = TopicName::new(name).unwrap();
+        self.hub.set_delivery_policy(&topic, policy).unwrap();
+        let slow = TestConnection::register(&self.hub, "slow", 2);
+        self.hub.subscribe(slow.id(), &topic, SubscribeOptions::default(), self.at(0)).unwrap();
+        (topic, slow)
+    }
+
     fn deadline_ms(&self) -> Option<u64> {
         self.session.poll_timeout().map(|t| (t - self.t0).as_millis() as u64)
     }
@@ -222,16 +238,7 @@ fn server_time_sync_asks_each_interval_and_records_the_answer() {
 fn a_publish_held_by_a_full_subscriber_waits_then_fails_at_the_policy_deadline() {
     let mut r = rig(false, false);
     r.connect(3600);
-    let policy = DeliveryPolicy::Reliable {
-        queue_messages: 1,
-        queue_bytes: 1 << 20,
-        overflow: ReliableOverflow::ApplyBackpressure,
-        backpressure_timeout_ms: 500,
-    };
-    let topic = TopicName::new("bp").unwrap();
-    r.hub.set_delivery_policy(&topic, policy).unwrap();
-    let slow = TestConnection::register(&r.hub, "slow", 2);
-    r.hub.subscribe(slow.id(), &topic, SubscribeOptions::default(), r.at(0)).unwrap();
+    let (topic, slow) = r.full_after_one("bp");
     r.text(json!({"op": "publish", "id": 5, "topic": "bp", "data": 1}), 10);
     assert_eq!(r.control()[0]["type"], "published");
     r.text(json!({"op": "publish", "id": 6, "topic": "bp", "data": 2}), 20);
@@ -397,16 +404,7 @@ fn in_cluster_mode_a_connect_in_time_is_not_failed_by_a_slow_broker() {
 fn shutdown_answers_the_publish_waiting_for_room_and_refuses_every_frame_already_received() {
     let mut r = rig(true, false);
     r.connect(3600);
-    let policy = DeliveryPolicy::Reliable {
-        queue_messages: 1,
-        queue_bytes: 1 << 20,
-        overflow: ReliableOverflow::ApplyBackpressure,
-        backpressure_timeout_ms: 500,
-    };
-    let topic = TopicName::new("bp").unwrap();
-    r.hub.set_delivery_policy(&topic, policy).unwrap();
-    let slow = TestConnection::register(&r.hub, "slow", 2);
-    r.hub.subscribe(slow.id(), &topic, SubscribeOptions::default(), r.at(0)).unwrap();
+    let (topic, _slow) = r.full_after_one("bp");
     r.text(json!({"op": "publish", "id": 5, "topic": "bp", "data": 1}), 10);
     let published = r.control().remove(0);
     assert_eq!((published["type"].as_str(), published["offset"].as_u64()), (Some("published"), Some(1)));
