@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use crate::cluster::{node, wait_ready};
 use crate::common::*;
-use crate::shutdown::{answers_before_bye, check_prefix, publish_through_shutdown};
-use serde_json::json;
+use crate::shutdown::{answers_before_bye, check_prefix};
+use futures_util::SinkExt;
+use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
@@ -107,4 +108,57 @@ async fn a_node_shutting_down_answers_every_publish_it_read_before_its_bye() {
     assert_eq!(sub.next_record().await.offset, next, "nothing unanswered was published");
     a.wait_stopped().await;
     b.shutdown().await;
+}
+
+/// A publisher that keeps publishing (JSON, ids from 1, one frame at a time) while the server
+/// shuts down, and collects every control message it gets until the close.
+struct PublishRun {
+    sender: tokio::task::JoinHandle<()>,
+    reader: tokio::task::JoinHandle<Vec<Value>>,
+    answered: tokio::sync::watch::Receiver<u64>,
+}
+
+fn publish_through_shutdown(publisher: Client, topic: &str) -> PublishRun {
+    use futures_util::StreamExt;
+    let (mut sink, mut stream) = publisher.ws.split();
+    let topic = topic.to_owned();
+    let sender = tokio::spawn(async move {
+        for id in 1..=1_000_000u64 {
+            let msg = json!({"op": "publish", "id": id, "topic": topic, "data": {"i": id}});
+            // No yield: frames pile up in the socket, so the shutdown finds some unread.
+            if sink.send(Message::text(msg.to_string())).await.is_err() {
+                return;
+            }
+        }
+    });
+    let (tx, answered) = tokio::sync::watch::channel(0u64);
+    let reader = tokio::spawn(async move {
+        let mut messages = Vec::new();
+        while let Some(Ok(m)) = tokio::time::timeout(TIMEOUT, stream.next()).await.expect("the server never closed") {
+            match m {
+                Message::Text(t) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    if let Some(id) = v["id"].as_u64() {
+                        tx.send_modify(|n| *n = (*n).max(id));
+                    }
+                    messages.push(v);
+                }
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        messages
+    });
+    PublishRun { sender, reader, answered }
+}
+
+impl PublishRun {
+    /// Starts the shutdown once `n` publishes were answered; returns the control messages.
+    async fn shut_down_after(mut self, n: u64, shut_down: impl FnOnce()) -> Vec<Value> {
+        tokio::time::timeout(TIMEOUT, self.answered.wait_for(|a| *a >= n)).await.expect("publishes answered").unwrap();
+        shut_down();
+        let messages = self.reader.await.unwrap();
+        self.sender.abort();
+        messages
+    }
 }

@@ -112,59 +112,6 @@ async fn every_publish_read_before_the_bye_is_answered_and_none_unanswered_is_pu
     hub.wait_stopped().await;
 }
 
-/// A publisher that keeps publishing (JSON, ids from 1, one frame at a time) while the server
-/// shuts down, and collects every control message it gets until the close.
-pub(crate) struct PublishRun {
-    sender: tokio::task::JoinHandle<()>,
-    reader: tokio::task::JoinHandle<Vec<Value>>,
-    answered: tokio::sync::watch::Receiver<u64>,
-}
-
-pub(crate) fn publish_through_shutdown(publisher: Client, topic: &str) -> PublishRun {
-    use futures_util::StreamExt;
-    let (mut sink, mut stream) = publisher.ws.split();
-    let topic = topic.to_owned();
-    let sender = tokio::spawn(async move {
-        for id in 1..=1_000_000u64 {
-            let msg = json!({"op": "publish", "id": id, "topic": topic, "data": {"i": id}});
-            // No yield: frames pile up in the socket, so the shutdown finds some unread.
-            if sink.send(Message::text(msg.to_string())).await.is_err() {
-                return;
-            }
-        }
-    });
-    let (tx, answered) = tokio::sync::watch::channel(0u64);
-    let reader = tokio::spawn(async move {
-        let mut messages = Vec::new();
-        while let Some(Ok(m)) = tokio::time::timeout(TIMEOUT, stream.next()).await.expect("the server never closed") {
-            match m {
-                Message::Text(t) => {
-                    let v: Value = serde_json::from_str(&t).unwrap();
-                    if let Some(id) = v["id"].as_u64() {
-                        tx.send_modify(|n| *n = (*n).max(id));
-                    }
-                    messages.push(v);
-                }
-                Message::Close(_) => break,
-                _ => {}
-            }
-        }
-        messages
-    });
-    PublishRun { sender, reader, answered }
-}
-
-impl PublishRun {
-    /// Starts the shutdown once `n` publishes were answered; returns the control messages.
-    pub(crate) async fn shut_down_after(mut self, n: u64, shut_down: impl FnOnce()) -> Vec<Value> {
-        tokio::time::timeout(TIMEOUT, self.answered.wait_for(|a| *a >= n)).await.expect("publishes answered").unwrap();
-        shut_down();
-        let messages = self.reader.await.unwrap();
-        self.sender.abort();
-        messages
-    }
-}
-
 /// Splits the control messages at the `bye`: the publish answers before it, and anything with an
 /// id after it.
 pub(crate) fn answers_before_bye(messages: &[Value]) -> (Vec<Value>, Vec<Value>) {
