@@ -129,7 +129,7 @@ fn routes_and_openapi(state: &AdminState) -> (Router<AdminState>, utoipa::openap
         .routes(routes!(connections::get_connection, connections::kick_connection))
         .routes(routes!(topics::list_topics))
         .routes(routes!(topics::get_topic))
-        .routes(routes!(topics::get_policy, topics::put_policy))
+        .routes(routes!(topics::get_policy, topics::put_policy, topics::reset_policy))
         .routes(routes!(stats::get_stats))
         .routes(routes!(cluster::cluster_view))
         .routes(routes!(stats::stats_stream))

@@ -110,3 +110,21 @@ pub(super) async fn put_policy(
     tracing::info!(topic = %name, ?policy, "delivery policy changed");
     Ok(Json(policy))
 }
+
+/// Drop a policy set at run time: the topic goes back to its configured policy (its
+/// declaration's, or the default) from the next message, on every node of a cluster. Answers
+/// the policy now in force.
+#[utoipa::path(delete, path = "/v1/admin/topics/{topic}/policy", params(("topic" = String, Path, description = "Topic name, percent-encoded")),
+    responses((status = 200, description = "The configured policy, now in force", body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(super) async fn reset_policy(
+    State(s): State<AdminState>,
+    Path(topic): Path<String>,
+) -> Result<Json<DeliveryPolicy>, ApiError> {
+    let name = topic_param(&topic)?;
+    let policy = s.ctx.broker.reset_policy(&s.ctx.manager, &name).await.map_err(|e| match e {
+        SetPolicyError::Unavailable(m) => ApiError::new(ErrorCode::Unavailable, m),
+        other => ApiError::new(ErrorCode::FailedPrecondition, other.to_string()),
+    })?;
+    tracing::info!(topic = %name, ?policy, "delivery policy reset to the configured one");
+    Ok(Json(policy))
+}

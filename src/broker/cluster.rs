@@ -300,11 +300,18 @@ impl Cluster {
         }
     }
 
-    /// Applies every run-time policy stored in Redis (at connect, and every pass: a change
-    /// announced while the subscriber connection was down is not lost).
+    /// Makes this node's run-time policies those stored in Redis (at connect, and every pass:
+    /// a change announced while the subscriber connection was down is not lost, and a policy
+    /// reset meanwhile is reset here too).
     async fn load_policies(&self, b: &RedisBroker) {
         match b.policies().await {
             Ok(all) => {
+                let stored: HashSet<TopicName> = all.iter().map(|c| c.topic.clone()).collect();
+                for topic in self.manager.policy_overrides() {
+                    if !stored.contains(&topic) {
+                        self.apply_policy(PolicyChange { topic, policy: None });
+                    }
+                }
                 for change in all {
                     self.apply_policy(change);
                 }
@@ -314,28 +321,39 @@ impl Cluster {
     }
 
     fn apply_policy(&self, change: PolicyChange) {
-        if self.manager.delivery_policy(&change.topic) == change.policy {
+        let Some(policy) = change.policy else {
+            self.manager.reset_delivery_policy(&change.topic);
+            return tracing::info!(topic = %change.topic, "delivery policy reset (cluster)");
+        };
+        if self.manager.delivery_policy(&change.topic) == policy {
             return;
         }
-        match self.manager.set_delivery_policy(&change.topic, change.policy) {
+        match self.manager.set_delivery_policy(&change.topic, policy) {
             Ok(()) => tracing::info!(topic = %change.topic, "delivery policy changed (cluster)"),
             Err(e) => tracing::warn!(topic = %change.topic, error = %e, "a shared policy does not apply on this node"),
         }
     }
 
-    /// Stores `policy` for `topic` in Redis and announces it, so every node applies it (nodes
-    /// that join later read it at connect), then applies it here.
+    /// Stores `policy` for `topic` in Redis (`None`: removes the stored one) and announces it,
+    /// so every node applies it (nodes that join later read it at connect), then applies it
+    /// here.
     ///
     /// # Errors
     /// [`SetPolicyError::Unavailable`] when Redis is unreachable: nothing changed anywhere.
-    pub async fn share_policy(&self, topic: &TopicName, policy: &DeliveryPolicy) -> Result<(), SetPolicyError> {
+    pub async fn share_policy(&self, topic: &TopicName, policy: Option<&DeliveryPolicy>) -> Result<(), SetPolicyError> {
         let unavailable = |detail: String| {
             SetPolicyError::Unavailable(format!("the cluster broker is unreachable ({detail}): nothing changed; retry"))
         };
         let b = self.broker.get().filter(|_| self.is_ready()).ok_or_else(|| unavailable("not connected".into()))?;
-        let change = PolicyChange { topic: topic.clone(), policy: policy.clone() };
+        let change = PolicyChange { topic: topic.clone(), policy: policy.cloned() };
         b.set_policy(&change).await.map_err(|e| unavailable(e.to_string()))?;
-        self.manager.set_delivery_policy(topic, policy.clone())
+        match policy {
+            Some(p) => self.manager.set_delivery_policy(topic, p.clone()),
+            None => {
+                self.manager.reset_delivery_policy(topic);
+                Ok(())
+            }
+        }
     }
 
     /// Joins channels of topics that have local subscribers but no channel (subscribed while

@@ -200,7 +200,24 @@ impl Broker {
         match self {
             Self::Memory => manager.set_delivery_policy(topic, policy),
             #[cfg(feature = "redis")]
-            Self::Redis(c) => c.share_policy(topic, &policy).await,
+            Self::Redis(c) => c.share_policy(topic, Some(&policy)).await,
+        }
+    }
+
+    /// Drops `topic`'s run-time policy (on every node in cluster mode): back to the configured
+    /// one. Returns the policy now in force here.
+    ///
+    /// # Errors
+    /// [`SetPolicyError::Unavailable`] (cluster) when Redis is unreachable: nothing changed.
+    pub async fn reset_policy(
+        &self,
+        manager: &ConnectionManager,
+        topic: &TopicName,
+    ) -> Result<DeliveryPolicy, SetPolicyError> {
+        match self {
+            Self::Memory => Ok(manager.reset_delivery_policy(topic)),
+            #[cfg(feature = "redis")]
+            Self::Redis(c) => c.share_policy(topic, None).await.map(|()| manager.delivery_policy(topic)),
         }
     }
 

@@ -11,7 +11,7 @@
 //! * `P:node:{id}` — a node's registry entry (JSON), expiring unless heartbeated.
 //! * `P:policies` — a hash of the delivery policies set at run time (topic → policy JSON), and
 //!   the channel of the same name on which each change is announced as
-//!   `{"topic":…,"policy":…}`; every node applies both.
+//!   `{"topic":…,"policy":…}` (`null`: reset to the configured one); every node applies both.
 //!
 //! A message on the channel and in history is `offset:epoch:` in ASCII followed by the
 //! [`RemoteMessage`] body (`u64` publish time µs, `u8` flags, payload), so one Lua script assigns
@@ -87,8 +87,8 @@ pub enum Push {
 pub struct PolicyChange {
     /// The topic.
     pub topic: TopicName,
-    /// Its new policy.
-    pub policy: crate::hub::DeliveryPolicy,
+    /// Its new policy; `None`: back to the configured one.
+    pub policy: Option<crate::hub::DeliveryPolicy>,
 }
 
 /// Offset and epoch a publish got.
@@ -371,17 +371,15 @@ impl RedisBroker {
     /// When Redis is unreachable.
     pub async fn set_policy(&self, change: &PolicyChange) -> Result<(), BrokerError> {
         let json = serde_json::to_string(change).expect("a policy serializes");
-        let policy = serde_json::to_string(&change.policy).expect("a policy serializes");
         let key = policies_key(&self.prefix);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        match &change.policy {
+            Some(p) => pipe.hset(&key, change.topic.as_str(), serde_json::to_string(p).expect("a policy serializes")),
+            None => pipe.hdel(&key, change.topic.as_str()),
+        };
         let mut con = self.commands.clone();
-        let _: () = redis::pipe()
-            .atomic()
-            .hset(&key, change.topic.as_str(), policy)
-            .ignore()
-            .publish(&key, json)
-            .ignore()
-            .query_async(&mut con)
-            .await?;
+        let _: () = pipe.ignore().publish(&key, json).ignore().query_async(&mut con).await?;
         Ok(())
     }
 
@@ -399,7 +397,7 @@ impl RedisBroker {
                 let parsed = TopicName::new(&topic)
                     .ok()
                     .zip(serde_json::from_str(&policy).ok())
-                    .map(|(topic, policy)| PolicyChange { topic, policy });
+                    .map(|(topic, policy)| PolicyChange { topic, policy: Some(policy) });
                 if parsed.is_none() {
                     tracing::warn!(%topic, "skipping a stored policy that does not parse");
                 }
@@ -474,7 +472,7 @@ fn parse_push(channel_prefix: &str, policies: &str, data: &[Value]) -> Result<Pu
         #[derive(serde::Deserialize)]
         struct Wire {
             topic: String,
-            policy: crate::hub::DeliveryPolicy,
+            policy: Option<crate::hub::DeliveryPolicy>,
         }
         let bad = || BrokerError::Malformed("a policy change does not parse");
         let w: Wire = serde_json::from_slice(msg).map_err(|_| bad())?;

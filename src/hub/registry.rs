@@ -172,6 +172,22 @@ impl TopicRegistry {
         Ok(())
     }
 
+    /// Drops `name`'s run-time policy: the live topic, if any, goes back to its declaration's
+    /// (or the default) from its next message. Returns the policy now in force.
+    pub fn clear_override(&self, name: &TopicName) -> DeliveryPolicy {
+        self.overrides.remove(name);
+        let policy = self.initial_policy(name, self.declaration(name));
+        if let Some(t) = self.get(name) {
+            t.state.lock().policy = policy.clone();
+        }
+        policy
+    }
+
+    /// The topics that have a run-time policy.
+    pub fn overridden(&self) -> Vec<TopicName> {
+        self.overrides.iter().map(|e| e.key().clone()).collect()
+    }
+
     /// Records a run-time policy for `name` and applies it to the live topic, if any, from its
     /// next message. The policy must have been validated.
     ///

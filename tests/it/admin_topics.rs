@@ -1,6 +1,7 @@
 //! Admin topic endpoints: listing and one topic's facts (percent-encoded names), reading and
 //! changing the delivery policy live — the change takes effect on traffic already flowing —
-//! and `400 invalid_argument` naming the field for invalid policies.
+//! and `400 invalid_argument` naming the field for invalid policies; a run-time policy applies to
+//! a topic created later, and a reset restores the declared one.
 
 use crate::common::*;
 use serde_json::json;
@@ -115,5 +116,40 @@ async fn invalid_policies_are_rejected_naming_the_field_and_change_nothing() {
     assert_eq!(r.status, 400);
     let still = admin(&hub, "GET", path, "").await.json();
     assert_eq!(still["kind"], "best_effort");
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_policy_set_at_run_time_outlives_the_topic_and_a_reset_restores_the_declared_one() {
+    let mut config = test_config();
+    config.topics.declare.push(fanhub::hub::TopicDecl {
+        pattern: "decl/>".into(),
+        policy: Some(fanhub::hub::DeliveryPolicy::Reliable {
+            queue_messages: 64,
+            queue_bytes: 1 << 20,
+            overflow: fanhub::hub::ReliableOverflow::Disconnect,
+            backpressure_timeout_ms: 1000,
+        }),
+        history: None,
+        max_subscribers: None,
+        publishers: None,
+        description: None,
+    });
+    let hub = spawn_hub(config).await;
+    let path = "/v1/admin/topics/decl%2Fx/policy";
+    let declared = admin(&hub, "GET", path, "").await.json();
+    assert_eq!(declared["kind"], "reliable");
+    let limited = serde_json::json!({"kind": "rate_limited", "per_second": 3, "burst": 1, "queue_messages": 4, "queue_bytes": 4096});
+    assert_eq!(admin(&hub, "PUT", path, &limited.to_string()).await.status, 200);
+    // A topic created after the change (nobody had used it) starts with it.
+    let mut c = hub.connect("sub").await;
+    c.subscribe("decl/x").await;
+    let live = hub.manager.topic_info(&fanhub::hub::TopicName::new("decl/x").unwrap()).unwrap();
+    assert_eq!(serde_json::to_value(&live.policy).unwrap(), limited);
+    // The reset answers the declared policy, which the live topic uses from now on.
+    let r = admin(&hub, "DELETE", path, "").await;
+    assert_eq!((r.status, r.json()), (200, declared.clone()), "{}", r.body);
+    let live = hub.manager.topic_info(&fanhub::hub::TopicName::new("decl/x").unwrap()).unwrap();
+    assert_eq!(serde_json::to_value(&live.policy).unwrap(), declared);
     hub.shutdown().await;
 }

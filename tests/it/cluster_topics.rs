@@ -70,6 +70,18 @@ async fn a_policy_set_on_one_node_applies_on_every_node_including_one_started_la
     let topic = fanhub::hub::TopicName::new("cl/policy").unwrap();
     let info = c.manager.topic_info(&topic).expect("the topic lives on C");
     assert_eq!(serde_json::to_value(&info.policy).unwrap(), policy);
+    // A reset on C puts every node back on the configured policy (here the default).
+    let default = admin(&c, "GET", "/v1/admin/topics/cl%2Fnever-set/policy", "").await.json();
+    let r = admin(&c, "DELETE", path, "").await;
+    assert_eq!((r.status, r.json()), (200, default.clone()), "{}", r.body);
+    assert_eq!(serde_json::to_value(&c.manager.topic_info(&topic).unwrap().policy).unwrap(), default);
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while admin(&a, "GET", path, "").await.json() != default {
+        assert!(tokio::time::Instant::now() < deadline, "node A never reset the policy");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = admin(&a, "PUT", path, &policy.to_string()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
     // Without Redis nothing changes anywhere: the operator is told to retry.
     redis.stop();
     let deadline = tokio::time::Instant::now() + TIMEOUT;
@@ -81,6 +93,8 @@ async fn a_policy_set_on_one_node_applies_on_every_node_including_one_started_la
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(r.json()["code"], "unavailable");
     assert_eq!(admin(&a, "GET", path, "").await.json(), policy, "unchanged on the node asked");
+    assert_eq!(admin(&a, "DELETE", path, "").await.status, 503);
+    assert_eq!(admin(&a, "GET", path, "").await.json(), policy, "a reset needs Redis too");
     redis.restart().await;
     wait_ready(a.addr).await;
     for hub in [a, b, c] {

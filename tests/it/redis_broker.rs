@@ -160,7 +160,7 @@ async fn a_policy_set_on_one_node_is_stored_and_announced_to_every_node() {
     let (_b, _, seen_b) = node_with_policies(&redis).await;
     let change = PolicyChange {
         topic: TopicName::new("p/1").unwrap(),
-        policy: DeliveryPolicy::RateLimited { per_second: 2, burst: 1, queue_messages: 8, queue_bytes: 4096 },
+        policy: Some(DeliveryPolicy::RateLimited { per_second: 2, burst: 1, queue_messages: 8, queue_bytes: 4096 }),
     };
     a.set_policy(&change).await.unwrap();
     let deadline = tokio::time::Instant::now() + TIMEOUT;
@@ -171,5 +171,14 @@ async fn a_policy_set_on_one_node_is_stored_and_announced_to_every_node() {
     assert_eq!(seen_b.lock().unwrap()[0], change);
     // A node that connects later reads it from the store.
     let (c, _) = node(&redis).await;
-    assert_eq!(c.policies().await.unwrap(), vec![change]);
+    assert_eq!(c.policies().await.unwrap(), vec![change.clone()]);
+    // A reset is announced too, and leaves nothing stored.
+    let reset = PolicyChange { policy: None, ..change };
+    a.set_policy(&reset).await.unwrap();
+    while seen_b.lock().unwrap().len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "the reset never reached the other node");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(seen_b.lock().unwrap()[1], reset);
+    assert!(c.policies().await.unwrap().is_empty());
 }

@@ -192,6 +192,17 @@ impl ConnectionManager {
         Ok(())
     }
 
+    /// Drops `topic`'s run-time policy on this node: back to its declaration's (or the
+    /// default). Returns the policy now in force.
+    pub fn reset_delivery_policy(&self, topic: &TopicName) -> DeliveryPolicy {
+        self.registry.clear_override(topic)
+    }
+
+    /// Topics with a run-time policy on this node.
+    pub fn policy_overrides(&self) -> Vec<TopicName> {
+        self.registry.overridden()
+    }
+
     /// Whether [`Self::set_delivery_policy`] would accept `policy` for `topic`.
     ///
     /// # Errors
