@@ -15,12 +15,16 @@
 //! - [`http`]: what the public and admin listeners share (state, the error shape, health, publish).
 //! - [`admin`]: the admin HTTP API (connections, topics, policies, stats, drain, OpenAPI).
 //! - [`server`]: listeners, the public router, background tasks and graceful shutdown: [`run`].
+//! - `client` (cargo feature `client`): the Rust client; it uses `protocol` only
+//!   (`client → protocol`), like any outside client.
 
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 pub mod admin;
 pub mod auth;
 pub mod broker;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod http;

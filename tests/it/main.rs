@@ -10,6 +10,8 @@ mod admin_topics;
 mod auth;
 mod bad_input;
 mod cli;
+#[cfg(feature = "client")]
+mod client;
 #[cfg(feature = "redis")]
 mod cluster;
 #[cfg(feature = "redis")]

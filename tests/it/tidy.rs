@@ -1,7 +1,8 @@
 //! Tidy: the layering and file conventions hold, read from the source itself. Every file under
 //! `src/` starts with a `//!` comment saying what it owns; `hub/` and `session/` stay sans-IO
 //! (no runtime, no awaits, no clock reads, no randomness of their own, nothing from the layers
-//! above them); `protocol/` uses nothing of the crate but itself.
+//! above them); `protocol/` uses nothing of the crate but itself, and `client/` nothing but
+//! `protocol/`.
 
 use std::path::{Path, PathBuf};
 
@@ -126,6 +127,21 @@ fn the_protocol_uses_nothing_of_the_crate_but_itself() {
         }
     }
     assert!(found.is_empty(), "protocol/ may use only serde and bytes: {found:#?}");
+}
+
+#[test]
+fn the_client_uses_only_the_protocol_like_any_outside_client() {
+    let mut found = Vec::new();
+    for f in files_under("client") {
+        let code = code_of(&f);
+        for (i, _) in code.match_indices("crate::") {
+            if !code[i..].starts_with("crate::protocol") {
+                let line = code[..i].lines().count();
+                found.push(format!("{}:{line}", f.display()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "client/ may use only crate::protocol of the crate: {found:#?}");
 }
 
 #[test]

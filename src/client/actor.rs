@@ -1,0 +1,594 @@
+//! The client's task: owns the WebSocket, (re)connects, resubscribes, routes records and
+//! answers, and follows the hub's `bye` and reconnect advice. One per [`super::Client`].
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use hyper::http::{header, HeaderValue, Uri};
+use serde_json::json;
+use tokio::net::TcpStream;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_websockets::{MaybeTlsStream, Message as WsMessage, WebSocketStream};
+
+use super::breaker::{Breaker, CircuitState};
+use super::resume::{Position, Verdict};
+use super::{ClientError, ClientOptions, Event, From, Message, Published, Status};
+use crate::protocol::control::{ServerMsg, SubscriptionInfo};
+use crate::protocol::frame::{decode_records, encode_publish, FLAG_JSON};
+use crate::protocol::{CloseReason, ErrorCode, SUBPROTOCOL};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
+
+/// A request from a handle.
+#[derive(Debug)]
+pub(super) enum Cmd {
+    Subscribe { topic: String, from: From, events: mpsc::Sender<Event>, reply: Reply<SubscriptionInfo> },
+    Unsubscribe { topic: String, reply: Reply<()> },
+    Publish { topic: String, payload: Bytes, json: bool, reply: Reply<Published> },
+    Close(oneshot::Sender<()>),
+}
+
+/// A request waiting for its answer.
+#[derive(Debug)]
+enum Waiting {
+    Subscribe { topic: String, asked: Option<u64>, reply: Reply<SubscriptionInfo> },
+    Resubscribe { topic: String, asked: Option<u64> },
+    Unsubscribe(Reply<()>),
+    Publish(Reply<Published>),
+    Refresh,
+}
+
+#[derive(Debug)]
+struct Sub {
+    events: mpsc::Sender<Event>,
+    pos: Position,
+    /// Where the application asked to start (used until the first answer).
+    from: From,
+}
+
+/// How a connected session ended.
+enum End {
+    /// Reconnect (after a backoff), trying these advised URLs first.
+    Lost(Vec<String>),
+    /// The token expired: fetch a fresh one, then reconnect.
+    TokenExpired,
+    /// Stop for good.
+    Stop(Option<ClientError>),
+}
+
+/// Why a connect failed.
+enum ConnectError {
+    Auth(String),
+    Ended(ClientError),
+    Transient(String),
+}
+
+pub(super) struct Actor {
+    opts: ClientOptions,
+    cmds: mpsc::Receiver<Cmd>,
+    status: broadcast::Sender<Status>,
+    breakers: Vec<Breaker>,
+    current: usize,
+    advised: VecDeque<String>,
+    token: Option<String>,
+    subs: HashMap<String, Sub>,
+    waiting: HashMap<u64, Waiting>,
+    next_id: u64,
+}
+
+impl Actor {
+    pub(super) fn new(opts: ClientOptions, cmds: mpsc::Receiver<Cmd>, status: broadcast::Sender<Status>) -> Self {
+        let breakers = opts.endpoints.iter().map(|_| Breaker::new(opts.breaker)).collect();
+        Self {
+            token: opts.token.clone(),
+            opts,
+            cmds,
+            status,
+            breakers,
+            current: 0,
+            advised: VecDeque::new(),
+            subs: HashMap::new(),
+            waiting: HashMap::new(),
+            next_id: 1,
+        }
+    }
+
+    fn emit(&self, s: Status) {
+        let _ = self.status.send(s);
+    }
+
+    async fn fresh_token(&mut self) -> Result<(), ClientError> {
+        if let Some(p) = self.opts.token_provider.clone() {
+            self.token = Some(p().await.map_err(ClientError::Token)?);
+        }
+        Ok(())
+    }
+
+    pub(super) async fn run(mut self, ready: oneshot::Sender<Result<(), ClientError>>) {
+        let mut ready = Some(ready);
+        let stop = self.serve_forever(&mut ready).await;
+        if let Some(r) = ready.take() {
+            let _ = r.send(Err(stop.clone().unwrap_or(ClientError::Closed)));
+        }
+        for (_, w) in self.waiting.drain() {
+            fail(w, stop.clone().unwrap_or(ClientError::Closed));
+        }
+        self.subs.clear();
+        self.emit(Status::Closed { error: stop.map(|e| e.to_string()) });
+    }
+
+    /// Connects, serves, reconnects, until a permanent end; returns its error (`None`: closed by
+    /// the application).
+    async fn serve_forever(
+        &mut self,
+        ready: &mut Option<oneshot::Sender<Result<(), ClientError>>>,
+    ) -> Option<ClientError> {
+        if self.token.is_none() {
+            if let Err(e) = self.fresh_token().await {
+                return Some(e);
+            }
+        }
+        let mut attempt: u32 = 0;
+        let mut auth_retried = false;
+        loop {
+            // None: closed by the application while waiting.
+            let endpoint = self.pick_endpoint().await?;
+            self.emit(Status::Connecting { endpoint: endpoint.clone() });
+            match self.connect_once(&endpoint).await {
+                Ok((ws, conn_id)) => {
+                    self.record(&endpoint, true);
+                    attempt = 0;
+                    auth_retried = false;
+                    self.emit(Status::Connected { endpoint: endpoint.clone(), conn_id });
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(Ok(()));
+                    }
+                    match self.session(ws).await {
+                        End::Stop(e) => return e,
+                        End::Lost(advice) => self.advised.extend(advice),
+                        End::TokenExpired => {
+                            if let Err(e) = self.fresh_token().await {
+                                return Some(e);
+                            }
+                        }
+                    }
+                    self.fail_requests();
+                }
+                Err(ConnectError::Ended(e)) => return Some(e),
+                Err(ConnectError::Auth(m)) => {
+                    if auth_retried || self.opts.token_provider.is_none() {
+                        return Some(ClientError::Unauthenticated(m));
+                    }
+                    auth_retried = true;
+                    if let Err(e) = self.fresh_token().await {
+                        return Some(e);
+                    }
+                    continue;
+                }
+                Err(ConnectError::Transient(m)) => {
+                    self.record(&endpoint, false);
+                    self.rotate(&endpoint);
+                    attempt += 1;
+                    if ready.is_some() && attempt >= self.opts.initial_attempts {
+                        return Some(ClientError::Connect(m));
+                    }
+                }
+            }
+            let delay = self.opts.backoff.delay(attempt.saturating_sub(1), rand::random::<f64>());
+            self.emit(Status::Reconnecting { attempt: attempt.max(1), delay });
+            if !self.idle(delay).await {
+                return None;
+            }
+        }
+    }
+
+    /// The next URL to try: advised ones first, then the endpoints from the current one on,
+    /// skipping open circuits (waiting for the first to half-open when all are open).
+    async fn pick_endpoint(&mut self) -> Option<String> {
+        if let Some(u) = self.advised.pop_front() {
+            return Some(u);
+        }
+        loop {
+            let now = Instant::now();
+            let n = self.breakers.len();
+            for k in 0..n {
+                let i = (self.current + k) % n;
+                if self.breakers[i].allows(now) {
+                    if i != self.current {
+                        let (from, to) = (self.opts.endpoints[self.current].clone(), self.opts.endpoints[i].clone());
+                        self.emit(Status::FailedOver { from, to });
+                        self.current = i;
+                    }
+                    if self.breakers[i].state(now) == CircuitState::HalfOpen {
+                        self.emit(Status::Circuit {
+                            endpoint: self.opts.endpoints[i].clone(),
+                            state: CircuitState::HalfOpen,
+                        });
+                    }
+                    return Some(self.opts.endpoints[i].clone());
+                }
+            }
+            let until = self.breakers.iter().filter_map(Breaker::open_until).min().unwrap_or(now);
+            if !self.idle(until.saturating_duration_since(now)).await {
+                return None;
+            }
+        }
+    }
+
+    fn record(&mut self, endpoint: &str, ok: bool) {
+        let Some(i) = self.opts.endpoints.iter().position(|e| e == endpoint) else { return };
+        if let Some(state) = self.breakers[i].record(Instant::now(), ok) {
+            self.emit(Status::Circuit { endpoint: endpoint.to_owned(), state });
+        }
+    }
+
+    /// After a failed attempt, the next endpoint is tried next time.
+    fn rotate(&mut self, endpoint: &str) {
+        if self.opts.endpoints.get(self.current).is_some_and(|e| e == endpoint) && self.opts.endpoints.len() > 1 {
+            let next = (self.current + 1) % self.opts.endpoints.len();
+            self.emit(Status::FailedOver { from: endpoint.to_owned(), to: self.opts.endpoints[next].clone() });
+            self.current = next;
+        }
+    }
+
+    /// Waits `d` while answering requests (nothing is connected); false when closed.
+    async fn idle(&mut self, d: Duration) -> bool {
+        let sleep = tokio::time::sleep(d);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = &mut sleep => return true,
+                cmd = self.cmds.recv() => match cmd {
+                    None => return false,
+                    Some(Cmd::Close(done)) => {
+                        let _ = done.send(());
+                        return false;
+                    }
+                    Some(cmd) => self.offline(cmd),
+                },
+            }
+        }
+    }
+
+    /// A request while not connected: subscriptions are kept and made on reconnect; the rest
+    /// fail (`Disconnected`: nothing was sent).
+    fn offline(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Subscribe { reply, .. } => {
+                let _ = reply.send(Err(ClientError::Disconnected));
+            }
+            Cmd::Unsubscribe { topic, reply } => {
+                let found = self.subs.remove(&topic).is_some();
+                let _ = reply.send(if found { Ok(()) } else { Err(not_subscribed(&topic)) });
+            }
+            Cmd::Publish { reply, .. } => {
+                let _ = reply.send(Err(ClientError::Disconnected));
+            }
+            Cmd::Close(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    async fn connect_once(&mut self, endpoint: &str) -> Result<(Ws, u64), ConnectError> {
+        let timeout = self.opts.connect_timeout;
+        match tokio::time::timeout(timeout, self.handshake(endpoint)).await {
+            Ok(r) => r,
+            Err(_) => Err(ConnectError::Transient(format!("{endpoint}: no welcome within {timeout:?}"))),
+        }
+    }
+
+    async fn handshake(&mut self, endpoint: &str) -> Result<(Ws, u64), ConnectError> {
+        let transient = |e: String| ConnectError::Transient(format!("{endpoint}: {e}"));
+        let uri: Uri = endpoint.parse().map_err(|e| transient(format!("{e}")))?;
+        let (mut ws, _) = tokio_websockets::ClientBuilder::from_uri(uri)
+            .add_header(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL))
+            .map_err(|e| transient(e.to_string()))?
+            .connect()
+            .await
+            .map_err(|e| transient(e.to_string()))?;
+        let mut connect = json!({"op": "connect", "id": 0, "token": self.token.clone().unwrap_or_default()});
+        if let Some(id) = &self.opts.client_id {
+            connect["client_id"] = json!(id);
+        }
+        ws.send(WsMessage::text(connect.to_string())).await.map_err(|e| transient(e.to_string()))?;
+        loop {
+            let Some(m) = ws.next().await else { return Err(transient("closed before welcome".into())) };
+            let m = m.map_err(|e| transient(e.to_string()))?;
+            let Some(text) = m.as_text() else { continue };
+            match serde_json::from_str::<ServerMsg>(text) {
+                Ok(ServerMsg::Welcome { conn_id, .. }) => return Ok((ws, conn_id)),
+                Ok(ServerMsg::Error { code: ErrorCode::Unauthenticated, message, .. }) => {
+                    return Err(ConnectError::Auth(message));
+                }
+                Ok(ServerMsg::Error { code, message, limit, .. }) => {
+                    return Err(ConnectError::Transient(format!(
+                        "{endpoint}: {:?}",
+                        ClientError::refused(code, message, limit)
+                    )));
+                }
+                Ok(ServerMsg::Bye { reason, message, reconnect, .. }) => {
+                    self.advised.extend(reconnect.iter().cloned());
+                    self.emit(Status::Bye { reason, message: message.clone(), reconnect });
+                    return Err(match reason {
+                        CloseReason::Unauthenticated => ConnectError::Auth(message),
+                        r if permanent(r) => ConnectError::Ended(ClientError::Ended { reason: r, message }),
+                        _ => transient(message),
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Serves one connection until it ends.
+    async fn session(&mut self, mut ws: Ws) -> End {
+        // Resubscribe everything, each from where it stands.
+        let topics: Vec<String> = self.subs.keys().cloned().collect();
+        for topic in topics {
+            let sub = &self.subs[&topic];
+            let (offset, epoch) = match sub.pos.resume_point() {
+                Some((o, e)) => (Some(o), Some(e)),
+                None => start(sub.from),
+            };
+            let id = self.id();
+            self.waiting.insert(id, Waiting::Resubscribe { topic: topic.clone(), asked: offset });
+            if ws.send(WsMessage::text(subscribe_op(id, &topic, offset, epoch))).await.is_err() {
+                return End::Lost(Vec::new());
+            }
+        }
+        let mut refresh: Option<futures_util::future::BoxFuture<'static, Result<String, String>>> = None;
+        loop {
+            tokio::select! {
+                cmd = self.cmds.recv() => {
+                    let Some(cmd) = cmd else { return self.goodbye(&mut ws).await };
+                    if let Cmd::Close(done) = cmd {
+                        let end = self.goodbye(&mut ws).await;
+                        let _ = done.send(());
+                        return end;
+                    }
+                    if let Some(frame) = self.request(cmd) {
+                        if ws.send(frame).await.is_err() {
+                            return End::Lost(Vec::new());
+                        }
+                    }
+                }
+                token = async { refresh.as_mut().expect("guarded").await }, if refresh.is_some() => {
+                    refresh = None;
+                    if let Ok(t) = token {
+                        self.token = Some(t.clone());
+                        let id = self.id();
+                        self.waiting.insert(id, Waiting::Refresh);
+                        let op = json!({"op": "refresh", "id": id, "token": t}).to_string();
+                        if ws.send(WsMessage::text(op)).await.is_err() {
+                            return End::Lost(Vec::new());
+                        }
+                    }
+                }
+                m = ws.next() => {
+                    let m = match m {
+                        Some(Ok(m)) => m,
+                        Some(Err(_)) | None => return End::Lost(Vec::new()),
+                    };
+                    if let Some(text) = m.as_text() {
+                        let Ok(msg) = serde_json::from_str::<ServerMsg>(text) else { continue };
+                        if matches!(msg, ServerMsg::TokenExpiring { .. }) && refresh.is_none() {
+                            refresh = self.opts.token_provider.as_ref().map(|p| p());
+                            continue;
+                        }
+                        if let Some(end) = self.control(msg).await {
+                            return end;
+                        }
+                    } else if m.is_binary() {
+                        self.records(m.as_payload()).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn goodbye(&mut self, ws: &mut Ws) -> End {
+        let _ = ws.send(WsMessage::text(json!({"op": "bye", "id": 0}).to_string())).await;
+        let _ = ws.close().await;
+        End::Stop(None)
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// A request while connected: registers the wait and returns the frame to send.
+    fn request(&mut self, cmd: Cmd) -> Option<WsMessage> {
+        let id = self.id();
+        match cmd {
+            Cmd::Subscribe { topic, from, events, reply } => {
+                if self.subs.contains_key(&topic) {
+                    let _ = reply.send(Err(ClientError::Refused {
+                        code: ErrorCode::FailedPrecondition,
+                        message: format!("already subscribed to {topic}"),
+                        limit: None,
+                    }));
+                    return None;
+                }
+                let (offset, epoch) = start(from);
+                self.subs.insert(topic.clone(), Sub { events, pos: Position::default(), from });
+                let frame = subscribe_op(id, &topic, offset, epoch);
+                self.waiting.insert(id, Waiting::Subscribe { topic, asked: offset, reply });
+                Some(WsMessage::text(frame))
+            }
+            Cmd::Unsubscribe { topic, reply } => {
+                if self.subs.remove(&topic).is_none() {
+                    let _ = reply.send(Err(not_subscribed(&topic)));
+                    return None;
+                }
+                self.waiting.insert(id, Waiting::Unsubscribe(reply));
+                Some(WsMessage::text(json!({"op": "unsubscribe", "id": id, "topic": topic}).to_string()))
+            }
+            Cmd::Publish { topic, payload, json, reply } => {
+                let Ok(request_id) = u32::try_from(id) else {
+                    let _ = reply.send(Err(ClientError::Disconnected));
+                    return None;
+                };
+                self.waiting.insert(id, Waiting::Publish(reply));
+                let flags = if json { FLAG_JSON } else { 0 };
+                Some(WsMessage::binary(encode_publish(&topic, request_id, flags, &payload)))
+            }
+            Cmd::Close(done) => {
+                let _ = done.send(());
+                None
+            }
+        }
+    }
+
+    /// A control message; `Some` when it ends the session.
+    async fn control(&mut self, msg: ServerMsg) -> Option<End> {
+        match msg {
+            ServerMsg::Subscribed { id: Some(id), sub } => match self.waiting.remove(&id) {
+                Some(Waiting::Subscribe { topic, asked, reply }) => {
+                    self.subscribed(&topic, &sub, asked).await;
+                    let _ = reply.send(Ok(sub));
+                }
+                Some(Waiting::Resubscribe { topic, asked }) => self.subscribed(&topic, &sub, asked).await,
+                Some(w) => fail(w, ClientError::Disconnected),
+                None => {}
+            },
+            ServerMsg::Published { id: Some(id), offset, epoch, .. } => {
+                if let Some(Waiting::Publish(reply)) = self.waiting.remove(&id) {
+                    let _ = reply.send(Ok(Published { offset, epoch }));
+                }
+            }
+            ServerMsg::Unsubscribed { id: Some(id), .. } => {
+                if let Some(Waiting::Unsubscribe(reply)) = self.waiting.remove(&id) {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            ServerMsg::Error { id: Some(id), code, message, limit, .. } => match self.waiting.remove(&id) {
+                Some(Waiting::Subscribe { topic, reply, .. }) => {
+                    self.subs.remove(&topic);
+                    let _ = reply.send(Err(ClientError::refused(code, message, limit)));
+                }
+                Some(Waiting::Resubscribe { topic, .. }) => {
+                    // The hub will not have it back (permission, limits): the subscription ends.
+                    tracing::warn!(%topic, ?code, %message, "resubscribe refused; the subscription ends");
+                    self.subs.remove(&topic);
+                }
+                Some(w) => fail(w, ClientError::refused(code, message, limit)),
+                None => {}
+            },
+            ServerMsg::Bye { reason, message, reconnect, .. } => {
+                self.emit(Status::Bye { reason, message: message.clone(), reconnect: reconnect.clone() });
+                return Some(match reason {
+                    CloseReason::TokenExpired => End::TokenExpired,
+                    CloseReason::Unauthenticated => End::Stop(Some(ClientError::Unauthenticated(message))),
+                    r if permanent(r) => End::Stop(Some(ClientError::Ended { reason: r, message })),
+                    _ => End::Lost(reconnect),
+                });
+            }
+            _ => {}
+        }
+        None
+    }
+
+    async fn subscribed(&mut self, topic: &str, info: &SubscriptionInfo, asked: Option<u64>) {
+        let Some(sub) = self.subs.get_mut(topic) else { return };
+        if let Some(gap) = sub.pos.on_subscribed(info, asked) {
+            let _ = sub.events.send(Event::Gap(gap)).await;
+        }
+    }
+
+    /// Routes a binary message's records to their subscriptions (waiting while one is full:
+    /// the socket is then not read, and the hub applies the topic's policy).
+    async fn records(&mut self, buf: &[u8]) {
+        for r in decode_records(buf) {
+            let Ok(r) = r else {
+                tracing::warn!("the hub sent a malformed record; skipping the rest of the message");
+                return;
+            };
+            let Some(sub) = self.subs.get_mut(r.topic) else { continue };
+            let message = || Message {
+                topic: r.topic.to_owned(),
+                offset: r.offset,
+                epoch: r.epoch,
+                timestamp_us: r.timestamp_us,
+                flags: r.flags,
+                payload: Bytes::copy_from_slice(r.payload),
+            };
+            match sub.pos.on_record(r.topic, r.offset, r.epoch) {
+                Verdict::Duplicate => {}
+                Verdict::Deliver => {
+                    let _ = sub.events.send(Event::Message(message())).await;
+                }
+                Verdict::DeliverAfter(gap) => {
+                    let _ = sub.events.send(Event::Gap(gap)).await;
+                    let _ = sub.events.send(Event::Message(message())).await;
+                }
+            }
+        }
+    }
+
+    /// The connection dropped: what waited for an answer gets none; subscriptions stay and
+    /// are made again on reconnect.
+    fn fail_requests(&mut self) {
+        for (_, w) in self.waiting.drain() {
+            if let Waiting::Subscribe { topic, reply, .. } = w {
+                // Not answered: the application is told; it may subscribe again.
+                self.subs.remove(&topic);
+                let _ = reply.send(Err(ClientError::Disconnected));
+            } else {
+                fail(w, ClientError::Disconnected);
+            }
+        }
+    }
+}
+
+/// Reasons after which reconnecting is pointless (the hub or an operator ended this client).
+fn permanent(r: CloseReason) -> bool {
+    matches!(r, CloseReason::Kicked | CloseReason::Replaced | CloseReason::Violation)
+}
+
+fn fail(w: Waiting, e: ClientError) {
+    match w {
+        Waiting::Subscribe { reply, .. } => {
+            let _ = reply.send(Err(e));
+        }
+        Waiting::Unsubscribe(reply) => {
+            let _ = reply.send(Err(e));
+        }
+        Waiting::Publish(reply) => {
+            let _ = reply.send(Err(e));
+        }
+        Waiting::Resubscribe { .. } | Waiting::Refresh => {}
+    }
+}
+
+fn not_subscribed(topic: &str) -> ClientError {
+    ClientError::Refused {
+        code: ErrorCode::FailedPrecondition,
+        message: format!("not subscribed to {topic}"),
+        limit: None,
+    }
+}
+
+/// The `(offset, epoch)` a first subscribe asks for.
+fn start(from: From) -> (Option<u64>, Option<u64>) {
+    match from {
+        From::Live => (None, None),
+        From::Oldest => (Some(0), None),
+        From::Offset { offset, epoch } => (Some(offset), epoch),
+    }
+}
+
+fn subscribe_op(id: u64, topic: &str, offset: Option<u64>, epoch: Option<u64>) -> String {
+    let mut op = json!({"op": "subscribe", "id": id, "topic": topic});
+    if let Some(o) = offset {
+        op["offset"] = json!(o);
+    }
+    if let Some(e) = epoch {
+        op["epoch"] = json!(e);
+    }
+    op.to_string()
+}

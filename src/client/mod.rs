@@ -1,0 +1,322 @@
+//! The Rust client of `fanhub.v1` (cargo feature `client`): a cheap cloneable [`Client`]
+//! handle and one task that owns the WebSocket.
+//!
+//! It reconnects after any disconnect (exponential backoff with full jitter, rotating through
+//! the endpoints and the reconnect advice the hub gives, skipping endpoints whose circuit
+//! breaker is open), resubscribes every topic from the last offset and epoch it delivered,
+//! drops records it already delivered, and reports every hole as an [`Event::Gap`]. It stops
+//! for good only when the hub refuses it permanently (`unauthenticated` after one fresh token,
+//! `kicked`, `replaced`) or on [`Client::close`]. Every failure is a [`ClientError`].
+//!
+//! Layering: uses `protocol` only (the wire types and codecs), like any outside client.
+
+mod actor;
+pub mod backoff;
+pub mod breaker;
+mod options;
+pub mod resume;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+pub use self::backoff::Backoff;
+pub use self::breaker::{BreakerOptions, CircuitState};
+pub use self::options::{ClientOptions, TokenProvider};
+pub use self::resume::{Gap, GapReason};
+use crate::protocol::control::SubscriptionInfo;
+use crate::protocol::{CloseReason, ErrorCode};
+
+/// What went wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The options are invalid (nothing was started).
+    #[error("invalid client options: {0}")]
+    InvalidOptions(String),
+    /// The hub refused the token, and a fresh one from the provider (if any) too.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The hub answered the request with an error.
+    #[error("{code:?}: {message}")]
+    Refused {
+        /// Wire code.
+        code: ErrorCode,
+        /// The hub's message.
+        message: String,
+        /// The limit hit, for `resource_exhausted` and `rate_limited`.
+        limit: Option<String>,
+    },
+    /// The connection dropped before the answer: the request was not carried out (a publish
+    /// was not published), unless the drop was abnormal — then it may have been.
+    #[error("the connection dropped before the answer")]
+    Disconnected,
+    /// No answer within the request timeout.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// No endpoint could be reached within the initial attempts.
+    #[error("could not connect: {0}")]
+    Connect(String),
+    /// The token provider failed.
+    #[error("the token provider failed: {0}")]
+    Token(String),
+    /// The hub ended the session and advised against reconnecting.
+    #[error("ended by the hub ({reason:?}): {message}")]
+    Ended {
+        /// The `bye` reason.
+        reason: CloseReason,
+        /// Its message.
+        message: String,
+    },
+    /// The client was closed.
+    #[error("the client is closed")]
+    Closed,
+}
+
+impl ClientError {
+    fn refused(code: ErrorCode, message: String, limit: Option<String>) -> Self {
+        match code {
+            ErrorCode::Unauthenticated => Self::Unauthenticated(message),
+            code => Self::Refused { code, message, limit },
+        }
+    }
+}
+
+/// Where a new subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum From {
+    /// Live only.
+    Live,
+    /// From the oldest message the hub retains.
+    Oldest,
+    /// From `offset` of `epoch` (resume: last received + 1 and its epoch).
+    Offset {
+        /// First offset wanted.
+        offset: u64,
+        /// Its epoch, when known.
+        epoch: Option<u64>,
+    },
+}
+
+/// A message of a subscribed topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Topic.
+    pub topic: String,
+    /// Offset.
+    pub offset: u64,
+    /// Epoch.
+    pub epoch: u64,
+    /// Publish time, µs since the UNIX epoch (hub clock).
+    pub timestamp_us: u64,
+    /// Record flags.
+    pub flags: u8,
+    /// Payload.
+    pub payload: Bytes,
+}
+
+impl Message {
+    /// Whether the payload is JSON text (published with JSON `data`).
+    pub fn is_json(&self) -> bool {
+        self.flags & crate::protocol::frame::FLAG_JSON != 0
+    }
+}
+
+/// What a subscription yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The next message (never one already delivered).
+    Message(Message),
+    /// Messages the application will not get, and why.
+    Gap(Gap),
+}
+
+/// The hub's answer to a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// The offset the message got.
+    pub offset: u64,
+    /// The epoch it belongs to.
+    pub epoch: u64,
+}
+
+/// What the client is doing (see [`Client::status`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// Connecting to `endpoint`.
+    Connecting {
+        /// The URL.
+        endpoint: String,
+    },
+    /// Connected and authenticated.
+    Connected {
+        /// The URL.
+        endpoint: String,
+        /// The hub's connection id.
+        conn_id: u64,
+    },
+    /// Waiting `delay` before reconnect attempt `attempt`.
+    Reconnecting {
+        /// 1-based.
+        attempt: u32,
+        /// The jittered delay.
+        delay: Duration,
+    },
+    /// The hub said `bye`.
+    Bye {
+        /// Why.
+        reason: CloseReason,
+        /// Its message.
+        message: String,
+        /// The URLs it advised.
+        reconnect: Vec<String>,
+    },
+    /// An endpoint's circuit changed state.
+    Circuit {
+        /// The URL.
+        endpoint: String,
+        /// Its new state.
+        state: CircuitState,
+    },
+    /// The client moved on from `from` to `to`.
+    FailedOver {
+        /// The endpoint left.
+        from: String,
+        /// The next one tried.
+        to: String,
+    },
+    /// The client stopped (for `error`, if any).
+    Closed {
+        /// Why, unless it was closed by the application.
+        error: Option<String>,
+    },
+}
+
+/// A subscription: its first answer, then its events (a [`futures_util::Stream`] too).
+#[derive(Debug)]
+pub struct Subscription {
+    /// The hub's answer to the first subscribe.
+    pub info: SubscriptionInfo,
+    rx: mpsc::Receiver<Event>,
+}
+
+impl Subscription {
+    /// The next event; `None` once the subscription or the client ended.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+
+    /// The next message, skipping nothing: a gap is returned as `Err`.
+    ///
+    /// # Errors
+    /// The [`Gap`] that came first.
+    pub async fn next_message(&mut self) -> Option<Result<Message, Gap>> {
+        self.next().await.map(|e| match e {
+            Event::Message(m) => Ok(m),
+            Event::Gap(g) => Err(g),
+        })
+    }
+}
+
+impl futures_util::Stream for Subscription {
+    type Item = Event;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Event>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// A handle on the client's task: clone it freely; the task ends with [`Client::close`] or
+/// when the last handle is dropped.
+#[derive(Debug, Clone)]
+pub struct Client {
+    cmd: mpsc::Sender<actor::Cmd>,
+    status: broadcast::Sender<Status>,
+    request_timeout: Duration,
+}
+
+impl Client {
+    /// Validates `options`, connects (up to `initial_attempts`), and returns the handle.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidOptions`], [`ClientError::Unauthenticated`],
+    /// [`ClientError::Connect`], [`ClientError::Token`].
+    pub async fn connect(options: ClientOptions) -> Result<Self, ClientError> {
+        options.validate()?;
+        let (cmd, rx) = mpsc::channel(256);
+        let (status, _) = broadcast::channel(256);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let request_timeout = options.request_timeout;
+        tokio::spawn(actor::Actor::new(options, rx, status.clone()).run(ready_tx));
+        ready_rx.await.map_err(|_| ClientError::Closed)??;
+        Ok(Self { cmd, status, request_timeout })
+    }
+
+    /// Status events from now on.
+    pub fn status(&self) -> broadcast::Receiver<Status> {
+        self.status.subscribe()
+    }
+
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, ClientError>>) -> actor::Cmd,
+    ) -> Result<T, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd.send(make(tx)).await.map_err(|_| ClientError::Closed)?;
+        match tokio::time::timeout(self.request_timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(ClientError::Closed),
+            Err(_) => Err(ClientError::Timeout(self.request_timeout)),
+        }
+    }
+
+    /// Subscribes `topic` from `from`. The subscription survives reconnects: it resumes after
+    /// the last message it delivered.
+    ///
+    /// # Errors
+    /// [`ClientError::Refused`] (permission, limits, already subscribed), and the transport's.
+    pub async fn subscribe(&self, topic: &str, from: From) -> Result<Subscription, ClientError> {
+        let (events, rx) = mpsc::channel(64);
+        let topic = topic.to_owned();
+        let info = self.request(|reply| actor::Cmd::Subscribe { topic, from, events, reply }).await?;
+        Ok(Subscription { info, rx })
+    }
+
+    /// Unsubscribes `topic`.
+    ///
+    /// # Errors
+    /// [`ClientError::Refused`] when not subscribed, and the transport's.
+    pub async fn unsubscribe(&self, topic: &str) -> Result<(), ClientError> {
+        let topic = topic.to_owned();
+        self.request(|reply| actor::Cmd::Unsubscribe { topic, reply }).await
+    }
+
+    /// Publishes `payload` (binary) on `topic` and returns where it landed.
+    ///
+    /// # Errors
+    /// [`ClientError::Refused`], [`ClientError::Disconnected`] (not published), [`ClientError::Timeout`].
+    pub async fn publish(&self, topic: &str, payload: impl Into<Bytes>) -> Result<Published, ClientError> {
+        let (topic, payload) = (topic.to_owned(), payload.into());
+        self.request(|reply| actor::Cmd::Publish { topic, payload, json: false, reply }).await
+    }
+
+    /// Publishes a JSON value on `topic` (subscribers see the JSON flag).
+    ///
+    /// # Errors
+    /// As [`Self::publish`].
+    pub async fn publish_json(&self, topic: &str, value: &serde_json::Value) -> Result<Published, ClientError> {
+        let (topic, payload) = (topic.to_owned(), Bytes::from(value.to_string()));
+        self.request(|reply| actor::Cmd::Publish { topic, payload, json: true, reply }).await
+    }
+
+    /// Says `bye` and stops the task; subscriptions end.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(actor::Cmd::Close(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}

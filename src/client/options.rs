@@ -1,0 +1,181 @@
+//! What a [`super::Client`] is built with, validated before anything connects.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use super::backoff::Backoff;
+use super::breaker::BreakerOptions;
+use super::ClientError;
+
+/// Fetches a fresh token: called at start (when no static token is given), on
+/// `token_expiring`, and once after an `unauthenticated` refusal.
+pub type TokenProvider = Arc<dyn Fn() -> BoxFuture<'static, Result<String, String>> + Send + Sync>;
+
+/// Client settings. Build with [`ClientOptions::new`] and the `with_*` methods, or fill the
+/// fields; [`super::Client::connect`] validates them first.
+#[derive(Clone)]
+pub struct ClientOptions {
+    /// WebSocket URLs of the hub's nodes (`ws://host:port/ws`), tried in order; at least one.
+    pub endpoints: Vec<String>,
+    /// A fixed token (JWT).
+    pub token: Option<String>,
+    /// A token provider (used instead of, or after, `token`).
+    pub token_provider: Option<TokenProvider>,
+    /// Sent in `connect`: a reconnect replaces this client's previous connection at once.
+    pub client_id: Option<String>,
+    /// Reconnect delays (exponential, full jitter).
+    pub backoff: Backoff,
+    /// The circuit breaker of each endpoint.
+    pub breaker: BreakerOptions,
+    /// Longest a connect (TCP, upgrade, `connect` → `welcome`) may take.
+    pub connect_timeout: Duration,
+    /// Longest a request (subscribe, publish, unsubscribe) waits for its answer.
+    pub request_timeout: Duration,
+    /// Connect attempts before [`super::Client::connect`] gives up (later reconnects never
+    /// give up, except on a permanent refusal).
+    pub initial_attempts: u32,
+    /// Events buffered per subscription before the client stops reading the socket (the hub
+    /// then applies the topic's policy to this client).
+    pub buffer: usize,
+}
+
+impl fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("endpoints", &self.endpoints)
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .field("token_provider", &self.token_provider.as_ref().map(|_| "…"))
+            .field("client_id", &self.client_id)
+            .field("backoff", &self.backoff)
+            .field("breaker", &self.breaker)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("initial_attempts", &self.initial_attempts)
+            .field("buffer", &self.buffer)
+            .finish()
+    }
+}
+
+impl ClientOptions {
+    /// Options for `endpoints`, with the defaults: backoff 100 ms → 10 s ×2, breaker 50 % of at
+    /// least 3 attempts in 30 s opens for 5 s, connect timeout 5 s, request timeout 10 s, 5
+    /// initial attempts, 1024 buffered events per subscription.
+    pub fn new<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> Self {
+        Self {
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+            token: None,
+            token_provider: None,
+            client_id: None,
+            backoff: Backoff::default(),
+            breaker: BreakerOptions::default(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            initial_attempts: 5,
+            buffer: 1024,
+        }
+    }
+
+    /// With a fixed token.
+    #[must_use]
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// With a token provider.
+    #[must_use]
+    pub fn with_token_provider<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<String, String>> + Send + 'static,
+    {
+        self.token_provider = Some(Arc::new(move || Box::pin(f())));
+        self
+    }
+
+    /// With a client id.
+    #[must_use]
+    pub fn with_client_id(mut self, id: impl Into<String>) -> Self {
+        self.client_id = Some(id.into());
+        self
+    }
+
+    /// Checks every field; the first problem is named in the error.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidOptions`].
+    pub fn validate(&self) -> Result<(), ClientError> {
+        let bad = |m: String| Err(ClientError::InvalidOptions(m));
+        if self.endpoints.is_empty() {
+            return bad("`endpoints` is empty: give at least one ws:// URL of the hub".into());
+        }
+        for (i, e) in self.endpoints.iter().enumerate() {
+            if !e.starts_with("ws://") {
+                return bad(format!("`endpoints[{i}]` = {e:?}: expected a ws:// URL (this client speaks no TLS)"));
+            }
+            if e.parse::<hyper::http::Uri>().is_err() {
+                return bad(format!("`endpoints[{i}]` = {e:?} is not a valid URL"));
+            }
+        }
+        if self.token.is_none() && self.token_provider.is_none() {
+            return bad("no `token` and no `token_provider`: the hub authenticates every connection".into());
+        }
+        let b = &self.backoff;
+        if b.initial.is_zero() || b.max < b.initial || b.multiplier.is_nan() || b.multiplier < 1.0 {
+            return bad(format!(
+                "`backoff`: initial must be > 0, max ≥ initial, multiplier ≥ 1 (got {:?}, {:?}, {})",
+                b.initial, b.max, b.multiplier
+            ));
+        }
+        let c = &self.breaker;
+        if !(c.failure_ratio > 0.0 && c.failure_ratio <= 1.0) || c.min_throughput == 0 {
+            return bad(format!(
+                "`breaker`: failure_ratio must be in (0, 1] and min_throughput ≥ 1 (got {}, {})",
+                c.failure_ratio, c.min_throughput
+            ));
+        }
+        if c.sampling_window.is_zero() || c.break_duration.is_zero() {
+            return bad("`breaker`: sampling_window and break_duration must be > 0".into());
+        }
+        if self.connect_timeout.is_zero() || self.request_timeout.is_zero() {
+            return bad("`connect_timeout` and `request_timeout` must be > 0".into());
+        }
+        if self.initial_attempts == 0 || self.buffer == 0 {
+            return bad("`initial_attempts` and `buffer` must be ≥ 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(o: &ClientOptions) -> String {
+        match o.validate() {
+            Err(ClientError::InvalidOptions(m)) => m,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn invalid_options_are_refused_naming_the_field() {
+        let ok = ClientOptions::new(["ws://127.0.0.1:8080/ws"]).with_token("t");
+        assert!(ok.validate().is_ok());
+        assert!(message(&ClientOptions::new(Vec::<String>::new()).with_token("t")).contains("`endpoints` is empty"));
+        assert!(message(&ClientOptions::new(["http://x/ws"]).with_token("t")).contains("`endpoints[0]`"));
+        assert!(message(&ClientOptions::new(["ws://x/ws"])).contains("no `token`"));
+        let mut o = ok.clone();
+        o.backoff.multiplier = 0.5;
+        assert!(message(&o).contains("`backoff`"));
+        let mut o = ok.clone();
+        o.breaker.failure_ratio = 1.5;
+        assert!(message(&o).contains("`breaker`"));
+        let mut o = ok;
+        o.buffer = 0;
+        assert!(message(&o).contains("`buffer`"));
+    }
+}

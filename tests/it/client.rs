@@ -1,0 +1,228 @@
+//! The Rust client against a real hub, through a fault-injecting TCP proxy: a `reliable` topic
+//! arrives exactly once and in order while the connection is cut again and again; publishes
+//! answer offset and epoch; a refused token is a typed, permanent error (one fresh token is
+//! tried, no reconnect loop); a dead first endpoint fails over to the second; an operator's kick
+//! ends the client for good.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use fanhub::client::{Client, ClientError, ClientOptions, Event, From, Status};
+use fanhub::hub::{DeliveryPolicy, HistoryLimits, ReliableOverflow, TopicDecl, TopicName};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// A TCP proxy in front of the hub that can cut every connection through it, or refuse new
+/// ones.
+struct Proxy {
+    addr: SocketAddr,
+    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    refuse: Arc<AtomicBool>,
+    accepted: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let refuse = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (l, r, a) = (links.clone(), refuse.clone(), accepted.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut down, _)) = listener.accept().await else { return };
+                if r.load(Ordering::SeqCst) {
+                    drop(down);
+                    continue;
+                }
+                a.fetch_add(1, Ordering::SeqCst);
+                let link = tokio::spawn(async move {
+                    let Ok(mut up) = TcpStream::connect(upstream).await else { return };
+                    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                });
+                l.lock().unwrap().push(link);
+            }
+        });
+        Proxy { addr, links, refuse, accepted, task }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Drops every connection through the proxy (both sockets close at once).
+    fn cut(&self) {
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.task.abort();
+    }
+}
+
+fn reliable_config() -> fanhub::config::Config {
+    let mut config = test_config();
+    config.topics.declare.push(TopicDecl {
+        pattern: "rel/>".into(),
+        policy: Some(DeliveryPolicy::Reliable {
+            queue_messages: 100_000,
+            queue_bytes: 1 << 30,
+            overflow: ReliableOverflow::Disconnect,
+            backpressure_timeout_ms: 1000,
+        }),
+        history: Some(HistoryLimits { max_messages: 100_000, ..Default::default() }),
+        max_subscribers: None,
+        publishers: None,
+        description: None,
+    });
+    config
+}
+
+fn options(hub: &Hub, endpoints: &[String]) -> ClientOptions {
+    let mut o = ClientOptions::new(endpoints.iter().cloned()).with_token(hub.token("client"));
+    o.backoff.initial = Duration::from_millis(20);
+    o.backoff.max = Duration::from_millis(200);
+    o
+}
+
+#[tokio::test]
+async fn a_reliable_topic_arrives_exactly_once_and_in_order_through_repeated_connection_kills() {
+    let hub = spawn_hub(reliable_config()).await;
+    let proxy = Proxy::start(hub.addr).await;
+    let client = Client::connect(options(&hub, &[proxy.url()])).await.expect("connect");
+    let mut sub = client.subscribe("rel/t", From::Live).await.expect("subscribe");
+    let topic = TopicName::new("rel/t").unwrap();
+    const CUTS: u64 = 10;
+    const CHUNK: u64 = 100;
+    const TOTAL: u64 = CUTS * 2 * CHUNK;
+    let mut got: Vec<u64> = Vec::new();
+    let mut replay_delays = Vec::new();
+    let publish = |n: u64| {
+        for _ in 0..n {
+            hub.manager.route_data(&topic, b"m", 0, now()).unwrap();
+        }
+    };
+    for round in 0..CUTS {
+        // The client is connected (again), so the cut below hits a live connection.
+        let deadline = Instant::now() + TIMEOUT;
+        while proxy.accepted.load(Ordering::SeqCst) as u64 <= round {
+            assert!(Instant::now() < deadline, "the client never came back after cut {round}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // A chunk, cut while it is being read, and another published while the client is away.
+        publish(CHUNK);
+        while (got.len() as u64) < round * 2 * CHUNK + CHUNK / 2 {
+            got.push(next_message(&mut sub).await);
+        }
+        proxy.cut();
+        let cut_at = Instant::now();
+        publish(CHUNK);
+        let first_after_cut = (round * 2 + 1) * CHUNK + 1;
+        while !got.contains(&first_after_cut) {
+            got.push(next_message(&mut sub).await);
+        }
+        replay_delays.push(cut_at.elapsed());
+        while (got.len() as u64) < (round + 1) * 2 * CHUNK {
+            got.push(next_message(&mut sub).await);
+        }
+    }
+    assert_eq!(got, (1..=TOTAL).collect::<Vec<_>>(), "every message once, in order");
+    assert_eq!(proxy.accepted.load(Ordering::SeqCst) as u64, CUTS + 1, "one connection per cut, no storm");
+    replay_delays.sort();
+    println!(
+        "replay delay after a cut over {CUTS} cuts: p50 {:?}, max {:?}",
+        replay_delays[replay_delays.len() / 2],
+        replay_delays.last().unwrap()
+    );
+    client.close().await;
+    hub.shutdown().await;
+}
+
+async fn next_message(sub: &mut fanhub::client::Subscription) -> u64 {
+    match tokio::time::timeout(TIMEOUT, sub.next()).await.expect("no message in time") {
+        Some(Event::Message(m)) => m.offset,
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn publishes_answer_offset_and_epoch_and_subscribers_get_json_and_binary() {
+    let hub = spawn_hub(reliable_config()).await;
+    let client = Client::connect(options(&hub, &[hub.ws_url()])).await.unwrap();
+    let mut sub = client.subscribe("rel/p", From::Live).await.unwrap();
+    let a = client.publish_json("rel/p", &serde_json::json!({"v": 1})).await.unwrap();
+    let b = client.publish("rel/p", &b"raw"[..]).await.unwrap();
+    assert_eq!((a.offset, b.offset, a.epoch), (1, 2, sub.info.epoch));
+    let Some(Event::Message(m)) = sub.next().await else { panic!() };
+    assert!(m.is_json() && &m.payload[..] == br#"{"v":1}"#);
+    let Some(Event::Message(m)) = sub.next().await else { panic!() };
+    assert!(!m.is_json() && &m.payload[..] == b"raw");
+    // Refusals are typed.
+    let e = client.publish("bad topic", &b"x"[..]).await.unwrap_err();
+    assert!(matches!(e, ClientError::Refused { code: fanhub::protocol::ErrorCode::InvalidArgument, .. }), "{e:?}");
+    client.close().await;
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_refused_token_is_a_permanent_typed_error_after_one_fresh_token() {
+    let hub = spawn_hub(test_config()).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let opts = ClientOptions::new([hub.ws_url()]).with_token("not-a-jwt").with_token_provider(move || {
+        c.fetch_add(1, Ordering::SeqCst);
+        async { Ok("still-not-a-jwt".to_owned()) }
+    });
+    let e = Client::connect(opts).await.unwrap_err();
+    assert!(matches!(e, ClientError::Unauthenticated(_)), "{e:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the provider is asked once, then the client gives up");
+    // Bad options never reach the network.
+    let e = Client::connect(ClientOptions::new(["http://x"]).with_token("t")).await.unwrap_err();
+    assert!(matches!(e, ClientError::InvalidOptions(_)), "{e:?}");
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dead_first_endpoint_fails_over_to_the_second() {
+    let hub = spawn_hub(test_config()).await;
+    let dead = Proxy::start(hub.addr).await;
+    dead.refuse.store(true, Ordering::SeqCst);
+    let client = Client::connect(options(&hub, &[dead.url(), hub.ws_url()])).await.expect("the second endpoint");
+    let mut sub = client.subscribe("fo/t", From::Live).await.unwrap();
+    client.publish("fo/t", &b"x"[..]).await.unwrap();
+    assert!(matches!(sub.next().await, Some(Event::Message(_))));
+    client.close().await;
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_kick_ends_the_client_with_a_typed_error_and_no_reconnect() {
+    let hub = spawn_hub(test_config()).await;
+    let client = Client::connect(options(&hub, &[hub.ws_url()])).await.unwrap();
+    let mut status = client.status();
+    let mut sub = client.subscribe("k/t", From::Live).await.unwrap();
+    let rows = admin(&hub, "GET", "/v1/admin/connections", "").await.json();
+    let id = rows["items"][0]["id"].as_u64().unwrap();
+    assert_eq!(admin(&hub, "DELETE", &format!("/v1/admin/connections/{id}"), "").await.status, 200);
+    assert_eq!(tokio::time::timeout(TIMEOUT, sub.next()).await.unwrap(), None, "the subscription ends");
+    let closed = loop {
+        match tokio::time::timeout(TIMEOUT, status.recv()).await.unwrap().unwrap() {
+            Status::Closed { error } => break error,
+            Status::Connecting { endpoint } => panic!("reconnected to {endpoint} after a kick"),
+            _ => {}
+        }
+    };
+    assert!(closed.unwrap().contains("Kicked"));
+    assert!(matches!(client.publish("k/t", &b"x"[..]).await, Err(ClientError::Closed)));
+    hub.shutdown().await;
+}
