@@ -49,4 +49,22 @@ mod tests {
         assert!(b.delay(3, 0.999_999) <= b.cap(3));
         assert_eq!(b.cap(10_000), Duration::from_secs(2), "no overflow on long outages");
     }
+
+    #[test]
+    fn clients_cut_off_together_come_back_spread_over_the_whole_first_interval() {
+        // 100 clients' first reconnect delays: full jitter spreads them from 0 to the cap
+        // instead of all at the cap (the storm plain exponential backoff would cause).
+        let b = Backoff::default();
+        let delays: Vec<Duration> = (0..100).map(|_| b.delay(0, rand::random::<f64>())).collect();
+        let cap = b.cap(0);
+        assert!(delays.iter().all(|d| *d <= cap));
+        let mut buckets = [0u32; 10];
+        for d in &delays {
+            buckets[((d.as_secs_f64() / cap.as_secs_f64()) * 10.0).min(9.0) as usize] += 1;
+        }
+        // With 100 uniform draws, a bucket above 40 or fewer than 8 buckets hit is a
+        // one-in-a-billion event for a uniform source, and certain for a clustered one.
+        assert!(buckets.iter().all(|&n| n <= 40), "{buckets:?}");
+        assert!(buckets.iter().filter(|&&n| n > 0).count() >= 8, "{buckets:?}");
+    }
 }

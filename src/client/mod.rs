@@ -9,6 +9,41 @@
 //! `kicked`, `replaced`) or on [`Client::close`]. Every failure is a [`ClientError`].
 //!
 //! Layering: uses `protocol` only (the wire types and codecs), like any outside client.
+//!
+//! ```no_run
+//! use fanhub::client::{Client, ClientOptions, Event, From, Status};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let token = std::env::var("FANHUB_TOKEN")?; // e.g. the dev token `fanhub serve` prints
+//!     let options = ClientOptions::new(["ws://127.0.0.1:8080/ws", "ws://127.0.0.1:8081/ws"])
+//!         .with_token(token)
+//!         .with_client_id("telemetry-viewer-1");
+//!     let client = Client::connect(options).await?;
+//!
+//!     // Status events: connecting, connected, reconnecting (attempt, delay), bye, circuits, closed.
+//!     let mut status = client.status();
+//!     tokio::spawn(async move {
+//!         while let Ok(s) = status.recv().await {
+//!             if let Status::Reconnecting { attempt, delay } = s {
+//!                 eprintln!("reconnecting (attempt {attempt}) in {delay:?}");
+//!             }
+//!         }
+//!     });
+//!
+//!     // Resumes after the last message it delivered, across reconnects; holes are explicit.
+//!     let mut sub = client.subscribe("vehicle/7/speed", From::Oldest).await?;
+//!     let answer = client.publish_json("vehicle/7/speed", &serde_json::json!({"kmh": 212})).await?;
+//!     println!("published at offset {} of epoch {}", answer.offset, answer.epoch);
+//!     while let Some(event) = sub.next().await {
+//!         match event {
+//!             Event::Message(m) => println!("{} #{}: {} bytes", m.topic, m.offset, m.payload.len()),
+//!             Event::Gap(g) => println!("missed {:?} from {} to {:?}", g.reason, g.from, g.to),
+//!         }
+//!     }
+//!     Ok(())
+//! }
+//! ```
 
 mod actor;
 pub mod backoff;
@@ -236,6 +271,7 @@ pub struct Client {
     cmd: mpsc::Sender<actor::Cmd>,
     status: broadcast::Sender<Status>,
     request_timeout: Duration,
+    buffer: usize,
 }
 
 impl Client {
@@ -249,10 +285,10 @@ impl Client {
         let (cmd, rx) = mpsc::channel(256);
         let (status, _) = broadcast::channel(256);
         let (ready_tx, ready_rx) = oneshot::channel();
-        let request_timeout = options.request_timeout;
+        let (request_timeout, buffer) = (options.request_timeout, options.buffer);
         tokio::spawn(actor::Actor::new(options, rx, status.clone()).run(ready_tx));
         ready_rx.await.map_err(|_| ClientError::Closed)??;
-        Ok(Self { cmd, status, request_timeout })
+        Ok(Self { cmd, status, request_timeout, buffer })
     }
 
     /// Status events from now on.
@@ -279,7 +315,7 @@ impl Client {
     /// # Errors
     /// [`ClientError::Refused`] (permission, limits, already subscribed), and the transport's.
     pub async fn subscribe(&self, topic: &str, from: From) -> Result<Subscription, ClientError> {
-        let (events, rx) = mpsc::channel(64);
+        let (events, rx) = mpsc::channel(self.buffer);
         let topic = topic.to_owned();
         let info = self.request(|reply| actor::Cmd::Subscribe { topic, from, events, reply }).await?;
         Ok(Subscription { info, rx })

@@ -226,3 +226,51 @@ async fn a_kick_ends_the_client_with_a_typed_error_and_no_reconnect() {
     assert!(matches!(client.publish("k/t", &b"x"[..]).await, Err(ClientError::Closed)));
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_token_provider_refreshes_the_token_when_the_hub_warns_of_its_expiry() {
+    let mut config = test_config();
+    // Every token is inside the warning window at once: the hub warns right after welcome.
+    config.auth.expiry_warning_secs = 3600;
+    let hub = spawn_hub(config).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (c, token) = (calls.clone(), hub.token("fresh"));
+    let opts = ClientOptions::new([hub.ws_url()]).with_token(hub.token("fresh")).with_token_provider(move || {
+        c.fetch_add(1, Ordering::SeqCst);
+        let t = token.clone();
+        async move { Ok(t) }
+    });
+    let client = Client::connect(opts).await.unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    while calls.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the provider was never asked");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Still connected: a request round-trips.
+    client.publish("tok/t", &b"x"[..]).await.unwrap();
+    client.close().await;
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_drain_moves_the_client_to_the_node_the_hub_advises() {
+    let b = spawn_hub(reliable_config()).await;
+    let mut config = reliable_config();
+    config.server.reconnect_urls = vec![b.ws_url()];
+    let a = spawn_hub(config).await;
+    let client = Client::connect(options(&a, &[a.ws_url()])).await.unwrap();
+    let mut status = client.status();
+    client.subscribe("rel/moving", From::Live).await.unwrap();
+    assert_eq!(admin(&a, "POST", "/v1/admin/drain", "").await.status, 200);
+    let moved_to = loop {
+        match tokio::time::timeout(TIMEOUT, status.recv()).await.unwrap().unwrap() {
+            Status::Connected { endpoint, .. } => break endpoint,
+            Status::Closed { error } => panic!("closed: {error:?}"),
+            _ => {}
+        }
+    };
+    assert_eq!(moved_to, b.ws_url(), "the advised node");
+    client.close().await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
