@@ -25,10 +25,25 @@ type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
 /// A request from a handle.
 #[derive(Debug)]
 pub(super) enum Cmd {
-    Subscribe { topic: String, from: From, events: mpsc::Sender<Event>, reply: Reply<SubscriptionInfo> },
-    Unsubscribe { topic: String, reply: Reply<()> },
-    Publish { topic: String, payload: Bytes, json: bool, reply: Reply<Published> },
+    Subscribe {
+        topic: String,
+        from: From,
+        events: mpsc::Sender<Event>,
+        reply: Reply<SubscriptionInfo>,
+    },
+    Unsubscribe {
+        topic: String,
+        reply: Reply<()>,
+    },
+    Publish {
+        topic: String,
+        payload: Bytes,
+        json: bool,
+        reply: Reply<Published>,
+    },
     Close(oneshot::Sender<()>),
+    /// The current endpoint, its circuit state and the last connection error.
+    Health(oneshot::Sender<(String, CircuitState, Option<String>)>),
 }
 
 /// A request waiting for its answer.
@@ -74,6 +89,9 @@ pub(super) struct Actor {
     current: usize,
     advised: VecDeque<String>,
     token: Option<String>,
+    last_error: Option<String>,
+    /// The endpoint of the live connection (or the last one).
+    connected_to: Option<String>,
     subs: HashMap<String, Sub>,
     waiting: HashMap<u64, Waiting>,
     next_id: u64,
@@ -84,6 +102,8 @@ impl Actor {
         let breakers = opts.endpoints.iter().map(|_| Breaker::new(opts.breaker)).collect();
         Self {
             token: opts.token.clone(),
+            last_error: None,
+            connected_to: None,
             opts,
             cmds,
             status,
@@ -143,6 +163,7 @@ impl Actor {
                     attempt = 0;
                     auth_retried = false;
                     self.emit(Status::Connected { endpoint: endpoint.clone(), conn_id });
+                    self.connected_to = Some(endpoint.clone());
                     if let Some(r) = ready.take() {
                         let _ = r.send(Ok(()));
                     }
@@ -169,6 +190,7 @@ impl Actor {
                     continue;
                 }
                 Err(ConnectError::Transient(m)) => {
+                    self.last_error = Some(m.clone());
                     self.record(&endpoint, false);
                     self.rotate(&endpoint);
                     attempt += 1;
@@ -270,7 +292,17 @@ impl Actor {
             Cmd::Close(done) => {
                 let _ = done.send(());
             }
+            Cmd::Health(reply) => self.health(reply),
         }
+    }
+
+    fn health(&mut self, reply: oneshot::Sender<(String, CircuitState, Option<String>)>) {
+        let endpoint = self.connected_to.clone().unwrap_or_else(|| self.opts.endpoints[self.current].clone());
+        let state = match self.opts.endpoints.iter().position(|e| *e == endpoint) {
+            Some(i) => self.breakers[i].state(Instant::now()),
+            None => CircuitState::Closed,
+        };
+        let _ = reply.send((endpoint, state, self.last_error.clone()));
     }
 
     async fn connect_once(&mut self, endpoint: &str) -> Result<(Ws, u64), ConnectError> {
@@ -439,6 +471,10 @@ impl Actor {
             }
             Cmd::Close(done) => {
                 let _ = done.send(());
+                None
+            }
+            Cmd::Health(reply) => {
+                self.health(reply);
                 None
             }
         }

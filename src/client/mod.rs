@@ -48,6 +48,7 @@
 mod actor;
 pub mod backoff;
 pub mod breaker;
+mod health;
 mod options;
 pub mod resume;
 
@@ -58,6 +59,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use self::backoff::Backoff;
 pub use self::breaker::{BreakerOptions, CircuitState};
+pub use self::health::Health;
 pub use self::options::{ClientOptions, TokenProvider};
 pub use self::resume::{Gap, GapReason};
 use crate::protocol::control::SubscriptionInfo;
@@ -346,6 +348,32 @@ impl Client {
     pub async fn publish_json(&self, topic: &str, value: &serde_json::Value) -> Result<Published, ClientError> {
         let (topic, payload) = (topic.to_owned(), Bytes::from(value.to_string()));
         self.request(|reply| actor::Cmd::Publish { topic, payload, json: true, reply }).await
+    }
+
+    /// The current endpoint's health: its `GET /healthz` (timed, with the hub's version) and the
+    /// client's view (the endpoint's circuit, the last connection error).
+    ///
+    /// # Errors
+    /// [`ClientError::Closed`] when the client is closed.
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd.send(actor::Cmd::Health(tx)).await.map_err(|_| ClientError::Closed)?;
+        let (endpoint, circuit, last_error) = rx.await.map_err(|_| ClientError::Closed)?;
+        let probe = health::probe(&endpoint, self.request_timeout).await;
+        Ok(match probe {
+            Ok((t, healthy, version)) => {
+                Health { endpoint, healthy, response_time: Some(t), version, circuit, last_error, error: None }
+            }
+            Err(e) => Health {
+                endpoint,
+                healthy: false,
+                response_time: None,
+                version: None,
+                circuit,
+                last_error,
+                error: Some(e),
+            },
+        })
     }
 
     /// Says `bye` and stops the task; subscriptions end.

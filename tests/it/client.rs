@@ -274,3 +274,59 @@ async fn a_drain_moves_the_client_to_the_node_the_hub_advises() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn when_its_cluster_node_shuts_down_the_client_resumes_on_another_without_loss() {
+    let redis = RedisServer::start().await;
+    let (mut a, b, c) = (
+        crate::cluster::node(&redis, "A").await,
+        crate::cluster::node(&redis, "B").await,
+        crate::cluster::node(&redis, "C").await,
+    );
+    // The nodes know each other (the shutdown's reconnect advice lists the live ones).
+    let deadline = Instant::now() + TIMEOUT;
+    while admin(&a, "GET", "/v1/admin/cluster", "").await.json()["nodes"].as_array().map_or(0, Vec::len) < 3 {
+        assert!(Instant::now() < deadline, "the nodes never saw each other");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let endpoints = [a.ws_url(), b.ws_url(), c.ws_url()];
+    let client = Client::connect(options(&a, &endpoints)).await.unwrap();
+    let mut sub = client.subscribe("rel/failover", From::Live).await.unwrap();
+    let mut publisher = c.connect("pub").await;
+    for i in 0..50 {
+        publisher.publish_json("rel/failover", serde_json::json!(i)).await;
+    }
+    let mut got = Vec::new();
+    while got.len() < 25 {
+        got.push(next_message(&mut sub).await);
+    }
+    a.begin_shutdown();
+    for i in 50..100 {
+        publisher.publish_json("rel/failover", serde_json::json!(i)).await;
+    }
+    while got.len() < 100 {
+        got.push(next_message(&mut sub).await);
+    }
+    assert_eq!(got, (1..=100).collect::<Vec<_>>(), "every message once, in order, across the move");
+    client.close().await;
+    a.wait_stopped().await;
+    b.shutdown().await;
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn health_reports_the_endpoint_its_answer_time_version_and_circuit() {
+    let hub = spawn_hub(test_config()).await;
+    let dead = Proxy::start(hub.addr).await;
+    dead.refuse.store(true, Ordering::SeqCst);
+    let client = Client::connect(options(&hub, &[dead.url(), hub.ws_url()])).await.unwrap();
+    let h = client.health().await.unwrap();
+    assert_eq!(h.endpoint, hub.ws_url(), "the endpoint in use");
+    assert!(h.healthy && h.response_time.is_some(), "{h:?}");
+    assert_eq!(h.version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
+    assert_eq!(h.circuit, fanhub::client::CircuitState::Closed);
+    assert!(h.last_error.is_some(), "the refused first endpoint is remembered: {h:?}");
+    client.close().await;
+    hub.shutdown().await;
+}
