@@ -1,28 +1,31 @@
-//! The debugging and operator subcommands of the `fanhub` binary: `sub` and `pub` (a WebSocket
-//! client of a running hub, like `nats sub` / `nats pub`), `stats` and `connections`
+//! The debugging and operator subcommands of the `fanhub` binary: `sub` and `pub` (the Rust
+//! client, `fanhub::client`, against a running hub, like `nats sub` / `nats pub`), `stats` and `connections`
 //! (pretty-printed admin API, optionally refreshing). Plain HTTP only: the admin listener is
 //! meant for loopback or a private network. Output goes through `writeln!` on a locked stdout,
 //! never `println!`, so a reader that goes away (`fanhub stats | head -1`) ends the command
 //! with a write error that `main` turns into a quiet exit ([`is_broken_pipe`]), not a panic.
 
 use std::io::Write as _;
+#[cfg(feature = "client")]
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
 use bytes::Bytes;
 use clap::Args;
-use futures_util::{SinkExt as _, StreamExt as _};
 use http_body_util::{BodyExt as _, Empty};
-use hyper::http::{header, HeaderValue, Request, Uri};
+use hyper::http::{header, Request, Uri};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
-use tokio_websockets::{MaybeTlsStream, Message, WebSocketStream};
 
+#[cfg(feature = "client")]
 use fanhub::auth::{unix_now, MintRequest, SessionManager};
+#[cfg(feature = "client")]
+use fanhub::client::{Client, ClientOptions, Event, From};
+#[cfg(feature = "client")]
 use fanhub::config::Config;
-use fanhub::protocol::frame::{decode_records, FLAG_JSON};
 
+#[cfg(feature = "client")]
 /// How to reach and authenticate to a hub's WebSocket endpoint.
 #[derive(Args, Clone)]
 pub(crate) struct WsTarget {
@@ -38,6 +41,7 @@ pub(crate) struct WsTarget {
     config: Option<PathBuf>,
 }
 
+#[cfg(feature = "client")]
 /// `fanhub sub`.
 #[derive(Args)]
 pub(crate) struct SubArgs {
@@ -56,6 +60,7 @@ pub(crate) struct SubArgs {
     target: WsTarget,
 }
 
+#[cfg(feature = "client")]
 /// `fanhub pub`.
 #[derive(Args)]
 pub(crate) struct PubArgs {
@@ -100,137 +105,88 @@ pub(crate) struct ConnectionsArgs {
     admin: AdminTarget,
 }
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-async fn open(target: &WsTarget) -> anyhow::Result<Ws> {
-    let token = match &target.token {
-        Some(t) => t.clone(),
-        None => {
-            let config = Config::load(target.config.as_deref(), std::env::vars())?;
-            let sessions = SessionManager::new(&config.auth).map_err(anyhow::Error::msg)?;
-            let req = MintRequest {
-                subject: "fanhub-cli".into(),
-                subscribe: vec![">".into()],
-                publish: vec![">".into()],
-                ttl_secs: 3600,
-            };
-            sessions.mint(&req, unix_now()).map_err(anyhow::Error::msg)?.token
-        }
+#[cfg(feature = "client")]
+/// The token `--token` gives, or one minted with the key of `--config`.
+fn token(target: &WsTarget) -> anyhow::Result<String> {
+    if let Some(t) = &target.token {
+        return Ok(t.clone());
+    }
+    let config = Config::load(target.config.as_deref(), std::env::vars())?;
+    let sessions = SessionManager::new(&config.auth).map_err(anyhow::Error::msg)?;
+    let req = MintRequest {
+        subject: "fanhub-cli".into(),
+        subscribe: vec![">".into()],
+        publish: vec![">".into()],
+        ttl_secs: 3600,
     };
-    let uri: Uri = target.url.parse().with_context(|| format!("invalid URL {}", target.url))?;
-    let (mut ws, _) = tokio_websockets::ClientBuilder::from_uri(uri)
-        .add_header(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(fanhub::protocol::SUBPROTOCOL))?
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {}", target.url))?;
-    ws.send(Message::text(json!({"op": "connect", "id": 0, "token": token}).to_string())).await?;
-    let welcome = next_json(&mut ws).await?;
-    if welcome["type"] != "welcome" {
-        bail!("connect refused: {welcome}");
-    }
-    Ok(ws)
+    Ok(sessions.mint(&req, unix_now()).map_err(anyhow::Error::msg)?.token)
 }
 
-async fn next_json(ws: &mut Ws) -> anyhow::Result<Value> {
-    loop {
-        let m = ws.next().await.ok_or_else(|| anyhow!("the hub closed the connection"))??;
-        if let Some(t) = m.as_text() {
-            let v: Value = serde_json::from_str(t)?;
-            if v["type"] == "bye" {
-                bail!("the hub closed the connection: {v}");
-            }
-            return Ok(v);
-        }
-        if let Some((code, reason)) = m.as_close() {
-            bail!("closed by the hub: {} {reason}", u16::from(code));
-        }
-    }
+#[cfg(feature = "client")]
+/// A client of the hub at `--url` (it reconnects and resumes by itself).
+async fn client(target: &WsTarget) -> anyhow::Result<Client> {
+    let options = ClientOptions::new([target.url.clone()]).with_token(token(target)?);
+    Client::connect(options).await.with_context(|| format!("connecting to {}", target.url))
 }
 
-/// `fanhub sub TOPIC`: prints every message until interrupted (or `--count`).
+#[cfg(feature = "client")]
+/// `fanhub sub TOPIC`: prints every message until interrupted (or `--count`). Across a
+/// reconnect it resumes after the last message printed; missed messages are reported on stderr.
 pub(crate) async fn sub(args: SubArgs) -> anyhow::Result<()> {
-    let mut ws = open(&args.target).await?;
-    let mut op = json!({"op": "subscribe", "id": 1, "topic": args.topic});
-    if let Some(o) = args.offset {
-        op["offset"] = json!(o);
-    }
-    ws.send(Message::text(op.to_string())).await?;
+    let client = client(&args.target).await?;
+    let from = args.offset.map_or(From::Live, |offset| From::Offset { offset, epoch: None });
+    let mut sub = client.subscribe(&args.topic, from).await?;
+    eprintln!("subscribed to {} (head offset {})", args.topic, sub.info.head);
     let mut seen = 0u64;
-    let stdout = std::io::stdout();
-    loop {
-        if args.count.is_some_and(|c| seen >= c) {
-            return Ok(());
-        }
-        let m = tokio::select! {
-            m = ws.next() => m,
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+    while args.count.is_none_or(|c| seen < c) {
+        let event = tokio::select! {
+            e = sub.next() => e,
+            _ = tokio::signal::ctrl_c() => break,
         };
-        let m = m.ok_or_else(|| anyhow!("the hub closed the connection"))??;
-        if let Some(t) = m.as_text() {
-            let v: Value = serde_json::from_str(t)?;
-            match v["type"].as_str() {
-                Some("subscribed") => eprintln!("subscribed to {} (head offset {})", args.topic, v["head"]),
-                Some("error") => bail!("{}: {}", v["code"], v["message"]),
-                Some("bye") => bail!("the hub closed the connection: {v}"),
-                _ => {}
+        let m = match event {
+            Some(Event::Message(m)) => m,
+            Some(Event::Gap(g)) => {
+                eprintln!("missed messages of {}: {:?} from offset {} to {:?}", g.topic, g.reason, g.from, g.to);
+                continue;
             }
-        } else if m.is_binary() {
-            let mut out = stdout.lock();
-            for r in decode_records(m.as_payload()) {
-                let r = r?;
-                let text = std::str::from_utf8(r.payload).ok();
-                if args.json {
-                    let payload = match (r.flags & FLAG_JSON != 0, text) {
-                        (true, Some(t)) => serde_json::from_str(t).unwrap_or(Value::Null),
-                        (false, Some(t)) => json!(t),
-                        _ => json!({ "base64": base64_encode(r.payload) }),
-                    };
-                    let line = json!({"topic": r.topic, "offset": r.offset, "epoch": r.epoch, "payload": payload});
-                    writeln!(out, "{line}")?;
-                } else {
-                    let shown = text.map_or_else(|| format!("<{} bytes>", r.payload.len()), str::to_owned);
-                    writeln!(out, "[{} #{}] {shown}", r.topic, r.offset)?;
-                }
-                seen += 1;
-                if args.count.is_some_and(|c| seen >= c) {
-                    break;
-                }
-            }
-            out.flush()?;
-        } else if m.is_close() {
-            bail!("closed by the hub");
+            None => bail!("the subscription ended (the client stopped; see the hub's log)"),
+        };
+        let text = std::str::from_utf8(&m.payload).ok();
+        let mut out = std::io::stdout().lock();
+        if args.json {
+            let payload = match (m.is_json(), text) {
+                (true, Some(t)) => serde_json::from_str(t).unwrap_or(Value::Null),
+                (false, Some(t)) => json!(t),
+                _ => json!({ "base64": base64_encode(&m.payload) }),
+            };
+            writeln!(out, "{}", json!({"topic": m.topic, "offset": m.offset, "epoch": m.epoch, "payload": payload}))?;
+        } else {
+            let shown = text.map_or_else(|| format!("<{} bytes>", m.payload.len()), str::to_owned);
+            writeln!(out, "[{} #{}] {shown}", m.topic, m.offset)?;
         }
+        out.flush()?;
+        seen += 1;
     }
+    client.close().await;
+    Ok(())
 }
 
+#[cfg(feature = "client")]
 fn base64_encode(b: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
+#[cfg(feature = "client")]
 /// `fanhub pub TOPIC DATA`: publishes and prints each assigned offset.
 pub(crate) async fn publish(args: PubArgs) -> anyhow::Result<()> {
-    let mut ws = open(&args.target).await?;
+    let client = client(&args.target).await?;
     let data: Value = serde_json::from_str(&args.data).unwrap_or_else(|_| Value::String(args.data.clone()));
-    for i in 0..args.count {
-        let id = i + 1;
-        ws.send(Message::text(json!({"op": "publish", "id": id, "topic": args.topic, "data": data}).to_string()))
-            .await?;
-        loop {
-            let v = next_json(&mut ws).await?;
-            if v["id"] != id {
-                continue;
-            }
-            match v["type"].as_str() {
-                Some("published") => {
-                    writeln!(std::io::stdout().lock(), "published {} offset {}", args.topic, v["offset"])?;
-                    break;
-                }
-                _ => bail!("{}: {}", v["code"], v["message"]),
-            }
-        }
+    for _ in 0..args.count {
+        let p = client.publish_json(&args.topic, &data).await?;
+        writeln!(std::io::stdout().lock(), "published {} offset {}", args.topic, p.offset)?;
     }
-    let _ = ws.send(Message::text(json!({"op": "bye"}).to_string())).await;
+    client.close().await;
     Ok(())
 }
 

@@ -37,8 +37,10 @@ enum Command {
     /// Mint a JWT with the configured key (in development mode: the built-in dev secret).
     Token(TokenArgs),
     /// Subscribe to a topic on a running hub and print its messages (like `nats sub`).
+    #[cfg(feature = "client")]
     Sub(cli::SubArgs),
     /// Publish a message on a running hub and print its offset (like `nats pub`).
+    #[cfg(feature = "client")]
     Pub(cli::PubArgs),
     /// Show a running hub's stats from its admin API (`--watch SECS` to refresh).
     Stats(cli::AdminTarget),
@@ -261,7 +263,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(args)),
         Command::Token(args) => token(args),
+        #[cfg(feature = "client")]
         Command::Sub(args) => small()?.block_on(cli::sub(args)),
+        #[cfg(feature = "client")]
         Command::Pub(args) => small()?.block_on(cli::publish(args)),
         Command::Stats(args) => small()?.block_on(cli::stats(args)),
         Command::Connections(args) => small()?.block_on(cli::connections(args)),

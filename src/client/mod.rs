@@ -75,7 +75,7 @@ pub enum ClientError {
     #[error("unauthenticated: {0}")]
     Unauthenticated(String),
     /// The hub answered the request with an error.
-    #[error("{code:?}: {message}")]
+    #[error("{code}: {message}")]
     Refused {
         /// Wire code.
         code: ErrorCode,
