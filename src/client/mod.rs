@@ -50,6 +50,7 @@ pub mod backoff;
 pub mod breaker;
 mod health;
 mod options;
+mod pool;
 pub mod resume;
 
 use std::time::Duration;
@@ -61,6 +62,7 @@ pub use self::backoff::Backoff;
 pub use self::breaker::{BreakerOptions, CircuitState};
 pub use self::health::Health;
 pub use self::options::{ClientOptions, TokenProvider};
+pub use self::pool::PublisherPool;
 pub use self::resume::{Gap, GapReason};
 use crate::protocol::control::SubscriptionInfo;
 use crate::protocol::{CloseReason, ErrorCode};

@@ -330,3 +330,48 @@ async fn health_reports_the_endpoint_its_answer_time_version_and_circuit() {
     client.close().await;
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_publisher_pool_spreads_topics_over_its_connections_and_keeps_each_topics_order() {
+    let hub = spawn_hub(reliable_config()).await;
+    let pool =
+        fanhub::client::PublisherPool::connect(options(&hub, &[hub.ws_url()]).with_client_id("svc"), 4).await.unwrap();
+    assert_eq!(hub.manager.connection_stats().active_connections, 4, "client ids made distinct");
+    let reader = Client::connect(options(&hub, &[hub.ws_url()])).await.unwrap();
+    let topics: Vec<String> = (0..8).map(|i| format!("rel/pool/{i}")).collect();
+    let mut subs = Vec::new();
+    for t in &topics {
+        subs.push(reader.subscribe(t, From::Live).await.unwrap());
+    }
+    // Each topic's publisher sends its 50 in order; all topics at once over the pool.
+    let tasks: Vec<_> = topics
+        .iter()
+        .map(|t| {
+            let (pool, t) = (pool.clone(), t.clone());
+            tokio::spawn(async move {
+                for i in 0..50u8 {
+                    pool.publish(&t, vec![i]).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for sub in &mut subs {
+        let mut payloads = Vec::new();
+        while payloads.len() < 50 {
+            match tokio::time::timeout(TIMEOUT, sub.next()).await.unwrap() {
+                Some(Event::Message(m)) => payloads.push(m.payload[0]),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(payloads, (0..50).collect::<Vec<u8>>(), "one topic's publishes keep their order");
+    }
+    let used: std::collections::HashSet<*const Client> =
+        topics.iter().map(|t| pool.client_for(t) as *const Client).collect();
+    assert!(used.len() > 1, "8 topics over 4 connections use more than one");
+    pool.close().await;
+    reader.close().await;
+    hub.shutdown().await;
+}
