@@ -92,7 +92,8 @@ class Emitter<M extends Record<string, unknown>> {
 
 /**
  * One topic's stream: `on('message')` / `on('gap')` callbacks, or `for await (const ev of sub)`
- * (messages and gaps in order). Survives reconnects; ends at `unsubscribe` or `close`.
+ * (messages and gaps in order, buffered from the moment iteration starts). Survives reconnects;
+ * ends at `unsubscribe` or `close`.
  */
 export class Subscription extends Emitter<{ message: MessageEvent; gap: GapEvent; error: FanhubError }> {
   readonly topic: string;
@@ -100,6 +101,8 @@ export class Subscription extends Emitter<{ message: MessageEvent; gap: GapEvent
   private queue: SubscriptionEvent[] = [];
   private waiters: ((r: IteratorResult<SubscriptionEvent>) => void)[] = [];
   private ended = false;
+  /** Buffer for the iterator only once one exists: a callback-only subscriber must not grow a queue. */
+  private iterating = false;
   private readyResolve!: (v: void) => void;
   /** Resolves at the first `subscribed` answer. */
   readonly ready: Promise<void>;
@@ -152,7 +155,7 @@ export class Subscription extends Emitter<{ message: MessageEvent; gap: GapEvent
     else this.emit("gap", ev as GapEvent);
     const w = this.waiters.shift();
     if (w) w({ value: ev, done: false });
-    else this.queue.push(ev);
+    else if (this.iterating) this.queue.push(ev);
   }
 
   /** @internal */ end(): void {
@@ -161,6 +164,7 @@ export class Subscription extends Emitter<{ message: MessageEvent; gap: GapEvent
   }
 
   [Symbol.asyncIterator](): AsyncIterator<SubscriptionEvent> {
+    this.iterating = true;
     return {
       next: () => {
         const ev = this.queue.shift();
@@ -169,6 +173,7 @@ export class Subscription extends Emitter<{ message: MessageEvent; gap: GapEvent
         return new Promise((r) => this.waiters.push(r));
       },
       return: () => {
+        this.iterating = false;
         this.queue = [];
         return Promise.resolve({ value: undefined, done: true });
       },
@@ -429,6 +434,12 @@ export class Client extends Emitter<{ status: StatusEvent; error: FanhubError }>
         this.lastBye = { reason: String(m.reason) };
         this.preferred = reconnect.filter((u) => typeof u === "string" && /^wss?:\/\//.test(u));
         this.emit("status", { state: "bye", reason: String(m.reason), code: Number(m.code), reconnect });
+        return;
+      }
+      case "reconnect": {
+        // Advice without a close (§4.7, reserved): remember where to go when this socket ends.
+        const urls = Array.isArray(m.urls) ? (m.urls as unknown[]) : [];
+        this.preferred = urls.filter((u): u is string => typeof u === "string" && /^wss?:\/\//.test(u));
         return;
       }
       case "token_expiring":
