@@ -104,7 +104,8 @@ export class Subscription extends Emitter<{ message: MessageEvent; gap: GapEvent
   /** Buffer for the iterator only once one exists: a callback-only subscriber must not grow a queue. */
   private iterating = false;
   private readyResolve!: (v: void) => void;
-  /** Resolves at the first `subscribed` answer. */
+  private readyReject!: (e: FanhubError) => void;
+  /** Resolves at the first `subscribed` answer; rejects when the hub refuses the subscription. */
   readonly ready: Promise<void>;
 
   /** @internal */
@@ -112,7 +113,12 @@ export class Subscription extends Emitter<{ message: MessageEvent; gap: GapEvent
     super();
     this.topic = topic;
     this.tracker = new TopicTracker(topic, o);
-    this.ready = new Promise((r) => (this.readyResolve = r));
+    this.ready = new Promise((resolve, reject) => {
+      this.readyResolve = resolve;
+      this.readyReject = reject;
+    });
+    // Callback users need not await `ready`: its rejection must not count as unhandled.
+    this.ready.catch(() => {});
   }
 
   /** The last delivered offset and its epoch (what a resume starts after). */
@@ -147,6 +153,7 @@ export class Subscription extends Emitter<{ message: MessageEvent; gap: GapEvent
 
   /** @internal */ failed(e: FanhubError): void {
     this.emit("error", e);
+    this.readyReject(e);
   }
 
   private push(kind: "message" | "gap", ev: SubscriptionEvent): void {
@@ -366,8 +373,15 @@ export class Client extends Emitter<{ status: StatusEvent; error: FanhubError }>
     };
     ws.onmessage = (ev) => {
       if (this.ws !== ws) return;
-      if (typeof ev.data === "string") this.onControl(JSON.parse(ev.data) as Record<string, unknown>, url, connectId);
-      else this.onData(ev.data as ArrayBuffer);
+      if (typeof ev.data !== "string") return this.onData(ev.data as ArrayBuffer);
+      let m: unknown;
+      try {
+        m = JSON.parse(ev.data);
+      } catch {
+        this.emit("error", new FanhubError("invalid_argument", `bad control message from the server: ${ev.data.slice(0, 100)}`));
+        return;
+      }
+      if (m !== null && typeof m === "object") this.onControl(m as Record<string, unknown>, url, connectId);
     };
     ws.onerror = () => {
       /* the close event follows and carries what we act on */
@@ -416,7 +430,16 @@ export class Client extends Emitter<{ status: StatusEvent; error: FanhubError }>
         if (id !== undefined && this.subscribeIds.has(id)) {
           const topic = this.subscribeIds.get(id)!;
           this.subscribeIds.delete(id);
-          this.subs.get(topic)?.failed(err);
+          const sub = this.subs.get(topic);
+          if (sub) {
+            // `unavailable` is transient (cluster mode, Redis away): the next connect retries it.
+            // Any other refusal would only repeat at every reconnect: the subscription ends.
+            if (m.code !== "unavailable") {
+              this.subs.delete(topic);
+              sub.end();
+            }
+            sub.failed(err);
+          }
           return;
         }
         const p = id !== undefined ? this.pending.get(id) : undefined;

@@ -282,3 +282,34 @@ test("token_expiring fetches a token and sends refresh", async () => {
   ws.push({ type: "refreshed", id: ws.ops("refresh")[0].id, expires_at: 2 });
   c.close();
 });
+
+test("a refused subscribe ends the subscription, rejects ready and is not resent on reconnect", async () => {
+  const { c } = client();
+  const ws1 = await nthSocket(1);
+  ws1.welcome();
+  const sub = c.subscribe("secret");
+  const errors = [];
+  sub.on("error", (e) => errors.push(e.code));
+  const s = ws1.ops("subscribe")[0];
+  ws1.push({ type: "error", id: s.id, code: "permission_denied", message: "no", topic: "secret" });
+  await assert.rejects(sub.ready, (e) => e.code === "permission_denied");
+  assert.deepEqual(errors, ["permission_denied"]);
+  const done = await sub[Symbol.asyncIterator]().next();
+  assert.equal(done.done, true);
+  ws1.drop(1006);
+  const ws2 = await nthSocket(2);
+  ws2.welcome();
+  assert.equal(ws2.ops("subscribe").length, 0);
+  c.close();
+});
+
+test("a malformed control message is reported, not thrown", async () => {
+  const { c } = client();
+  const errors = [];
+  c.on("error", (e) => errors.push(e.code));
+  const ws = await nthSocket(1);
+  ws.welcome();
+  ws.onmessage({ data: "{not json" });
+  assert.deepEqual(errors, ["invalid_argument"]);
+  c.close();
+});
