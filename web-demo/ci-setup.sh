@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# What the browser tests (tests/it/web_demo.rs) need, each installed only when missing, so running
-# this again is cheap: Debian's Chromium at /usr/bin/chromium (the tests never let Playwright
-# download a browser) and playwright-core exactly as pinned in package-lock.json.
+# What the browser tests (tests/it/web_demo.rs) and the TypeScript client's tests
+# (tests/it/ts_client.rs) need, each installed only when missing, so running this again is cheap:
+# Debian's Chromium at /usr/bin/chromium (the tests never let Playwright download a browser),
+# playwright-core exactly as pinned in package-lock.json, and the client package built.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -22,4 +23,15 @@ fi
 if [ ! -d node_modules/playwright-core ]; then
   echo "web-demo: npm ci"
   PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
+fi
+
+# The TypeScript client (web-demo/client): its pinned typescript and ws (devDependencies only),
+# then dist/ built from src/ — not committed, rebuilt only when a source or the config is newer.
+if [ ! -d client/node_modules/typescript ] || [ ! -d client/node_modules/ws ]; then
+  echo "web-demo/client: npm ci"
+  (cd client && npm ci --no-audit --no-fund --loglevel=error)
+fi
+if [ ! -f client/dist/index.js ] || [ -n "$(find client/src client/tsconfig.json client/package-lock.json -newer client/dist/index.js 2>/dev/null | head -1)" ]; then
+  echo "web-demo/client: tsc"
+  (cd client && npm run --silent build)
 fi

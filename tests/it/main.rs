@@ -37,6 +37,7 @@ mod shutdown;
 mod slow_client;
 mod tidy;
 mod token_expiry;
+mod ts_client;
 mod version_negotiation;
 mod web_demo;
 #[cfg(feature = "webrtc")]

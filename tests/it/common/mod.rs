@@ -581,8 +581,15 @@ impl Drop for RedisServer {
 /// Runs `web-demo/tests/{script}` with Node (piped stdout and stderr, killed when dropped): the
 /// headless-Chromium tests' driver scripts.
 pub fn node_script(script: &str, args: &[&str]) -> tokio::process::Child {
+    let script = format!("web-demo/tests/{script}");
+    let mut all = vec![script.as_str()];
+    all.extend_from_slice(args);
+    node_command(&all)
+}
+
+/// Runs `node {args…}` from the crate root (piped stdout and stderr, killed when dropped).
+pub fn node_command(args: &[&str]) -> tokio::process::Child {
     tokio::process::Command::new("node")
-        .arg(format!("web-demo/tests/{script}"))
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdin(std::process::Stdio::null())

@@ -1,0 +1,544 @@
+// The connection: one WebSocket at a time, reconnected with backoff, every subscription resumed
+// after its last delivered offset. Requests are matched to answers by id; the pure rules
+// (records, backoff, dedupe and gaps) live in their own modules.
+
+import { backoffDelay } from "./backoff.js";
+import { FanhubError } from "./errors.js";
+import { type ConnectOptions, type ResolvedOptions, type WebSocketLike, resolveOptions } from "./options.js";
+import { type DataRecord, type Offset, encodePublishFrame, parseRecords } from "./records.js";
+import { type GapEvent, TopicTracker } from "./tracker.js";
+
+/** A delivered message. */
+export interface MessageEvent {
+  type: "message";
+  topic: string;
+  offset: Offset;
+  epoch: number;
+  publishTimeUs: number;
+  payload: Uint8Array;
+  /** The payload is JSON text (published with JSON `data`). */
+  json: boolean;
+  /** The payload as UTF-8 text. */
+  text(): string;
+  /** The payload parsed as JSON. */
+  parse<T = unknown>(): T;
+}
+
+export type { GapEvent };
+export type SubscriptionEvent = MessageEvent | GapEvent;
+
+export type StatusEvent =
+  | { state: "connecting"; url: string }
+  | { state: "connected"; url: string; connId: number; nodeId: string }
+  | { state: "reconnecting"; attempt: number; delayMs: number }
+  | { state: "bye"; reason: string; code: number; reconnect: string[] }
+  | { state: "closed"; reason: string; error?: FanhubError };
+
+export interface PublishResult {
+  offset: Offset;
+  epoch: number;
+}
+
+export interface PublishOptions {
+  /** Send a binary publish frame (§5.2) even for JSON data (its JSON text, JSON flag set). */
+  binary?: boolean;
+}
+
+export interface SubscribeOptions {
+  /** First offset wanted (0: oldest retained). Absent: live only. */
+  offset?: Offset;
+  /** The epoch `offset` belongs to. */
+  epoch?: number;
+}
+
+interface Pending {
+  resolve: (v: Record<string, unknown>) => void;
+  reject: (e: FanhubError) => void;
+  timer: ReturnType<typeof setTimeout>;
+  /** Sent on the current socket (rejected `disconnected` when it drops) or still waiting to be sent. */
+  sent: boolean;
+  frame: string | Uint8Array;
+}
+
+/** Bye reasons after which reconnecting is pointless (§8: not advised, and not a transient state). */
+const TERMINAL_BYES = new Set(["kicked", "replaced"]);
+const OPEN = 1;
+const MAX_ID = 0xffffffff;
+
+const utf8 = new TextDecoder();
+const utf8enc = new TextEncoder();
+
+type Listener<T> = (ev: T) => void;
+
+class Emitter<M extends Record<string, unknown>> {
+  private ls: { [K in keyof M]?: Set<Listener<M[K]>> } = {};
+  on<K extends keyof M>(ev: K, fn: Listener<M[K]>): () => void {
+    (this.ls[ev] ??= new Set()).add(fn);
+    return () => this.ls[ev]?.delete(fn);
+  }
+  protected emit<K extends keyof M>(ev: K, v: M[K]): void {
+    for (const fn of this.ls[ev] ?? []) {
+      try {
+        fn(v);
+      } catch (e) {
+        // A listener's bug must not break the connection's bookkeeping.
+        queueMicrotask(() => {
+          throw e;
+        });
+      }
+    }
+  }
+}
+
+/**
+ * One topic's stream: `on('message')` / `on('gap')` callbacks, or `for await (const ev of sub)`
+ * (messages and gaps in order, buffered from the moment iteration starts). Survives reconnects;
+ * ends at `unsubscribe` or `close`.
+ */
+export class Subscription extends Emitter<{ message: MessageEvent; gap: GapEvent; error: FanhubError }> {
+  readonly topic: string;
+  /** @internal */ readonly tracker: TopicTracker;
+  private queue: SubscriptionEvent[] = [];
+  private waiters: ((r: IteratorResult<SubscriptionEvent>) => void)[] = [];
+  private ended = false;
+  /** Buffer for the iterator only once one exists: a callback-only subscriber must not grow a queue. */
+  private iterating = false;
+  private readyResolve!: (v: void) => void;
+  private readyReject!: (e: FanhubError) => void;
+  /** Resolves at the first `subscribed` answer; rejects when the hub refuses the subscription. */
+  readonly ready: Promise<void>;
+
+  /** @internal */
+  constructor(topic: string, o: SubscribeOptions) {
+    super();
+    this.topic = topic;
+    this.tracker = new TopicTracker(topic, o);
+    this.ready = new Promise((resolve, reject) => {
+      this.readyResolve = resolve;
+      this.readyReject = reject;
+    });
+    // Callback users need not await `ready`: its rejection must not count as unhandled.
+    this.ready.catch(() => {});
+  }
+
+  /** The last delivered offset and its epoch (what a resume starts after). */
+  get position(): { offset?: Offset; epoch?: number } {
+    return { offset: this.tracker.lastDelivered, epoch: this.tracker.currentEpoch };
+  }
+
+  /** @internal */ subscribed(a: { epoch: number; offset: number; recovered: boolean }): void {
+    const gap = this.tracker.onSubscribed(a);
+    if (gap) this.push("gap", gap);
+    this.readyResolve();
+  }
+
+  /** @internal */ record(r: DataRecord): void {
+    const v = this.tracker.onRecord(r.offset, r.epoch);
+    if (!v.deliver) return;
+    if (v.gap) this.push("gap", v.gap);
+    const payload = r.payload;
+    const ev: MessageEvent = {
+      type: "message",
+      topic: r.topic,
+      offset: r.offset,
+      epoch: r.epoch,
+      publishTimeUs: r.publishTimeUs,
+      payload,
+      json: r.json,
+      text: () => utf8.decode(payload),
+      parse: <T>() => JSON.parse(utf8.decode(payload)) as T,
+    };
+    this.push("message", ev);
+  }
+
+  /** @internal */ failed(e: FanhubError): void {
+    this.emit("error", e);
+    this.readyReject(e);
+  }
+
+  private push(kind: "message" | "gap", ev: SubscriptionEvent): void {
+    if (this.ended) return;
+    if (kind === "message") this.emit("message", ev as MessageEvent);
+    else this.emit("gap", ev as GapEvent);
+    const w = this.waiters.shift();
+    if (w) w({ value: ev, done: false });
+    else if (this.iterating) this.queue.push(ev);
+  }
+
+  /** @internal */ end(): void {
+    this.ended = true;
+    for (const w of this.waiters.splice(0)) w({ value: undefined, done: true });
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<SubscriptionEvent> {
+    this.iterating = true;
+    return {
+      next: () => {
+        const ev = this.queue.shift();
+        if (ev) return Promise.resolve({ value: ev, done: false });
+        if (this.ended) return Promise.resolve({ value: undefined, done: true });
+        return new Promise((r) => this.waiters.push(r));
+      },
+      return: () => {
+        this.iterating = false;
+        this.queue = [];
+        return Promise.resolve({ value: undefined, done: true });
+      },
+    };
+  }
+}
+
+/** A connection to a fanhub cluster; see {@link connect}. */
+export class Client extends Emitter<{ status: StatusEvent; error: FanhubError }> {
+  private readonly o: ResolvedOptions;
+  private ws: WebSocketLike | undefined;
+  private ready = false;
+  private closed = false;
+  private token: string | undefined;
+  /** A fresh token was fetched after an `unauthenticated`; a second one in a row is final. */
+  private authRetried = false;
+  private attempt = 0;
+  private endpointIndex = 0;
+  private preferred: string[] = [];
+  private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  private nextId = 1;
+  private pending = new Map<number, Pending>();
+  private subs = new Map<string, Subscription>();
+  /** Subscribe request id → topic, for the current socket. */
+  private subscribeIds = new Map<number, string>();
+  private lastBye: { reason: string } | undefined;
+
+  /** @internal use {@link connect} */
+  constructor(options: ConnectOptions) {
+    super();
+    this.o = resolveOptions(options);
+    this.token = this.o.token;
+    queueMicrotask(() => void this.open());
+  }
+
+  /** Subscribes `topic`; messages and gaps arrive on the returned subscription, across reconnects. */
+  subscribe(topic: string, o: SubscribeOptions = {}): Subscription {
+    if (this.closed) throw new FanhubError("closed", "the client is closed");
+    if (typeof topic !== "string" || topic === "") throw new FanhubError("invalid_options", "invalid `topic`: expected a non-empty string");
+    if (this.subs.has(topic)) throw new FanhubError("failed_precondition", `already subscribed to ${topic}`, { topic });
+    const sub = new Subscription(topic, o);
+    this.subs.set(topic, sub);
+    if (this.ready) this.sendSubscribe(sub);
+    return sub;
+  }
+
+  /** Ends the subscription of `topic` (its iterator finishes). */
+  async unsubscribe(topic: string): Promise<void> {
+    const sub = this.subs.get(topic);
+    if (!sub) throw new FanhubError("failed_precondition", `not subscribed to ${topic}`, { topic });
+    this.subs.delete(topic);
+    sub.end();
+    if (this.ready) {
+      await this.request({ op: "unsubscribe", topic }).catch((e: FanhubError) => {
+        // Already gone on the server (a reconnect raced us): nothing left to undo.
+        if (e.code !== "failed_precondition" && e.code !== "disconnected") throw e;
+      });
+    }
+  }
+
+  /**
+   * Publishes `data`: a `Uint8Array` as a binary publish frame (§5.2), anything else as JSON.
+   * Waits for a connection when there is none (up to `requestTimeoutMs`).
+   *
+   * @throws {FanhubError} the server's error; `disconnected` when the connection dropped before
+   * the answer (then it was not published, unless the close was abnormal); `timeout`.
+   */
+  async publish(topic: string, data: unknown, opts: PublishOptions = {}): Promise<PublishResult> {
+    let a: Record<string, unknown>;
+    if (data instanceof Uint8Array || opts.binary) {
+      const json = !(data instanceof Uint8Array);
+      const bytes = data instanceof Uint8Array ? data : utf8enc.encode(JSON.stringify(data));
+      a = await this.requestWith((id) => encodePublishFrame(topic, bytes, id, json));
+    } else {
+      a = await this.request({ op: "publish", topic, data });
+    }
+    return { offset: a.offset as Offset, epoch: a.epoch as number };
+  }
+
+  /** Closes for good: no reconnect, pending requests rejected, subscriptions ended. */
+  close(): void {
+    this.shutdown("client");
+  }
+
+  private shutdown(reason: string, error?: FanhubError): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.reconnectTimer);
+    const ws = this.ws;
+    this.ws = undefined;
+    this.ready = false;
+    if (ws) {
+      ws.onclose = ws.onmessage = ws.onerror = ws.onopen = null;
+      try {
+        ws.close(1000, "bye");
+      } catch {
+        /* already closing */
+      }
+    }
+    this.failPending(() => true, error ?? new FanhubError("closed", "the client was closed"));
+    for (const s of this.subs.values()) s.end();
+    this.subs.clear();
+    if (error) this.emit("error", error);
+    this.emit("status", error ? { state: "closed", reason, error } : { state: "closed", reason });
+  }
+
+  private id(): number {
+    const id = this.nextId;
+    this.nextId = id >= MAX_ID ? 1 : id + 1;
+    return id;
+  }
+
+  private request(msg: Record<string, unknown>): Promise<Record<string, unknown>> {
+    return this.requestWith((id) => JSON.stringify({ ...msg, id }));
+  }
+
+  private requestWith(build: (id: number) => string | Uint8Array): Promise<Record<string, unknown>> {
+    if (this.closed) return Promise.reject(new FanhubError("closed", "the client is closed"));
+    const id = this.id();
+    const frame = build(id);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new FanhubError("timeout", `no answer within ${this.o.requestTimeoutMs} ms`));
+      }, this.o.requestTimeoutMs);
+      const p: Pending = { resolve, reject, timer, sent: false, frame };
+      this.pending.set(id, p);
+      if (this.ready) this.sendPending(p);
+    });
+  }
+
+  private sendPending(p: Pending): void {
+    p.sent = true;
+    this.ws?.send(p.frame);
+  }
+
+  private failPending(which: (p: Pending) => boolean, e: FanhubError): void {
+    for (const [id, p] of this.pending) {
+      if (!which(p)) continue;
+      this.pending.delete(id);
+      clearTimeout(p.timer);
+      p.reject(e);
+    }
+  }
+
+  private sendSubscribe(sub: Subscription): void {
+    const id = this.id();
+    this.subscribeIds.set(id, sub.topic);
+    this.ws?.send(JSON.stringify({ op: "subscribe", id, topic: sub.topic, ...sub.tracker.resumeFrom() }));
+  }
+
+  private nextUrl(): string {
+    const u = this.preferred.shift();
+    if (u) return u;
+    const url = this.o.endpoints[this.endpointIndex % this.o.endpoints.length]!;
+    this.endpointIndex++;
+    return url;
+  }
+
+  private async open(): Promise<void> {
+    if (this.closed) return;
+    if (this.token === undefined && this.o.tokenProvider) {
+      try {
+        this.token = await this.o.tokenProvider();
+      } catch (e) {
+        this.scheduleReconnect();
+        this.emit("error", new FanhubError("unauthenticated", `tokenProvider failed: ${String(e)}`));
+        return;
+      }
+      if (this.closed) return;
+    }
+    const url = this.nextUrl();
+    this.emit("status", { state: "connecting", url });
+    let ws: WebSocketLike;
+    try {
+      ws = new this.o.WebSocket(url, "fanhub.v1");
+    } catch (e) {
+      this.emit("error", new FanhubError("disconnected", `cannot open ${url}: ${String(e)}`));
+      this.scheduleReconnect();
+      return;
+    }
+    ws.binaryType = "arraybuffer";
+    this.ws = ws;
+    this.lastBye = undefined;
+    const connectId = this.id();
+    ws.onopen = () => {
+      const msg: Record<string, unknown> = { op: "connect", id: connectId, client_id: this.o.clientId, client: { name: "fanhub-ts" } };
+      if (this.token !== undefined) msg.token = this.token;
+      ws.send(JSON.stringify(msg));
+    };
+    ws.onmessage = (ev) => {
+      if (this.ws !== ws) return;
+      if (typeof ev.data !== "string") return this.onData(ev.data as ArrayBuffer);
+      let m: unknown;
+      try {
+        m = JSON.parse(ev.data);
+      } catch {
+        this.emit("error", new FanhubError("invalid_argument", `bad control message from the server: ${ev.data.slice(0, 100)}`));
+        return;
+      }
+      if (m !== null && typeof m === "object") this.onControl(m as Record<string, unknown>, url, connectId);
+    };
+    ws.onerror = () => {
+      /* the close event follows and carries what we act on */
+    };
+    ws.onclose = (ev) => {
+      if (this.ws !== ws) return;
+      this.onSocketClosed(ev.code, ev.reason);
+    };
+  }
+
+  private onData(buf: ArrayBuffer): void {
+    let records: DataRecord[];
+    try {
+      records = parseRecords(buf);
+    } catch (e) {
+      this.emit("error", new FanhubError("invalid_argument", `bad data message from the server: ${String(e)}`));
+      return;
+    }
+    for (const r of records) this.subs.get(r.topic)?.record(r);
+  }
+
+  private onControl(m: Record<string, unknown>, url: string, connectId: number): void {
+    const id = typeof m.id === "number" ? m.id : undefined;
+    switch (m.type) {
+      case "welcome": {
+        this.ready = true;
+        this.attempt = 0;
+        this.authRetried = false;
+        this.emit("status", { state: "connected", url, connId: m.conn_id as number, nodeId: m.node_id as string });
+        for (const s of this.subs.values()) this.sendSubscribe(s);
+        for (const p of this.pending.values()) if (!p.sent) this.sendPending(p);
+        return;
+      }
+      case "subscribed": {
+        const topic = id !== undefined ? this.subscribeIds.get(id) : undefined;
+        if (id !== undefined) this.subscribeIds.delete(id);
+        if (topic !== undefined) this.subs.get(topic)?.subscribed(m as unknown as { epoch: number; offset: number; recovered: boolean });
+        return;
+      }
+      case "error": {
+        const err = new FanhubError(String(m.code), String(m.message ?? m.code), {
+          ...(typeof m.limit === "string" ? { limit: m.limit } : {}),
+          ...(typeof m.topic === "string" ? { topic: m.topic } : {}),
+        });
+        if (id === connectId && m.code === "unauthenticated") return; // the bye and close follow
+        if (id !== undefined && this.subscribeIds.has(id)) {
+          const topic = this.subscribeIds.get(id)!;
+          this.subscribeIds.delete(id);
+          const sub = this.subs.get(topic);
+          if (sub) {
+            // `unavailable` is transient (cluster mode, Redis away): the next connect retries it.
+            // Any other refusal would only repeat at every reconnect: the subscription ends.
+            if (m.code !== "unavailable") {
+              this.subs.delete(topic);
+              sub.end();
+            }
+            sub.failed(err);
+          }
+          return;
+        }
+        const p = id !== undefined ? this.pending.get(id) : undefined;
+        if (p && id !== undefined) {
+          this.pending.delete(id);
+          clearTimeout(p.timer);
+          p.reject(err);
+        } else if (m.code !== "unauthenticated") {
+          this.emit("error", err);
+        }
+        return;
+      }
+      case "bye": {
+        const reconnect = Array.isArray(m.reconnect) ? (m.reconnect as string[]) : [];
+        this.lastBye = { reason: String(m.reason) };
+        this.preferred = reconnect.filter((u) => typeof u === "string" && /^wss?:\/\//.test(u));
+        this.emit("status", { state: "bye", reason: String(m.reason), code: Number(m.code), reconnect });
+        return;
+      }
+      case "reconnect": {
+        // Advice without a close (§4.7, reserved): remember where to go when this socket ends.
+        const urls = Array.isArray(m.urls) ? (m.urls as unknown[]) : [];
+        this.preferred = urls.filter((u): u is string => typeof u === "string" && /^wss?:\/\//.test(u));
+        return;
+      }
+      case "token_expiring":
+        void this.refreshToken();
+        return;
+      case "time_sync_request": {
+        const t = Date.now() * 1000;
+        this.ws?.send(JSON.stringify({ op: "time_sync_reply", seq: m.seq, t1: m.t1, t2: t, t3: t }));
+        return;
+      }
+      default: {
+        const p = id !== undefined ? this.pending.get(id) : undefined;
+        if (p && id !== undefined) {
+          this.pending.delete(id);
+          clearTimeout(p.timer);
+          p.resolve(m);
+        }
+      }
+    }
+  }
+
+  private async refreshToken(): Promise<void> {
+    if (!this.o.tokenProvider) return;
+    try {
+      const token = await this.o.tokenProvider();
+      this.token = token;
+      await this.request({ op: "refresh", token });
+    } catch (e) {
+      this.emit("error", e instanceof FanhubError ? e : new FanhubError("unauthenticated", `token refresh failed: ${String(e)}`));
+    }
+  }
+
+  private onSocketClosed(code: number, reason: string): void {
+    this.ws = undefined;
+    this.ready = false;
+    this.subscribeIds.clear();
+    this.failPending(
+      (p) => p.sent,
+      new FanhubError("disconnected", `the connection closed (${code}${reason ? ` ${reason}` : ""}) before the answer`),
+    );
+    for (const p of this.pending.values()) p.sent = false;
+    if (this.closed) return;
+    const bye = this.lastBye?.reason;
+    if (code === 4001 || bye === "unauthenticated" || code === 4002 || bye === "token_expired") {
+      // A bad token does not heal by retrying: one fresh token, then give up.
+      if (this.o.tokenProvider && !this.authRetried) {
+        this.authRetried = true;
+        this.token = undefined;
+        this.attempt = 0;
+        void this.open();
+        return;
+      }
+      this.shutdown("unauthenticated", new FanhubError("unauthenticated", `the server refused the token (${bye ?? code})`));
+      return;
+    }
+    if (bye !== undefined && TERMINAL_BYES.has(bye)) {
+      this.shutdown(bye, new FanhubError(bye, `closed by the server: ${bye}`));
+      return;
+    }
+    this.scheduleReconnect();
+  }
+
+  private scheduleReconnect(): void {
+    if (this.closed) return;
+    const attempt = this.attempt++;
+    const delayMs = backoffDelay(attempt, this.o.backoff, this.o.random);
+    this.emit("status", { state: "reconnecting", attempt, delayMs });
+    this.reconnectTimer = setTimeout(() => void this.open(), delayMs);
+  }
+}
+
+/**
+ * Validates `options` and starts connecting (in the background: watch `on('status')`).
+ *
+ * @throws {FanhubError} code `invalid_options` naming the field.
+ */
+export function connect(options: ConnectOptions): Client {
+  return new Client(options);
+}

@@ -1,0 +1,125 @@
+// Connect options: their types, their defaults, and one validation up front that names the
+// offending field, so a mistake fails at `connect()` and not at the first reconnect.
+
+import { type BackoffOptions, DEFAULT_BACKOFF } from "./backoff.js";
+import { FanhubError } from "./errors.js";
+
+/** The part of the browser `WebSocket` constructor the client uses (Node's `ws` package fits). */
+export interface WebSocketLike {
+  binaryType: string;
+  readonly readyState: number;
+  readonly protocol: string;
+  onopen: ((ev: unknown) => void) | null;
+  onmessage: ((ev: { data: unknown }) => void) | null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+  send(data: string | Uint8Array): void;
+  close(code?: number, reason?: string): void;
+}
+
+export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
+
+export interface ConnectOptions {
+  /** WebSocket URLs of the hub's nodes, e.g. `ws://127.0.0.1:8080/ws`; tried in turn. */
+  endpoints: string[];
+  /** A JWT. */
+  token?: string;
+  /** Called for a token before the first connect when `token` is absent, after `unauthenticated`, and on `token_expiring`. */
+  tokenProvider?: () => Promise<string>;
+  /** Sent as `client_id`: a reconnect replaces this client's previous connection at once. Default: a random id. */
+  clientId?: string;
+  /** Reconnect delays (full jitter). */
+  backoff?: Partial<BackoffOptions>;
+  /** How long a request (publish, subscribe, …) waits for its answer, ms. Default 10000. */
+  requestTimeoutMs?: number;
+  /** The WebSocket constructor; default `globalThis.WebSocket` (browsers, Node ≥ 22). */
+  WebSocket?: WebSocketConstructor;
+  /** Random source in [0, 1) for the jitter; default `Math.random`. */
+  random?: () => number;
+}
+
+export interface ResolvedOptions {
+  endpoints: string[];
+  token: string | undefined;
+  tokenProvider: (() => Promise<string>) | undefined;
+  clientId: string;
+  backoff: BackoffOptions;
+  requestTimeoutMs: number;
+  WebSocket: WebSocketConstructor;
+  random: () => number;
+}
+
+function bad(field: string, why: string): FanhubError {
+  return new FanhubError("invalid_options", `invalid option \`${field}\`: ${why}`);
+}
+
+function positiveNumber(v: unknown, field: string, min: number): number {
+  if (typeof v !== "number" || !Number.isFinite(v) || v < min) {
+    throw bad(field, `expected a finite number ≥ ${min}, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function randomId(): string {
+  const c = (globalThis as { crypto?: { randomUUID?: () => string } }).crypto;
+  return c?.randomUUID ? c.randomUUID() : `c-${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+}
+
+/**
+ * Checks `o` and fills in the defaults.
+ *
+ * @throws {FanhubError} code `invalid_options`, the message naming the field.
+ */
+export function resolveOptions(o: ConnectOptions): ResolvedOptions {
+  if (o === null || typeof o !== "object") throw bad("options", "expected an object");
+  const { endpoints } = o;
+  if (!Array.isArray(endpoints) || endpoints.length === 0) {
+    throw bad("endpoints", "expected a non-empty array of ws:// or wss:// URLs");
+  }
+  endpoints.forEach((e, i) => {
+    let u: URL | undefined;
+    try {
+      u = typeof e === "string" ? new URL(e) : undefined;
+    } catch {
+      u = undefined;
+    }
+    if (!u || (u.protocol !== "ws:" && u.protocol !== "wss:")) {
+      throw bad(`endpoints[${i}]`, `expected a ws:// or wss:// URL, got ${JSON.stringify(e)}`);
+    }
+  });
+  if (o.token !== undefined && (typeof o.token !== "string" || o.token === "")) {
+    throw bad("token", "expected a non-empty string");
+  }
+  if (o.tokenProvider !== undefined && typeof o.tokenProvider !== "function") {
+    throw bad("tokenProvider", "expected a function returning a Promise<string>");
+  }
+  if (o.clientId !== undefined && (typeof o.clientId !== "string" || o.clientId === "")) {
+    throw bad("clientId", "expected a non-empty string");
+  }
+  const b = o.backoff ?? {};
+  if (typeof b !== "object" || b === null) throw bad("backoff", "expected an object");
+  const backoff: BackoffOptions = {
+    initialMs: positiveNumber(b.initialMs ?? DEFAULT_BACKOFF.initialMs, "backoff.initialMs", 1),
+    maxMs: positiveNumber(b.maxMs ?? DEFAULT_BACKOFF.maxMs, "backoff.maxMs", 1),
+    multiplier: positiveNumber(b.multiplier ?? DEFAULT_BACKOFF.multiplier, "backoff.multiplier", 1),
+  };
+  if (backoff.maxMs < backoff.initialMs) {
+    throw bad("backoff.maxMs", `must be ≥ backoff.initialMs (${backoff.initialMs}), got ${backoff.maxMs}`);
+  }
+  const requestTimeoutMs = positiveNumber(o.requestTimeoutMs ?? 10_000, "requestTimeoutMs", 1);
+  const ws = o.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+  if (typeof ws !== "function") {
+    throw bad("WebSocket", "no global WebSocket here (Node < 22): pass a constructor, e.g. the `ws` package's");
+  }
+  if (o.random !== undefined && typeof o.random !== "function") throw bad("random", "expected a function");
+  return {
+    endpoints: [...endpoints],
+    token: o.token,
+    tokenProvider: o.tokenProvider,
+    clientId: o.clientId ?? randomId(),
+    backoff,
+    requestTimeoutMs,
+    WebSocket: ws,
+    random: o.random ?? Math.random,
+  };
+}

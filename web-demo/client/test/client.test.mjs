@@ -1,0 +1,315 @@
+// The client's connection logic against a scripted fake WebSocket: no hub, no network. What a
+// pending request becomes when the socket drops or the answer never comes, how a refused token
+// is handled, where a reconnect goes, and what a resumed subscription asks for and delivers.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { connect, FanhubError } from "../dist/index.js";
+
+class FakeWS {
+  static sockets = [];
+  constructor(url, protocol) {
+    this.url = url;
+    this.protocol = protocol;
+    this.readyState = 0;
+    this.binaryType = "blob";
+    this.sent = [];
+    this.onopen = this.onmessage = this.onclose = this.onerror = null;
+    FakeWS.sockets.push(this);
+  }
+  send(data) {
+    this.sent.push(typeof data === "string" ? JSON.parse(data) : data);
+  }
+  close(code = 1000, reason = "") {
+    this.closedByClient = code;
+    this.readyState = 3;
+  }
+  // The server's side.
+  accept() {
+    this.readyState = 1;
+    this.onopen?.({});
+  }
+  push(msg) {
+    this.onmessage?.({ data: JSON.stringify(msg) });
+  }
+  pushBinary(bytes) {
+    this.onmessage?.({ data: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) });
+  }
+  drop(code = 1006, reason = "") {
+    this.readyState = 3;
+    this.onclose?.({ code, reason });
+  }
+  /** Accepts and welcomes the client's `connect`. */
+  welcome() {
+    this.accept();
+    const c = this.sent.find((m) => m.op === "connect");
+    assert.ok(c, "connect sent on open");
+    this.push({ type: "welcome", id: c.id, conn_id: FakeWS.sockets.indexOf(this) + 1, node_id: "n1", subscriptions: [] });
+    return c;
+  }
+  ops(op) {
+    return this.sent.filter((m) => m.op === op);
+  }
+}
+
+function record(topic, offset, epoch, payload, json = true) {
+  const t = new TextEncoder().encode(topic);
+  const p = typeof payload === "string" ? new TextEncoder().encode(payload) : payload;
+  const buf = new Uint8Array(32 + t.length + p.length);
+  const dv = new DataView(buf.buffer);
+  dv.setUint8(0, 1);
+  dv.setUint8(1, json ? 1 : 0);
+  dv.setUint16(2, t.length);
+  dv.setUint32(4, p.length);
+  dv.setBigUint64(8, BigInt(offset));
+  dv.setBigUint64(16, BigInt(epoch));
+  buf.set(t, 32);
+  buf.set(p, 32 + t.length);
+  return buf;
+}
+
+const tick = () => new Promise((r) => setTimeout(r, 1));
+async function nthSocket(n) {
+  for (let i = 0; i < 500 && FakeWS.sockets.length < n; i++) await tick();
+  assert.ok(FakeWS.sockets.length >= n, `socket ${n} opened`);
+  return FakeWS.sockets[n - 1];
+}
+
+function client(extra = {}) {
+  FakeWS.sockets = [];
+  const c = connect({ endpoints: ["ws://a/ws", "ws://b/ws"], token: "t0", WebSocket: FakeWS, random: () => 0, clientId: "me", ...extra });
+  const statuses = [];
+  c.on("status", (s) => statuses.push(s));
+  c.on("error", () => {});
+  return { c, statuses };
+}
+
+test("connect sends the token and client_id with the fanhub.v1 subprotocol", async () => {
+  const { c, statuses } = client();
+  const ws = await nthSocket(1);
+  assert.equal(ws.url, "ws://a/ws");
+  assert.equal(ws.protocol, "fanhub.v1");
+  const hello = ws.welcome();
+  assert.equal(hello.token, "t0");
+  assert.equal(hello.client_id, "me");
+  assert.equal(ws.binaryType, "arraybuffer");
+  assert.deepEqual(statuses.map((s) => s.state), ["connecting", "connected"]);
+  c.close();
+  assert.equal(statuses.at(-1).state, "closed");
+});
+
+test("a publish unanswered when the connection drops is rejected as disconnected", async () => {
+  const { c } = client();
+  const ws = await nthSocket(1);
+  ws.welcome();
+  const p = c.publish("t", { a: 1 });
+  await tick();
+  assert.equal(ws.ops("publish").length, 1);
+  ws.drop(1006);
+  await assert.rejects(p, (e) => e instanceof FanhubError && e.code === "disconnected");
+  c.close();
+});
+
+test("a binary publish is a publish frame whose request id the answer echoes", async () => {
+  const { c } = client();
+  const ws = await nthSocket(1);
+  ws.welcome();
+  const p = c.publish("t", new Uint8Array([7, 8]));
+  await tick();
+  const frame = ws.sent.find((m) => m instanceof Uint8Array);
+  assert.equal(frame[0], 2);
+  const id = new DataView(frame.buffer).getUint32(4);
+  assert.ok(id > 0);
+  ws.push({ type: "published", id, topic: "t", offset: 12, epoch: 3 });
+  assert.deepEqual(await p, { offset: 12, epoch: 3 });
+  c.close();
+});
+
+test("a server error rejects the request with the server's code", async () => {
+  const { c } = client();
+  const ws = await nthSocket(1);
+  ws.welcome();
+  const p = c.publish("t", 1);
+  await tick();
+  ws.push({ type: "error", id: ws.ops("publish")[0].id, code: "permission_denied", message: "no", topic: "t" });
+  await assert.rejects(p, (e) => e.code === "permission_denied" && e.topic === "t");
+  c.close();
+});
+
+test("a request without an answer times out", async () => {
+  const { c } = client({ requestTimeoutMs: 20 });
+  const ws = await nthSocket(1);
+  ws.welcome();
+  await assert.rejects(c.publish("t", 1), (e) => e instanceof FanhubError && e.code === "timeout");
+  c.close();
+});
+
+test("a publish made while disconnected is sent once connected", async () => {
+  const { c } = client();
+  const ws = await nthSocket(1);
+  const p = c.publish("t", { x: 1 });
+  await tick();
+  assert.equal(ws.ops("publish").length, 0);
+  ws.welcome();
+  const sent = ws.ops("publish");
+  assert.equal(sent.length, 1);
+  ws.push({ type: "published", id: sent[0].id, offset: 1, epoch: 1 });
+  assert.deepEqual(await p, { offset: 1, epoch: 1 });
+  c.close();
+});
+
+test("after a drop it reconnects to the next endpoint and resumes after the last delivered offset", async () => {
+  const { c, statuses } = client();
+  const ws1 = await nthSocket(1);
+  ws1.welcome();
+  const sub = c.subscribe("a/b");
+  const got = [];
+  const gaps = [];
+  sub.on("message", (m) => got.push([m.offset, m.parse().n]));
+  sub.on("gap", (g) => gaps.push(g));
+  const s1 = ws1.ops("subscribe")[0];
+  assert.equal(s1.offset, undefined);
+  ws1.push({ type: "subscribed", id: s1.id, topic: "a/b", epoch: 5, offset: 3, head: 3, replayed: 0, recovered: true });
+  ws1.pushBinary(new Uint8Array([...record("a/b", 3, 5, '{"n":3}'), ...record("a/b", 4, 5, '{"n":4}')]));
+  ws1.drop(1006);
+
+  const ws2 = await nthSocket(2);
+  assert.equal(ws2.url, "ws://b/ws");
+  const r = statuses.find((s) => s.state === "reconnecting");
+  assert.deepEqual(r, { state: "reconnecting", attempt: 0, delayMs: 0 });
+  ws2.welcome();
+  const s2 = ws2.ops("subscribe")[0];
+  assert.deepEqual([s2.topic, s2.offset, s2.epoch], ["a/b", 5, 5]);
+  ws2.push({ type: "subscribed", id: s2.id, topic: "a/b", epoch: 5, offset: 5, head: 6, replayed: 1, recovered: true });
+  // A duplicate of 4, then 5.
+  ws2.pushBinary(new Uint8Array([...record("a/b", 4, 5, '{"n":4}'), ...record("a/b", 5, 5, '{"n":5}')]));
+  assert.deepEqual(got, [[3, 3], [4, 4], [5, 5]]);
+  assert.deepEqual(gaps, []);
+  c.close();
+});
+
+test("a resume that is not recovered emits a gap with the missing range", async () => {
+  const { c } = client();
+  const ws1 = await nthSocket(1);
+  ws1.welcome();
+  const sub = c.subscribe("t", { offset: 10, epoch: 2 });
+  const events = [];
+  const it = (async () => {
+    for await (const ev of sub) events.push(ev.type === "gap" ? ev : ev.offset);
+  })();
+  const s = ws1.ops("subscribe")[0];
+  assert.deepEqual([s.offset, s.epoch], [10, 2]);
+  ws1.push({ type: "subscribed", id: s.id, topic: "t", epoch: 2, offset: 15, head: 20, replayed: 5, recovered: false });
+  ws1.pushBinary(record("t", 15, 2, "{}"));
+  const unsub = c.unsubscribe("t");
+  await it; // the iterator ends at once
+  await tick();
+  ws1.push({ type: "unsubscribed", id: ws1.ops("unsubscribe")[0].id, topic: "t" });
+  await unsub;
+  assert.deepEqual(events, [{ type: "gap", topic: "t", from: 10, to: 14, epochChanged: false, epoch: 2 }, 15]);
+  c.close();
+});
+
+test("a bye's reconnect advice is the next URL tried", async () => {
+  const { c, statuses } = client();
+  const ws1 = await nthSocket(1);
+  ws1.welcome();
+  ws1.push({ type: "bye", reason: "maintenance", code: 1001, message: "", reconnect: ["ws://c/ws"] });
+  ws1.drop(1001);
+  const ws2 = await nthSocket(2);
+  assert.equal(ws2.url, "ws://c/ws");
+  assert.ok(statuses.some((s) => s.state === "bye" && s.reason === "maintenance"));
+  c.close();
+});
+
+test("kicked is final: no reconnect", async () => {
+  const { c, statuses } = client();
+  const ws1 = await nthSocket(1);
+  ws1.welcome();
+  ws1.push({ type: "bye", reason: "kicked", code: 4005, message: "" });
+  ws1.drop(4005);
+  await tick();
+  await tick();
+  assert.equal(FakeWS.sockets.length, 1);
+  assert.equal(statuses.at(-1).state, "closed");
+  assert.equal(statuses.at(-1).error.code, "kicked");
+  c.close();
+});
+
+function refuse(ws) {
+  ws.accept();
+  const hello = ws.ops("connect")[0];
+  ws.push({ type: "error", id: hello.id, code: "unauthenticated", message: "expired: token expired" });
+  ws.push({ type: "bye", reason: "unauthenticated", code: 4001, message: "" });
+  ws.drop(4001);
+  return hello;
+}
+
+test("a refused token is replaced once from the tokenProvider, then the client closes with unauthenticated", async () => {
+  let calls = 0;
+  const { c, statuses } = client({ token: undefined, tokenProvider: async () => `fresh-${++calls}` });
+  const errors = [];
+  c.on("error", (e) => errors.push(e));
+  const ws1 = await nthSocket(1);
+  assert.equal(refuse(ws1).token, "fresh-1");
+  const ws2 = await nthSocket(2);
+  assert.equal(refuse(ws2).token, "fresh-2");
+  for (let i = 0; i < 5; i++) await tick();
+  assert.equal(FakeWS.sockets.length, 2, "no reconnect loop");
+  assert.equal(calls, 2);
+  assert.equal(statuses.filter((s) => s.state === "reconnecting").length, 0);
+  const last = statuses.at(-1);
+  assert.equal(last.state, "closed");
+  assert.ok(last.error instanceof FanhubError && last.error.code === "unauthenticated");
+  assert.ok(errors.some((e) => e.code === "unauthenticated"));
+});
+
+test("without a tokenProvider a refused token closes at once", async () => {
+  const { statuses } = client();
+  refuse(await nthSocket(1));
+  await tick();
+  assert.equal(FakeWS.sockets.length, 1);
+  assert.equal(statuses.at(-1).error.code, "unauthenticated");
+});
+
+test("token_expiring fetches a token and sends refresh", async () => {
+  let calls = 0;
+  const { c } = client({ tokenProvider: async () => `new-${++calls}` });
+  const ws = await nthSocket(1);
+  ws.welcome();
+  ws.push({ type: "token_expiring", expires_at: 1, in_ms: 1000 });
+  for (let i = 0; i < 5 && ws.ops("refresh").length === 0; i++) await tick();
+  assert.deepEqual(ws.ops("refresh").map((m) => m.token), ["new-1"]);
+  ws.push({ type: "refreshed", id: ws.ops("refresh")[0].id, expires_at: 2 });
+  c.close();
+});
+
+test("a refused subscribe ends the subscription, rejects ready and is not resent on reconnect", async () => {
+  const { c } = client();
+  const ws1 = await nthSocket(1);
+  ws1.welcome();
+  const sub = c.subscribe("secret");
+  const errors = [];
+  sub.on("error", (e) => errors.push(e.code));
+  const s = ws1.ops("subscribe")[0];
+  ws1.push({ type: "error", id: s.id, code: "permission_denied", message: "no", topic: "secret" });
+  await assert.rejects(sub.ready, (e) => e.code === "permission_denied");
+  assert.deepEqual(errors, ["permission_denied"]);
+  const done = await sub[Symbol.asyncIterator]().next();
+  assert.equal(done.done, true);
+  ws1.drop(1006);
+  const ws2 = await nthSocket(2);
+  ws2.welcome();
+  assert.equal(ws2.ops("subscribe").length, 0);
+  c.close();
+});
+
+test("a malformed control message is reported, not thrown", async () => {
+  const { c } = client();
+  const errors = [];
+  c.on("error", (e) => errors.push(e.code));
+  const ws = await nthSocket(1);
+  ws.welcome();
+  ws.onmessage({ data: "{not json" });
+  assert.deepEqual(errors, ["invalid_argument"]);
+  c.close();
+});
