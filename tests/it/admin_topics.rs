@@ -122,19 +122,7 @@ async fn invalid_policies_are_rejected_naming_the_field_and_change_nothing() {
 #[tokio::test]
 async fn a_policy_set_at_run_time_outlives_the_topic_and_a_reset_restores_the_declared_one() {
     let mut config = test_config();
-    config.topics.declare.push(fanhub::hub::TopicDecl {
-        pattern: "decl/>".into(),
-        policy: Some(fanhub::hub::DeliveryPolicy::Reliable {
-            queue_messages: 64,
-            queue_bytes: 1 << 20,
-            overflow: fanhub::hub::ReliableOverflow::Disconnect,
-            backpressure_timeout_ms: 1000,
-        }),
-        history: None,
-        max_subscribers: None,
-        publishers: None,
-        description: None,
-    });
+    declare_topics(&mut config, "decl/>", reliable(64), None);
     let hub = spawn_hub(config).await;
     let path = "/v1/admin/topics/decl%2Fx/policy";
     let declared = admin(&hub, "GET", path, "").await.json();

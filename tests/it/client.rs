@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 use fanhub::client::{Client, ClientError, ClientOptions, Event, From, Status};
-use fanhub::hub::{DeliveryPolicy, HistoryLimits, ReliableOverflow, TopicDecl, TopicName};
+use fanhub::hub::{HistoryLimits, TopicName};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -72,19 +72,12 @@ impl Drop for Proxy {
 
 fn reliable_config() -> fanhub::config::Config {
     let mut config = test_config();
-    config.topics.declare.push(TopicDecl {
-        pattern: "rel/>".into(),
-        policy: Some(DeliveryPolicy::Reliable {
-            queue_messages: 100_000,
-            queue_bytes: 1 << 30,
-            overflow: ReliableOverflow::Disconnect,
-            backpressure_timeout_ms: 1000,
-        }),
-        history: Some(HistoryLimits { max_messages: 100_000, ..Default::default() }),
-        max_subscribers: None,
-        publishers: None,
-        description: None,
-    });
+    declare_topics(
+        &mut config,
+        "rel/>",
+        reliable(100_000),
+        Some(HistoryLimits { max_messages: 100_000, ..Default::default() }),
+    );
     config
 }
 

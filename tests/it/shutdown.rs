@@ -76,19 +76,7 @@ async fn new_connections_are_refused_once_shutdown_begins() {
 #[tokio::test]
 async fn every_publish_read_before_the_bye_is_answered_and_none_unanswered_is_published() {
     let mut config = test_config();
-    config.topics.declare.push(fanhub::hub::TopicDecl {
-        pattern: "rel/>".into(),
-        policy: Some(DeliveryPolicy::Reliable {
-            queue_messages: 100_000,
-            queue_bytes: 1 << 30,
-            overflow: fanhub::hub::ReliableOverflow::Disconnect,
-            backpressure_timeout_ms: 1000,
-        }),
-        history: None,
-        max_subscribers: None,
-        publishers: None,
-        description: None,
-    });
+    declare_topics(&mut config, "rel/>", reliable(100_000), None);
     let mut hub = spawn_hub(config).await;
     let mut sub = hub.connect("sub").await;
     sub.subscribe("rel/sd").await;

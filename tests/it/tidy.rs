@@ -114,10 +114,10 @@ fn the_session_is_sans_io_and_imports_nothing_above_it() {
     assert!(found.is_empty(), "session/ must stay sans-IO: {found:#?}");
 }
 
-#[test]
-fn the_protocol_uses_nothing_of_the_crate_but_itself() {
+/// Where files under `dir` use a `crate::` path other than `crate::protocol`.
+fn beyond_the_protocol(dir: &str) -> Vec<String> {
     let mut found = Vec::new();
-    for f in files_under("protocol") {
+    for f in files_under(dir) {
         let code = code_of(&f);
         for (i, _) in code.match_indices("crate::") {
             if !code[i..].starts_with("crate::protocol") {
@@ -126,21 +126,18 @@ fn the_protocol_uses_nothing_of_the_crate_but_itself() {
             }
         }
     }
+    found
+}
+
+#[test]
+fn the_protocol_uses_nothing_of_the_crate_but_itself() {
+    let found = beyond_the_protocol("protocol");
     assert!(found.is_empty(), "protocol/ may use only serde and bytes: {found:#?}");
 }
 
 #[test]
 fn the_client_uses_only_the_protocol_like_any_outside_client() {
-    let mut found = Vec::new();
-    for f in files_under("client") {
-        let code = code_of(&f);
-        for (i, _) in code.match_indices("crate::") {
-            if !code[i..].starts_with("crate::protocol") {
-                let line = code[..i].lines().count();
-                found.push(format!("{}:{line}", f.display()));
-            }
-        }
-    }
+    let found = beyond_the_protocol("client");
     assert!(found.is_empty(), "client/ may use only crate::protocol of the crate: {found:#?}");
 }
 

@@ -53,6 +53,33 @@ pub async fn admin(hub: &Hub, method: &str, path: &str, body: &str) -> HttpRespo
     http(hub.admin, method, path, &[ADMIN_AUTH], body).await
 }
 
+/// Declares `pattern` with `policy` and `history` (the default history when `None`).
+pub fn declare_topics(
+    config: &mut Config,
+    pattern: &str,
+    policy: fanhub::hub::DeliveryPolicy,
+    history: Option<fanhub::hub::HistoryLimits>,
+) {
+    config.topics.declare.push(fanhub::hub::TopicDecl {
+        pattern: pattern.into(),
+        policy: Some(policy),
+        history,
+        max_subscribers: None,
+        publishers: None,
+        description: None,
+    });
+}
+
+/// A `reliable` policy that disconnects subscribers past `queue_messages`.
+pub fn reliable(queue_messages: u32) -> fanhub::hub::DeliveryPolicy {
+    fanhub::hub::DeliveryPolicy::Reliable {
+        queue_messages,
+        queue_bytes: 1 << 30,
+        overflow: fanhub::hub::ReliableOverflow::Disconnect,
+        backpressure_timeout_ms: 1000,
+    }
+}
+
 /// A configuration for tests: development secret, admin token and API key set.
 pub fn test_config() -> Config {
     let mut c = Config::default();
