@@ -368,3 +368,40 @@ async fn a_publisher_pool_spreads_topics_over_its_connections_and_keeps_each_top
     reader.close().await;
     hub.shutdown().await;
 }
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn when_its_cluster_node_is_killed_the_client_resumes_on_another_exactly_once() {
+    const N: u64 = 300;
+    let redis = RedisServer::start().await;
+    let a = crate::cluster::node(&redis, "A").await;
+    let mut b = crate::cluster::node_process(&redis, "B").await;
+    let c = crate::cluster::node(&redis, "C").await;
+    // B first: the client lands there, and B dies without a word (SIGKILL).
+    let endpoints = [format!("ws://{}/ws", b.addr), a.ws_url(), c.ws_url()];
+    let client = Client::connect(options(&a, &endpoints)).await.unwrap();
+    let mut sub = client.subscribe("rel/killed", From::Live).await.unwrap();
+    let mut publisher = a.connect("publisher").await;
+    let publishing = tokio::spawn(async move {
+        for i in 0..N {
+            publisher.publish_json("rel/killed", serde_json::json!(i)).await;
+            if i % 2 == 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    });
+    let mut got = Vec::new();
+    while got.len() < 100 {
+        got.push(next_message(&mut sub).await);
+    }
+    b.child.start_kill().unwrap();
+    b.child.wait().await.unwrap();
+    while (got.len() as u64) < N {
+        got.push(next_message(&mut sub).await);
+    }
+    assert_eq!(got, (1..=N).collect::<Vec<_>>(), "every message once, in order, across the kill");
+    tokio::time::timeout(TIMEOUT, publishing).await.unwrap().unwrap();
+    client.close().await;
+    a.shutdown().await;
+    c.shutdown().await;
+}

@@ -151,9 +151,9 @@ async fn a_publish_on_one_node_reaches_every_node_in_order_with_the_same_offsets
 }
 
 /// A `fanhub serve` process: a real node to SIGKILL.
-struct NodeProcess {
-    addr: std::net::SocketAddr,
-    child: tokio::process::Child,
+pub(crate) struct NodeProcess {
+    pub(crate) addr: std::net::SocketAddr,
+    pub(crate) child: tokio::process::Child,
     _config: tempfile_path::TempPath,
 }
 
@@ -167,7 +167,7 @@ mod tempfile_path {
     }
 }
 
-async fn node_process(redis: &RedisServer, id: &str) -> NodeProcess {
+pub(crate) async fn node_process(redis: &RedisServer, id: &str) -> NodeProcess {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let path = std::env::temp_dir().join(format!("fanhub-cluster-{id}-{}-{port}.toml", std::process::id()));
