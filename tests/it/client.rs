@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 /// ones.
 struct Proxy {
     addr: SocketAddr,
+    upstream: Arc<Mutex<SocketAddr>>,
     links: Arc<Mutex<Vec<JoinHandle<()>>>>,
     refuse: Arc<AtomicBool>,
     accepted: Arc<AtomicUsize>,
@@ -32,7 +33,8 @@ impl Proxy {
         let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let refuse = Arc::new(AtomicBool::new(false));
         let accepted = Arc::new(AtomicUsize::new(0));
-        let (l, r, a) = (links.clone(), refuse.clone(), accepted.clone());
+        let upstream = Arc::new(Mutex::new(upstream));
+        let (l, r, a, u) = (links.clone(), refuse.clone(), accepted.clone(), upstream.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut down, _)) = listener.accept().await else { return };
@@ -41,14 +43,15 @@ impl Proxy {
                     continue;
                 }
                 a.fetch_add(1, Ordering::SeqCst);
+                let to = *u.lock().unwrap();
                 let link = tokio::spawn(async move {
-                    let Ok(mut up) = TcpStream::connect(upstream).await else { return };
+                    let Ok(mut up) = TcpStream::connect(to).await else { return };
                     let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
                 });
                 l.lock().unwrap().push(link);
             }
         });
-        Proxy { addr, links, refuse, accepted, task }
+        Proxy { addr, upstream, links, refuse, accepted, task }
     }
 
     fn url(&self) -> String {
@@ -404,4 +407,35 @@ async fn when_its_cluster_node_is_killed_the_client_resumes_on_another_exactly_o
     client.close().await;
     a.shutdown().await;
     c.shutdown().await;
+}
+
+#[tokio::test]
+async fn after_a_hub_restart_the_client_resumes_and_reports_the_lost_history_as_a_gap() {
+    let first = spawn_hub(reliable_config()).await;
+    let proxy = Proxy::start(first.addr).await;
+    let mut opts = options(&first, &[proxy.url()]);
+    opts.breaker.min_throughput = 1000; // this test is about the restart, not the breaker
+    let client = Client::connect(opts).await.unwrap();
+    let mut sub = client.subscribe("rel/restart", From::Live).await.unwrap();
+    let old_epoch = sub.info.epoch;
+    for _ in 0..5 {
+        client.publish("rel/restart", &b"before"[..]).await.unwrap();
+    }
+    for o in 1..=5 {
+        assert_eq!(next_message(&mut sub).await, o);
+    }
+    // The hub restarts (same address, same keys): its in-memory history is gone.
+    first.shutdown().await;
+    let second = spawn_hub(reliable_config()).await;
+    *proxy.upstream.lock().unwrap() = second.addr;
+    let gap = match tokio::time::timeout(TIMEOUT, sub.next()).await.unwrap() {
+        Some(Event::Gap(g)) => g,
+        other => panic!("expected the lost history as a gap, got {other:?}"),
+    };
+    assert_eq!((gap.reason, gap.from, gap.to), (fanhub::client::GapReason::EpochChanged, 6, None));
+    let p = client.publish("rel/restart", &b"after"[..]).await.unwrap();
+    assert_ne!(p.epoch, old_epoch);
+    assert_eq!(next_message(&mut sub).await, 1, "the new history from its start");
+    client.close().await;
+    second.shutdown().await;
 }
