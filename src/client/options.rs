@@ -150,6 +150,102 @@ impl ClientOptions {
     }
 }
 
+/// [`ClientOptions`] as a configuration file or the environment gives them: a `[client]`-style
+/// TOML table, or `FANHUB_CLIENT_*` variables. Every field is optional but `endpoints`;
+/// durations are milliseconds; unknown fields are refused.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileOptions {
+    endpoints: Vec<String>,
+    token: Option<String>,
+    client_id: Option<String>,
+    backoff_initial_ms: Option<u64>,
+    backoff_max_ms: Option<u64>,
+    backoff_multiplier: Option<f64>,
+    breaker_failure_ratio: Option<f64>,
+    breaker_min_throughput: Option<u32>,
+    breaker_sampling_window_ms: Option<u64>,
+    breaker_break_ms: Option<u64>,
+    connect_timeout_ms: Option<u64>,
+    request_timeout_ms: Option<u64>,
+    initial_attempts: Option<u32>,
+    buffer: Option<usize>,
+}
+
+impl FileOptions {
+    fn into_options(self) -> Result<ClientOptions, ClientError> {
+        let ms = Duration::from_millis;
+        let mut o = ClientOptions::new(self.endpoints);
+        o.token = self.token;
+        o.client_id = self.client_id;
+        let b = &mut o.backoff;
+        b.initial = self.backoff_initial_ms.map_or(b.initial, ms);
+        b.max = self.backoff_max_ms.map_or(b.max, ms);
+        b.multiplier = self.backoff_multiplier.unwrap_or(b.multiplier);
+        let c = &mut o.breaker;
+        c.failure_ratio = self.breaker_failure_ratio.unwrap_or(c.failure_ratio);
+        c.min_throughput = self.breaker_min_throughput.unwrap_or(c.min_throughput);
+        c.sampling_window = self.breaker_sampling_window_ms.map_or(c.sampling_window, ms);
+        c.break_duration = self.breaker_break_ms.map_or(c.break_duration, ms);
+        o.connect_timeout = self.connect_timeout_ms.map_or(o.connect_timeout, ms);
+        o.request_timeout = self.request_timeout_ms.map_or(o.request_timeout, ms);
+        o.initial_attempts = self.initial_attempts.unwrap_or(o.initial_attempts);
+        o.buffer = self.buffer.unwrap_or(o.buffer);
+        o.validate()?;
+        Ok(o)
+    }
+}
+
+impl ClientOptions {
+    /// Options from TOML: `endpoints = ["ws://…/ws"]`, `token`, `client_id`,
+    /// `backoff_initial_ms`, `backoff_max_ms`, `backoff_multiplier`, `breaker_failure_ratio`,
+    /// `breaker_min_throughput`, `breaker_sampling_window_ms`, `breaker_break_ms`,
+    /// `connect_timeout_ms`, `request_timeout_ms`, `initial_attempts`, `buffer`; the rest take
+    /// their defaults. A token provider, if any, is set in code afterwards.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidOptions`] naming the field (unknown fields too).
+    pub fn from_toml(text: &str) -> Result<Self, ClientError> {
+        let file: FileOptions =
+            toml::from_str(text).map_err(|e| ClientError::InvalidOptions(format!("client options: {e}")))?;
+        file.into_options()
+    }
+
+    /// Options from `FANHUB_CLIENT_*` variables of `vars` (pass `std::env::vars()`): the TOML
+    /// field names in upper case, `FANHUB_CLIENT_ENDPOINTS` comma-separated.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidOptions`] naming the variable.
+    pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ClientError> {
+        let mut table = toml::Table::new();
+        for (k, v) in vars {
+            let Some(field) = k.strip_prefix("FANHUB_CLIENT_") else { continue };
+            let field = field.to_ascii_lowercase();
+            let value = match field.as_str() {
+                "endpoints" => toml::Value::Array(
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| toml::Value::String(s.into()))
+                        .collect(),
+                ),
+                "token" | "client_id" => toml::Value::String(v),
+                "backoff_multiplier" | "breaker_failure_ratio" => toml::Value::Float(
+                    v.parse().map_err(|_| ClientError::InvalidOptions(format!("{k}: {v:?} is not a number")))?,
+                ),
+                _ => toml::Value::Integer(
+                    v.parse().map_err(|_| ClientError::InvalidOptions(format!("{k}: {v:?} is not an integer")))?,
+                ),
+            };
+            table.insert(field, value);
+        }
+        let file: FileOptions = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| ClientError::InvalidOptions(format!("FANHUB_CLIENT_*: {e}")))?;
+        file.into_options()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,5 +273,37 @@ mod tests {
         let mut o = ok;
         o.buffer = 0;
         assert!(message(&o).contains("`buffer`"));
+    }
+
+    #[test]
+    fn options_come_from_toml_and_the_environment_with_defaults_for_the_rest() {
+        let o = ClientOptions::from_toml(
+            "endpoints = [\"ws://a:1/ws\", \"ws://b:2/ws\"]\ntoken = \"t\"\nbackoff_initial_ms = 50\nbreaker_min_throughput = 9\n",
+        )
+        .unwrap();
+        assert_eq!(o.endpoints, ["ws://a:1/ws", "ws://b:2/ws"]);
+        assert_eq!((o.backoff.initial, o.backoff.max), (Duration::from_millis(50), Duration::from_secs(10)));
+        assert_eq!(o.breaker.min_throughput, 9);
+        let env = [
+            ("FANHUB_CLIENT_ENDPOINTS", "ws://a:1/ws, ws://b:2/ws"),
+            ("FANHUB_CLIENT_TOKEN", "t"),
+            ("FANHUB_CLIENT_BACKOFF_MULTIPLIER", "3"),
+            ("FANHUB_CLIENT_REQUEST_TIMEOUT_MS", "250"),
+            ("PATH", "/bin"),
+        ];
+        let o = ClientOptions::from_env(env.map(|(k, v)| (k.to_owned(), v.to_owned()))).unwrap();
+        assert_eq!(o.endpoints.len(), 2);
+        assert_eq!((o.backoff.multiplier, o.request_timeout), (3.0, Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_refused_by_name() {
+        let e = ClientOptions::from_toml("endpoints = [\"ws://a/ws\"]\ntoken = \"t\"\nretries = 3\n").unwrap_err();
+        assert!(e.to_string().contains("retries"), "{e}");
+        let e = ClientOptions::from_toml("endpoints = [\"ws://a/ws\"]\n").unwrap_err();
+        assert!(e.to_string().contains("no `token`"), "{e}");
+        let env = [("FANHUB_CLIENT_ENDPOINTS", "ws://a/ws"), ("FANHUB_CLIENT_BUFFER", "lots")];
+        let e = ClientOptions::from_env(env.map(|(k, v)| (k.to_owned(), v.to_owned()))).unwrap_err();
+        assert!(e.to_string().contains("FANHUB_CLIENT_BUFFER"), "{e}");
     }
 }
