@@ -166,9 +166,7 @@ pub fn bearer_or_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(k) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
         return Some(k.trim());
     }
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    crate::transport::bearer_header(headers)
 }
 
 /// `POST /v1/publish` request: a topic and exactly one of `data` (JSON) and `data_base64`.

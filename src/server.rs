@@ -407,7 +407,7 @@ mod rtc {
         headers: HeaderMap,
         body: axum::body::Bytes,
     ) -> Response {
-        let token = signaling::bearer(&headers, uri.query());
+        let token = crate::transport::request_token(&headers, uri.query()).map(str::to_owned);
         signaling::offer(s.ctx.clone(), token, remote, body).await
     }
 
@@ -421,9 +421,9 @@ mod rtc {
 
     /// The subject of a signaling request's bearer token.
     fn subject(s: &AppState, uri: &Uri, headers: &HeaderMap) -> Result<String, ApiError> {
-        let token = signaling::bearer(headers, uri.query())
+        let token = crate::transport::request_token(headers, uri.query())
             .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "a bearer token is required"))?;
-        s.ctx.sessions.verify(&token, s.ctx.clock.now().unix_secs()).map(|i| i.subject).map_err(|e| {
+        s.ctx.sessions.verify(token, s.ctx.clock.now().unix_secs()).map(|i| i.subject).map_err(|e| {
             s.ctx.manager.counters().record_auth_failure(e.reason);
             ApiError::new(ErrorCode::Unauthenticated, e.to_string())
         })

@@ -66,16 +66,8 @@ impl FromRef<AdminState> for AppState {
     }
 }
 
-fn admin_token<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Option<&'a str> {
-    if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        let (scheme, token) = v.split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
-    }
-    uri.query()?.split('&').find_map(|kv| kv.strip_prefix("token="))
-}
-
 fn has_admin_token(s: &AdminState, headers: &HeaderMap, uri: &Uri) -> bool {
-    admin_token(headers, uri).is_some_and(|t| s.ctx.sessions.check_admin_token(t))
+    crate::transport::request_token(headers, uri.query()).is_some_and(|t| s.ctx.sessions.check_admin_token(t))
 }
 
 /// The paths served without a token, and the state to check tokens against.

@@ -497,6 +497,9 @@ impl Actor {
                     let _ = reply.send(Ok(Published { offset, epoch }));
                 }
             }
+            ServerMsg::Refreshed { id: Some(id), .. } => {
+                self.waiting.remove(&id);
+            }
             ServerMsg::Unsubscribed { id: Some(id), .. } => {
                 if let Some(Waiting::Unsubscribe(reply)) = self.waiting.remove(&id) {
                     let _ = reply.send(Ok(()));

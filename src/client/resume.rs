@@ -49,19 +49,9 @@ pub struct Position {
 }
 
 impl Position {
-    /// A position from a known offset: the next record wanted is `next` of `epoch`.
-    pub fn resuming(epoch: Option<u64>, next: u64) -> Self {
-        Self { at: epoch.map(|e| (e, next.saturating_sub(1))) }
-    }
-
     /// What a (re)subscribe asks for: `(offset, epoch)`, or `None` before any answer.
     pub fn resume_point(&self) -> Option<(u64, u64)> {
         self.at.map(|(e, last)| (last + 1, e))
-    }
-
-    /// The epoch and last delivered offset.
-    pub fn last(&self) -> Option<(u64, u64)> {
-        self.at
     }
 
     /// The server answered a (re)subscribe; returns the gap it admits to, if any.

@@ -16,12 +16,26 @@ pub mod ws;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use axum::http::{header, HeaderMap};
 use tokio::sync::watch;
 
 use crate::auth::SessionManager;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::hub::ConnectionManager;
+
+/// The token of an `Authorization: Bearer <token>` header (the scheme in any case).
+pub fn bearer_header(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The credential of a request: the bearer header, else a `token=` query parameter (for
+/// clients that cannot set headers: browsers' `WebSocket` and `EventSource`).
+pub fn request_token<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> {
+    bearer_header(headers).or_else(|| query?.split('&').find_map(|kv| kv.strip_prefix("token=")))
+}
 
 /// What every transport needs from the server.
 #[derive(Debug)]

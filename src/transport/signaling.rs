@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
@@ -148,16 +148,4 @@ fn parse_offer(body: &[u8]) -> Result<String, String> {
 
 fn error(status: StatusCode, code: ErrorCode, message: String) -> Response {
     (status, axum::Json(serde_json::json!({ "code": code, "message": message }))).into_response()
-}
-
-/// The bearer token of a signaling request (`Authorization: Bearer`, or `?token=`).
-pub fn bearer(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
-    if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        if let Some((scheme, t)) = v.split_once(' ') {
-            if scheme.eq_ignore_ascii_case("bearer") {
-                return Some(t.trim().to_owned());
-            }
-        }
-    }
-    query?.split('&').find_map(|kv| kv.strip_prefix("token=")).map(str::to_owned)
 }

@@ -131,7 +131,7 @@ pub async fn ws_handler(
             format!("this node is draining; reconnect to one of {:?}", ctx.reconnect_urls()),
         );
     }
-    let token = bearer(req.headers()).or_else(|| query.get("token").cloned());
+    let token = super::bearer_header(req.headers()).map(str::to_owned).or_else(|| query.get("token").cloned());
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -175,12 +175,6 @@ fn negotiate(headers: &HeaderMap) -> Result<bool, String> {
     } else {
         Err(offered.join(", "))
     }
-}
-
-fn bearer(headers: &HeaderMap) -> Option<String> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
 }
 
 fn accept_key(key: &[u8]) -> String {

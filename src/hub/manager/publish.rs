@@ -187,7 +187,7 @@ impl ConnectionManager {
     /// # Errors
     /// [`SetPolicyError`] naming the invalid field, or the topic may not be used.
     pub fn set_delivery_policy(&self, topic: &TopicName, policy: DeliveryPolicy) -> Result<(), SetPolicyError> {
-        self.check_delivery_policy(topic, &policy)?;
+        policy.validate()?;
         self.registry.set_override(topic, policy)?;
         Ok(())
     }
