@@ -4,74 +4,13 @@
 //! tried, no reconnect loop); a dead first endpoint fails over to the second; an operator's kick
 //! ends the client for good.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
 use fanhub::client::{Client, ClientError, ClientOptions, Event, From, Status};
 use fanhub::hub::{HistoryLimits, TopicName};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
-
-/// A TCP proxy in front of the hub that can cut every connection through it, or refuse new
-/// ones.
-struct Proxy {
-    addr: SocketAddr,
-    upstream: Arc<Mutex<SocketAddr>>,
-    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    refuse: Arc<AtomicBool>,
-    accepted: Arc<AtomicUsize>,
-    task: JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(upstream: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let refuse = Arc::new(AtomicBool::new(false));
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let upstream = Arc::new(Mutex::new(upstream));
-        let (l, r, a, u) = (links.clone(), refuse.clone(), accepted.clone(), upstream.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut down, _)) = listener.accept().await else { return };
-                if r.load(Ordering::SeqCst) {
-                    drop(down);
-                    continue;
-                }
-                a.fetch_add(1, Ordering::SeqCst);
-                let to = *u.lock().unwrap();
-                let link = tokio::spawn(async move {
-                    let Ok(mut up) = TcpStream::connect(to).await else { return };
-                    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
-                });
-                l.lock().unwrap().push(link);
-            }
-        });
-        Proxy { addr, upstream, links, refuse, accepted, task }
-    }
-
-    fn url(&self) -> String {
-        format!("ws://{}/ws", self.addr)
-    }
-
-    /// Drops every connection through the proxy (both sockets close at once).
-    fn cut(&self) {
-        for link in self.links.lock().unwrap().drain(..) {
-            link.abort();
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.cut();
-        self.task.abort();
-    }
-}
 
 fn reliable_config() -> fanhub::config::Config {
     let mut config = test_config();
@@ -111,7 +50,7 @@ async fn a_reliable_topic_arrives_exactly_once_and_in_order_through_repeated_con
     for round in 0..CUTS {
         // The client is connected (again), so the cut below hits a live connection.
         let deadline = Instant::now() + TIMEOUT;
-        while proxy.accepted.load(Ordering::SeqCst) as u64 <= round {
+        while proxy.accepted() as u64 <= round {
             assert!(Instant::now() < deadline, "the client never came back after cut {round}");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -133,7 +72,7 @@ async fn a_reliable_topic_arrives_exactly_once_and_in_order_through_repeated_con
         }
     }
     assert_eq!(got, (1..=TOTAL).collect::<Vec<_>>(), "every message once, in order");
-    assert_eq!(proxy.accepted.load(Ordering::SeqCst) as u64, CUTS + 1, "one connection per cut, no storm");
+    assert_eq!(proxy.accepted() as u64, CUTS + 1, "one connection per cut, no storm");
     replay_delays.sort();
     println!(
         "replay delay after a cut over {CUTS} cuts: p50 {:?}, max {:?}",
@@ -192,7 +131,7 @@ async fn a_refused_token_is_a_permanent_typed_error_after_one_fresh_token() {
 async fn a_dead_first_endpoint_fails_over_to_the_second() {
     let hub = spawn_hub(test_config()).await;
     let dead = Proxy::start(hub.addr).await;
-    dead.refuse.store(true, Ordering::SeqCst);
+    dead.refuse(true);
     let client = Client::connect(options(&hub, &[dead.url(), hub.ws_url()])).await.expect("the second endpoint");
     let mut sub = client.subscribe("fo/t", From::Live).await.unwrap();
     client.publish("fo/t", &b"x"[..]).await.unwrap();
@@ -315,7 +254,7 @@ async fn when_its_cluster_node_shuts_down_the_client_resumes_on_another_without_
 async fn health_reports_the_endpoint_its_answer_time_version_and_circuit() {
     let hub = spawn_hub(test_config()).await;
     let dead = Proxy::start(hub.addr).await;
-    dead.refuse.store(true, Ordering::SeqCst);
+    dead.refuse(true);
     let client = Client::connect(options(&hub, &[dead.url(), hub.ws_url()])).await.unwrap();
     let h = client.health().await.unwrap();
     assert_eq!(h.endpoint, hub.ws_url(), "the endpoint in use");
@@ -427,7 +366,7 @@ async fn after_a_hub_restart_the_client_resumes_and_reports_the_lost_history_as_
     // The hub restarts (same address, same keys): its in-memory history is gone.
     first.shutdown().await;
     let second = spawn_hub(reliable_config()).await;
-    *proxy.upstream.lock().unwrap() = second.addr;
+    proxy.set_upstream(second.addr);
     let gap = match tokio::time::timeout(TIMEOUT, sub.next()).await.unwrap() {
         Some(Event::Gap(g)) => g,
         other => panic!("expected the lost history as a gap, got {other:?}"),

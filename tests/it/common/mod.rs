@@ -3,6 +3,9 @@
 //! hangs; no test sleeps to wait for an event.
 #![allow(dead_code)]
 
+mod proxy;
+pub use proxy::Proxy;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
