@@ -1,25 +1,24 @@
-//! The client's task: owns the WebSocket, (re)connects, resubscribes, routes records and
+//! The client's task: owns the connection (WebSocket or WebRTC), (re)connects, resubscribes, routes records and
 //! answers, and follows the hub's `bye` and reconnect advice. One per [`super::Client`].
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
-use hyper::http::{header, HeaderValue, Uri};
 use serde_json::json;
-use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, oneshot};
-use tokio_websockets::{MaybeTlsStream, Message as WsMessage, WebSocketStream};
 
 use super::breaker::{Breaker, CircuitState};
+use super::link::{Frame, Link, OpenError};
 use super::resume::{Position, Verdict};
 use super::{ClientError, ClientOptions, Event, From, Message, Published, Status};
 use crate::protocol::control::{ServerMsg, SubscriptionInfo};
 use crate::protocol::frame::{decode_records, encode_publish, FLAG_JSON};
-use crate::protocol::{CloseReason, ErrorCode, SUBPROTOCOL};
+use crate::protocol::{CloseReason, ErrorCode};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// Longest a `close` waits for the hub's `closed` after its `bye`.
+const BYE_WAIT: Duration = Duration::from_secs(2);
+
 type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
 
 /// A request from a handle.
@@ -305,7 +304,7 @@ impl Actor {
         let _ = reply.send((endpoint, state, self.last_error.clone()));
     }
 
-    async fn connect_once(&mut self, endpoint: &str) -> Result<(Ws, u64), ConnectError> {
+    async fn connect_once(&mut self, endpoint: &str) -> Result<(Link, u64), ConnectError> {
         let timeout = self.opts.connect_timeout;
         match tokio::time::timeout(timeout, self.handshake(endpoint)).await {
             Ok(r) => r,
@@ -313,26 +312,24 @@ impl Actor {
         }
     }
 
-    async fn handshake(&mut self, endpoint: &str) -> Result<(Ws, u64), ConnectError> {
+    async fn handshake(&mut self, endpoint: &str) -> Result<(Link, u64), ConnectError> {
         let transient = |e: String| ConnectError::Transient(format!("{endpoint}: {e}"));
-        let uri: Uri = endpoint.parse().map_err(|e| transient(format!("{e}")))?;
-        let (mut ws, _) = tokio_websockets::ClientBuilder::from_uri(uri)
-            .add_header(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL))
-            .map_err(|e| transient(e.to_string()))?
-            .connect()
-            .await
-            .map_err(|e| transient(e.to_string()))?;
+        let token = self.token.clone().unwrap_or_default();
+        let mut link = match Link::open(endpoint, self.opts.transport, &token).await {
+            Ok(l) => l,
+            Err(OpenError::Unauthenticated(m)) => return Err(ConnectError::Auth(m)),
+            Err(OpenError::Failed(m)) => return Err(ConnectError::Transient(m)),
+        };
         let mut connect = json!({"op": "connect", "id": 0, "token": self.token.clone().unwrap_or_default()});
         if let Some(id) = &self.opts.client_id {
             connect["client_id"] = json!(id);
         }
-        ws.send(WsMessage::text(connect.to_string())).await.map_err(|e| transient(e.to_string()))?;
+        link.send(Frame::Text(connect.to_string())).await.map_err(|()| transient("closed before welcome".into()))?;
         loop {
-            let Some(m) = ws.next().await else { return Err(transient("closed before welcome".into())) };
-            let m = m.map_err(|e| transient(e.to_string()))?;
-            let Some(text) = m.as_text() else { continue };
-            match serde_json::from_str::<ServerMsg>(text) {
-                Ok(ServerMsg::Welcome { conn_id, .. }) => return Ok((ws, conn_id)),
+            let Some(m) = link.recv().await else { return Err(transient("closed before welcome".into())) };
+            let Some(Frame::Text(text)) = m else { continue };
+            match serde_json::from_str::<ServerMsg>(&text) {
+                Ok(ServerMsg::Welcome { conn_id, .. }) => return Ok((link, conn_id)),
                 Ok(ServerMsg::Error { code: ErrorCode::Unauthenticated, message, .. }) => {
                     return Err(ConnectError::Auth(message));
                 }
@@ -357,7 +354,7 @@ impl Actor {
     }
 
     /// Serves one connection until it ends.
-    async fn session(&mut self, mut ws: Ws) -> End {
+    async fn session(&mut self, mut link: Link) -> End {
         // Resubscribe everything, each from where it stands.
         let topics: Vec<String> = self.subs.keys().cloned().collect();
         for topic in topics {
@@ -368,24 +365,42 @@ impl Actor {
             };
             let id = self.id();
             self.waiting.insert(id, Waiting::Resubscribe { topic: topic.clone(), asked: offset });
-            if ws.send(WsMessage::text(subscribe_op(id, &topic, offset, epoch))).await.is_err() {
+            if link.send(Frame::Text(subscribe_op(id, &topic, offset, epoch))).await.is_err() {
                 return End::Lost(Vec::new());
             }
         }
         let mut refresh: Option<futures_util::future::BoxFuture<'static, Result<String, String>>> = None;
+        // Keep-alive: a `ping` after `keepalive_interval` of silence; dead after
+        // `keepalive_timeout` more.
+        let (interval, timeout) = (self.opts.keepalive_interval, self.opts.keepalive_timeout);
+        let mut last_rx = tokio::time::Instant::now();
+        let mut pinged = false;
         loop {
+            let alarm = last_rx + if pinged { interval + timeout } else { interval };
             tokio::select! {
                 cmd = self.cmds.recv() => {
-                    let Some(cmd) = cmd else { return self.goodbye(&mut ws).await };
+                    let Some(cmd) = cmd else { return self.goodbye(&mut link).await };
                     if let Cmd::Close(done) = cmd {
-                        let end = self.goodbye(&mut ws).await;
+                        let end = self.goodbye(&mut link).await;
                         let _ = done.send(());
                         return end;
                     }
                     if let Some(frame) = self.request(cmd) {
-                        if ws.send(frame).await.is_err() {
+                        if link.send(frame).await.is_err() {
                             return End::Lost(Vec::new());
                         }
+                    }
+                }
+                () = tokio::time::sleep_until(alarm) => {
+                    if pinged {
+                        self.last_error = Some(format!("nothing received for {:?} after a ping", timeout));
+                        tracing::debug!("keep-alive: the connection is dead; reconnecting");
+                        return End::Lost(Vec::new());
+                    }
+                    pinged = true;
+                    let id = self.id();
+                    if link.send(Frame::Text(json!({"op": "ping", "id": id}).to_string())).await.is_err() {
+                        return End::Lost(Vec::new());
                     }
                 }
                 token = async { refresh.as_mut().expect("guarded").await }, if refresh.is_some() => {
@@ -395,36 +410,50 @@ impl Actor {
                         let id = self.id();
                         self.waiting.insert(id, Waiting::Refresh);
                         let op = json!({"op": "refresh", "id": id, "token": t}).to_string();
-                        if ws.send(WsMessage::text(op)).await.is_err() {
+                        if link.send(Frame::Text(op)).await.is_err() {
                             return End::Lost(Vec::new());
                         }
                     }
                 }
-                m = ws.next() => {
-                    let m = match m {
-                        Some(Ok(m)) => m,
-                        Some(Err(_)) | None => return End::Lost(Vec::new()),
-                    };
-                    if let Some(text) = m.as_text() {
-                        let Ok(msg) = serde_json::from_str::<ServerMsg>(text) else { continue };
-                        if matches!(msg, ServerMsg::TokenExpiring { .. }) && refresh.is_none() {
-                            refresh = self.opts.token_provider.as_ref().map(|p| p());
-                            continue;
+                m = link.recv() => {
+                    let Some(m) = m else { return End::Lost(Vec::new()) };
+                    last_rx = tokio::time::Instant::now();
+                    pinged = false;
+                    match m {
+                        Some(Frame::Text(text)) => {
+                            let Ok(msg) = serde_json::from_str::<ServerMsg>(&text) else { continue };
+                            if matches!(msg, ServerMsg::TokenExpiring { .. }) && refresh.is_none() {
+                                refresh = self.opts.token_provider.as_ref().map(|p| p());
+                                continue;
+                            }
+                            if let Some(end) = self.control(msg).await {
+                                return end;
+                            }
                         }
-                        if let Some(end) = self.control(msg).await {
-                            return end;
-                        }
-                    } else if m.is_binary() {
-                        self.records(m.as_payload()).await;
+                        Some(Frame::Binary(buf)) => self.records(&buf).await,
+                        None => {}
                     }
                 }
             }
         }
     }
 
-    async fn goodbye(&mut self, ws: &mut Ws) -> End {
-        let _ = ws.send(WsMessage::text(json!({"op": "bye", "id": 0}).to_string())).await;
-        let _ = ws.close().await;
+    /// Says `bye` and waits (a little) for the hub's `closed`, so that the `bye` is not lost
+    /// with the connection.
+    async fn goodbye(&mut self, link: &mut Link) -> End {
+        if link.send(Frame::Text(json!({"op": "bye", "id": 0}).to_string())).await.is_ok() {
+            let closed = async {
+                while let Some(m) = link.recv().await {
+                    if let Some(Frame::Text(t)) = m {
+                        if let Ok(ServerMsg::Closed { .. }) = serde_json::from_str::<ServerMsg>(&t) {
+                            return;
+                        }
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(BYE_WAIT, closed).await;
+        }
+        link.close().await;
         End::Stop(None)
     }
 
@@ -434,7 +463,7 @@ impl Actor {
     }
 
     /// A request while connected: registers the wait and returns the frame to send.
-    fn request(&mut self, cmd: Cmd) -> Option<WsMessage> {
+    fn request(&mut self, cmd: Cmd) -> Option<Frame> {
         let id = self.id();
         match cmd {
             Cmd::Subscribe { topic, from, events, reply } => {
@@ -450,7 +479,7 @@ impl Actor {
                 self.subs.insert(topic.clone(), Sub { events, pos: Position::default(), from });
                 let frame = subscribe_op(id, &topic, offset, epoch);
                 self.waiting.insert(id, Waiting::Subscribe { topic, asked: offset, reply });
-                Some(WsMessage::text(frame))
+                Some(Frame::Text(frame))
             }
             Cmd::Unsubscribe { topic, reply } => {
                 if self.subs.remove(&topic).is_none() {
@@ -458,7 +487,7 @@ impl Actor {
                     return None;
                 }
                 self.waiting.insert(id, Waiting::Unsubscribe(reply));
-                Some(WsMessage::text(json!({"op": "unsubscribe", "id": id, "topic": topic}).to_string()))
+                Some(Frame::Text(json!({"op": "unsubscribe", "id": id, "topic": topic}).to_string()))
             }
             Cmd::Publish { topic, payload, json, reply } => {
                 let Ok(request_id) = u32::try_from(id) else {
@@ -467,7 +496,7 @@ impl Actor {
                 };
                 self.waiting.insert(id, Waiting::Publish(reply));
                 let flags = if json { FLAG_JSON } else { 0 };
-                Some(WsMessage::binary(encode_publish(&topic, request_id, flags, &payload)))
+                Some(Frame::Binary(Bytes::from(encode_publish(&topic, request_id, flags, &payload))))
             }
             Cmd::Close(done) => {
                 let _ = done.send(());
@@ -541,7 +570,7 @@ impl Actor {
 
     /// Routes a binary message's records to their subscriptions (waiting while one is full:
     /// the socket is then not read, and the hub applies the topic's policy).
-    async fn records(&mut self, buf: &[u8]) {
+    async fn records(&mut self, buf: &Bytes) {
         for r in decode_records(buf) {
             let Ok(r) = r else {
                 tracing::warn!("the hub sent a malformed record; skipping the rest of the message");
@@ -554,7 +583,7 @@ impl Actor {
                 epoch: r.epoch,
                 timestamp_us: r.timestamp_us,
                 flags: r.flags,
-                payload: Bytes::copy_from_slice(r.payload),
+                payload: buf.slice_ref(r.payload),
             };
             match sub.pos.on_record(r.topic, r.offset, r.epoch) {
                 Verdict::Duplicate => {}

@@ -4,9 +4,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Empty};
-use hyper::http::{header, Request, Uri};
-use tokio::net::TcpStream;
+use hyper::http::Method;
 
 use super::CircuitState;
 
@@ -31,25 +29,14 @@ pub struct Health {
 
 /// Times `GET /healthz` on the HTTP side of the WebSocket URL `endpoint`.
 pub(super) async fn probe(endpoint: &str, timeout: Duration) -> Result<(Duration, bool, Option<String>), String> {
-    let uri: Uri = endpoint.parse().map_err(|e| format!("{e}"))?;
-    let host = uri.host().ok_or("the endpoint has no host")?.to_owned();
-    let port = uri.port_u16().unwrap_or(80);
     let started = Instant::now();
     let ask = async {
-        let tcp = TcpStream::connect((host.as_str(), port)).await.map_err(|e| e.to_string())?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        let req = Request::get("/healthz")
-            .header(header::HOST, format!("{host}:{port}"))
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        let ok = resp.status().is_success();
-        let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))?;
-        Ok::<_, String>((ok && v["status"] == "ok", v["version"].as_str().map(str::to_owned)))
+        let a = super::http::request(endpoint, Method::GET, "/healthz", &[], Bytes::new()).await?;
+        let v: serde_json::Value = serde_json::from_slice(&a.body).map_err(|e| format!("not JSON: {e}"))?;
+        Ok::<_, String>((
+            (200..300).contains(&a.status) && v["status"] == "ok",
+            v["version"].as_str().map(str::to_owned),
+        ))
     };
     let (healthy, version) =
         tokio::time::timeout(timeout, ask).await.map_err(|_| format!("no answer within {timeout:?}"))??;

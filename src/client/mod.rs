@@ -1,5 +1,6 @@
 //! The Rust client of `fanhub.v1` (cargo feature `client`): a cheap cloneable [`Client`]
-//! handle and one task that owns the WebSocket.
+//! handle and one task that owns the connection — a WebSocket, or WebRTC data channels
+//! (feature `client-webrtc`, [`Transport::WebRtc`]) with the same API.
 //!
 //! It reconnects after any disconnect (exponential backoff with full jitter, rotating through
 //! the endpoints and the reconnect advice the hub gives, skipping endpoints whose circuit
@@ -49,9 +50,13 @@ mod actor;
 pub mod backoff;
 pub mod breaker;
 mod health;
+mod http;
+mod link;
 mod options;
 mod pool;
 pub mod resume;
+#[cfg(feature = "client-webrtc")]
+pub mod rtc;
 
 use std::time::Duration;
 
@@ -61,7 +66,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 pub use self::backoff::Backoff;
 pub use self::breaker::{BreakerOptions, CircuitState};
 pub use self::health::Health;
-pub use self::options::{ClientOptions, TokenProvider};
+pub use self::options::{ClientOptions, TokenProvider, Transport};
 pub use self::pool::PublisherPool;
 pub use self::resume::{Gap, GapReason};
 use crate::protocol::control::SubscriptionInfo;

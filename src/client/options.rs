@@ -40,6 +40,28 @@ pub struct ClientOptions {
     /// Events buffered per subscription before the client stops reading the socket (the hub
     /// then applies the topic's policy to this client).
     pub buffer: usize,
+    /// How the client reaches the endpoints (WebSocket, or WebRTC data channels signaled on
+    /// the same host and port).
+    pub transport: Transport,
+    /// After this long with nothing received, the client sends a `ping`.
+    pub keepalive_interval: Duration,
+    /// After a `ping` with nothing received for this long, the connection is dead (a black
+    /// hole: a pulled cable, a frozen node) and the client reconnects.
+    pub keepalive_timeout: Duration,
+}
+
+/// How a [`super::Client`] reaches the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// A WebSocket to each endpoint URL.
+    #[default]
+    WebSocket,
+    /// WebRTC data channels (cargo feature `client-webrtc`): the offer goes to
+    /// `POST http://host:port/v1/rtc/offer` of each endpoint URL `ws://host:port/…`; control
+    /// messages and `reliable` records come on the reliable channel, best-effort and
+    /// rate-limited records on the lossy one (whole frames or nothing).
+    WebRtc,
 }
 
 impl fmt::Debug for ClientOptions {
@@ -55,6 +77,9 @@ impl fmt::Debug for ClientOptions {
             .field("request_timeout", &self.request_timeout)
             .field("initial_attempts", &self.initial_attempts)
             .field("buffer", &self.buffer)
+            .field("transport", &self.transport)
+            .field("keepalive_interval", &self.keepalive_interval)
+            .field("keepalive_timeout", &self.keepalive_timeout)
             .finish()
     }
 }
@@ -62,7 +87,8 @@ impl fmt::Debug for ClientOptions {
 impl ClientOptions {
     /// Options for `endpoints`, with the defaults: backoff 100 ms → 10 s ×2, breaker 50 % of at
     /// least 3 attempts in 30 s opens for 5 s, connect timeout 5 s, request timeout 10 s, 5
-    /// initial attempts, 1024 buffered events per subscription.
+    /// initial attempts, 1024 buffered events per subscription, WebSocket, a `ping` after 15 s
+    /// of silence and a dead connection 10 s after it.
     pub fn new<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> Self {
         Self {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
@@ -75,6 +101,9 @@ impl ClientOptions {
             request_timeout: Duration::from_secs(10),
             initial_attempts: 5,
             buffer: 1024,
+            transport: Transport::WebSocket,
+            keepalive_interval: Duration::from_secs(15),
+            keepalive_timeout: Duration::from_secs(10),
         }
     }
 
@@ -146,6 +175,12 @@ impl ClientOptions {
         if self.initial_attempts == 0 || self.buffer == 0 {
             return bad("`initial_attempts` and `buffer` must be ≥ 1".into());
         }
+        if self.keepalive_interval.is_zero() || self.keepalive_timeout.is_zero() {
+            return bad("`keepalive_interval` and `keepalive_timeout` must be > 0".into());
+        }
+        if self.transport == Transport::WebRtc && !cfg!(feature = "client-webrtc") {
+            return bad("`transport` = webrtc needs the `client-webrtc` cargo feature".into());
+        }
         Ok(())
     }
 }
@@ -170,6 +205,9 @@ struct FileOptions {
     request_timeout_ms: Option<u64>,
     initial_attempts: Option<u32>,
     buffer: Option<usize>,
+    transport: Option<Transport>,
+    keepalive_interval_ms: Option<u64>,
+    keepalive_timeout_ms: Option<u64>,
 }
 
 impl FileOptions {
@@ -191,6 +229,9 @@ impl FileOptions {
         o.request_timeout = self.request_timeout_ms.map_or(o.request_timeout, ms);
         o.initial_attempts = self.initial_attempts.unwrap_or(o.initial_attempts);
         o.buffer = self.buffer.unwrap_or(o.buffer);
+        o.transport = self.transport.unwrap_or(o.transport);
+        o.keepalive_interval = self.keepalive_interval_ms.map_or(o.keepalive_interval, ms);
+        o.keepalive_timeout = self.keepalive_timeout_ms.map_or(o.keepalive_timeout, ms);
         o.validate()?;
         Ok(o)
     }
@@ -200,7 +241,8 @@ impl ClientOptions {
     /// Options from TOML: `endpoints = ["ws://…/ws"]`, `token`, `client_id`,
     /// `backoff_initial_ms`, `backoff_max_ms`, `backoff_multiplier`, `breaker_failure_ratio`,
     /// `breaker_min_throughput`, `breaker_sampling_window_ms`, `breaker_break_ms`,
-    /// `connect_timeout_ms`, `request_timeout_ms`, `initial_attempts`, `buffer`; the rest take
+    /// `connect_timeout_ms`, `request_timeout_ms`, `initial_attempts`, `buffer`, `transport`
+    /// (`"websocket"` or `"webrtc"`), `keepalive_interval_ms`, `keepalive_timeout_ms`; the rest take
     /// their defaults. A token provider, if any, is set in code afterwards.
     ///
     /// # Errors
@@ -229,7 +271,7 @@ impl ClientOptions {
                         .map(|s| toml::Value::String(s.into()))
                         .collect(),
                 ),
-                "token" | "client_id" => toml::Value::String(v),
+                "token" | "client_id" | "transport" => toml::Value::String(v),
                 "backoff_multiplier" | "breaker_failure_ratio" => toml::Value::Float(
                     v.parse().map_err(|_| ClientError::InvalidOptions(format!("{k}: {v:?} is not a number")))?,
                 ),
@@ -270,9 +312,12 @@ mod tests {
         let mut o = ok.clone();
         o.breaker.failure_ratio = 1.5;
         assert!(message(&o).contains("`breaker`"));
-        let mut o = ok;
+        let mut o = ok.clone();
         o.buffer = 0;
         assert!(message(&o).contains("`buffer`"));
+        let mut o = ok;
+        o.keepalive_timeout = Duration::ZERO;
+        assert!(message(&o).contains("`keepalive_interval` and `keepalive_timeout`"));
     }
 
     #[test]
@@ -289,11 +334,14 @@ mod tests {
             ("FANHUB_CLIENT_TOKEN", "t"),
             ("FANHUB_CLIENT_BACKOFF_MULTIPLIER", "3"),
             ("FANHUB_CLIENT_REQUEST_TIMEOUT_MS", "250"),
+            ("FANHUB_CLIENT_TRANSPORT", "websocket"),
+            ("FANHUB_CLIENT_KEEPALIVE_TIMEOUT_MS", "400"),
             ("PATH", "/bin"),
         ];
         let o = ClientOptions::from_env(env.map(|(k, v)| (k.to_owned(), v.to_owned()))).unwrap();
         assert_eq!(o.endpoints.len(), 2);
         assert_eq!((o.backoff.multiplier, o.request_timeout), (3.0, Duration::from_millis(250)));
+        assert_eq!((o.transport, o.keepalive_timeout), (Transport::WebSocket, Duration::from_millis(400)));
     }
 
     #[test]
@@ -305,5 +353,9 @@ mod tests {
         let env = [("FANHUB_CLIENT_ENDPOINTS", "ws://a/ws"), ("FANHUB_CLIENT_BUFFER", "lots")];
         let e = ClientOptions::from_env(env.map(|(k, v)| (k.to_owned(), v.to_owned()))).unwrap_err();
         assert!(e.to_string().contains("FANHUB_CLIENT_BUFFER"), "{e}");
+        let e =
+            ClientOptions::from_toml("endpoints = [\"ws://a/ws\"]\ntoken = \"t\"\ntransport = \"carrier-pigeon\"\n")
+                .unwrap_err();
+        assert!(e.to_string().contains("carrier-pigeon"), "{e}");
     }
 }

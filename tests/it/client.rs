@@ -2,7 +2,8 @@
 //! arrives exactly once and in order while the connection is cut again and again; publishes
 //! answer offset and epoch; a refused token is a typed, permanent error (one fresh token is
 //! tried, no reconnect loop); a dead first endpoint fails over to the second; an operator's kick
-//! ends the client for good.
+//! ends the client for good; a black-holed connection is found by the keep-alive; a slow link
+//! still delivers, and a request slower than its timeout is a typed error.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -377,4 +378,72 @@ async fn after_a_hub_restart_the_client_resumes_and_reports_the_lost_history_as_
     assert_eq!(next_message(&mut sub).await, 1, "the new history from its start");
     client.close().await;
     second.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_black_holed_connection_is_found_by_the_keepalive_and_the_client_resumes_elsewhere_without_loss() {
+    let hub = spawn_hub(reliable_config()).await;
+    let proxy = Proxy::start(hub.addr).await;
+    let mut opts = options(&hub, &[proxy.url(), hub.ws_url()]);
+    opts.keepalive_interval = Duration::from_millis(200);
+    opts.keepalive_timeout = Duration::from_millis(300);
+    opts.connect_timeout = Duration::from_millis(500);
+    let client = Client::connect(opts).await.expect("connect through the proxy");
+    let mut status = client.status();
+    let mut sub = client.subscribe("rel/t", From::Oldest).await.unwrap();
+    let topic = TopicName::new("rel/t").unwrap();
+    for _ in 0..50 {
+        hub.manager.route_data(&topic, b"m", 0, now()).unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < 50 {
+        got.push(next_message(&mut sub).await);
+    }
+    // Bytes now vanish both ways; the sockets stay open (no FIN, no RST).
+    proxy.blackhole(true);
+    for _ in 0..50 {
+        hub.manager.route_data(&topic, b"m", 0, now()).unwrap();
+    }
+    // The black-holed endpoint times out (keep-alive, then connect); the next one takes over.
+    loop {
+        match tokio::time::timeout(TIMEOUT * 3, status.recv()).await.expect("no failover in time").unwrap() {
+            Status::Connected { endpoint, .. } if endpoint == hub.ws_url() => break,
+            _ => continue,
+        }
+    }
+    while got.len() < 100 {
+        got.push(next_message(&mut sub).await);
+    }
+    assert_eq!(got, (1..=100).collect::<Vec<_>>(), "every message once, in order");
+    let h = client.health().await.unwrap();
+    assert!(h.healthy, "{h:?}");
+    client.close().await;
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_slow_link_still_delivers_everything_and_a_request_slower_than_its_timeout_is_a_typed_error() {
+    let hub = spawn_hub(reliable_config()).await;
+    let proxy = Proxy::start(hub.addr).await;
+    let mut opts = options(&hub, &[proxy.url()]);
+    opts.request_timeout = Duration::from_millis(1000);
+    let client = Client::connect(opts).await.expect("connect");
+    let mut sub = client.subscribe("rel/t", From::Oldest).await.unwrap();
+    proxy.delay(Duration::from_millis(20));
+    for i in 1..=20u64 {
+        let p = client.publish("rel/t", format!("m{i}")).await.expect("published within the timeout");
+        assert_eq!(p.offset, i);
+    }
+    for i in 1..=20u64 {
+        assert_eq!(next_message(&mut sub).await, i);
+    }
+    // A round trip now takes longer than the request timeout.
+    proxy.delay(Duration::from_millis(1500));
+    match client.publish("rel/t", "late").await {
+        Err(ClientError::Timeout(t)) => assert_eq!(t, Duration::from_millis(1000)),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    proxy.delay(Duration::ZERO);
+    client.close().await;
+    hub.shutdown().await;
 }

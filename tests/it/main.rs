@@ -12,6 +12,8 @@ mod bad_input;
 mod cli;
 #[cfg(feature = "client")]
 mod client;
+#[cfg(feature = "client-webrtc")]
+mod client_rtc;
 #[cfg(feature = "redis")]
 mod cluster;
 #[cfg(feature = "redis")]

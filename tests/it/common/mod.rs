@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 mod proxy;
+#[allow(unused_imports)] // used by the client tests (feature `client`)
 pub use proxy::Proxy;
 
 use std::collections::VecDeque;

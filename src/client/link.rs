@@ -1,0 +1,111 @@
+//! One connection of the client, whatever carries it: a WebSocket, or (feature
+//! `client-webrtc`) WebRTC data channels. The actor speaks frames to it.
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use hyper::http::{header, HeaderValue, Uri};
+use tokio::net::TcpStream;
+use tokio_websockets::{MaybeTlsStream, Message as WsMessage, WebSocketStream};
+
+use super::options::Transport;
+use crate::protocol::SUBPROTOCOL;
+
+/// A message either way: JSON control text, or binary (records from the hub, publish frames
+/// to it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Frame {
+    Text(String),
+    Binary(Bytes),
+}
+
+/// Why opening a connection failed.
+pub(super) enum OpenError {
+    /// The hub refused the token before any control message (WebRTC signaling's 401).
+    #[cfg_attr(not(feature = "client-webrtc"), allow(dead_code))]
+    Unauthenticated(String),
+    Failed(String),
+}
+
+pub(super) enum Link {
+    Ws(Box<WebSocketStream<MaybeTlsStream<TcpStream>>>),
+    #[cfg(feature = "client-webrtc")]
+    Rtc(super::rtc::RtcLink),
+}
+
+impl Link {
+    /// Connects to `endpoint` (a `ws://` URL) over `transport`; `token` authenticates WebRTC
+    /// signaling (a WebSocket sends it in `connect`).
+    pub(super) async fn open(endpoint: &str, transport: Transport, token: &str) -> Result<Link, OpenError> {
+        let failed = |e: String| OpenError::Failed(format!("{endpoint}: {e}"));
+        match transport {
+            Transport::WebSocket => {
+                let uri: Uri = endpoint.parse().map_err(|e| failed(format!("{e}")))?;
+                let (ws, _) = tokio_websockets::ClientBuilder::from_uri(uri)
+                    .add_header(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL))
+                    .map_err(|e| failed(e.to_string()))?
+                    .connect()
+                    .await
+                    .map_err(|e| failed(e.to_string()))?;
+                Ok(Link::Ws(Box::new(ws)))
+            }
+            #[cfg(feature = "client-webrtc")]
+            Transport::WebRtc => match super::rtc::connect(endpoint, token).await {
+                Ok(l) => Ok(Link::Rtc(l)),
+                Err(super::rtc::RtcConnectError::Unauthenticated(m)) => Err(OpenError::Unauthenticated(m)),
+                Err(super::rtc::RtcConnectError::Failed(m)) => Err(OpenError::Failed(m)),
+            },
+            #[cfg(not(feature = "client-webrtc"))]
+            Transport::WebRtc => {
+                let _ = token;
+                Err(failed("WebRTC needs the `client-webrtc` cargo feature".into()))
+            }
+        }
+    }
+
+    pub(super) async fn send(&mut self, f: Frame) -> Result<(), ()> {
+        match self {
+            Link::Ws(ws) => {
+                let m = match f {
+                    Frame::Text(t) => WsMessage::text(t),
+                    Frame::Binary(b) => WsMessage::binary(b),
+                };
+                ws.send(m).await.map_err(|_| ())
+            }
+            #[cfg(feature = "client-webrtc")]
+            Link::Rtc(l) => l.send(f).await,
+        }
+    }
+
+    /// The next text or binary message; `None` when the connection is gone. A WebSocket's
+    /// pings and pongs come as `Some(None)`: traffic, for the keep-alive.
+    pub(super) async fn recv(&mut self) -> Option<Option<Frame>> {
+        match self {
+            Link::Ws(ws) => {
+                let m = ws.next().await?.ok()?;
+                if m.is_close() {
+                    return None;
+                }
+                if let Some(t) = m.as_text() {
+                    return Some(Some(Frame::Text(t.to_owned())));
+                }
+                if m.is_binary() {
+                    return Some(Some(Frame::Binary(Bytes::from(m.into_payload()))));
+                }
+                Some(None)
+            }
+            #[cfg(feature = "client-webrtc")]
+            Link::Rtc(l) => l.recv().await.map(Some),
+        }
+    }
+
+    /// Closes it (a WebSocket close handshake; WebRTC just ends).
+    pub(super) async fn close(&mut self) {
+        match self {
+            Link::Ws(ws) => {
+                let _ = ws.close().await;
+            }
+            #[cfg(feature = "client-webrtc")]
+            Link::Rtc(_) => {}
+        }
+    }
+}
