@@ -26,15 +26,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::http::{header, HeaderValue, Uri};
 use bytes::Bytes;
 use clap::Parser;
+use fanhub::client::rtc::{Offer, PeerOutput, RtcPeer};
 use fanhub::protocol::frame::{decode_records, encode_publish};
-use fanhub::protocol::rtc::Reassembler;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use str0m::change::SdpAnswer;
-use str0m::channel::{ChannelConfig, ChannelId, Reliability};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::mpsc;
@@ -239,17 +235,13 @@ enum State {
 
 struct Peer {
     n: usize,
-    rtc: Rtc,
+    /// The client's sans-IO peer: both channels, chunk reassembly.
+    rtc: RtcPeer,
     socket: Arc<UdpSocket>,
     local: SocketAddr,
-    control: ChannelId,
-    lossy: ChannelId,
-    open: usize,
     state: State,
     timeout: Instant,
     last_sent: Instant,
-    /// Chunked frames in progress; frames that lost a chunk are forgotten (16 kept at most).
-    partial: Reassembler,
     /// Frame indexes received (duplicates show).
     seen: Vec<bool>,
 }
@@ -264,7 +256,7 @@ impl Peer {
             State::Failed => return,
             State::Leaving => {
                 self.state = State::Failed;
-                self.rtc.disconnect();
+                self.rtc.abort();
                 return;
             }
             State::Subscribed => {
@@ -277,37 +269,44 @@ impl Peer {
         }
         shared.note_error(format!("peer {}: {why}", self.n));
         self.state = State::Failed;
-        self.rtc.disconnect();
+        self.rtc.abort();
     }
 
     fn send(&mut self, msg: &Value) {
-        let text = msg.to_string();
-        if let Some(mut ch) = self.rtc.channel(self.control) {
-            let _ = ch.write(false, text.as_bytes());
-        }
+        let _ = self.rtc.send_text(&msg.to_string());
         self.last_sent = Instant::now();
     }
 
-    /// Polls the `Rtc` until it wants time to pass.
+    /// Polls the peer until it wants time to pass.
     fn drive(&mut self, shared: &Shared, stats: &mut GroupStats) {
         loop {
-            if !self.rtc.is_alive() {
-                self.fail("the connection closed".into(), shared, stats);
-                self.timeout = Instant::now() + Duration::from_secs(3600);
-                return;
-            }
-            match self.rtc.poll_output() {
-                Ok(Output::Timeout(t)) => {
+            match self.rtc.poll() {
+                PeerOutput::Wait(t) => {
                     self.timeout = t;
                     return;
                 }
-                Ok(Output::Transmit(t)) => {
-                    assert!(t.destination.ip().is_loopback(), "only loopback traffic");
+                PeerOutput::Transmit { to, bytes } => {
+                    assert!(to.ip().is_loopback(), "only loopback traffic");
                     // UDP: a full socket buffer loses the datagram, as a network would.
-                    let _ = self.socket.try_send_to(&t.contents, t.destination);
+                    let _ = self.socket.try_send_to(&bytes, to);
                 }
-                Ok(Output::Event(e)) => self.event(e, shared, stats),
-                Err(e) => self.fail(format!("rtc: {e}"), shared, stats),
+                PeerOutput::Open => {
+                    if self.state == State::Handshaking {
+                        self.state = State::Connecting;
+                        self.send(&json!({"op": "connect", "id": 1}));
+                    }
+                }
+                PeerOutput::Control(text) => match serde_json::from_slice::<Value>(&text) {
+                    Ok(v) => self.control_msg(v, shared, stats),
+                    Err(e) => shared.note_error(format!("peer {}: control message not JSON: {e}", self.n)),
+                },
+                PeerOutput::Records { lossy, bytes } => self.records(!lossy, &bytes, shared, stats),
+                PeerOutput::Corrupt(_) => stats.corrupt += 1,
+                PeerOutput::Closed(why) => {
+                    self.fail(why, shared, stats);
+                    self.timeout = Instant::now() + Duration::from_secs(3600);
+                    return;
+                }
             }
         }
     }
@@ -320,12 +319,7 @@ impl Peer {
             }
             match self.socket.try_recv_from(buf) {
                 Ok((n, source)) => {
-                    let Ok(contents) = (&buf[..n]).try_into() else { continue };
-                    let input = Input::Receive(
-                        Instant::now(),
-                        Receive { proto: Protocol::Udp, source, destination: self.local, contents },
-                    );
-                    if let Err(e) = self.rtc.handle_input(input) {
+                    if let Err(e) = self.rtc.receive(Instant::now(), source, self.local, &buf[..n]) {
                         self.fail(format!("rtc input: {e}"), shared, stats);
                         return;
                     }
@@ -337,42 +331,6 @@ impl Peer {
                     return;
                 }
             }
-        }
-    }
-
-    fn event(&mut self, e: Event, shared: &Shared, stats: &mut GroupStats) {
-        match e {
-            Event::ChannelOpen(..) => {
-                self.open += 1;
-                if self.open == 2 && self.state == State::Handshaking {
-                    self.state = State::Connecting;
-                    self.send(&json!({"op": "connect", "id": 1}));
-                }
-            }
-            Event::ChannelData(d) => {
-                let on_control = d.id == self.control;
-                if !on_control && d.id != self.lossy {
-                    shared.note_error(format!("peer {}: data on an unknown channel", self.n));
-                } else if !d.binary {
-                    match serde_json::from_slice::<Value>(&d.data) {
-                        Ok(v) => self.control_msg(v, shared, stats),
-                        Err(e) => shared.note_error(format!("peer {}: control message not JSON: {e}", self.n)),
-                    }
-                } else {
-                    match self.partial.push(&d.data) {
-                        Ok(Some(whole)) => self.records(on_control, &whole, shared, stats),
-                        Ok(None) => {}
-                        Err(_) => stats.corrupt += 1,
-                    }
-                }
-            }
-            Event::ChannelClose(id) if id == self.control => {
-                self.fail("the fanhub channel closed".into(), shared, stats);
-            }
-            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                self.fail("ICE disconnected".into(), shared, stats);
-            }
-            _ => {}
         }
     }
 
@@ -439,38 +397,23 @@ async fn join(args: &Args, addr: SocketAddr, n: usize) -> Result<(Peer, Option<u
     sock.bind(&SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0).into()).map_err(|e| format!("bind: {e}"))?;
     let socket = UdpSocket::from_std(sock.into()).map_err(|e| e.to_string())?;
     let local = socket.local_addr().map_err(|e| e.to_string())?;
-    let mut rtc = Rtc::builder().build(Instant::now());
-    rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
-    let mut api = rtc.sdp_api();
-    let control = api.add_channel("fanhub".into());
-    let lossy = api.add_channel_with_config(ChannelConfig {
-        label: "fanhub-lossy".into(),
-        ordered: false,
-        reliability: Reliability::MaxRetransmits { retransmits: 0 },
-        ..Default::default()
-    });
-    let (offer, pending) = api.apply().ok_or("no SDP offer to make")?;
-    let answer = post_offer(addr, &args.token, &offer.to_sdp_string()).await?;
+    let (offer, sdp) = Offer::new(local, Instant::now()).map_err(|e| e.to_string())?;
+    let answer = post_offer(addr, &args.token, &sdp).await?;
     let server_port = answer
         .lines()
         .find(|l| l.contains("typ host"))
         .and_then(|l| l.split_whitespace().nth(5))
         .and_then(|p| p.parse().ok());
-    let answer = SdpAnswer::from_sdp_string(&answer).map_err(|e| format!("bad SDP answer: {e}"))?;
-    rtc.sdp_api().accept_answer(pending, answer).map_err(|e| format!("answer refused: {e}"))?;
+    let rtc = offer.accept(&answer).map_err(|e| e.to_string())?;
     let now = Instant::now();
     let peer = Peer {
         n,
         rtc,
         socket: Arc::new(socket),
         local,
-        control,
-        lossy,
-        open: 0,
         state: State::Handshaking,
         timeout: now,
         last_sent: now,
-        partial: Reassembler::new(16),
         seen: vec![false; args.frames() as usize],
     };
     Ok((peer, server_port))
@@ -550,7 +493,7 @@ async fn group(mut rx: mpsc::UnboundedReceiver<Cmd>, shared: Arc<Shared>) -> Gro
         let mut next = now + Duration::from_millis(250);
         for p in peers.iter_mut().filter(|p| p.alive()) {
             if p.timeout <= now {
-                if let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
+                if let Err(e) = p.rtc.advance(now) {
                     p.fail(format!("rtc timeout: {e}"), &shared, &mut stats);
                     continue;
                 }
@@ -590,7 +533,7 @@ async fn group(mut rx: mpsc::UnboundedReceiver<Cmd>, shared: Arc<Shared>) -> Gro
                     for p in &mut peers {
                         // Not a failure any more: the run is over.
                         p.state = State::Failed;
-                        let _ = p.rtc.close();
+                        p.rtc.close();
                         p.timeout = now;
                     }
                     closing = Some(now + Duration::from_millis(500));
@@ -601,20 +544,20 @@ async fn group(mut rx: mpsc::UnboundedReceiver<Cmd>, shared: Arc<Shared>) -> Gro
         if closing.is_some() {
             // Closing peers are Failed: drive them here until their close has gone out.
             for p in peers.iter_mut().filter(|p| p.rtc.is_alive()) {
-                while let Ok(o) = p.rtc.poll_output() {
-                    match o {
-                        Output::Transmit(t) => {
-                            let _ = p.socket.try_send_to(&t.contents, t.destination);
+                loop {
+                    match p.rtc.poll() {
+                        PeerOutput::Transmit { to, bytes } => {
+                            let _ = p.socket.try_send_to(&bytes, to);
                         }
-                        Output::Timeout(_) => break,
-                        Output::Event(_) => {}
+                        PeerOutput::Wait(_) | PeerOutput::Closed(_) => break,
+                        _ => {}
                     }
                 }
             }
         }
     }
     for p in &peers {
-        stats.incomplete += p.partial.incomplete() + p.partial.pending() as u64;
+        stats.incomplete += p.rtc.incomplete_frames() + p.rtc.pending_frames() as u64;
     }
     stats
 }

@@ -44,7 +44,7 @@ mod version_negotiation;
 mod web_demo;
 #[cfg(feature = "webrtc")]
 mod web_rtc_browser;
-#[cfg(feature = "webrtc")]
+#[cfg(all(feature = "webrtc", feature = "client-webrtc"))]
 mod webrtc;
 #[cfg(feature = "webrtc")]
 mod webrtc_aiortc;

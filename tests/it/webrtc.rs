@@ -9,70 +9,48 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
+use fanhub::client::rtc::{Offer, PeerOutput, RtcPeer};
 use fanhub::protocol::frame::decode_records;
-use fanhub::protocol::rtc::Reassembler;
 use serde_json::{json, Value};
-use str0m::change::{SdpAnswer, SdpPendingOffer};
-use str0m::channel::{ChannelConfig, ChannelId, Reliability};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 
-/// A WebRTC peer: one `Rtc`, one loopback UDP socket, the two fanhub channels.
+/// A WebRTC peer: the client's sans-IO peer (both fanhub channels, chunk reassembly) on one
+/// loopback UDP socket, driven step by step by the test.
 struct Peer {
-    rtc: Rtc,
+    rtc: RtcPeer,
     socket: UdpSocket,
-    control: ChannelId,
-    lossy: ChannelId,
-    open: usize,
+    local: SocketAddr,
+    open: bool,
     /// JSON control messages received.
     control_msgs: VecDeque<Value>,
-    /// Whole records received (reassembled), with the channel they came on.
+    /// Whole records received (reassembled), with the channel they came on (true: reliable).
     records: VecDeque<(bool, Record)>,
-    /// Chunked frames in progress (frame ids are per connection, unique across channels).
-    partial: Reassembler,
 }
 
 /// A peer that has made its offer and waits for the answer.
 struct Offering {
-    rtc: Rtc,
+    offer: Offer,
     socket: UdpSocket,
-    control: ChannelId,
-    lossy: ChannelId,
-    pending: SdpPendingOffer,
 }
 
 async fn offering() -> (Offering, String) {
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut rtc = Rtc::builder().build(Instant::now());
-    rtc.add_local_candidate(Candidate::host(socket.local_addr().unwrap(), "udp").unwrap());
-    let mut api = rtc.sdp_api();
-    let control = api.add_channel("fanhub".into());
-    let lossy = api.add_channel_with_config(ChannelConfig {
-        label: "fanhub-lossy".into(),
-        ordered: false,
-        reliability: Reliability::MaxRetransmits { retransmits: 0 },
-        ..Default::default()
-    });
-    let (offer, pending) = api.apply().unwrap();
-    (Offering { rtc, socket, control, lossy, pending }, offer.to_sdp_string())
+    let (offer, sdp) = Offer::new(socket.local_addr().unwrap(), Instant::now()).unwrap();
+    (Offering { offer, socket }, sdp)
 }
 
 impl Offering {
-    async fn complete(mut self, answer: &str) -> Peer {
-        let answer = SdpAnswer::from_sdp_string(answer).expect("an SDP answer");
-        self.rtc.sdp_api().accept_answer(self.pending, answer).unwrap();
+    async fn complete(self, answer: &str) -> Peer {
+        let local = self.socket.local_addr().unwrap();
         let mut p = Peer {
-            rtc: self.rtc,
+            rtc: self.offer.accept(answer).expect("an SDP answer"),
             socket: self.socket,
-            control: self.control,
-            lossy: self.lossy,
-            open: 0,
+            local,
+            open: false,
             control_msgs: VecDeque::new(),
             records: VecDeque::new(),
-            partial: Reassembler::new(1024),
         };
-        p.run_until("both channels open", |p| p.open == 2).await;
+        p.run_until("the control channel open", |p| p.open).await;
         p
     }
 }
@@ -107,13 +85,19 @@ impl Peer {
         let mut buf = vec![0u8; 2048];
         loop {
             let timeout = loop {
-                match self.rtc.poll_output().expect("rtc") {
-                    Output::Timeout(t) => break t,
-                    Output::Transmit(t) => {
-                        assert!(t.destination.ip().is_loopback(), "only loopback traffic");
-                        self.socket.send_to(&t.contents, t.destination).await.unwrap();
+                match self.rtc.poll() {
+                    PeerOutput::Wait(t) => break t,
+                    PeerOutput::Transmit { to, bytes } => {
+                        assert!(to.ip().is_loopback(), "only loopback traffic");
+                        self.socket.send_to(&bytes, to).await.unwrap();
                     }
-                    Output::Event(e) => self.event(e),
+                    PeerOutput::Open => self.open = true,
+                    PeerOutput::Control(text) => {
+                        self.control_msgs.push_back(serde_json::from_slice(&text).expect("JSON"))
+                    }
+                    PeerOutput::Records { lossy, bytes } => self.push_records(!lossy, &bytes),
+                    PeerOutput::Corrupt(e) => panic!("a malformed chunk: {e}"),
+                    PeerOutput::Closed(why) => panic!("the peer closed while waiting for {what}: {why}"),
                 }
             };
             if done(self) {
@@ -121,46 +105,16 @@ impl Peer {
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}: {} records {:?}, {} partial frames, control {:?}",
+                "timed out waiting for {what}: {} records {:?}, control {:?}",
                 self.records.len(),
                 self.records.iter().map(|(c, r)| (*c, r.topic.clone(), r.offset, r.payload.len())).collect::<Vec<_>>(),
-                self.partial.pending(),
                 self.control_msgs
             );
             let wait = timeout.saturating_duration_since(Instant::now()).min(Duration::from_millis(50));
             match tokio::time::timeout(wait, self.socket.recv_from(&mut buf)).await {
-                Ok(Ok((n, source))) => {
-                    let input = Input::Receive(
-                        Instant::now(),
-                        Receive {
-                            proto: Protocol::Udp,
-                            source,
-                            destination: self.socket.local_addr().unwrap(),
-                            contents: (&buf[..n]).try_into().unwrap(),
-                        },
-                    );
-                    self.rtc.handle_input(input).unwrap();
-                }
-                _ => self.rtc.handle_input(Input::Timeout(Instant::now())).unwrap(),
+                Ok(Ok((n, source))) => self.rtc.receive(Instant::now(), source, self.local, &buf[..n]).unwrap(),
+                _ => self.rtc.advance(Instant::now()).unwrap(),
             }
-        }
-    }
-
-    fn event(&mut self, e: Event) {
-        match e {
-            Event::ChannelOpen(..) => self.open += 1,
-            Event::ChannelData(d) => {
-                let reliable = d.id == self.control;
-                if !d.binary {
-                    assert!(reliable, "control messages come on the reliable channel");
-                    self.control_msgs.push_back(serde_json::from_slice(&d.data).expect("JSON"));
-                    return;
-                }
-                if let Some(whole) = self.partial.push(&d.data).expect("a well-formed chunk") {
-                    self.push_records(reliable, &whole);
-                }
-            }
-            _ => {}
         }
     }
 
@@ -181,9 +135,7 @@ impl Peer {
     }
 
     async fn send(&mut self, msg: Value) {
-        let text = msg.to_string();
-        assert!(self.rtc.channel(self.control).unwrap().write(false, text.as_bytes()).unwrap());
-        let _ = self.lossy;
+        assert!(self.rtc.send_text(&msg.to_string()), "the control channel is open");
     }
 
     async fn request(&mut self, msg: Value) -> Value {

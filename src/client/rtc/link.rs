@@ -19,6 +19,9 @@ use crate::client::link::Frame;
 /// SCTP then slows down on the reliable channel; lossy frames are lost, as on a network).
 const HELD: usize = 64;
 
+/// Longest a graceful close (SCTP shutdown, DTLS close_notify) may take.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Why a WebRTC connect failed.
 #[derive(Debug)]
 pub(crate) enum RtcConnectError {
@@ -48,7 +51,13 @@ impl RtcLink {
 
 impl Drop for RtcLink {
     fn drop(&mut self) {
-        self.task.abort();
+        // The driver closes gracefully once it sees the channels dropped; past this, it is
+        // stopped whatever it is doing.
+        let task = self.task.abort_handle();
+        tokio::spawn(async move {
+            tokio::time::sleep(CLOSE_WAIT).await;
+            task.abort();
+        });
     }
 }
 
@@ -143,11 +152,14 @@ async fn drive(
             }
         };
         tokio::select! {
-            permit = inc.reserve(), if !held.is_empty() => {
-                let Ok(permit) = permit else { return peer.close() };
+            permit = inc.reserve(), if !held.is_empty() && !peer.is_closing() => {
+                let Ok(permit) = permit else {
+                    peer.close();
+                    continue;
+                };
                 permit.send(held.pop_front().expect("not empty"));
             }
-            r = socket.recv_from(&mut buf), if held.len() < HELD => match r {
+            r = socket.recv_from(&mut buf), if held.len() < HELD || peer.is_closing() => match r {
                 Ok((n, source)) => {
                     if peer.receive(Instant::now(), source, local, &buf[..n]).is_err() {
                         return;
@@ -158,8 +170,8 @@ async fn drive(
                     return;
                 }
             },
-            f = out.recv() => match f {
-                None => return peer.close(),
+            f = out.recv(), if !peer.is_closing() => match f {
+                None => peer.close(),
                 Some(f) if peer.is_open() => {
                     if !write(&mut peer, &f) {
                         return;

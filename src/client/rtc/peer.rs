@@ -106,6 +106,7 @@ impl Offer {
             lossy: self.lossy,
             open: false,
             closed: false,
+            closing: false,
             partial: Reassembler::new(MAX_PARTIAL),
         })
     }
@@ -119,6 +120,8 @@ pub struct RtcPeer {
     lossy: ChannelId,
     open: bool,
     closed: bool,
+    /// [`RtcPeer::close`] started: the close still goes out, nothing comes in.
+    closing: bool,
     partial: Reassembler,
 }
 
@@ -140,6 +143,7 @@ impl RtcPeer {
             match out {
                 Output::Timeout(t) => return PeerOutput::Wait(t),
                 Output::Transmit(t) => return PeerOutput::Transmit { to: t.destination, bytes: t.contents.to_vec() },
+                Output::Event(_) if self.closing => {}
                 Output::Event(e) => {
                     if let Some(o) = self.event(e) {
                         return o;
@@ -214,7 +218,7 @@ impl RtcPeer {
 
     /// Whether the control channel is open.
     pub fn is_open(&self) -> bool {
-        self.open && !self.closed
+        self.open && !self.closed && !self.closing
     }
 
     /// Sends a control message (JSON text) on the control channel; false when it is not open.
@@ -235,6 +239,16 @@ impl RtcPeer {
         self.rtc.channel(self.control).is_some_and(|mut ch| ch.write(binary, bytes).unwrap_or(false))
     }
 
+    /// Whether the peer can still send or receive (not closed, or still closing).
+    pub fn is_alive(&self) -> bool {
+        !self.closed && self.rtc.is_alive()
+    }
+
+    /// Whether [`RtcPeer::close`] was called.
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
     /// Bytes queued on the control channel, not yet sent.
     pub fn buffered(&mut self) -> usize {
         self.rtc.channel(self.control).map_or(0, |mut ch| ch.buffered_amount())
@@ -245,9 +259,25 @@ impl RtcPeer {
         self.partial.incomplete()
     }
 
-    /// Ends the connection (nothing is sent: the hub finds out by ICE consent, or by the
-    /// `bye` the caller sent first).
+    /// Chunked frames waiting for chunks now.
+    pub fn pending_frames(&self) -> usize {
+        self.partial.pending()
+    }
+
+    /// Starts a graceful close (SCTP shutdown, DTLS close_notify): keep calling
+    /// [`RtcPeer::poll`] and sending what it gives until it returns [`PeerOutput::Closed`].
     pub fn close(&mut self) {
+        if !self.closing && !self.closed {
+            self.closing = true;
+            if self.rtc.close().is_err() {
+                self.abort();
+            }
+        }
+    }
+
+    /// Ends the connection at once, sending nothing (the hub finds out when ICE consent
+    /// expires).
+    pub fn abort(&mut self) {
         self.closed = true;
         self.rtc.disconnect();
     }
