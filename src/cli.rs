@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 #[cfg(feature = "client")]
 use fanhub::auth::{unix_now, MintRequest, SessionManager};
 #[cfg(feature = "client")]
-use fanhub::client::{Client, ClientOptions, Event, From};
+use fanhub::client::{Client, ClientOptions, Event, From, Transport};
 #[cfg(feature = "client")]
 use fanhub::config::Config;
 
@@ -56,6 +56,11 @@ pub(crate) struct SubArgs {
     /// Print each message as one JSON object per line (topic, offset, epoch, payload).
     #[arg(long)]
     json: bool,
+    /// Receive over WebRTC data channels (signaled on `--url`'s host and port) instead of the
+    /// WebSocket.
+    #[cfg(feature = "client-webrtc")]
+    #[arg(long)]
+    webrtc: bool,
     #[command(flatten)]
     target: WsTarget,
 }
@@ -124,8 +129,9 @@ fn token(target: &WsTarget) -> anyhow::Result<String> {
 
 #[cfg(feature = "client")]
 /// A client of the hub at `--url` (it reconnects and resumes by itself).
-async fn client(target: &WsTarget) -> anyhow::Result<Client> {
-    let options = ClientOptions::new([target.url.clone()]).with_token(token(target)?);
+async fn client(target: &WsTarget, transport: Transport) -> anyhow::Result<Client> {
+    let mut options = ClientOptions::new([target.url.clone()]).with_token(token(target)?);
+    options.transport = transport;
     Client::connect(options).await.with_context(|| format!("connecting to {}", target.url))
 }
 
@@ -133,7 +139,11 @@ async fn client(target: &WsTarget) -> anyhow::Result<Client> {
 /// `fanhub sub TOPIC`: prints every message until interrupted (or `--count`). Across a
 /// reconnect it resumes after the last message printed; missed messages are reported on stderr.
 pub(crate) async fn sub(args: SubArgs) -> anyhow::Result<()> {
-    let client = client(&args.target).await?;
+    #[cfg(feature = "client-webrtc")]
+    let transport = if args.webrtc { Transport::WebRtc } else { Transport::WebSocket };
+    #[cfg(not(feature = "client-webrtc"))]
+    let transport = Transport::WebSocket;
+    let client = client(&args.target, transport).await?;
     let from = args.offset.map_or(From::Live, |offset| From::Offset { offset, epoch: None });
     let mut sub = client.subscribe(&args.topic, from).await?;
     eprintln!("subscribed to {} (head offset {})", args.topic, sub.info.head);
@@ -180,7 +190,7 @@ fn base64_encode(b: &[u8]) -> String {
 #[cfg(feature = "client")]
 /// `fanhub pub TOPIC DATA`: publishes and prints each assigned offset.
 pub(crate) async fn publish(args: PubArgs) -> anyhow::Result<()> {
-    let client = client(&args.target).await?;
+    let client = client(&args.target, Transport::WebSocket).await?;
     let data: Value = serde_json::from_str(&args.data).unwrap_or_else(|_| Value::String(args.data.clone()));
     for _ in 0..args.count {
         let p = client.publish_json(&args.topic, &data).await?;

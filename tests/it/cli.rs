@@ -79,6 +79,33 @@ async fn sub_prints_what_pub_publishes_and_admin_commands_pretty_print() {
     hub.shutdown().await;
 }
 
+#[cfg(feature = "client-webrtc")]
+#[tokio::test]
+async fn sub_receives_over_webrtc_what_pub_publishes() {
+    let hub = spawn_hub(test_config()).await;
+    let url = hub.ws_url();
+    let mut sub = fanhub()
+        .args(["sub", "cli/rtc", "--count", "2", "--webrtc", "--url", &url, "--token", &hub.token("viewer")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(sub.stderr.take().unwrap()).lines();
+    let line = tokio::time::timeout(TIMEOUT, err.next_line()).await.expect("sub hung").unwrap().unwrap();
+    assert!(line.contains("subscribed to cli/rtc"), "{line}");
+    let rows = admin(&hub, "GET", "/v1/admin/connections?protocol=webrtc", "").await.json();
+    assert_eq!(rows["total"], 1, "the subscriber is a webrtc connection: {rows}");
+    let out = run(&["pub", "cli/rtc", "hello", "--count", "2", "--url", &url]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got = tokio::time::timeout(TIMEOUT, sub.wait_with_output()).await.expect("sub never exited").unwrap();
+    assert!(got.status.success());
+    assert_eq!(
+        String::from_utf8(got.stdout).unwrap().lines().collect::<Vec<_>>(),
+        [r#"[cli/rtc #1] "hello""#, r#"[cli/rtc #2] "hello""#]
+    );
+    hub.shutdown().await;
+}
+
 #[tokio::test]
 async fn every_subcommand_has_help() {
     for sub in ["serve", "token", "sub", "pub", "stats", "connections"] {
