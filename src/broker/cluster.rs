@@ -105,6 +105,7 @@ impl PublishReply {
                         topic: Some(topic.to_string()),
                         limit: e.limit().map(str::to_owned),
                         publish_seq: Some(seq),
+                        retry_after_ms: None,
                     },
                 };
                 let _ = conn.send_control(&msg);

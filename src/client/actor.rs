@@ -1,7 +1,7 @@
 //! The client's task: owns the connection (WebSocket or WebRTC), (re)connects, resubscribes, routes records and
 //! answers, and follows the hub's `bye` and reconnect advice. One per [`super::Client`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,6 +18,9 @@ use crate::protocol::{CloseReason, ErrorCode};
 
 /// Longest a `close` waits for the hub's `closed` after its `bye`.
 const BYE_WAIT: Duration = Duration::from_secs(2);
+
+/// Most times one rate-limited publish is sent again.
+const MAX_RATE_RETRIES: u32 = 8;
 
 type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
 
@@ -48,11 +51,33 @@ pub(super) enum Cmd {
 /// A request waiting for its answer.
 #[derive(Debug)]
 enum Waiting {
-    Subscribe { topic: String, asked: Option<u64>, reply: Reply<SubscriptionInfo> },
-    Resubscribe { topic: String, asked: Option<u64> },
+    Subscribe {
+        topic: String,
+        asked: Option<u64>,
+        reply: Reply<SubscriptionInfo>,
+    },
+    Resubscribe {
+        topic: String,
+        asked: Option<u64>,
+    },
     Unsubscribe(Reply<()>),
-    Publish(Reply<Published>),
+    /// The encoded frame is kept to send it again after a `rate_limited` answer.
+    Publish {
+        reply: Reply<Published>,
+        frame: Bytes,
+        attempts: u32,
+    },
     Refresh,
+}
+
+/// Publishes held back after a `rate_limited` answer: sent again in the order they were
+/// made (ids grow), one at a time (each after the previous one's answer), none before `until`
+/// (the hub's `retry_after_ms`). New publishes queue behind them meanwhile.
+#[derive(Debug)]
+struct Throttle {
+    until: tokio::time::Instant,
+    held: BTreeSet<u64>,
+    in_flight: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -93,6 +118,7 @@ pub(super) struct Actor {
     connected_to: Option<String>,
     subs: HashMap<String, Sub>,
     waiting: HashMap<u64, Waiting>,
+    throttle: Option<Throttle>,
     next_id: u64,
 }
 
@@ -111,6 +137,7 @@ impl Actor {
             advised: VecDeque::new(),
             subs: HashMap::new(),
             waiting: HashMap::new(),
+            throttle: None,
             next_id: 1,
         }
     }
@@ -336,7 +363,7 @@ impl Actor {
                 Ok(ServerMsg::Error { code, message, limit, .. }) => {
                     return Err(ConnectError::Transient(format!(
                         "{endpoint}: {:?}",
-                        ClientError::refused(code, message, limit)
+                        ClientError::refused(code, message, limit, None)
                     )));
                 }
                 Ok(ServerMsg::Bye { reason, message, reconnect, .. }) => {
@@ -377,7 +404,16 @@ impl Actor {
         let mut pinged = false;
         loop {
             let alarm = last_rx + if pinged { interval + timeout } else { interval };
+            let resend =
+                self.throttle.as_ref().filter(|t| t.in_flight.is_none() && !t.held.is_empty()).map(|t| t.until);
             tokio::select! {
+                () = tokio::time::sleep_until(resend.unwrap_or(alarm)), if resend.is_some() => {
+                    if let Some(frame) = self.next_held() {
+                        if link.send(frame).await.is_err() {
+                            return End::Lost(Vec::new());
+                        }
+                    }
+                }
                 cmd = self.cmds.recv() => {
                     let Some(cmd) = cmd else { return self.goodbye(&mut link).await };
                     if let Cmd::Close(done) = cmd {
@@ -472,6 +508,7 @@ impl Actor {
                         code: ErrorCode::FailedPrecondition,
                         message: format!("already subscribed to {topic}"),
                         limit: None,
+                        retry_after: None,
                     }));
                     return None;
                 }
@@ -494,9 +531,14 @@ impl Actor {
                     let _ = reply.send(Err(ClientError::Disconnected));
                     return None;
                 };
-                self.waiting.insert(id, Waiting::Publish(reply));
                 let flags = if json { FLAG_JSON } else { 0 };
-                Some(Frame::Binary(Bytes::from(encode_publish(&topic, request_id, flags, &payload))))
+                let frame = Bytes::from(encode_publish(&topic, request_id, flags, &payload));
+                self.waiting.insert(id, Waiting::Publish { reply, frame: frame.clone(), attempts: 0 });
+                if let Some(t) = &mut self.throttle {
+                    t.held.insert(id);
+                    return None;
+                }
+                Some(Frame::Binary(frame))
             }
             Cmd::Close(done) => {
                 let _ = done.send(());
@@ -522,9 +564,10 @@ impl Actor {
                 None => {}
             },
             ServerMsg::Published { id: Some(id), offset, epoch, .. } => {
-                if let Some(Waiting::Publish(reply)) = self.waiting.remove(&id) {
+                if let Some(Waiting::Publish { reply, .. }) = self.waiting.remove(&id) {
                     let _ = reply.send(Ok(Published { offset, epoch }));
                 }
+                self.answered(id);
             }
             ServerMsg::Refreshed { id: Some(id), .. } => {
                 self.waiting.remove(&id);
@@ -534,19 +577,38 @@ impl Actor {
                     let _ = reply.send(Ok(()));
                 }
             }
-            ServerMsg::Error { id: Some(id), code, message, limit, .. } => match self.waiting.remove(&id) {
-                Some(Waiting::Subscribe { topic, reply, .. }) => {
-                    self.subs.remove(&topic);
-                    let _ = reply.send(Err(ClientError::refused(code, message, limit)));
+            ServerMsg::Error { id: Some(id), code, message, limit, retry_after_ms, .. } => {
+                match self.waiting.remove(&id) {
+                    Some(Waiting::Publish { reply, frame, attempts })
+                        if code == ErrorCode::RateLimited && attempts < MAX_RATE_RETRIES && !reply.is_closed() =>
+                    {
+                        // Not published: send it again once the hub says it would take it.
+                        let wait = Duration::from_millis(retry_after_ms.unwrap_or(0).max(1));
+                        let until = tokio::time::Instant::now() + wait;
+                        let t = self.throttle.get_or_insert(Throttle { until, held: BTreeSet::new(), in_flight: None });
+                        t.until = t.until.max(until);
+                        if t.in_flight == Some(id) {
+                            t.in_flight = None;
+                        }
+                        t.held.insert(id);
+                        self.waiting.insert(id, Waiting::Publish { reply, frame, attempts: attempts + 1 });
+                    }
+                    Some(Waiting::Subscribe { topic, reply, .. }) => {
+                        self.subs.remove(&topic);
+                        let _ = reply.send(Err(ClientError::refused(code, message, limit, retry_after_ms)));
+                    }
+                    Some(Waiting::Resubscribe { topic, .. }) => {
+                        // The hub will not have it back (permission, limits): the subscription ends.
+                        tracing::warn!(%topic, ?code, %message, "resubscribe refused; the subscription ends");
+                        self.subs.remove(&topic);
+                    }
+                    Some(w) => {
+                        fail(w, ClientError::refused(code, message, limit, retry_after_ms));
+                        self.answered(id);
+                    }
+                    None => {}
                 }
-                Some(Waiting::Resubscribe { topic, .. }) => {
-                    // The hub will not have it back (permission, limits): the subscription ends.
-                    tracing::warn!(%topic, ?code, %message, "resubscribe refused; the subscription ends");
-                    self.subs.remove(&topic);
-                }
-                Some(w) => fail(w, ClientError::refused(code, message, limit)),
-                None => {}
-            },
+            }
             ServerMsg::Bye { reason, message, reconnect, .. } => {
                 self.emit(Status::Bye { reason, message: message.clone(), reconnect: reconnect.clone() });
                 return Some(match reason {
@@ -598,9 +660,41 @@ impl Actor {
         }
     }
 
+    /// Publish `id` got its final answer: the next held one may go.
+    fn answered(&mut self, id: u64) {
+        if let Some(t) = &mut self.throttle {
+            if t.in_flight == Some(id) {
+                t.in_flight = None;
+            }
+            if t.in_flight.is_none() && t.held.is_empty() {
+                self.throttle = None;
+            }
+        }
+    }
+
+    /// The oldest held publish still wanted, now in flight; `None` when none is left.
+    fn next_held(&mut self) -> Option<Frame> {
+        let t = self.throttle.as_mut()?;
+        while let Some(id) = t.held.pop_first() {
+            match self.waiting.get(&id) {
+                Some(Waiting::Publish { reply, frame, .. }) if !reply.is_closed() => {
+                    t.in_flight = Some(id);
+                    return Some(Frame::Binary(frame.clone()));
+                }
+                // Its caller gave up (request timeout): it is not sent again.
+                _ => {
+                    self.waiting.remove(&id);
+                }
+            }
+        }
+        self.throttle = None;
+        None
+    }
+
     /// The connection dropped: what waited for an answer gets none; subscriptions stay and
     /// are made again on reconnect.
     fn fail_requests(&mut self) {
+        self.throttle = None;
         for (_, w) in self.waiting.drain() {
             if let Waiting::Subscribe { topic, reply, .. } = w {
                 // Not answered: the application is told; it may subscribe again.
@@ -626,7 +720,7 @@ fn fail(w: Waiting, e: ClientError) {
         Waiting::Unsubscribe(reply) => {
             let _ = reply.send(Err(e));
         }
-        Waiting::Publish(reply) => {
+        Waiting::Publish { reply, .. } => {
             let _ = reply.send(Err(e));
         }
         Waiting::Resubscribe { .. } | Waiting::Refresh => {}
@@ -638,6 +732,7 @@ fn not_subscribed(topic: &str) -> ClientError {
         code: ErrorCode::FailedPrecondition,
         message: format!("not subscribed to {topic}"),
         limit: None,
+        retry_after: None,
     }
 }
 

@@ -90,6 +90,9 @@ pub enum ClientError {
         message: String,
         /// The limit hit, for `resource_exhausted` and `rate_limited`.
         limit: Option<String>,
+        /// When the hub would accept it (`rate_limited`). A rate-limited publish is retried
+        /// after it by the client itself (up to 8 times) before this error is returned.
+        retry_after: Option<Duration>,
     },
     /// The connection dropped before the answer: the request was not carried out (a publish
     /// was not published), unless the drop was abnormal — then it may have been.
@@ -118,10 +121,10 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    fn refused(code: ErrorCode, message: String, limit: Option<String>) -> Self {
+    fn refused(code: ErrorCode, message: String, limit: Option<String>, retry_after_ms: Option<u64>) -> Self {
         match code {
             ErrorCode::Unauthenticated => Self::Unauthenticated(message),
-            code => Self::Refused { code, message, limit },
+            code => Self::Refused { code, message, limit, retry_after: retry_after_ms.map(Duration::from_millis) },
         }
     }
 }

@@ -488,6 +488,10 @@ pub enum ServerMsg {
         /// JSON `publish` ops, counted from 1 in the order sent) it answers.
         #[serde(skip_serializing_if = "Option::is_none", default)]
         publish_seq: Option<u64>,
+        /// For `rate_limited`: milliseconds until the request would be accepted (a client
+        /// retrying sooner is refused again).
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        retry_after_ms: Option<u64>,
     },
     /// The token expires soon; send `refresh` or be closed at `expires_at`.
     TokenExpiring {
@@ -525,7 +529,15 @@ impl ServerMsg {
 
     /// Shorthand for an error message.
     pub fn error(id: Option<u64>, code: ErrorCode, message: impl Into<String>) -> Self {
-        Self::Error { id, code, message: message.into(), topic: None, limit: None, publish_seq: None }
+        Self::Error {
+            id,
+            code,
+            message: message.into(),
+            topic: None,
+            limit: None,
+            publish_seq: None,
+            retry_after_ms: None,
+        }
     }
 }
 

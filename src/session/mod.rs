@@ -402,6 +402,7 @@ impl Session {
                     topic: None,
                     limit: limit.map(str::to_owned),
                     publish_seq: None,
+                    retry_after_ms: None,
                 });
                 self.close(reason, message);
             }
@@ -603,7 +604,15 @@ impl Session {
         topic: Option<String>,
         limit: Option<&str>,
     ) {
-        self.reply(&ServerMsg::Error { id, code, message, topic, limit: limit.map(str::to_owned), publish_seq: None });
+        self.reply(&ServerMsg::Error {
+            id,
+            code,
+            message,
+            topic,
+            limit: limit.map(str::to_owned),
+            publish_seq: None,
+            retry_after_ms: None,
+        });
     }
 
     /// Fails authentication: counts it, tells the client, closes.

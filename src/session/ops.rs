@@ -34,6 +34,7 @@ impl Session {
                     topic: None,
                     limit: None,
                     publish_seq: seq,
+                    retry_after_ms: None,
                 });
             }
             Err(e) => return self.error(e.id, e.code, e.message),
@@ -73,6 +74,7 @@ impl Session {
                     topic: None,
                     limit: None,
                     publish_seq: Some(seq),
+                    retry_after_ms: None,
                 })
             }
         };
@@ -109,6 +111,7 @@ impl Session {
                 topic: None,
                 limit: e.limit_name().map(str::to_owned),
                 publish_seq: None,
+                retry_after_ms: None,
             });
             return self.close(CloseReason::ResourceExhausted, e.to_string());
         }
@@ -366,7 +369,16 @@ impl Session {
     }
 
     pub(super) fn publish_failed(&mut self, id: Option<u64>, topic: &TopicName, seq: u64, e: &PublishError) {
-        self.publish_error(id, seq, (e.code(), e.to_string(), Some(topic.to_string()), e.limit()));
+        self.reply(&ServerMsg::Error {
+            id,
+            code: e.code(),
+            message: e.to_string(),
+            topic: Some(topic.to_string()),
+            limit: e.limit().map(str::to_owned),
+            publish_seq: Some(seq),
+            // Rounded up: retrying at the advised time is never too early.
+            retry_after_ms: e.retry_after().map(|d| d.as_micros().div_ceil(1000) as u64),
+        });
     }
 
     /// An error about publish number `seq`: (code, message, topic, limit).
@@ -378,7 +390,7 @@ impl Session {
     ) {
         let (code, message, topic, limit) = e;
         let limit = limit.map(str::to_owned);
-        self.reply(&ServerMsg::Error { id, code, message, topic, limit, publish_seq: Some(seq) });
+        self.reply(&ServerMsg::Error { id, code, message, topic, limit, publish_seq: Some(seq), retry_after_ms: None });
     }
 
     fn signal_failed(&mut self, id: Option<u64>, e: SignalError) {

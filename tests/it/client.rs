@@ -447,3 +447,29 @@ async fn a_slow_link_still_delivers_everything_and_a_request_slower_than_its_tim
     client.close().await;
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn rate_limited_publishes_are_sent_again_after_the_advised_wait_and_all_land_once() {
+    let mut config = reliable_config();
+    config.limits.publish_rate_per_second = 100;
+    config.limits.publish_burst = 5;
+    // This test is about the client's retries, not the hub's enforcement of repeat offenders.
+    config.limits.violations_to_monitor = 10_000;
+    config.limits.violations_to_close = 10_000;
+    let hub = spawn_hub(config).await;
+    let client = Client::connect(options(&hub, &[hub.ws_url()])).await.unwrap();
+    let mut sub = client.subscribe("rel/rate", From::Live).await.unwrap();
+    // 30 at once: the burst passes, the rest are refused with `retry_after_ms` and sent again.
+    let answers = futures_util::future::join_all((0..30).map(|i| client.publish("rel/rate", format!("m{i}")))).await;
+    let mut offsets: Vec<u64> = answers.into_iter().map(|a| a.expect("published after waiting").offset).collect();
+    offsets.sort_unstable();
+    assert_eq!(offsets, (1..=30).collect::<Vec<_>>(), "each publish landed exactly once");
+    let mut got = Vec::new();
+    while got.len() < 30 {
+        got.push(next_message(&mut sub).await);
+    }
+    assert_eq!(got, (1..=30).collect::<Vec<_>>());
+    assert!(hub.manager.connection_stats().violations > 0, "some publishes were refused on the way");
+    client.close().await;
+    hub.shutdown().await;
+}

@@ -253,6 +253,9 @@ async fn publishing_faster_than_the_rate_limit_is_refused_and_the_connection_sta
     let r = c.reply(4).await;
     assert_error(&r, 4, "rate_limited", "publish_rate_per_second");
     assert_eq!(r["topic"], "fast/t");
+    // When the next publish would pass: within the one-per-second refill.
+    let wait = r["retry_after_ms"].as_u64().unwrap_or_else(|| panic!("retry_after_ms: {r}"));
+    assert!(wait > 0 && wait <= 1000, "{r}");
     c.assert_alive().await;
     // Other operations are not rate limited.
     c.subscribe("fast/t").await;

@@ -207,8 +207,13 @@ pub enum PublishError {
         max: usize,
     },
     /// Publish rate exceeded.
-    #[error("publish rate exceeded: at most {0} messages per second")]
-    RateLimited(u32),
+    #[error("publish rate exceeded: at most {per_second} messages per second; retry in {} ms", retry_after.as_millis())]
+    RateLimited {
+        /// The connection's allowance.
+        per_second: u32,
+        /// When the next publish would be accepted.
+        retry_after: Duration,
+    },
     /// A `reliable` + `apply_backpressure` subscriber is full: wait for its queue to drain
     /// (`OutboundQueue::space_freed`), then retry, until the policy's timeout.
     #[error("a subscriber of {topic} is full; publish delayed")]
@@ -268,7 +273,15 @@ impl PublishError {
             | Self::Backpressure { .. }
             | Self::BackpressureTimeout(_)
             | Self::ExceedsQueue { .. } => ErrorCode::ResourceExhausted,
-            Self::RateLimited(_) => ErrorCode::RateLimited,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
+        }
+    }
+
+    /// How long to wait before retrying, when the hub knows (`rate_limited`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
         }
     }
 
@@ -277,7 +290,7 @@ impl PublishError {
         match self {
             Self::Request(e) => e.limit(),
             Self::TooLarge { .. } => Some("max_message_size"),
-            Self::RateLimited(_) => Some("publish_rate_per_second"),
+            Self::RateLimited { .. } => Some("publish_rate_per_second"),
             Self::Backpressure { .. } | Self::BackpressureTimeout(_) => Some("backpressure_timeout_ms"),
             Self::ExceedsQueue { .. } => Some("queue_bytes"),
         }

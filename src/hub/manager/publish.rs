@@ -80,9 +80,9 @@ impl ConnectionManager {
         let limiter = client
             .publish_limiter
             .get_or_init(|| RateLimit::new(self.limits.publish_rate_per_second, self.limits.publish_burst, now.mono));
-        if limiter.check(now.mono).is_err() {
+        if let Err(retry_after) = limiter.check(now.mono) {
             self.record_violation(id, now);
-            return Err(PublishError::RateLimited(self.limits.publish_rate_per_second));
+            return Err(PublishError::RateLimited { per_second: self.limits.publish_rate_per_second, retry_after });
         }
         Ok(())
     }
