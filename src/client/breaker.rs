@@ -74,12 +74,16 @@ impl Breaker {
         (self.state == CircuitState::Open).then_some(self.open_until).flatten()
     }
 
-    /// Records an attempt's outcome at `now`; returns the new state when it changed.
+    /// Records an attempt's outcome at `now`; returns the new state when it changed. Only a
+    /// failure can open the circuit (the threshold is checked when one is recorded); any
+    /// success closes it (a probe, or an attempt that went through another way, e.g. reconnect
+    /// advice naming this endpoint).
     pub fn record(&mut self, now: Instant, ok: bool) -> Option<CircuitState> {
         let before = self.state(now);
         match before {
-            CircuitState::HalfOpen if ok => self.close(),
-            CircuitState::HalfOpen | CircuitState::Open => self.open(now),
+            CircuitState::HalfOpen | CircuitState::Open if ok => self.close(),
+            CircuitState::HalfOpen => self.open(now),
+            CircuitState::Open => {}
             CircuitState::Closed => {
                 self.window.push_back((now, ok));
                 while self
@@ -91,7 +95,9 @@ impl Breaker {
                 }
                 let failed = self.window.iter().filter(|(_, ok)| !ok).count();
                 let total = self.window.len();
-                if total >= self.opts.min_throughput as usize && failed as f64 >= self.opts.failure_ratio * total as f64
+                if !ok
+                    && total >= self.opts.min_throughput as usize
+                    && failed as f64 >= self.opts.failure_ratio * total as f64
                 {
                     self.open(now);
                 }
@@ -134,9 +140,15 @@ mod tests {
         for i in 0..3 {
             assert_eq!(b.record(t0 + Duration::from_secs(i), false), None);
         }
-        assert_eq!(b.record(t0 + Duration::from_secs(3), true), Some(CircuitState::Open), "3 of 4 failed");
-        assert!(!b.allows(t0 + Duration::from_secs(7)));
-        assert_eq!(b.open_until(), Some(t0 + Duration::from_secs(8)));
+        // A success never opens it, whatever the ratio: the endpoint just worked.
+        assert_eq!(b.record(t0 + Duration::from_secs(3), true), None, "3 of 4 failed, but this one went through");
+        assert_eq!(b.record(t0 + Duration::from_secs(4), false), Some(CircuitState::Open), "4 of 5 failed");
+        assert!(!b.allows(t0 + Duration::from_secs(8)));
+        assert_eq!(b.open_until(), Some(t0 + Duration::from_secs(9)));
+        // A failure while open changes nothing; a success (reconnect advice) closes it.
+        assert_eq!(b.record(t0 + Duration::from_secs(5), false), None);
+        assert_eq!(b.open_until(), Some(t0 + Duration::from_secs(9)));
+        assert_eq!(b.record(t0 + Duration::from_secs(6), true), Some(CircuitState::Closed));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use fanhub::client::{Client, ClientError, ClientOptions, Event, From, Status};
+use fanhub::client::{CircuitState, Client, ClientError, ClientOptions, Event, From, Status};
 use fanhub::hub::{HistoryLimits, TopicName};
 
 fn reliable_config() -> fanhub::config::Config {
@@ -470,6 +470,49 @@ async fn rate_limited_publishes_are_sent_again_after_the_advised_wait_and_all_la
     }
     assert_eq!(got, (1..=30).collect::<Vec<_>>());
     assert!(hub.manager.connection_stats().violations > 0, "some publishes were refused on the way");
+    client.close().await;
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_endpoints_circuit_opens_after_its_failures_half_opens_after_the_break_and_closes_on_success() {
+    let hub = spawn_hub(reliable_config()).await;
+    let (a, b) = (Proxy::start(hub.addr).await, Proxy::start(hub.addr).await);
+    a.refuse(true);
+    let mut opts = options(&hub, &[a.url(), b.url()]);
+    // One failure opens a circuit (for 200 ms); so a, refused at connect, is open.
+    opts.breaker.min_throughput = 1;
+    opts.breaker.failure_ratio = 0.5;
+    opts.breaker.break_duration = Duration::from_millis(200);
+    opts.initial_attempts = 10;
+    let client = Client::connect(opts).await.expect("b takes over from the refusing a");
+    let mut status = client.status();
+    assert_eq!(client.health().await.unwrap().endpoint, b.url());
+    // a comes back, b goes away: the client must return to a through its half-open probe.
+    a.refuse(false);
+    b.refuse(true);
+    b.cut();
+    let mut seen = Vec::new();
+    loop {
+        let s = tokio::time::timeout(TIMEOUT * 3, status.recv()).await.expect("no status in time").unwrap();
+        let done = matches!(&s, Status::Connected { endpoint, .. } if *endpoint == a.url());
+        seen.push(s);
+        if done {
+            break;
+        }
+    }
+    let a_circuit: Vec<_> = seen
+        .iter()
+        .filter_map(|s| match s {
+            Status::Circuit { endpoint, state } if *endpoint == a.url() => Some(*state),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(a_circuit, [CircuitState::HalfOpen, CircuitState::Closed], "a was probed, then closed: {seen:?}");
+    assert!(seen.contains(&Status::Circuit { endpoint: b.url(), state: CircuitState::Open }), "{seen:?}");
+    assert!(seen.contains(&Status::FailedOver { from: b.url(), to: a.url() }), "{seen:?}");
+    let h = client.health().await.unwrap();
+    assert_eq!((h.endpoint, h.circuit), (a.url(), CircuitState::Closed));
     client.close().await;
     hub.shutdown().await;
 }
