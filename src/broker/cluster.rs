@@ -98,15 +98,7 @@ impl PublishReply {
                         }
                         None => return,
                     },
-                    Err(e) => ServerMsg::Error {
-                        id,
-                        code: e.code(),
-                        message: e.to_string(),
-                        topic: Some(topic.to_string()),
-                        limit: e.limit().map(str::to_owned),
-                        publish_seq: Some(seq),
-                        retry_after_ms: None,
-                    },
+                    Err(e) => e.to_msg(id, topic, seq),
                 };
                 let _ = conn.send_control(&msg);
             }

@@ -369,16 +369,7 @@ impl Session {
     }
 
     pub(super) fn publish_failed(&mut self, id: Option<u64>, topic: &TopicName, seq: u64, e: &PublishError) {
-        self.reply(&ServerMsg::Error {
-            id,
-            code: e.code(),
-            message: e.to_string(),
-            topic: Some(topic.to_string()),
-            limit: e.limit().map(str::to_owned),
-            publish_seq: Some(seq),
-            // Rounded up: retrying at the advised time is never too early.
-            retry_after_ms: e.retry_after().map(|d| d.as_micros().div_ceil(1000) as u64),
-        });
+        self.reply(&e.to_msg(id, topic, seq));
     }
 
     /// An error about publish number `seq`: (code, message, topic, limit).

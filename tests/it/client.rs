@@ -11,18 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 use fanhub::client::{CircuitState, Client, ClientError, ClientOptions, Event, From, Status};
-use fanhub::hub::{HistoryLimits, TopicName};
-
-fn reliable_config() -> fanhub::config::Config {
-    let mut config = test_config();
-    declare_topics(
-        &mut config,
-        "rel/>",
-        reliable(100_000),
-        Some(HistoryLimits { max_messages: 100_000, ..Default::default() }),
-    );
-    config
-}
+use fanhub::hub::TopicName;
 
 fn options(hub: &Hub, endpoints: &[String]) -> ClientOptions {
     let mut o = ClientOptions::new(endpoints.iter().cloned()).with_token(hub.token("client"));
@@ -33,7 +22,7 @@ fn options(hub: &Hub, endpoints: &[String]) -> ClientOptions {
 
 #[tokio::test]
 async fn a_reliable_topic_arrives_exactly_once_and_in_order_through_repeated_connection_kills() {
-    let hub = spawn_hub(reliable_config()).await;
+    let hub = spawn_hub(resumable_config()).await;
     let proxy = Proxy::start(hub.addr).await;
     let client = Client::connect(options(&hub, &[proxy.url()])).await.expect("connect");
     let mut sub = client.subscribe("rel/t", From::Live).await.expect("subscribe");
@@ -91,7 +80,7 @@ async fn next_message(sub: &mut fanhub::client::Subscription) -> u64 {
 
 #[tokio::test]
 async fn publishes_answer_offset_and_epoch_and_subscribers_get_json_and_binary() {
-    let hub = spawn_hub(reliable_config()).await;
+    let hub = spawn_hub(resumable_config()).await;
     let client = Client::connect(options(&hub, &[hub.ws_url()])).await.unwrap();
     let mut sub = client.subscribe("rel/p", From::Live).await.unwrap();
     let a = client.publish_json("rel/p", &serde_json::json!({"v": 1})).await.unwrap();
@@ -188,8 +177,8 @@ async fn the_token_provider_refreshes_the_token_when_the_hub_warns_of_its_expiry
 
 #[tokio::test]
 async fn a_drain_moves_the_client_to_the_node_the_hub_advises() {
-    let b = spawn_hub(reliable_config()).await;
-    let mut config = reliable_config();
+    let b = spawn_hub(resumable_config()).await;
+    let mut config = resumable_config();
     config.server.reconnect_urls = vec![b.ws_url()];
     let a = spawn_hub(config).await;
     let client = Client::connect(options(&a, &[a.ws_url()])).await.unwrap();
@@ -267,7 +256,7 @@ async fn health_reports_the_endpoint_its_answer_time_version_and_circuit() {
 
 #[tokio::test]
 async fn a_publisher_pool_spreads_topics_over_its_connections_and_keeps_each_topics_order() {
-    let hub = spawn_hub(reliable_config()).await;
+    let hub = spawn_hub(resumable_config()).await;
     let pool =
         fanhub::client::PublisherPool::connect(options(&hub, &[hub.ws_url()]).with_client_id("svc"), 4).await.unwrap();
     assert_eq!(hub.manager.connection_stats().active_connections, 4, "client ids made distinct");
@@ -349,7 +338,7 @@ async fn when_its_cluster_node_is_killed_the_client_resumes_on_another_exactly_o
 
 #[tokio::test]
 async fn after_a_hub_restart_the_client_resumes_and_reports_the_lost_history_as_a_gap() {
-    let first = spawn_hub(reliable_config()).await;
+    let first = spawn_hub(resumable_config()).await;
     let proxy = Proxy::start(first.addr).await;
     let mut opts = options(&first, &[proxy.url()]);
     opts.breaker.min_throughput = 1000; // this test is about the restart, not the breaker
@@ -364,7 +353,7 @@ async fn after_a_hub_restart_the_client_resumes_and_reports_the_lost_history_as_
     }
     // The hub restarts (same address, same keys): its in-memory history is gone.
     first.shutdown().await;
-    let second = spawn_hub(reliable_config()).await;
+    let second = spawn_hub(resumable_config()).await;
     proxy.set_upstream(second.addr);
     let gap = match tokio::time::timeout(TIMEOUT, sub.next()).await.unwrap() {
         Some(Event::Gap(g)) => g,
@@ -380,7 +369,7 @@ async fn after_a_hub_restart_the_client_resumes_and_reports_the_lost_history_as_
 
 #[tokio::test]
 async fn a_black_holed_connection_is_found_by_the_keepalive_and_the_client_resumes_elsewhere_without_loss() {
-    let hub = spawn_hub(reliable_config()).await;
+    let hub = spawn_hub(resumable_config()).await;
     let proxy = Proxy::start(hub.addr).await;
     let mut opts = options(&hub, &[proxy.url(), hub.ws_url()]);
     opts.keepalive_interval = Duration::from_millis(200);
@@ -421,7 +410,7 @@ async fn a_black_holed_connection_is_found_by_the_keepalive_and_the_client_resum
 
 #[tokio::test]
 async fn a_slow_link_still_delivers_everything_and_a_request_slower_than_its_timeout_is_a_typed_error() {
-    let hub = spawn_hub(reliable_config()).await;
+    let hub = spawn_hub(resumable_config()).await;
     let proxy = Proxy::start(hub.addr).await;
     let mut opts = options(&hub, &[proxy.url()]);
     opts.request_timeout = Duration::from_millis(1000);
@@ -448,7 +437,7 @@ async fn a_slow_link_still_delivers_everything_and_a_request_slower_than_its_tim
 
 #[tokio::test]
 async fn rate_limited_publishes_are_sent_again_after_the_advised_wait_and_all_land_once() {
-    let mut config = reliable_config();
+    let mut config = resumable_config();
     config.limits.publish_rate_per_second = 100;
     config.limits.publish_burst = 5;
     // This test is about the client's retries, not the hub's enforcement of repeat offenders.
@@ -474,7 +463,7 @@ async fn rate_limited_publishes_are_sent_again_after_the_advised_wait_and_all_la
 
 #[tokio::test]
 async fn an_endpoints_circuit_opens_after_its_failures_half_opens_after_the_break_and_closes_on_success() {
-    let hub = spawn_hub(reliable_config()).await;
+    let hub = spawn_hub(resumable_config()).await;
     let (a, b) = (Proxy::start(hub.addr).await, Proxy::start(hub.addr).await);
     a.refuse(true);
     let mut opts = options(&hub, &[a.url(), b.url()]);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::common::*;
 use fanhub::client::{Client, ClientError, ClientOptions, Event, From, Status, Transport};
-use fanhub::hub::{HistoryLimits, TopicName};
+use fanhub::hub::TopicName;
 
 fn rtc_options(hub: &Hub, subject: &str) -> ClientOptions {
     let mut o = ClientOptions::new([hub.ws_url()]).with_token(hub.token(subject));
@@ -69,14 +69,7 @@ async fn a_webrtc_client_gets_whole_frames_of_every_size_and_publishes_over_its_
 
 #[tokio::test]
 async fn a_webrtc_client_resumes_a_reliable_topic_exactly_once_after_the_hub_ends_its_sessions() {
-    let mut config = test_config();
-    declare_topics(
-        &mut config,
-        "rel/>",
-        reliable(100_000),
-        Some(HistoryLimits { max_messages: 100_000, ..Default::default() }),
-    );
-    let hub = spawn_hub(config).await;
+    let hub = spawn_hub(resumable_config()).await;
     let mut opts = rtc_options(&hub, "rtc-resume");
     // The hub drops a deleted session without a word: the keep-alive finds out.
     opts.keepalive_interval = Duration::from_millis(200);

@@ -277,6 +277,20 @@ impl PublishError {
         }
     }
 
+    /// The `error` answering publish number `seq` (request `id`) on `topic`.
+    pub fn to_msg(&self, id: Option<u64>, topic: &TopicName, seq: u64) -> crate::protocol::control::ServerMsg {
+        crate::protocol::control::ServerMsg::Error {
+            id,
+            code: self.code(),
+            message: self.to_string(),
+            topic: Some(topic.to_string()),
+            limit: self.limit().map(str::to_owned),
+            publish_seq: Some(seq),
+            // Rounded up: retrying at the advised time is never too early.
+            retry_after_ms: self.retry_after().map(|d| d.as_micros().div_ceil(1000) as u64),
+        }
+    }
+
     /// How long to wait before retrying, when the hub knows (`rate_limited`).
     pub fn retry_after(&self) -> Option<Duration> {
         match self {

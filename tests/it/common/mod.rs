@@ -84,6 +84,19 @@ pub fn reliable(queue_messages: u32) -> fanhub::hub::DeliveryPolicy {
     }
 }
 
+/// [`test_config`] with `rel/>` `reliable` and a history of 100 000 messages: a client that
+/// resumes gets everything it missed.
+pub fn resumable_config() -> Config {
+    let mut config = test_config();
+    declare_topics(
+        &mut config,
+        "rel/>",
+        reliable(100_000),
+        Some(fanhub::hub::HistoryLimits { max_messages: 100_000, ..Default::default() }),
+    );
+    config
+}
+
 /// A configuration for tests: development secret, admin token and API key set.
 pub fn test_config() -> Config {
     let mut c = Config::default();
