@@ -54,10 +54,15 @@ impl Drop for RtcLink {
         // The driver closes gracefully once it sees the channels dropped; past this, it is
         // stopped whatever it is doing.
         let task = self.task.abort_handle();
-        tokio::spawn(async move {
-            tokio::time::sleep(CLOSE_WAIT).await;
-            task.abort();
-        });
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    tokio::time::sleep(CLOSE_WAIT).await;
+                    task.abort();
+                });
+            }
+            Err(_) => task.abort(),
+        }
     }
 }
 

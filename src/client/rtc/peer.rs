@@ -282,3 +282,58 @@ impl RtcPeer {
         self.rtc.disconnect();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local() -> SocketAddr {
+        "127.0.0.1:40000".parse().unwrap()
+    }
+
+    #[test]
+    fn an_offer_has_both_channels_and_one_host_candidate() {
+        let (_, sdp) = Offer::new(local(), Instant::now()).unwrap();
+        assert!(sdp.contains("m=application"), "{sdp}");
+        assert_eq!(sdp.matches("a=candidate:").count(), 1, "{sdp}");
+        assert!(sdp.contains("127.0.0.1 40000 typ host"), "{sdp}");
+    }
+
+    #[test]
+    fn an_answer_that_is_not_sdp_is_refused_with_a_clear_error() {
+        let (offer, _) = Offer::new(local(), Instant::now()).unwrap();
+        let e = offer.accept("not sdp").unwrap_err();
+        assert!(matches!(e, RtcError::Answer(_)), "{e:?}");
+    }
+
+    #[test]
+    fn nothing_is_sent_before_the_channel_opens_and_nothing_after_a_close() {
+        // A real answer, from a plain str0m peer (no network: nothing ever opens).
+        let now = Instant::now();
+        let (offer, sdp) = Offer::new(local(), now).unwrap();
+        let mut answerer = Rtc::builder().build(now);
+        answerer.add_local_candidate(Candidate::host("127.0.0.1:40001".parse().unwrap(), "udp").unwrap());
+        let answer = answerer.sdp_api().accept_offer(str0m::change::SdpOffer::from_sdp_string(&sdp).unwrap()).unwrap();
+        let mut peer = offer.accept(&answer.to_sdp_string()).unwrap();
+        assert!(!peer.is_open());
+        assert!(!peer.send_text("{}"), "the control channel is not open yet");
+        assert!(matches!(peer.poll(), PeerOutput::Transmit { .. } | PeerOutput::Wait(_)));
+        peer.close();
+        assert!(peer.is_closing() && !peer.send_binary(b"x"));
+        // The close drains (its datagrams, if any), then the peer is over.
+        let mut closed = false;
+        for _ in 0..100 {
+            match peer.poll() {
+                PeerOutput::Closed(_) => {
+                    closed = true;
+                    break;
+                }
+                PeerOutput::Wait(_) => peer.advance(Instant::now() + std::time::Duration::from_secs(1)).unwrap(),
+                _ => {}
+            }
+        }
+        assert!(closed, "a closed peer ends");
+        peer.abort();
+        assert!(!peer.is_alive());
+    }
+}
