@@ -82,6 +82,8 @@ struct Throttle {
 
 #[derive(Debug)]
 struct Sub {
+    /// Shared by every message of the subscription (no allocation per message).
+    topic: std::sync::Arc<str>,
     events: mpsc::Sender<Event>,
     pos: Position,
     /// Where the application asked to start (used until the first answer).
@@ -513,7 +515,7 @@ impl Actor {
                     return None;
                 }
                 let (offset, epoch) = start(from);
-                self.subs.insert(topic.clone(), Sub { events, pos: Position::default(), from });
+                self.subs.insert(topic.clone(), Sub { topic: topic.as_str().into(), events, pos: Position::default(), from });
                 let frame = subscribe_op(id, &topic, offset, epoch);
                 self.waiting.insert(id, Waiting::Subscribe { topic, asked: offset, reply });
                 Some(Frame::Text(frame))
@@ -640,7 +642,7 @@ impl Actor {
             };
             let Some(sub) = self.subs.get_mut(r.topic) else { continue };
             let message = || Message {
-                topic: r.topic.to_owned(),
+                topic: sub.topic.clone(),
                 offset: r.offset,
                 epoch: r.epoch,
                 timestamp_us: r.timestamp_us,

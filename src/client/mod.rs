@@ -148,8 +148,8 @@ pub enum From {
 /// A message of a subscribed topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
-    /// Topic.
-    pub topic: String,
+    /// Topic (shared by the subscription's messages).
+    pub topic: std::sync::Arc<str>,
     /// Offset.
     pub offset: u64,
     /// Epoch.
