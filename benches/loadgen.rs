@@ -77,12 +77,25 @@ struct Args {
     /// Label of the result row.
     #[arg(long, default_value = "")]
     label: String,
+    /// fanhub subscribers: `raw` (a minimal WebSocket reader, as thin as the NATS one) or
+    /// `sdk` (`fanhub::client`: resume tracking, dedupe, a task per connection and a channel per
+    /// subscription), to measure what the client costs.
+    #[arg(long, default_value = "raw")]
+    client: String,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
 }
 
 type Ws = WebSocketStream<TcpStream>;
+
+/// A subscribed connection.
+enum Sub {
+    /// The socket, and NATS bytes read past the handshake.
+    Raw(Ws, BytesMut),
+    /// The client and its subscription.
+    Sdk(fanhub::client::Client, fanhub::client::Subscription),
+}
 
 fn now_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64
@@ -117,7 +130,19 @@ async fn next_text(ws: &mut Ws) -> serde_json::Value {
 }
 
 /// Opens a subscribed connection; returns it ready.
-async fn subscriber(args: &Args, n: usize) -> (Ws, BytesMut) {
+async fn subscriber(args: &Args, n: usize) -> Sub {
+    if args.target == "fanhub" && args.client == "sdk" {
+        assert_eq!(args.sources, 1, "--client sdk connects from 127.0.0.1 only");
+        let opts = fanhub::client::ClientOptions::new([sub_url(args, n)]).with_token(args.token.clone());
+        let client = fanhub::client::Client::connect(opts).await.expect("client connect");
+        let sub = client.subscribe(args_topic(args), fanhub::client::From::Live).await.expect("subscribe");
+        return Sub::Sdk(client, sub);
+    }
+    let (ws, buf) = raw_subscriber(args, n).await;
+    Sub::Raw(ws, buf)
+}
+
+async fn raw_subscriber(args: &Args, n: usize) -> (Ws, BytesMut) {
     if args.target == "nats" {
         let mut ws = connect(sub_url(args, n), n, args.sources, None).await;
         let cmd = format!(
@@ -172,14 +197,7 @@ struct Shared {
 }
 
 /// Reads deliveries until `expected` arrived or the connection ends; returns latencies in µs.
-async fn receive(
-    args: Arc<Args>,
-    mut ws: Ws,
-    mut buf: BytesMut,
-    shared: Arc<Shared>,
-    expected: u64,
-    url: usize,
-) -> Vec<u32> {
+async fn receive(args: Arc<Args>, sub: Sub, shared: Arc<Shared>, expected: u64, url: usize) -> Vec<u32> {
     let mut lat = Vec::with_capacity(expected as usize);
     let mut got = 0;
     let on_payload = |p: &[u8], lat: &mut Vec<u32>| {
@@ -189,6 +207,22 @@ async fn receive(
         shared.receipts[idx as usize].fetch_add(1, Relaxed);
         shared.received.fetch_add(1, Relaxed);
         shared.per_url[url].fetch_add(1, Relaxed);
+    };
+    let (mut ws, mut buf) = match sub {
+        Sub::Raw(ws, buf) => (ws, buf),
+        Sub::Sdk(_client, mut sub) => {
+            while got < expected {
+                match sub.next().await {
+                    Some(fanhub::client::Event::Message(m)) => {
+                        on_payload(&m.payload, &mut lat);
+                        got += 1;
+                    }
+                    Some(fanhub::client::Event::Gap(g)) => eprintln!("loadgen: gap {g:?}"),
+                    None => break,
+                }
+            }
+            return lat;
+        }
     };
     while got < expected {
         let Some(Ok(m)) = ws.next().await else { break };
@@ -291,9 +325,9 @@ async fn run(args: Arc<Args>) {
     let readers: Vec<_> = conns
         .into_iter()
         .enumerate()
-        .map(|(n, (ws, buf))| {
+        .map(|(n, sub)| {
             let url = n % args.url.len();
-            tokio::spawn(receive(args.clone(), ws, buf, shared.clone(), args.messages, url))
+            tokio::spawn(receive(args.clone(), sub, shared.clone(), args.messages, url))
         })
         .collect();
     let mut publisher = connect(&args.url[0], 0, 1, (args.target == "fanhub").then_some("fanhub.v1")).await;
@@ -313,6 +347,7 @@ async fn run(args: Arc<Args>) {
         assert_eq!(w["type"], "welcome", "{w}");
     }
     let cpu0 = sum_cpu_secs(pids);
+    let own_cpu0 = proc_cpu_secs("self");
     let redis_cpu0 = args.redis_pid.map(proc_cpu_secs);
     let t0 = Instant::now();
     let subs = args.subs as u32;
@@ -355,6 +390,7 @@ async fn run(args: Arc<Args>) {
     }
     let elapsed = t0.elapsed().as_secs_f64();
     let cpu = sum_cpu_secs(pids) - cpu0;
+    let own_cpu = proc_cpu_secs("self") - own_cpu0;
     let redis_cpu = args.redis_pid.map(proc_cpu_secs).zip(redis_cpu0).map(|(a, b)| a - b);
     let received = shared.received.load(Relaxed);
     if received < expected {
@@ -394,7 +430,7 @@ async fn run(args: Arc<Args>) {
         None => format!("window {}", args.window),
     };
     println!(
-        "| {} | {} | S={} P={} N={} {} | {:.0} deliveries/s | {:.0} per server-CPU-s | p50 {:.2} ms | p99 {:.2} ms | p999 {:.2} ms | loss {} | server CPU {:.2} s in {:.2} s | {} |",
+        "| {} | {} | S={} P={} N={} {} | {:.0} deliveries/s | {:.0} per server-CPU-s | p50 {:.2} ms | p99 {:.2} ms | p999 {:.2} ms | loss {} | server CPU {:.2} s in {:.2} s | load generator CPU {:.2} s ({:.2} µs per delivery) | {} |",
         args.label,
         args.target,
         args.subs,
@@ -409,6 +445,8 @@ async fn run(args: Arc<Args>) {
         expected - received,
         cpu,
         elapsed,
+        own_cpu,
+        if received > 0 { own_cpu * 1e6 / received as f64 } else { f64::NAN },
         redis_cpu.map(|c| format!("redis CPU {c:.2} s")).unwrap_or_default()
     );
 }

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# What the Rust client costs a subscriber: the same fan-out workload (1000 subscribers, 256-byte
+# messages, 10 000 messages, window 256) read by the load generator's minimal WebSocket reader
+# (`--client raw`) and by `fanhub::client` (`--client sdk`), alternating, RUNS times each, on one
+# fresh hub. Compare the load generator's CPU per delivery; the server's columns show the hub
+# does the same work either way. Output: target/bench-client.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+RUNS=${RUNS:-3}
+
+cargo build --release --locked --bin fanhub --bench loadgen -q
+LOADGEN=$(ls -t target/release/deps/loadgen-* | grep -v '\.d$' | head -1)
+
+. deploy/bench-common.sh   # tmp, pids + cleanup, free_port, wait_port, bench_limits_toml
+
+FP=$(free_port); FA=$(free_port)
+bench_limits_toml > "$tmp/fanhub.toml"
+target/release/fanhub serve --config "$tmp/fanhub.toml" --listen "127.0.0.1:$FP" --admin-listen "127.0.0.1:$FA" --log-level warn 2>"$tmp/fanhub.log" &
+FPID=$!; pids+=("$FPID")
+wait_port "$FP"
+TOKEN=$(target/release/fanhub token --config "$tmp/fanhub.toml" --sub bench)
+
+out=target/bench-client.md
+echo "fanhub $(git rev-parse --short HEAD 2>/dev/null || echo '?') client cost, $(nproc) cores, $(date -u +%F)" > "$out"
+for run in $(seq "$RUNS"); do
+  for client in raw sdk; do
+    "$LOADGEN" --label "$client $run" --client "$client" --target fanhub --url "ws://127.0.0.1:$FP/ws" --token "$TOKEN" \
+      --server-pid "$FPID" --subs 1000 --size 256 --messages 10000 --window 256 | tee -a "$out"
+  done
+done
+echo "results in $out"
