@@ -7,4 +7,4 @@ export type { ConnectOptions, WebSocketConstructor, WebSocketLike } from "./opti
 export { resolveOptions } from "./options.js";
 export { type BackoffOptions, DEFAULT_BACKOFF, backoffCeiling, backoffDelay } from "./backoff.js";
 export { type DataRecord, type Offset, parseRecords, encodePublishFrame } from "./records.js";
-export { TopicTracker, type SubscribedAnswer, type RecordVerdict } from "./tracker.js";
+export { TopicTracker, type SubscribedAnswer, type RecordVerdict, type GapReason } from "./tracker.js";

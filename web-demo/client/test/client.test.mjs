@@ -205,7 +205,7 @@ test("a resume that is not recovered emits a gap with the missing range", async 
   await tick();
   ws1.push({ type: "unsubscribed", id: ws1.ops("unsubscribe")[0].id, topic: "t" });
   await unsub;
-  assert.deepEqual(events, [{ type: "gap", topic: "t", from: 10, to: 14, epochChanged: false, epoch: 2 }, 15]);
+  assert.deepEqual(events, [{ type: "gap", topic: "t", reason: "not_recovered", from: 10, to: 14, epochChanged: false, epoch: 2 }, 15]);
   c.close();
 });
 
@@ -311,5 +311,23 @@ test("a malformed control message is reported, not thrown", async () => {
   ws.welcome();
   ws.onmessage({ data: "{not json" });
   assert.deepEqual(errors, ["invalid_argument"]);
+  c.close();
+});
+
+test("a live stream that skips offsets emits a skipped gap before the record after the hole", async () => {
+  const { c } = client();
+  const ws = await nthSocket(1);
+  ws.welcome();
+  const sub = c.subscribe("t");
+  const events = [];
+  sub.on("gap", (g) => events.push(`gap ${g.reason} ${g.from}..${g.to}`));
+  sub.on("message", (m) => events.push(m.offset));
+  await tick();
+  const s = ws.ops("subscribe")[0];
+  ws.push({ type: "subscribed", id: s.id, topic: "t", epoch: 2, offset: 1, head: 0, replayed: 0, recovered: true });
+  ws.pushBinary(record("t", 1, 2, "{}"));
+  ws.pushBinary(record("t", 4, 2, "{}"));
+  ws.pushBinary(record("t", 5, 2, "{}"));
+  assert.deepEqual(events, [1, "gap skipped 2..3", 4, 5]);
   c.close();
 });
