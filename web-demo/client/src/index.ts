@@ -1,10 +1,12 @@
 // The package's public surface.
-export { connect, Client, Subscription } from "./client.js";
-export type { MessageEvent, GapEvent, SubscriptionEvent, StatusEvent, PublishResult, PublishOptions, SubscribeOptions } from "./client.js";
+export { connect, Client, Subscription, httpBase } from "./client.js";
+export type { MessageEvent, GapEvent, SubscriptionEvent, StatusEvent, PublishResult, PublishOptions, SubscribeOptions, Health } from "./client.js";
 export { FanhubError } from "./errors.js";
 export type { FanhubErrorCode, ClientErrorCode } from "./errors.js";
-export type { ConnectOptions, WebSocketConstructor, WebSocketLike } from "./options.js";
+export type { ConnectOptions, WebSocketConstructor, WebSocketLike, FetchLike, FetchResponseLike } from "./options.js";
 export { resolveOptions } from "./options.js";
 export { type BackoffOptions, DEFAULT_BACKOFF, backoffCeiling, backoffDelay } from "./backoff.js";
 export { type DataRecord, type Offset, parseRecords, encodePublishFrame } from "./records.js";
 export { TopicTracker, type SubscribedAnswer, type RecordVerdict, type GapReason } from "./tracker.js";
+export { type BreakerOptions, type CircuitState, type EndpointEvent, type Pick, DEFAULT_BREAKER, CircuitBreaker, Endpoints } from "./breaker.js";
+export { KeepAlive, type KeepAliveAction } from "./keepalive.js";
