@@ -10,3 +10,14 @@ export { type DataRecord, type Offset, parseRecords, encodePublishFrame } from "
 export { TopicTracker, type SubscribedAnswer, type RecordVerdict, type GapReason } from "./tracker.js";
 export { type BreakerOptions, type CircuitState, type EndpointEvent, type Pick, DEFAULT_BREAKER, CircuitBreaker, Endpoints } from "./breaker.js";
 export { KeepAlive, type KeepAliveAction } from "./keepalive.js";
+export {
+  CHUNK_MAGIC,
+  CHUNK_HEADER_LEN,
+  ChunkError,
+  ChunkReassembler,
+  type ChunkHeader,
+  type ChunkResult,
+  type ReassemblerOptions,
+  encodeChunks,
+  parseChunk,
+} from "./chunks.js";
