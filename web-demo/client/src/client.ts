@@ -447,7 +447,7 @@ export class Client extends Emitter<{ status: StatusEvent; error: FanhubError }>
     this.emit("status", { state: "connecting", url });
     let ws: WebSocketLike;
     try {
-      ws = new this.o.WebSocket(url, "fanhub.v1");
+      ws = this.o.transport.open(url, this.token);
     } catch (e) {
       this.lastError = `cannot open ${url}: ${String(e)}`;
       this.emit("error", new FanhubError("disconnected", this.lastError));

@@ -20,15 +20,31 @@ export interface WebSocketLike {
 
 export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
 
-/** The part of an HTTP response `health()` reads. */
+/** The part of an HTTP response the client reads. */
 export interface FetchResponseLike {
   readonly ok: boolean;
   readonly status: number;
+  readonly headers?: { get(name: string): string | null };
   text(): Promise<string>;
 }
 
-/** The part of the standard `fetch` the client uses (`health()`); global in browsers and Node ≥ 18. */
-export type FetchLike = (url: string, init?: { method?: string; signal?: AbortSignal }) => Promise<FetchResponseLike>;
+/** The part of the standard `fetch` the client uses (`health()`, WebRTC signaling); global in browsers and Node ≥ 18. */
+export type FetchLike = (
+  url: string,
+  init?: { method?: string; headers?: Record<string, string>; body?: string; signal?: AbortSignal },
+) => Promise<FetchResponseLike>;
+
+/**
+ * How a connection to an endpoint is made. The default is a WebSocket (`fanhub.v1`
+ * subprotocol); `webrtc()` makes a peer connection with data channels instead. Whatever it
+ * is, it behaves like a WebSocket carrying `fanhub.v1` (§1): text frames are JSON control
+ * messages, binary ones whole data messages.
+ */
+export interface Transport {
+  readonly name: string;
+  /** Starts connecting to the endpoint `url` (a `ws://` or `wss://` URL) with `token` (if any). */
+  open(url: string, token: string | undefined): WebSocketLike;
+}
 
 export interface ConnectOptions {
   /** WebSocket URLs of the hub's nodes, e.g. `ws://127.0.0.1:8080/ws`; tried in turn. */
@@ -53,6 +69,8 @@ export interface ConnectOptions {
   keepaliveTimeoutMs?: number;
   /** The WebSocket constructor; default `globalThis.WebSocket` (browsers, Node ≥ 22). */
   WebSocket?: WebSocketConstructor;
+  /** How to connect: WebSocket (the default, with `WebSocket`) or `webrtc()`. */
+  transport?: Transport;
   /** `fetch` for `health()`; default `globalThis.fetch`. */
   fetch?: FetchLike;
   /** Random source in [0, 1) for the jitter; default `Math.random`. */
@@ -72,7 +90,7 @@ export interface ResolvedOptions {
   connectTimeoutMs: number;
   keepaliveIntervalMs: number;
   keepaliveTimeoutMs: number;
-  WebSocket: WebSocketConstructor;
+  transport: Transport;
   fetch: FetchLike | undefined;
   random: () => number;
   now: () => number;
@@ -152,10 +170,15 @@ export function resolveOptions(o: ConnectOptions): ResolvedOptions {
   const connectTimeoutMs = positiveNumber(o.connectTimeoutMs ?? 10_000, "connectTimeoutMs", 1);
   const keepaliveIntervalMs = positiveNumber(o.keepaliveIntervalMs ?? 15_000, "keepaliveIntervalMs", 1);
   const keepaliveTimeoutMs = positiveNumber(o.keepaliveTimeoutMs ?? 10_000, "keepaliveTimeoutMs", 1);
+  const t = o.transport;
+  if (t !== undefined && (t === null || typeof t !== "object" || typeof t.open !== "function")) {
+    throw bad("transport", "expected a transport, e.g. webrtc()");
+  }
   const ws = o.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
-  if (typeof ws !== "function") {
+  if (t === undefined && typeof ws !== "function") {
     throw bad("WebSocket", "no global WebSocket here (Node < 22): pass a constructor, e.g. the `ws` package's");
   }
+  const transport: Transport = t ?? { name: "websocket", open: (url) => new ws!(url, "fanhub.v1") };
   if (o.random !== undefined && typeof o.random !== "function") throw bad("random", "expected a function");
   if (o.now !== undefined && typeof o.now !== "function") throw bad("now", "expected a function");
   if (o.fetch !== undefined && typeof o.fetch !== "function") throw bad("fetch", "expected a function");
@@ -171,7 +194,7 @@ export function resolveOptions(o: ConnectOptions): ResolvedOptions {
     connectTimeoutMs,
     keepaliveIntervalMs,
     keepaliveTimeoutMs,
-    WebSocket: ws,
+    transport,
     fetch: o.fetch ?? (globalFetch ? globalFetch.bind(globalThis) : undefined),
     random: o.random ?? Math.random,
     now: o.now ?? (() => performance.now()),

@@ -55,6 +55,13 @@ test("each invalid option is refused with a message naming it", () => {
   rejects({ ...base, keepaliveTimeoutMs: -5 }, "keepaliveTimeoutMs");
   rejects({ ...base, now: 1 }, "now");
   rejects({ ...base, fetch: "x" }, "fetch");
+  rejects({ ...base, transport: { open: 1 } }, "transport");
+});
+
+test("with a transport no WebSocket constructor is needed", () => {
+  const transport = { name: "fake", open: () => ({}) };
+  assert.equal(resolveOptions({ endpoints: base.endpoints, transport }).transport, transport);
+  assert.equal(resolveOptions(base).transport.name, "websocket");
 });
 
 test("without a global WebSocket (Node 20) the constructor must be passed", { skip: typeof globalThis.WebSocket === "function" }, () => {
