@@ -373,7 +373,9 @@ async fn client_module(axum::extract::Path(file): axum::extract::Path<String>, u
     match plain.then(|| dir.join(&file)) {
         // tokio's `fs` feature is off; a few KiB read off the async workers.
         Some(path) => match tokio::task::spawn_blocking(move || std::fs::read(path)).await {
-            Ok(Ok(body)) => ([(axum::http::header::CONTENT_TYPE, "text/javascript; charset=utf-8")], body).into_response(),
+            Ok(Ok(body)) => {
+                ([(axum::http::header::CONTENT_TYPE, "text/javascript; charset=utf-8")], body).into_response()
+            }
             _ => http::no_route(&Method::GET, &uri).into_response(),
         },
         None => http::no_route(&Method::GET, &uri).into_response(),

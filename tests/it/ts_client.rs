@@ -179,6 +179,7 @@ async fn ts_client_subscribes_over_webrtc_in_chromium_and_resumes_with_a_new_pee
     let hub = spawn_hub(rtc_config()).await;
     let token = hub.token_with("ts-rtc", &["rel/>"], &["rel/>"], 3600);
     let public = format!("http://{}", hub.addr);
-    node("web-demo/client/test/webrtc-browser.mjs", &["web-demo/client/test/webrtc-browser.mjs", &public, &token]).await;
+    node("web-demo/client/test/webrtc-browser.mjs", &["web-demo/client/test/webrtc-browser.mjs", &public, &token])
+        .await;
     hub.shutdown().await;
 }
