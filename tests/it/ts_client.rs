@@ -3,8 +3,8 @@
 //! a script that drives it against a real hub through a drain — reconnect with backoff, resume
 //! of a `reliable` topic with every message exactly once and in order — and one that meets
 //! faults from the TCP proxy of `common` on the script's cue: repeated cuts, a refusing first
-//! endpoint, a black-holed connection; and `health()`. `web-demo/ci-setup.sh` installs and
-//! builds the package.
+//! endpoint, a black-holed connection; `health()`; and the WebRTC transport in headless
+//! Chromium. `web-demo/ci-setup.sh` installs Chromium and playwright-core and builds the package.
 
 use std::process::Stdio;
 use std::time::Duration;
