@@ -343,7 +343,8 @@ pub fn public_router_and_openapi(state: AppState) -> (Router<AppState>, utoipa::
 }
 
 /// The public router: the API of [`public_router_and_openapi`], its document at
-/// `/v1/openapi.json`, the demo pages (`/`, `/rtc`), and JSON errors for everything else
+/// `/v1/openapi.json`, the demo pages (`/`, `/rtc`) and the client modules they load
+/// (`/client/{file}`), and JSON errors for everything else
 /// (unknown path 404, method not served 405, rejected bodies, paths and queries).
 pub fn public_router(state: AppState) -> Router {
     let (router, api) = public_router_and_openapi(state.clone());
@@ -351,12 +352,34 @@ pub fn public_router(state: AppState) -> Router {
     router
         .route("/v1/openapi.json", get(move || async move { Json((*api).clone()) }))
         .route("/rtc", get(|| async { Html(include_str!("../web-demo/rtc.html")) }))
+        .route("/client/{file}", get(client_module))
         .route("/", get(|| async { Html(include_str!("../web-demo/index.html")) }))
         .fallback(|method: Method, uri: Uri| async move { http::no_route(&method, &uri) })
         .method_not_allowed_fallback(|method: Method, uri: Uri| async move { http::wrong_method(&method, &uri) })
         .layer(axum::extract::DefaultBodyLimit::max(http::BODY_LIMIT))
         .layer(axum::middleware::map_response(http::json_errors))
         .with_state(state)
+}
+
+/// A module of the TypeScript client package for the demo pages: `web-demo/client/dist/{file}`
+/// (built by `web-demo/ci-setup.sh`, not committed), read from this source tree at request time
+/// rather than compiled in, so that a build without Node still compiles; without it, 404 (the
+/// page says how to build it). Only plain `*.js` names: no path ever leaves that directory.
+async fn client_module(axum::extract::Path(file): axum::extract::Path<String>, uri: Uri) -> Response {
+    let plain = file.ends_with(".js")
+        && !file.starts_with('.')
+        && file.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("web-demo/client/dist");
+    match plain.then(|| dir.join(&file)) {
+        // tokio's `fs` feature is off; a few KiB read off the async workers.
+        Some(path) => match tokio::task::spawn_blocking(move || std::fs::read(path)).await {
+            Ok(Ok(body)) => {
+                ([(axum::http::header::CONTENT_TYPE, "text/javascript; charset=utf-8")], body).into_response()
+            }
+            _ => http::no_route(&Method::GET, &uri).into_response(),
+        },
+        None => http::no_route(&Method::GET, &uri).into_response(),
+    }
 }
 
 /// The WebSocket endpoint (`docs/protocol.md` §1): upgrades to a `fanhub.v1` WebSocket.

@@ -1,17 +1,22 @@
 //! The TypeScript client package (`web-demo/client`) from Node: its unit tests (records,
-//! publish frames, backoff, options, dedupe and gaps), and a script that drives it against a
-//! real hub through a drain — reconnect with backoff, resume of a `reliable` topic with every
-//! message exactly once and in order. `web-demo/ci-setup.sh` installs and builds the package.
+//! publish frames, backoff, options, dedupe and gaps, breakers, keep-alive, chunk reassembly),
+//! a script that drives it against a real hub through a drain — reconnect with backoff, resume
+//! of a `reliable` topic with every message exactly once and in order — and one that meets
+//! faults from the TCP proxy of `common` on the script's cue: repeated cuts, a refusing first
+//! endpoint, a black-holed connection; `health()`; and the WebRTC transport in headless
+//! Chromium. `web-demo/ci-setup.sh` installs Chromium and playwright-core and builds the package.
 
+use std::process::Stdio;
 use std::time::Duration;
 
 use fanhub::config::Config;
-use serde_json::json;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::common::*;
 
-/// Longer than the integration script's own 30 s guard: it reports its failure itself.
-const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longer than the scripts' own guards (30 to 90 s): they report their failure themselves.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Runs `node <args…>` from the crate root; panics with its output unless it exits 0.
 async fn node(what: &str, args: &[&str]) {
@@ -66,5 +71,115 @@ async fn ts_client_reconnects_after_a_drain_and_resumes_a_reliable_topic_exactly
         &["web-demo/client/test/integration.mjs", &hub.ws_url(), &admin, ADMIN_TOKEN],
     )
     .await;
+    hub.shutdown().await;
+}
+
+/// Runs `node web-demo/client/test/faults.mjs <args…>`, carrying out on `proxy` the faults it
+/// asks for (a JSON line `{"event":"cut"}` or `{"event":"blackhole"}` on its stdout, answered
+/// `done` on its stdin once done). Returns its result line; panics with everything it said
+/// unless it ends with `ok` and exit 0.
+async fn faults(args: &[&str], proxy: Option<&Proxy>) -> Value {
+    let mut child = tokio::process::Command::new("node")
+        .arg("web-demo/client/test/faults.mjs")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run node ({e}); run web-demo/ci-setup.sh"));
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stderr = child.stderr.take().unwrap();
+    let stderr = tokio::spawn(async move {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s).await;
+        s
+    });
+    let (mut said, mut result) = (Vec::new(), Value::Null);
+    let ended = tokio::time::timeout(SCRIPT_TIMEOUT, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            said.push(line.clone());
+            let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            let fault = v["event"].as_str().unwrap_or_default();
+            match (fault, proxy) {
+                ("cut", Some(p)) => p.cut(),
+                ("blackhole", Some(p)) => p.blackhole(true),
+                ("result", _) => result = v.clone(),
+                _ => continue,
+            }
+            if fault != "result" {
+                stdin.write_all(b"done\n").await.expect("answer the script");
+                stdin.flush().await.expect("answer the script");
+            }
+        }
+        child.wait().await.expect("wait for node")
+    })
+    .await;
+    let stderr = tokio::time::timeout(Duration::from_secs(5), stderr).await.ok().and_then(Result::ok);
+    let report = format!("--- stdout\n{}\n--- stderr\n{}", said.join("\n"), stderr.unwrap_or_default());
+    match ended {
+        Ok(status) if status.success() && said.last().map(String::as_str) == Some("ok") => {}
+        Ok(status) => panic!("faults.mjs {args:?} failed ({status}); web-demo/ci-setup.sh builds the client\n{report}"),
+        Err(_) => panic!("faults.mjs {args:?} still running after {SCRIPT_TIMEOUT:?}\n{report}"),
+    }
+    println!("faults.mjs {args:?}:\n{report}");
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ts_client_delivers_a_reliable_topic_exactly_once_and_in_order_through_repeated_connection_kills() {
+    let hub = spawn_hub(reliable_config()).await;
+    let proxy = Proxy::start(hub.addr).await;
+    const CUTS: usize = 20;
+    let result = faults(&["cuts", &proxy.url(), &hub.ws_url(), &CUTS.to_string()], Some(&proxy)).await;
+    assert_eq!(result["messages"], CUTS * 200, "{result}");
+    assert_eq!(proxy.accepted(), CUTS + 1, "one connection per cut, no storm");
+    println!(
+        "TS client replay delay after a cut over {CUTS} cuts: p50 {} ms, p99 {} ms, max {} ms",
+        result["p50_ms"], result["p99_ms"], result["max_ms"]
+    );
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn ts_client_fails_over_from_a_refusing_endpoint_and_reports_it_in_status_events() {
+    let hub = spawn_hub(reliable_config()).await;
+    let refusing = Proxy::start(hub.addr).await;
+    refusing.refuse(true);
+    let result = faults(&["failover", &refusing.url(), &hub.ws_url()], None).await;
+    assert_eq!(refusing.accepted(), 0, "every connection to the first endpoint was refused");
+    assert_eq!(result["health"]["healthy"], true, "{result}");
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn ts_client_finds_a_black_holed_connection_by_keep_alive_and_resumes_on_the_next_endpoint() {
+    let hub = spawn_hub(reliable_config()).await;
+    let proxy = Proxy::start(hub.addr).await;
+    let result = faults(&["blackhole", &proxy.url(), &hub.ws_url()], Some(&proxy)).await;
+    assert_eq!(result["messages"], 101, "{result}");
+    assert_eq!(proxy.accepted(), 1, "the black-holed endpoint was not retried: {result}");
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn ts_client_health_reports_the_hub_healthy_with_its_version() {
+    let hub = spawn_hub(reliable_config()).await;
+    let result = faults(&["health", &hub.ws_url(), env!("CARGO_PKG_VERSION")], None).await;
+    assert_eq!(result["health"]["serverVersion"], env!("CARGO_PKG_VERSION"), "{result}");
+    hub.shutdown().await;
+}
+
+// Multi-threaded like the real server, so the hub's WebRTC driver and the test's own tasks do
+// not wait on each other on a loaded machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ts_client_subscribes_over_webrtc_in_chromium_and_resumes_with_a_new_peer_connection() {
+    let hub = spawn_hub(rtc_config()).await;
+    let token = hub.token_with("ts-rtc", &["rel/>"], &["rel/>"], 3600);
+    let public = format!("http://{}", hub.addr);
+    node("web-demo/client/test/webrtc-browser.mjs", &["web-demo/client/test/webrtc-browser.mjs", &public, &token])
+        .await;
     hub.shutdown().await;
 }

@@ -3,10 +3,12 @@
 // (records, backoff, dedupe and gaps) live in their own modules.
 
 import { backoffDelay } from "./backoff.js";
+import { type CircuitState, type EndpointEvent, Endpoints } from "./breaker.js";
 import { FanhubError } from "./errors.js";
 import { type ConnectOptions, type ResolvedOptions, type WebSocketLike, resolveOptions } from "./options.js";
 import { type DataRecord, type Offset, encodePublishFrame, parseRecords } from "./records.js";
 import { type GapEvent, TopicTracker } from "./tracker.js";
+import { KeepAlive } from "./keepalive.js";
 
 /** A delivered message. */
 export interface MessageEvent {
@@ -27,12 +29,39 @@ export interface MessageEvent {
 export type { GapEvent };
 export type SubscriptionEvent = MessageEvent | GapEvent;
 
+/**
+ * What the connection is doing. `disconnected` is every end of a connection or of an attempt
+ * (`reason` says why, e.g. a keep-alive timeout); `circuit` and `failed_over` come from the
+ * endpoints' breakers.
+ */
 export type StatusEvent =
   | { state: "connecting"; url: string }
   | { state: "connected"; url: string; connId: number; nodeId: string }
+  | { state: "disconnected"; url: string; code: number; reason: string }
   | { state: "reconnecting"; attempt: number; delayMs: number }
   | { state: "bye"; reason: string; code: number; reconnect: string[] }
+  | EndpointEvent
   | { state: "closed"; reason: string; error?: FanhubError };
+
+/** What {@link Client.health} found. */
+export interface Health {
+  /** The endpoint asked: the one connected to, or the one tried next. */
+  endpoint: string;
+  /** `GET /healthz` answered 2xx with `"status":"ok"`. */
+  healthy: boolean;
+  /** How long `/healthz` took, ms (absent when it did not answer). */
+  responseTimeMs?: number;
+  /** The endpoint's circuit. */
+  circuit: CircuitState;
+  /** The hub's version, from `/healthz`. */
+  serverVersion?: string;
+  /** The hub node's id, from `/healthz`. */
+  nodeId?: string;
+  /** The client's last connection error, if any. */
+  lastError?: string;
+  /** Why `/healthz` could not be read, if it could not. */
+  error?: string;
+}
 
 export interface PublishResult {
   offset: Offset;
@@ -198,9 +227,15 @@ export class Client extends Emitter<{ status: StatusEvent; error: FanhubError }>
   /** A fresh token was fetched after an `unauthenticated`; a second one in a row is final. */
   private authRetried = false;
   private attempt = 0;
-  private endpointIndex = 0;
+  private readonly endpoints: Endpoints;
+  /** The URL of the current socket (or attempt), for `health()`, breakers and status events. */
+  private url: string | undefined;
+  private lastError: string | undefined;
   private preferred: string[] = [];
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Until `welcome`: the connect timeout; after: the keep-alive's next deadline. */
+  private socketTimer: ReturnType<typeof setTimeout> | undefined;
+  private keepAlive: KeepAlive | undefined;
   private nextId = 1;
   private pending = new Map<number, Pending>();
   private subs = new Map<string, Subscription>();
@@ -212,6 +247,7 @@ export class Client extends Emitter<{ status: StatusEvent; error: FanhubError }>
   constructor(options: ConnectOptions) {
     super();
     this.o = resolveOptions(options);
+    this.endpoints = new Endpoints(this.o.endpoints, this.o.breaker);
     this.token = this.o.token;
     queueMicrotask(() => void this.open());
   }
@@ -269,6 +305,7 @@ export class Client extends Emitter<{ status: StatusEvent; error: FanhubError }>
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.reconnectTimer);
+    clearTimeout(this.socketTimer);
     const ws = this.ws;
     this.ws = undefined;
     this.ready = false;
@@ -332,12 +369,53 @@ export class Client extends Emitter<{ status: StatusEvent; error: FanhubError }>
     this.ws?.send(JSON.stringify({ op: "subscribe", id, topic: sub.topic, ...sub.tracker.resumeFrom() }));
   }
 
-  private nextUrl(): string {
-    const u = this.preferred.shift();
-    if (u) return u;
-    const url = this.o.endpoints[this.endpointIndex % this.o.endpoints.length]!;
-    this.endpointIndex++;
-    return url;
+  /**
+   * The current endpoint's health: its `GET /healthz` (timed, with the hub's version) and the
+   * client's own view (the endpoint's circuit, the last connection error). Never throws for an
+   * unhealthy hub: that is `healthy: false` with `error`.
+   *
+   * @throws {FanhubError} `invalid_options` when there is no `fetch` (pass one in the options).
+   */
+  async health(): Promise<Health> {
+    const endpoint = this.url ?? this.endpoints.currentUrl;
+    const base: Health = { endpoint, healthy: false, circuit: this.endpoints.circuit(endpoint, this.o.now()) };
+    if (this.lastError !== undefined) base.lastError = this.lastError;
+    const fetchFn = this.o.fetch;
+    if (!fetchFn) throw new FanhubError("invalid_options", "no global fetch here: pass `fetch` in the options");
+    const ctl = new AbortController();
+    const timer = setTimeout(() => ctl.abort(), this.o.requestTimeoutMs);
+    const started = this.o.now();
+    try {
+      const res = await fetchFn(httpBase(endpoint) + "/healthz", { method: "GET", signal: ctl.signal });
+      const text = await res.text();
+      base.responseTimeMs = this.o.now() - started;
+      let body: { status?: unknown; version?: unknown; node_id?: unknown } = {};
+      try {
+        body = JSON.parse(text) as typeof body;
+      } catch {
+        return { ...base, error: `/healthz answered ${res.status} with no JSON: ${text.slice(0, 100)}` };
+      }
+      if (typeof body.version === "string") base.serverVersion = body.version;
+      if (typeof body.node_id === "string") base.nodeId = body.node_id;
+      base.healthy = res.ok && body.status === "ok";
+      if (!base.healthy) base.error = `/healthz answered ${res.status} ${text.slice(0, 100)}`;
+      return base;
+    } catch (e) {
+      return { ...base, error: ctl.signal.aborted ? `no answer within ${this.o.requestTimeoutMs} ms` : String(e) };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private emitEndpointEvents(events: EndpointEvent[]): void {
+    for (const ev of events) this.emit("status", ev);
+  }
+
+  /** The attempt on `url` ended: `ok` at its welcome, not ok when it failed before one or died. */
+  private recordAttempt(url: string, ok: boolean): void {
+    const events: EndpointEvent[] = [];
+    this.endpoints.record(url, this.o.now(), ok, events);
+    this.emitEndpointEvents(events);
   }
 
   private async open(): Promise<void> {
@@ -352,19 +430,39 @@ export class Client extends Emitter<{ status: StatusEvent; error: FanhubError }>
       }
       if (this.closed) return;
     }
-    const url = this.nextUrl();
+    // Advised URLs first (a bye's reconnect list), then the endpoints whose circuit allows it.
+    let url = this.preferred.shift();
+    if (url === undefined) {
+      const events: EndpointEvent[] = [];
+      const pick = this.endpoints.pick(this.o.now(), events);
+      this.emitEndpointEvents(events);
+      if (pick.url === undefined) {
+        // Every circuit is open: wait for the first to let a probe through.
+        this.reconnectTimer = setTimeout(() => void this.open(), Math.max(1, pick.waitMs));
+        return;
+      }
+      url = pick.url;
+    }
+    this.url = url;
     this.emit("status", { state: "connecting", url });
     let ws: WebSocketLike;
     try {
-      ws = new this.o.WebSocket(url, "fanhub.v1");
+      ws = this.o.transport.open(url, this.token);
     } catch (e) {
-      this.emit("error", new FanhubError("disconnected", `cannot open ${url}: ${String(e)}`));
+      this.lastError = `cannot open ${url}: ${String(e)}`;
+      this.emit("error", new FanhubError("disconnected", this.lastError));
+      this.recordAttempt(url, false);
       this.scheduleReconnect();
       return;
     }
     ws.binaryType = "arraybuffer";
     this.ws = ws;
     this.lastBye = undefined;
+    this.keepAlive = undefined;
+    clearTimeout(this.socketTimer);
+    this.socketTimer = setTimeout(() => {
+      if (this.ws === ws) this.abandon(ws, 4000, `no welcome within ${this.o.connectTimeoutMs} ms`);
+    }, this.o.connectTimeoutMs);
     const connectId = this.id();
     ws.onopen = () => {
       const msg: Record<string, unknown> = { op: "connect", id: connectId, client_id: this.o.clientId, client: { name: "fanhub-ts" } };
@@ -373,6 +471,8 @@ export class Client extends Emitter<{ status: StatusEvent; error: FanhubError }>
     };
     ws.onmessage = (ev) => {
       if (this.ws !== ws) return;
+      // Anything at all proves the connection alive; the keep-alive's timer reads this later.
+      this.keepAlive?.received(this.o.now());
       if (typeof ev.data !== "string") return this.onData(ev.data as ArrayBuffer);
       let m: unknown;
       try {
@@ -390,6 +490,40 @@ export class Client extends Emitter<{ status: StatusEvent; error: FanhubError }>
       if (this.ws !== ws) return;
       this.onSocketClosed(ev.code, ev.reason);
     };
+  }
+
+  /**
+   * Gives up on `ws` without waiting for its close handshake (a dead or stuck connection would
+   * never complete one) and goes on as if it had closed with `code` and `reason`.
+   */
+  private abandon(ws: WebSocketLike, code: number, reason: string): void {
+    ws.onclose = ws.onmessage = ws.onerror = ws.onopen = null;
+    const terminate = (ws as { terminate?: () => void }).terminate;
+    try {
+      if (typeof terminate === "function") terminate.call(ws); // Node's `ws`: no close handshake
+      else ws.close(4000, "dead");
+    } catch {
+      /* already closing */
+    }
+    this.onSocketClosed(code, reason, true);
+  }
+
+  /** Runs the keep-alive at its deadline: ping, or give up on a dead connection. */
+  private armKeepAlive(ws: WebSocketLike): void {
+    const ka = this.keepAlive;
+    if (!ka) return;
+    clearTimeout(this.socketTimer);
+    this.socketTimer = setTimeout(() => {
+      if (this.ws !== ws || this.keepAlive !== ka) return;
+      const action = ka.poll(this.o.now());
+      if (action === "ping") ws.send(JSON.stringify({ op: "ping", id: this.id() }));
+      if (action === "dead") {
+        const silent = this.o.keepaliveIntervalMs + this.o.keepaliveTimeoutMs;
+        this.abandon(ws, 4000, `keep-alive: nothing received for ${Math.round(silent)} ms`);
+        return;
+      }
+      this.armKeepAlive(ws);
+    }, Math.max(1, ka.deadline - this.o.now()));
   }
 
   private onData(buf: ArrayBuffer): void {
@@ -410,6 +544,13 @@ export class Client extends Emitter<{ status: StatusEvent; error: FanhubError }>
         this.ready = true;
         this.attempt = 0;
         this.authRetried = false;
+        this.lastError = undefined;
+        this.recordAttempt(url, true);
+        const ws = this.ws;
+        if (ws) {
+          this.keepAlive = new KeepAlive(this.o.keepaliveIntervalMs, this.o.keepaliveTimeoutMs, this.o.now());
+          this.armKeepAlive(ws);
+        }
         this.emit("status", { state: "connected", url, connId: m.conn_id as number, nodeId: m.node_id as string });
         for (const s of this.subs.values()) this.sendSubscribe(s);
         for (const p of this.pending.values()) if (!p.sent) this.sendPending(p);
@@ -495,9 +636,24 @@ export class Client extends Emitter<{ status: StatusEvent; error: FanhubError }>
     }
   }
 
-  private onSocketClosed(code: number, reason: string): void {
+  /** `failed`: the client gave up on the socket (no welcome in time, or found dead). */
+  private onSocketClosed(code: number, reason: string, failed = false): void {
+    const url = this.url ?? this.endpoints.currentUrl;
+    const wasReady = this.ready;
     this.ws = undefined;
     this.ready = false;
+    this.keepAlive = undefined;
+    clearTimeout(this.socketTimer);
+    if (!this.closed) {
+      this.emit("status", { state: "disconnected", url, code, reason });
+      // An attempt that never got its welcome failed, and so did a connection found dead: both
+      // count against the endpoint's circuit and move the client to the next endpoint. A
+      // connection that worked and then closed (a drain, a cut) does not.
+      if (!wasReady || failed) {
+        this.lastError = `${url}: ${reason || `closed with ${code}`}`;
+        if (this.lastBye === undefined) this.recordAttempt(url, false);
+      }
+    }
     this.subscribeIds.clear();
     this.failPending(
       (p) => p.sent,
@@ -532,6 +688,12 @@ export class Client extends Emitter<{ status: StatusEvent; error: FanhubError }>
     this.emit("status", { state: "reconnecting", attempt, delayMs });
     this.reconnectTimer = setTimeout(() => void this.open(), delayMs);
   }
+}
+
+/** `ws://host:port/ws` → `http://host:port` (`wss:` → `https:`). */
+export function httpBase(wsUrl: string): string {
+  const u = new URL(wsUrl);
+  return `${u.protocol === "wss:" ? "https:" : "http:"}//${u.host}`;
 }
 
 /**

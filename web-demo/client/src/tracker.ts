@@ -1,13 +1,24 @@
 // Where a subscription stands in its topic's history, and what to make of what arrives: which
-// records are duplicates, where a resume lost messages. Pure and socket-free so every rule is
-// unit-tested; the client feeds it `subscribed` answers and records in arrival order.
+// records are duplicates, where a resume lost messages, where the live stream skipped offsets.
+// Pure and socket-free so every rule is unit-tested; the client feeds it `subscribed` answers and
+// records in arrival order. The same rules as the Rust client's `client::resume::Position`.
 
 import { type Offset, u64 } from "./records.js";
+
+/**
+ * Why messages are missing:
+ * - `not_recovered`: a resume asked for history the hub no longer has (`recovered: false`);
+ * - `epoch_changed`: the topic's history was lost and its offsets restarted (a new epoch);
+ * - `skipped`: the live stream jumped over offsets (a `best_effort` drop, `rate_limited`
+ *   coalescing).
+ */
+export type GapReason = "not_recovered" | "epoch_changed" | "skipped";
 
 /** Messages that may be missing: `from`..`to` (inclusive), or everything since `from` when the epoch changed. */
 export interface GapEvent {
   type: "gap";
   topic: string;
+  reason: GapReason;
   /** First offset that may be missing (in the old epoch when `epochChanged`). */
   from: Offset;
   /** Last offset that may be missing; absent when the epoch changed (the old history is gone). */
@@ -71,11 +82,12 @@ export class TopicTracker {
     if (!a.recovered && this.next !== undefined && this.next !== 0n) {
       const epochChanged = this.epoch !== undefined && this.epoch !== a.epoch;
       if (epochChanged) {
-        gap = { type: "gap", topic: this.topic, from: u64(this.next), epochChanged: true, epoch: a.epoch };
+        gap = { type: "gap", topic: this.topic, reason: "epoch_changed", from: u64(this.next), epochChanged: true, epoch: a.epoch };
       } else if (answerOffset > this.next) {
         gap = {
           type: "gap",
           topic: this.topic,
+          reason: "not_recovered",
           from: u64(this.next),
           to: u64(answerOffset - 1n),
           epochChanged: false,
@@ -90,17 +102,22 @@ export class TopicTracker {
 
   /**
    * Takes a record of this topic. Duplicates (offset ≤ last delivered in the same epoch) are not
-   * delivered. A record of another epoch than the one tracked starts the new epoch, with a gap.
+   * delivered. A record past the next expected offset in the same epoch is delivered after a
+   * `skipped` gap for the offsets in between. A record of another epoch than the one tracked
+   * starts the new epoch, after an `epoch_changed` gap.
    */
   onRecord(offset: Offset, epoch: number): RecordVerdict {
     const o = BigInt(offset);
     let gap: GapEvent | undefined;
     if (this.epoch !== undefined && epoch !== this.epoch) {
       if (this.next !== undefined) {
-        gap = { type: "gap", topic: this.topic, from: u64(this.next), epochChanged: true, epoch };
+        gap = { type: "gap", topic: this.topic, reason: "epoch_changed", from: u64(this.next), epochChanged: true, epoch };
       }
     } else if (this.next !== undefined && o < this.next) {
       return { deliver: false };
+    } else if (this.epoch !== undefined && this.next !== undefined && o > this.next) {
+      // Only once an epoch is known: an offset given without one is a request, not a position.
+      gap = { type: "gap", topic: this.topic, reason: "skipped", from: u64(this.next), to: u64(o - 1n), epochChanged: false, epoch };
     }
     this.epoch = epoch;
     this.next = o + 1n;

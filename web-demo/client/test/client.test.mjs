@@ -23,6 +23,10 @@ class FakeWS {
     this.closedByClient = code;
     this.readyState = 3;
   }
+  terminate() {
+    this.terminated = true;
+    this.readyState = 3;
+  }
   // The server's side.
   accept() {
     this.readyState = 1;
@@ -157,7 +161,7 @@ test("a publish made while disconnected is sent once connected", async () => {
   c.close();
 });
 
-test("after a drop it reconnects to the next endpoint and resumes after the last delivered offset", async () => {
+test("after a drop it reconnects to the same endpoint and resumes after the last delivered offset", async () => {
   const { c, statuses } = client();
   const ws1 = await nthSocket(1);
   ws1.welcome();
@@ -173,7 +177,8 @@ test("after a drop it reconnects to the next endpoint and resumes after the last
   ws1.drop(1006);
 
   const ws2 = await nthSocket(2);
-  assert.equal(ws2.url, "ws://b/ws");
+  assert.equal(ws2.url, "ws://a/ws", "a connection that worked is not a failed endpoint");
+  assert.ok(!statuses.some((s) => s.state === "failed_over"));
   const r = statuses.find((s) => s.state === "reconnecting");
   assert.deepEqual(r, { state: "reconnecting", attempt: 0, delayMs: 0 });
   ws2.welcome();
@@ -205,7 +210,7 @@ test("a resume that is not recovered emits a gap with the missing range", async 
   await tick();
   ws1.push({ type: "unsubscribed", id: ws1.ops("unsubscribe")[0].id, topic: "t" });
   await unsub;
-  assert.deepEqual(events, [{ type: "gap", topic: "t", from: 10, to: 14, epochChanged: false, epoch: 2 }, 15]);
+  assert.deepEqual(events, [{ type: "gap", topic: "t", reason: "not_recovered", from: 10, to: 14, epochChanged: false, epoch: 2 }, 15]);
   c.close();
 });
 
@@ -312,4 +317,129 @@ test("a malformed control message is reported, not thrown", async () => {
   ws.onmessage({ data: "{not json" });
   assert.deepEqual(errors, ["invalid_argument"]);
   c.close();
+});
+
+test("a live stream that skips offsets emits a skipped gap before the record after the hole", async () => {
+  const { c } = client();
+  const ws = await nthSocket(1);
+  ws.welcome();
+  const sub = c.subscribe("t");
+  const events = [];
+  sub.on("gap", (g) => events.push(`gap ${g.reason} ${g.from}..${g.to}`));
+  sub.on("message", (m) => events.push(m.offset));
+  await tick();
+  const s = ws.ops("subscribe")[0];
+  ws.push({ type: "subscribed", id: s.id, topic: "t", epoch: 2, offset: 1, head: 0, replayed: 0, recovered: true });
+  ws.pushBinary(record("t", 1, 2, "{}"));
+  ws.pushBinary(record("t", 4, 2, "{}"));
+  ws.pushBinary(record("t", 5, 2, "{}"));
+  assert.deepEqual(events, [1, "gap skipped 2..3", 4, 5]);
+  c.close();
+});
+
+test("a failed attempt fails over to the next endpoint; enough failures open its circuit", async () => {
+  const { c, statuses } = client({ breaker: { minThroughput: 1, failureRatio: 1, breakDurationMs: 60_000 } });
+  const ws1 = await nthSocket(1);
+  assert.equal(ws1.url, "ws://a/ws");
+  ws1.drop(1006); // refused before any welcome
+  const ws2 = await nthSocket(2);
+  assert.equal(ws2.url, "ws://b/ws");
+  ws2.welcome();
+  const seen = statuses.map((s) => [s.state, s.url ?? s.endpoint ?? s.from, s.circuit ?? s.to ?? s.code].filter((x) => x !== undefined).join(" "));
+  assert.deepEqual(seen, [
+    "connecting ws://a/ws",
+    "disconnected ws://a/ws 1006",
+    "circuit ws://a/ws open",
+    "failed_over ws://a/ws ws://b/ws",
+    "reconnecting",
+    "connecting ws://b/ws",
+    "connected ws://b/ws",
+  ]);
+  // b now fails too: a's circuit is still open, so b is tried again (the only one allowed).
+  ws2.drop(1006);
+  const ws3 = await nthSocket(3);
+  assert.equal(ws3.url, "ws://b/ws");
+  c.close();
+});
+
+test("when every circuit is open the client waits for the first to half-open, then probes it", async () => {
+  let now = 0;
+  const { c, statuses } = client({ now: () => now, breaker: { minThroughput: 1, failureRatio: 1, breakDurationMs: 30 } });
+  (await nthSocket(1)).drop(1006);
+  (await nthSocket(2)).drop(1006);
+  assert.deepEqual(statuses.filter((s) => s.state === "circuit").map((s) => `${s.endpoint} ${s.circuit}`), ["ws://a/ws open", "ws://b/ws open"]);
+  for (let i = 0; i < 20; i++) await tick();
+  assert.equal(FakeWS.sockets.length, 2, "no attempt while both circuits are open");
+  now = 31; // the fake clock passes the break; the client's wait (real timer) ends soon after
+  const ws3 = await nthSocket(3);
+  assert.equal(ws3.url, "ws://a/ws", "b's failure moved the client back to a");
+  ws3.welcome();
+  assert.deepEqual(statuses.filter((s) => s.state === "circuit").map((s) => `${s.endpoint} ${s.circuit}`).slice(2), ["ws://a/ws half_open", "ws://a/ws closed"]);
+  c.close();
+});
+
+test("no welcome within connectTimeoutMs: the attempt is given up and the next endpoint tried", async () => {
+  const { c, statuses } = client({ connectTimeoutMs: 20 });
+  const ws1 = await nthSocket(1);
+  ws1.accept(); // open, but the hub never answers connect
+  const ws2 = await nthSocket(2);
+  assert.equal(ws2.url, "ws://b/ws");
+  const d = statuses.find((s) => s.state === "disconnected");
+  assert.match(d.reason, /no welcome within 20 ms/);
+  ws2.welcome();
+  c.close();
+});
+
+test("keep-alive: a silent connection gets a ping; an answer keeps it, silence after a ping ends it", async () => {
+  const { c, statuses } = client({ keepaliveIntervalMs: 30, keepaliveTimeoutMs: 30 });
+  const ws1 = await nthSocket(1);
+  ws1.welcome();
+  while (ws1.ops("ping").length === 0) await tick();
+  ws1.push({ type: "pong", id: ws1.ops("ping")[0].id, server_time_us: 1 });
+  while (ws1.ops("ping").length < 2) await tick();
+  assert.equal(FakeWS.sockets.length, 1, "answered: still the first connection");
+  // Now the hub goes silent (a black hole): no answer to the second ping.
+  const ws2 = await nthSocket(2);
+  assert.ok(ws1.terminated || ws1.closedByClient, "the dead socket was closed");
+  const d = statuses.find((s) => s.state === "disconnected");
+  assert.match(d.reason, /keep-alive: nothing received for 60 ms/);
+  assert.equal(ws2.url, "ws://b/ws", "a dead connection counts against its endpoint: fail over");
+  ws2.welcome();
+  c.close();
+});
+
+test("health() asks /healthz of the current endpoint's HTTP side and reports the client's view", async () => {
+  const asked = [];
+  const fetch = async (url) => {
+    asked.push(url);
+    return { ok: true, status: 200, text: async () => JSON.stringify({ status: "ok", version: "9.9.9", node_id: "n7" }) };
+  };
+  const { c } = client({ fetch, endpoints: ["wss://hub.example:8443/ws"] });
+  (await nthSocket(1)).welcome();
+  const h = await c.health();
+  assert.deepEqual(asked, ["https://hub.example:8443/healthz"]);
+  assert.equal(h.healthy, true);
+  assert.equal(h.serverVersion, "9.9.9");
+  assert.equal(h.nodeId, "n7");
+  assert.equal(h.circuit, "closed");
+  assert.equal(h.endpoint, "wss://hub.example:8443/ws");
+  assert.equal(typeof h.responseTimeMs, "number");
+  assert.equal(h.lastError, undefined);
+  c.close();
+});
+
+test("health() of an unreachable or unhealthy hub is healthy: false with the reason, not a throw", async () => {
+  const { c } = client({ fetch: async () => { throw new TypeError("fetch failed"); } });
+  (await nthSocket(1)).drop(1006);
+  const h = await c.health();
+  assert.equal(h.healthy, false);
+  assert.match(h.error, /fetch failed/);
+  assert.match(h.lastError, /ws:\/\/a\/ws/);
+  c.close();
+  const { c: c2 } = client({ fetch: async () => ({ ok: false, status: 503, text: async () => '{"status":"unavailable","version":"1"}' }) });
+  const h2 = await c2.health();
+  assert.equal(h2.healthy, false);
+  assert.equal(h2.serverVersion, "1");
+  assert.match(h2.error, /503/);
+  c2.close();
 });

@@ -22,6 +22,12 @@ test("defaults are filled in", () => {
   assert.equal(typeof r.clientId, "string");
   assert.ok(r.clientId.length > 0);
   assert.equal(resolveOptions({ ...base, backoff: { maxMs: 500 } }).backoff.maxMs, 500);
+  assert.deepEqual(r.breaker, { failureRatio: 0.5, minThroughput: 3, samplingWindowMs: 30_000, breakDurationMs: 5_000 });
+  assert.equal(resolveOptions({ ...base, breaker: { breakDurationMs: 50 } }).breaker.breakDurationMs, 50);
+  assert.equal(r.connectTimeoutMs, 10_000);
+  assert.equal(r.keepaliveIntervalMs, 15_000);
+  assert.equal(r.keepaliveTimeoutMs, 10_000);
+  assert.equal(typeof r.now(), "number");
 });
 
 test("each invalid option is refused with a message naming it", () => {
@@ -37,6 +43,25 @@ test("each invalid option is refused with a message naming it", () => {
   rejects({ ...base, backoff: { initialMs: 500, maxMs: 100 } }, "backoff.maxMs");
   rejects({ ...base, requestTimeoutMs: Number.NaN }, "requestTimeoutMs");
   rejects({ ...base, WebSocket: 42 }, "WebSocket");
+  rejects({ ...base, breaker: 3 }, "breaker");
+  rejects({ ...base, breaker: { failureRatio: 0 } }, "breaker.failureRatio");
+  rejects({ ...base, breaker: { failureRatio: 1.5 } }, "breaker.failureRatio");
+  rejects({ ...base, breaker: { minThroughput: 0 } }, "breaker.minThroughput");
+  rejects({ ...base, breaker: { minThroughput: 2.5 } }, "breaker.minThroughput");
+  rejects({ ...base, breaker: { samplingWindowMs: -1 } }, "breaker.samplingWindowMs");
+  rejects({ ...base, breaker: { breakDurationMs: "5s" } }, "breaker.breakDurationMs");
+  rejects({ ...base, connectTimeoutMs: 0 }, "connectTimeoutMs");
+  rejects({ ...base, keepaliveIntervalMs: Infinity }, "keepaliveIntervalMs");
+  rejects({ ...base, keepaliveTimeoutMs: -5 }, "keepaliveTimeoutMs");
+  rejects({ ...base, now: 1 }, "now");
+  rejects({ ...base, fetch: "x" }, "fetch");
+  rejects({ ...base, transport: { open: 1 } }, "transport");
+});
+
+test("with a transport no WebSocket constructor is needed", () => {
+  const transport = { name: "fake", open: () => ({}) };
+  assert.equal(resolveOptions({ endpoints: base.endpoints, transport }).transport, transport);
+  assert.equal(resolveOptions(base).transport.name, "websocket");
 });
 
 test("without a global WebSocket (Node 20) the constructor must be passed", { skip: typeof globalThis.WebSocket === "function" }, () => {

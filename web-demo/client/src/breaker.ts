@@ -1,0 +1,157 @@
+// A circuit breaker per endpoint, and the choice of the endpoint to try next. Sans-IO: time comes
+// in as `now` (ms, any monotonic origin), nothing here reads a clock or sets a timer, so a 30 s
+// window is unit-tested in microseconds. The same rules as the Rust client's
+// `client::breaker::Breaker` and its endpoint choice in `client::actor`.
+
+/** Breaker settings. */
+export interface BreakerOptions {
+  /** Share of failed attempts in the window that opens the circuit, in (0, 1] (default 0.5). */
+  failureRatio: number;
+  /** Attempts the window must hold before it can open, ≥ 1 (default 3). */
+  minThroughput: number;
+  /** How far back attempts count, ms (default 30000). */
+  samplingWindowMs: number;
+  /** How long an open circuit refuses attempts before it lets one probe through, ms (default 5000). */
+  breakDurationMs: number;
+}
+
+export const DEFAULT_BREAKER: Readonly<BreakerOptions> = Object.freeze({
+  failureRatio: 0.5,
+  minThroughput: 3,
+  samplingWindowMs: 30_000,
+  breakDurationMs: 5_000,
+});
+
+/** `closed`: attempts go through; `open`: refused until the break is over; `half_open`: one probe goes through. */
+export type CircuitState = "closed" | "open" | "half_open";
+
+/**
+ * One endpoint's breaker. It opens when, within the sampling window, at least `minThroughput`
+ * attempts were made and the share that failed reached `failureRatio`; it stays open for
+ * `breakDurationMs`, then lets one probe through (half-open); the probe's success closes it, its
+ * failure opens it again.
+ */
+export class CircuitBreaker {
+  private readonly o: BreakerOptions;
+  private current: CircuitState = "closed";
+  private until: number | undefined;
+  /** Attempts in the window, oldest first: [time, ok]. */
+  private window: [number, boolean][] = [];
+
+  constructor(o: BreakerOptions = DEFAULT_BREAKER) {
+    this.o = o;
+  }
+
+  /** The state at `now`: an open circuit whose break is over is half-open. */
+  state(now: number): CircuitState {
+    if (this.current === "open" && this.until !== undefined && now >= this.until) this.current = "half_open";
+    return this.current;
+  }
+
+  /** Whether an attempt may go through at `now`. */
+  allows(now: number): boolean {
+    return this.state(now) !== "open";
+  }
+
+  /** When an open circuit lets its probe through; undefined unless open. */
+  get openUntil(): number | undefined {
+    return this.current === "open" ? this.until : undefined;
+  }
+
+  /** Records an attempt's outcome at `now`; returns the new state when it changed. */
+  record(now: number, ok: boolean): CircuitState | undefined {
+    const before = this.state(now);
+    if (before === "half_open" && ok) this.close();
+    else if (before !== "closed") this.open(now);
+    else {
+      this.window.push([now, ok]);
+      while (this.window.length > 0 && now - this.window[0]![0] > this.o.samplingWindowMs) this.window.shift();
+      const failed = this.window.filter(([, ok]) => !ok).length;
+      const total = this.window.length;
+      if (total >= this.o.minThroughput && failed >= this.o.failureRatio * total) this.open(now);
+    }
+    return this.current !== before ? this.current : undefined;
+  }
+
+  private open(now: number): void {
+    this.current = "open";
+    this.until = now + this.o.breakDurationMs;
+    this.window = [];
+  }
+
+  private close(): void {
+    this.current = "closed";
+    this.until = undefined;
+    this.window = [];
+  }
+}
+
+/** What the endpoint choice reports: a circuit changed state, or the client moved to another endpoint. */
+export type EndpointEvent =
+  | { state: "circuit"; endpoint: string; circuit: CircuitState }
+  | { state: "failed_over"; from: string; to: string };
+
+/** The next URL to try, or how long to wait before one may be tried (every circuit is open). */
+export type Pick = { url: string; waitMs?: undefined } | { url?: undefined; waitMs: number };
+
+/**
+ * The endpoints with one breaker each and the one in use. The client stays on the current
+ * endpoint while its attempts succeed; a failed attempt moves it to the next (`failed_over`);
+ * a pick skips endpoints whose circuit is open, and when all are open says how long to wait for
+ * the first to half-open. Events are returned, not emitted: the caller decides who hears them.
+ */
+export class Endpoints {
+  readonly urls: readonly string[];
+  private readonly breakers: CircuitBreaker[];
+  private current = 0;
+
+  constructor(urls: readonly string[], o: BreakerOptions = DEFAULT_BREAKER) {
+    if (urls.length === 0) throw new RangeError("no endpoints");
+    this.urls = [...urls];
+    this.breakers = urls.map(() => new CircuitBreaker(o));
+  }
+
+  /** The endpoint in use (or to be tried next). */
+  get currentUrl(): string {
+    return this.urls[this.current]!;
+  }
+
+  /** The circuit of `url` at `now` (`closed` for a URL that is not one of the endpoints, e.g. advised by a bye). */
+  circuit(url: string, now: number): CircuitState {
+    const i = this.urls.indexOf(url);
+    return i < 0 ? "closed" : this.breakers[i]!.state(now);
+  }
+
+  /** The endpoint to try at `now`, from the current one on, skipping open circuits. */
+  pick(now: number, events: EndpointEvent[]): Pick {
+    const n = this.urls.length;
+    for (let k = 0; k < n; k++) {
+      const i = (this.current + k) % n;
+      const b = this.breakers[i]!;
+      if (!b.allows(now)) continue;
+      if (i !== this.current) {
+        events.push({ state: "failed_over", from: this.currentUrl, to: this.urls[i]! });
+        this.current = i;
+      }
+      if (b.state(now) === "half_open") events.push({ state: "circuit", endpoint: this.urls[i]!, circuit: "half_open" });
+      return { url: this.urls[i]! };
+    }
+    const until = Math.min(...this.breakers.map((b) => b.openUntil ?? now));
+    return { waitMs: Math.max(0, until - now) };
+  }
+
+  /**
+   * Records an attempt on `url` at `now`: its circuit may change, and after a failure on the
+   * current endpoint the next one becomes current (`failed_over`).
+   */
+  record(url: string, now: number, ok: boolean, events: EndpointEvent[]): void {
+    const i = this.urls.indexOf(url);
+    if (i < 0) return;
+    const changed = this.breakers[i]!.record(now, ok);
+    if (changed !== undefined) events.push({ state: "circuit", endpoint: url, circuit: changed });
+    if (!ok && i === this.current && this.urls.length > 1) {
+      this.current = (i + 1) % this.urls.length;
+      events.push({ state: "failed_over", from: url, to: this.currentUrl });
+    }
+  }
+}
