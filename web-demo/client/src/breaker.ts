@@ -58,17 +58,21 @@ export class CircuitBreaker {
     return this.current === "open" ? this.until : undefined;
   }
 
-  /** Records an attempt's outcome at `now`; returns the new state when it changed. */
+  /**
+   * Records an attempt's outcome at `now`; returns the new state when it changed. Only a failure
+   * can open the circuit (the threshold is checked when one is recorded); any success closes it
+   * (a probe, or an attempt that went through another way, e.g. reconnect advice).
+   */
   record(now: number, ok: boolean): CircuitState | undefined {
     const before = this.state(now);
-    if (before === "half_open" && ok) this.close();
-    else if (before !== "closed") this.open(now);
-    else {
+    if (before !== "closed" && ok) this.close();
+    else if (before === "half_open") this.open(now);
+    else if (before === "closed") {
       this.window.push([now, ok]);
       while (this.window.length > 0 && now - this.window[0]![0] > this.o.samplingWindowMs) this.window.shift();
       const failed = this.window.filter(([, ok]) => !ok).length;
       const total = this.window.length;
-      if (total >= this.o.minThroughput && failed >= this.o.failureRatio * total) this.open(now);
+      if (!ok && total >= this.o.minThroughput && failed >= this.o.failureRatio * total) this.open(now);
     }
     return this.current !== before ? this.current : undefined;
   }

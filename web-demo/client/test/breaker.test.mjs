@@ -12,10 +12,16 @@ test("the defaults: half of at least 3 attempts within 30 s opens for 5 s", () =
 test("it opens at the threshold once the window holds enough attempts", () => {
   const b = new CircuitBreaker(opts);
   for (let i = 0; i < 3; i++) assert.equal(b.record(i * 1000, false), undefined, "below the minimum throughput");
-  assert.equal(b.record(3000, true), "open", "3 of 4 failed");
-  assert.equal(b.allows(7000), false);
-  assert.equal(b.openUntil, 8000);
-  assert.equal(b.state(7999), "open");
+  // A success never opens it, whatever the ratio: the endpoint just worked.
+  assert.equal(b.record(3000, true), undefined, "3 of 4 failed, but this one went through");
+  assert.equal(b.record(4000, false), "open", "4 of 5 failed");
+  assert.equal(b.allows(8000), false);
+  assert.equal(b.openUntil, 9000);
+  assert.equal(b.state(8999), "open");
+  // A failure while open changes nothing; a success (reconnect advice) closes it.
+  assert.equal(b.record(5000, false), undefined);
+  assert.equal(b.openUntil, 9000);
+  assert.equal(b.record(6000, true), "closed");
 });
 
 test("below the failure ratio it stays closed however many attempts", () => {
