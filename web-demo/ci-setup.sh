@@ -2,7 +2,7 @@
 # What the browser tests (tests/it/web_demo.rs) and the TypeScript client's tests
 # (tests/it/ts_client.rs) need, each installed only when missing, so running this again is cheap:
 # Debian's Chromium at /usr/bin/chromium (the tests never let Playwright download a browser),
-# playwright-core exactly as pinned in package-lock.json, and the client package built.
+# playwright-core exactly as pinned in package-lock.json, and the client package's dev tools.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -25,13 +25,10 @@ if [ ! -d node_modules/playwright-core ]; then
   PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
 fi
 
-# The TypeScript client (web-demo/client): its pinned typescript and ws (devDependencies only),
-# then dist/ built from src/ — not committed, rebuilt only when a source or the config is newer.
+# The TypeScript client (web-demo/client): its pinned typescript and ws (devDependencies only).
+# Its dist/ is committed (the hub serves it to the demo pages); tests/it/ts_client.rs checks it
+# equals a fresh `tsc` build of src/.
 if [ ! -d client/node_modules/typescript ] || [ ! -d client/node_modules/ws ]; then
   echo "web-demo/client: npm ci"
   (cd client && npm ci --no-audit --no-fund --loglevel=error)
-fi
-if [ ! -f client/dist/index.js ] || [ -n "$(find client/src client/tsconfig.json client/package-lock.json -newer client/dist/index.js 2>/dev/null | head -1)" ]; then
-  echo "web-demo/client: tsc"
-  (cd client && npm run --silent build)
 fi

@@ -515,7 +515,10 @@ impl Actor {
                     return None;
                 }
                 let (offset, epoch) = start(from);
-                self.subs.insert(topic.clone(), Sub { topic: topic.as_str().into(), events, pos: Position::default(), from });
+                self.subs.insert(
+                    topic.clone(),
+                    Sub { topic: topic.as_str().into(), events, pos: Position::default(), from },
+                );
                 let frame = subscribe_op(id, &topic, offset, epoch);
                 self.waiting.insert(id, Waiting::Subscribe { topic, asked: offset, reply });
                 Some(Frame::Text(frame))

@@ -118,7 +118,11 @@ async fn a_webrtc_client_resumes_a_reliable_topic_exactly_once_after_the_hub_end
     }
     delays.sort();
     // Found by the keep-alive (200 ms of silence, then 300 ms after a ping), then a new offer.
-    println!("WebRTC resume after a session ended, over {CUTS} ends: median {:?}, slowest {:?}", delays[delays.len() / 2], delays[delays.len() - 1]);
+    println!(
+        "WebRTC resume after a session ended, over {CUTS} ends: median {:?}, slowest {:?}",
+        delays[delays.len() / 2],
+        delays[delays.len() - 1]
+    );
     assert_eq!(got, (1..=CUTS * 2 * CHUNK).collect::<Vec<_>>(), "every message once, in order");
     client.close().await;
     hub.shutdown().await;

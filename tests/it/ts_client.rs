@@ -4,7 +4,8 @@
 //! of a `reliable` topic with every message exactly once and in order — and one that meets
 //! faults from the TCP proxy of `common` on the script's cue: repeated cuts, a refusing first
 //! endpoint, a black-holed connection; `health()`; and the WebRTC transport in headless
-//! Chromium. `web-demo/ci-setup.sh` installs Chromium and playwright-core and builds the package.
+//! Chromium. The committed `dist/` equals a fresh `tsc` build, and the hub serves every module of
+//! it. `web-demo/ci-setup.sh` installs Chromium, playwright-core and the package's dev tools.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -42,6 +43,49 @@ fn reliable_config() -> Config {
     }))
     .unwrap()];
     c
+}
+
+#[tokio::test]
+async fn the_committed_package_equals_a_fresh_build_and_the_hub_serves_every_module() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fresh = root.join("target/ts-fresh");
+    let _ = std::fs::remove_dir_all(&fresh);
+    let fresh_arg = fresh.to_string_lossy().into_owned();
+    node(
+        "tsc (a fresh build of web-demo/client/src)",
+        &[
+            "web-demo/client/node_modules/typescript/bin/tsc",
+            "-p",
+            "web-demo/client/tsconfig.json",
+            "--outDir",
+            &fresh_arg,
+        ],
+    )
+    .await;
+    let dist = root.join("web-demo/client/dist");
+    let names = |dir: &std::path::Path| {
+        let mut v: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&dist), names(&fresh), "web-demo/client/dist: run `npm run build` there and commit it");
+    for name in names(&fresh) {
+        assert!(
+            std::fs::read(dist.join(&name)).unwrap() == std::fs::read(fresh.join(&name)).unwrap(),
+            "web-demo/client/dist/{name} is stale: run `npm run build` in web-demo/client and commit dist/"
+        );
+    }
+    // Every module is served to the demo pages, byte for byte.
+    let hub = spawn_hub(test_config()).await;
+    for name in names(&dist).iter().filter(|n| n.ends_with(".js")) {
+        let r = http(hub.addr, "GET", &format!("/client/{name}"), &[], "").await;
+        assert_eq!(r.status, 200, "/client/{name}: {}", r.body);
+        assert_eq!(r.header("content-type"), Some("text/javascript; charset=utf-8"));
+        assert_eq!(r.body.as_bytes(), std::fs::read(dist.join(name)).unwrap(), "/client/{name}");
+    }
+    assert_eq!(http(hub.addr, "GET", "/client/../Cargo.toml", &[], "").await.status, 404);
+    hub.shutdown().await;
 }
 
 #[tokio::test]
