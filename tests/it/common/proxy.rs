@@ -3,6 +3,7 @@
 //! it. Used by the Rust and TypeScript client tests.
 
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,10 +20,15 @@ struct Faults {
     accepted: AtomicUsize,
 }
 
+/// A connection through the proxy: its task, and a handle on the client's socket to shut it
+/// down at once (aborting a task takes effect only at its next await, on another thread maybe
+/// after a few more bytes went through).
+type Link = (JoinHandle<()>, std::net::TcpStream);
+
 pub struct Proxy {
     pub addr: SocketAddr,
     upstream: Arc<Mutex<SocketAddr>>,
-    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    links: Arc<Mutex<Vec<Link>>>,
     faults: Arc<Faults>,
     task: JoinHandle<()>,
 }
@@ -31,7 +37,7 @@ impl Proxy {
     pub async fn start(upstream: SocketAddr) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let links: Arc<Mutex<Vec<Link>>> = Arc::default();
         let faults = Arc::new(Faults::default());
         let upstream = Arc::new(Mutex::new(upstream));
         let (l, f, u) = (links.clone(), faults.clone(), upstream.clone());
@@ -43,8 +49,14 @@ impl Proxy {
                     continue;
                 }
                 f.accepted.fetch_add(1, Ordering::SeqCst);
+                let Ok(handle) = down.as_fd().try_clone_to_owned() else { continue };
                 let (to, f) = (*u.lock().unwrap(), f.clone());
+                let Ok(own) = down.as_fd().try_clone_to_owned() else { continue };
+                let own = std::net::TcpStream::from(own);
                 let link = tokio::spawn(async move {
+                    // Whichever way the link ends, the client sees it close (the handle kept for
+                    // `cut` holds the socket open otherwise).
+                    let _close = CloseOnDrop(own);
                     let Ok(up) = TcpStream::connect(to).await else { return };
                     let _ = down.set_nodelay(true);
                     let _ = up.set_nodelay(true);
@@ -55,7 +67,7 @@ impl Proxy {
                         () = pipe(ur, dw, f) => {}
                     }
                 });
-                l.lock().unwrap().push(link);
+                l.lock().unwrap().push((link, std::net::TcpStream::from(handle)));
             }
         });
         Proxy { addr, upstream, links, faults, task }
@@ -65,10 +77,12 @@ impl Proxy {
         format!("ws://{}/ws", self.addr)
     }
 
-    /// Drops every connection through the proxy (both sockets close at once).
+    /// Drops every connection through the proxy: the client's side is shut down before this
+    /// returns (nothing more reaches it), and the hub's side closes as the link task ends.
     pub fn cut(&self) {
-        for link in self.links.lock().unwrap().drain(..) {
-            link.abort();
+        for (task, client_side) in self.links.lock().unwrap().drain(..) {
+            let _ = client_side.shutdown(std::net::Shutdown::Both);
+            task.abort();
         }
     }
 
@@ -116,6 +130,14 @@ async fn pipe(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp:
         if to.write_all(&buf[..n]).await.is_err() {
             return;
         }
+    }
+}
+
+struct CloseOnDrop(std::net::TcpStream);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Both);
     }
 }
 
