@@ -404,12 +404,15 @@ impl Actor {
         let (interval, timeout) = (self.opts.keepalive_interval, self.opts.keepalive_timeout);
         let mut last_rx = tokio::time::Instant::now();
         let mut pinged = false;
+        // One timer, moved on only when it fires early (traffic came meanwhile): not a new timer
+        // per message.
+        let alarm = tokio::time::sleep_until(last_rx + interval);
+        tokio::pin!(alarm);
         loop {
-            let alarm = last_rx + if pinged { interval + timeout } else { interval };
             let resend =
                 self.throttle.as_ref().filter(|t| t.in_flight.is_none() && !t.held.is_empty()).map(|t| t.until);
             tokio::select! {
-                () = tokio::time::sleep_until(resend.unwrap_or(alarm)), if resend.is_some() => {
+                () = tokio::time::sleep_until(resend.unwrap_or(last_rx)), if resend.is_some() => {
                     if let Some(frame) = self.next_held() {
                         if link.send(frame).await.is_err() {
                             return End::Lost(Vec::new());
@@ -429,13 +432,19 @@ impl Actor {
                         }
                     }
                 }
-                () = tokio::time::sleep_until(alarm) => {
+                () = &mut alarm => {
+                    let due = last_rx + if pinged { interval + timeout } else { interval };
+                    if tokio::time::Instant::now() < due {
+                        alarm.as_mut().reset(due);
+                        continue;
+                    }
                     if pinged {
                         self.last_error = Some(format!("nothing received for {:?} after a ping", timeout));
                         tracing::debug!("keep-alive: the connection is dead; reconnecting");
                         return End::Lost(Vec::new());
                     }
                     pinged = true;
+                    alarm.as_mut().reset(last_rx + interval + timeout);
                     let id = self.id();
                     if link.send(Frame::Text(json!({"op": "ping", "id": id}).to_string())).await.is_err() {
                         return End::Lost(Vec::new());
