@@ -158,6 +158,10 @@ export declare class Client extends Emitter<{
     /** Subscribe request id → topic, for the current socket. */
     private subscribeIds;
     private lastBye;
+    /** Until when the hub holds publishes back (`rate_limited` … `retry_after_ms`), ms since the epoch. */
+    private throttledUntil;
+    /** The held publishes, chained: each starts after the previous one's answer. */
+    private turns;
     /** @internal use {@link connect} */
     constructor(options: ConnectOptions);
     /** Subscribes `topic`; messages and gaps arrive on the returned subscription, across reconnects. */
@@ -172,6 +176,9 @@ export declare class Client extends Emitter<{
      * the answer (then it was not published, unless the close was abnormal); `timeout`.
      */
     publish(topic: string, data: unknown, opts?: PublishOptions): Promise<PublishResult>;
+    /** Runs `f` after every earlier held publish, and not before `throttledUntil`. */
+    private inTurn;
+    private publishOnce;
     /** Closes for good: no reconnect, pending requests rejected, subscriptions ended. */
     close(): void;
     private shutdown;

@@ -12,6 +12,8 @@ import { KeepAlive } from "./keepalive.js";
 const TERMINAL_BYES = new Set(["kicked", "replaced"]);
 const OPEN = 1;
 const MAX_ID = 0xffffffff;
+/** Most times one rate-limited publish is sent again. */
+const MAX_RATE_RETRIES = 8;
 const utf8 = new TextDecoder();
 const utf8enc = new TextEncoder();
 class Emitter {
@@ -159,6 +161,10 @@ export class Client extends Emitter {
     /** Subscribe request id → topic, for the current socket. */
     subscribeIds = new Map();
     lastBye;
+    /** Until when the hub holds publishes back (`rate_limited` … `retry_after_ms`), ms since the epoch. */
+    throttledUntil = 0;
+    /** The held publishes, chained: each starts after the previous one's answer. */
+    turns = Promise.resolve();
     /** @internal use {@link connect} */
     constructor(options) {
         super();
@@ -204,6 +210,34 @@ export class Client extends Emitter {
      * the answer (then it was not published, unless the close was abnormal); `timeout`.
      */
     async publish(topic, data, opts = {}) {
+        // A `rate_limited` publish was not published: it is sent again after the hub's
+        // `retry_after_ms`. While the hub holds this client back, publishes go one at a time, each
+        // after the previous one's answer and no sooner than the hub said.
+        for (let attempt = 0;; attempt++) {
+            const once = () => this.publishOnce(topic, data, opts);
+            try {
+                return Date.now() < this.throttledUntil ? await this.inTurn(once) : await once();
+            }
+            catch (e) {
+                const wait = e instanceof FanhubError && e.code === "rate_limited" ? e.retryAfterMs : undefined;
+                if (wait === undefined || attempt >= MAX_RATE_RETRIES || this.closed)
+                    throw e;
+                this.throttledUntil = Math.max(this.throttledUntil, Date.now() + Math.max(1, wait));
+            }
+        }
+    }
+    /** Runs `f` after every earlier held publish, and not before `throttledUntil`. */
+    inTurn(f) {
+        const turn = this.turns.then(async () => {
+            const d = this.throttledUntil - Date.now();
+            if (d > 0)
+                await new Promise((r) => setTimeout(r, d));
+            return f();
+        });
+        this.turns = turn.then(() => undefined, () => undefined);
+        return turn;
+    }
+    async publishOnce(topic, data, opts) {
         let a;
         if (data instanceof Uint8Array || opts.binary) {
             const json = !(data instanceof Uint8Array);
@@ -510,6 +544,7 @@ export class Client extends Emitter {
                 const err = new FanhubError(String(m.code), String(m.message ?? m.code), {
                     ...(typeof m.limit === "string" ? { limit: m.limit } : {}),
                     ...(typeof m.topic === "string" ? { topic: m.topic } : {}),
+                    ...(typeof m.retry_after_ms === "number" ? { retryAfterMs: m.retry_after_ms } : {}),
                 });
                 if (id === connectId && m.code === "unauthenticated")
                     return; // the bye and close follow

@@ -8,8 +8,11 @@ export declare class FanhubError extends Error {
     readonly limit?: string;
     /** The topic the error is about, when there is one. */
     readonly topic?: string;
+    /** For `rate_limited`: milliseconds until the hub would accept the request. */
+    readonly retryAfterMs?: number;
     constructor(code: FanhubErrorCode, message: string, extra?: {
         limit?: string;
         topic?: string;
+        retryAfterMs?: number;
     });
 }

@@ -7,6 +7,8 @@ export class FanhubError extends Error {
     limit;
     /** The topic the error is about, when there is one. */
     topic;
+    /** For `rate_limited`: milliseconds until the hub would accept the request. */
+    retryAfterMs;
     constructor(code, message, extra = {}) {
         super(message);
         this.name = "FanhubError";
@@ -15,5 +17,7 @@ export class FanhubError extends Error {
             this.limit = extra.limit;
         if (extra.topic !== undefined)
             this.topic = extra.topic;
+        if (extra.retryAfterMs !== undefined)
+            this.retryAfterMs = extra.retryAfterMs;
     }
 }

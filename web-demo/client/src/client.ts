@@ -93,6 +93,8 @@ interface Pending {
 const TERMINAL_BYES = new Set(["kicked", "replaced"]);
 const OPEN = 1;
 const MAX_ID = 0xffffffff;
+/** Most times one rate-limited publish is sent again. */
+const MAX_RATE_RETRIES = 8;
 
 const utf8 = new TextDecoder();
 const utf8enc = new TextEncoder();
@@ -242,6 +244,10 @@ export class Client extends Emitter<{ status: StatusEvent; error: FanhubError }>
   /** Subscribe request id → topic, for the current socket. */
   private subscribeIds = new Map<number, string>();
   private lastBye: { reason: string } | undefined;
+  /** Until when the hub holds publishes back (`rate_limited` … `retry_after_ms`), ms since the epoch. */
+  private throttledUntil = 0;
+  /** The held publishes, chained: each starts after the previous one's answer. */
+  private turns: Promise<void> = Promise.resolve();
 
   /** @internal use {@link connect} */
   constructor(options: ConnectOptions) {
@@ -285,6 +291,36 @@ export class Client extends Emitter<{ status: StatusEvent; error: FanhubError }>
    * the answer (then it was not published, unless the close was abnormal); `timeout`.
    */
   async publish(topic: string, data: unknown, opts: PublishOptions = {}): Promise<PublishResult> {
+    // A `rate_limited` publish was not published: it is sent again after the hub's
+    // `retry_after_ms`. While the hub holds this client back, publishes go one at a time, each
+    // after the previous one's answer and no sooner than the hub said.
+    for (let attempt = 0; ; attempt++) {
+      const once = () => this.publishOnce(topic, data, opts);
+      try {
+        return Date.now() < this.throttledUntil ? await this.inTurn(once) : await once();
+      } catch (e) {
+        const wait = e instanceof FanhubError && e.code === "rate_limited" ? e.retryAfterMs : undefined;
+        if (wait === undefined || attempt >= MAX_RATE_RETRIES || this.closed) throw e;
+        this.throttledUntil = Math.max(this.throttledUntil, Date.now() + Math.max(1, wait));
+      }
+    }
+  }
+
+  /** Runs `f` after every earlier held publish, and not before `throttledUntil`. */
+  private inTurn<T>(f: () => Promise<T>): Promise<T> {
+    const turn = this.turns.then(async () => {
+      const d = this.throttledUntil - Date.now();
+      if (d > 0) await new Promise((r) => setTimeout(r, d));
+      return f();
+    });
+    this.turns = turn.then(
+      () => undefined,
+      () => undefined,
+    );
+    return turn;
+  }
+
+  private async publishOnce(topic: string, data: unknown, opts: PublishOptions): Promise<PublishResult> {
     let a: Record<string, unknown>;
     if (data instanceof Uint8Array || opts.binary) {
       const json = !(data instanceof Uint8Array);
@@ -566,6 +602,7 @@ export class Client extends Emitter<{ status: StatusEvent; error: FanhubError }>
         const err = new FanhubError(String(m.code), String(m.message ?? m.code), {
           ...(typeof m.limit === "string" ? { limit: m.limit } : {}),
           ...(typeof m.topic === "string" ? { topic: m.topic } : {}),
+          ...(typeof m.retry_after_ms === "number" ? { retryAfterMs: m.retry_after_ms } : {}),
         });
         if (id === connectId && m.code === "unauthenticated") return; // the bye and close follow
         if (id !== undefined && this.subscribeIds.has(id)) {

@@ -19,12 +19,19 @@ export class FanhubError extends Error {
   readonly limit?: string;
   /** The topic the error is about, when there is one. */
   readonly topic?: string;
+  /** For `rate_limited`: milliseconds until the hub would accept the request. */
+  readonly retryAfterMs?: number;
 
-  constructor(code: FanhubErrorCode, message: string, extra: { limit?: string; topic?: string } = {}) {
+  constructor(
+    code: FanhubErrorCode,
+    message: string,
+    extra: { limit?: string; topic?: string; retryAfterMs?: number } = {},
+  ) {
     super(message);
     this.name = "FanhubError";
     this.code = code;
     if (extra.limit !== undefined) this.limit = extra.limit;
     if (extra.topic !== undefined) this.topic = extra.topic;
+    if (extra.retryAfterMs !== undefined) this.retryAfterMs = extra.retryAfterMs;
   }
 }

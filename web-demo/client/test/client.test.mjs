@@ -139,6 +139,35 @@ test("a server error rejects the request with the server's code", async () => {
   c.close();
 });
 
+test("a rate-limited publish is sent again after the hub's retry_after_ms, and later ones wait their turn", async () => {
+  const { c } = client();
+  const ws = await nthSocket(1);
+  ws.welcome();
+  const first = c.publish("t", 1);
+  await tick();
+  const [op] = ws.ops("publish");
+  const refusedAt = Date.now();
+  ws.push({ type: "error", id: op.id, code: "rate_limited", message: "slow down", topic: "t", limit: "publish_rate_per_second", retry_after_ms: 30 });
+  await tick();
+  // Held: a second publish, made once the refusal is known, waits behind the first one's retry.
+  const second = c.publish("t", 2);
+  for (let i = 0; i < 200 && ws.ops("publish").length < 2; i++) await tick();
+  assert.ok(Date.now() - refusedAt >= 29, "not sent again before retry_after_ms");
+  assert.deepEqual(ws.ops("publish").map((m) => m.data), [1, 1], "the refused one again, the later one still held");
+  ws.push({ type: "published", id: ws.ops("publish")[1].id, topic: "t", offset: 1, epoch: 7 });
+  assert.deepEqual(await first, { offset: 1, epoch: 7 });
+  for (let i = 0; i < 200 && ws.ops("publish").length < 3; i++) await tick();
+  assert.equal(ws.ops("publish")[2].data, 2);
+  ws.push({ type: "published", id: ws.ops("publish")[2].id, topic: "t", offset: 2, epoch: 7 });
+  assert.deepEqual(await second, { offset: 2, epoch: 7 });
+  // Without retry_after_ms (or for another code) the error is the caller's.
+  const third = c.publish("t", 3);
+  await tick();
+  ws.push({ type: "error", id: ws.ops("publish")[3].id, code: "rate_limited", message: "no hint" });
+  await assert.rejects(third, (e) => e.code === "rate_limited" && e.retryAfterMs === undefined);
+  c.close();
+});
+
 test("a request without an answer times out", async () => {
   const { c } = client({ requestTimeoutMs: 20 });
   const ws = await nthSocket(1);
