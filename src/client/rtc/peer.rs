@@ -142,7 +142,8 @@ impl RtcPeer {
             };
             match out {
                 Output::Timeout(t) => return PeerOutput::Wait(t),
-                Output::Transmit(t) => return PeerOutput::Transmit { to: t.destination, bytes: t.contents.to_vec() },
+                // Moved out of str0m's buffer, not copied.
+                Output::Transmit(t) => return PeerOutput::Transmit { to: t.destination, bytes: t.contents.into() },
                 Output::Event(_) if self.closing => {}
                 Output::Event(e) => {
                     if let Some(o) = self.event(e) {
