@@ -4,6 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { ChunkReassembler, ChunkError, parseChunk, encodeChunks, CHUNK_MAGIC, parseRecords } from "../dist/index.js";
+import { record } from "./support.mjs";
 
 function bytes(n, seed = 1) {
   const b = new Uint8Array(n);
@@ -26,24 +27,10 @@ function chunk(index, count, frame, body = new Uint8Array([index])) {
   m.set(body, 10);
   return m;
 }
-/** A record (§5.1) of `topic` at `offset` with `payload`. */
-function record(topic, offset, payload) {
-  const t = new TextEncoder().encode(topic);
-  const buf = new Uint8Array(32 + t.length + payload.length);
-  const dv = new DataView(buf.buffer);
-  dv.setUint8(0, 1);
-  dv.setUint16(2, t.length);
-  dv.setUint32(4, payload.length);
-  dv.setBigUint64(8, BigInt(offset));
-  dv.setBigUint64(16, 1n);
-  buf.set(t, 32);
-  buf.set(payload, 32 + t.length);
-  return buf;
-}
 
 test("a message that is not a chunk passes through whole, as one chunk", () => {
   const r = new ChunkReassembler();
-  const m = record("a", 1, bytes(10));
+  const m = record("a", 1, 1, bytes(10));
   const out = r.push(m);
   assert.equal(out.kind, "whole");
   assert.equal(out.data, m);
@@ -53,7 +40,7 @@ test("a message that is not a chunk passes through whole, as one chunk", () => {
 });
 
 test("encodeChunks splits as the hub does and the reassembler restores the record byte-exact", () => {
-  const rec = record("rel/video", 7, bytes(100_000));
+  const rec = record("rel/video", 7, 1, bytes(100_000));
   const parts = encodeChunks(rec, 16 * 1024, 42);
   assert.equal(parts.length, Math.ceil(rec.length / (16 * 1024 - 10)));
   assert.ok(parts.every((p) => p.length <= 16 * 1024 && p[0] === CHUNK_MAGIC));

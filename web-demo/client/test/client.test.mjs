@@ -4,6 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { connect, FanhubError } from "../dist/index.js";
+import { record } from "./support.mjs";
 
 class FakeWS {
   static sockets = [];
@@ -55,21 +56,6 @@ class FakeWS {
   }
 }
 
-function record(topic, offset, epoch, payload, json = true) {
-  const t = new TextEncoder().encode(topic);
-  const p = typeof payload === "string" ? new TextEncoder().encode(payload) : payload;
-  const buf = new Uint8Array(32 + t.length + p.length);
-  const dv = new DataView(buf.buffer);
-  dv.setUint8(0, 1);
-  dv.setUint8(1, json ? 1 : 0);
-  dv.setUint16(2, t.length);
-  dv.setUint32(4, p.length);
-  dv.setBigUint64(8, BigInt(offset));
-  dv.setBigUint64(16, BigInt(epoch));
-  buf.set(t, 32);
-  buf.set(p, 32 + t.length);
-  return buf;
-}
 
 const tick = () => new Promise((r) => setTimeout(r, 1));
 async function nthSocket(n) {

@@ -5,6 +5,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { connect, webrtc, encodeChunks, offerUrl } from "../dist/index.js";
+import { record } from "./support.mjs";
 
 class FakeChannel {
   constructor(label, init) {
@@ -86,19 +87,6 @@ async function until(what, f) {
   assert.fail(`no ${what}`);
 }
 
-function record(topic, offset, epoch, payload) {
-  const t = new TextEncoder().encode(topic);
-  const buf = new Uint8Array(32 + t.length + payload.length);
-  const dv = new DataView(buf.buffer);
-  dv.setUint8(0, 1);
-  dv.setUint16(2, t.length);
-  dv.setUint32(4, payload.length);
-  dv.setBigUint64(8, BigInt(offset));
-  dv.setBigUint64(16, BigInt(epoch));
-  buf.set(t, 32);
-  buf.set(payload, 32 + t.length);
-  return buf;
-}
 
 function setup(fetchAnswer = () => ({ status: 201, body: "v=0 answer", location: `/v1/rtc/sessions/${FakePC.all.length}` })) {
   FakePC.all = [];
