@@ -158,7 +158,7 @@ export declare class Client extends Emitter<{
     /** Subscribe request id → topic, for the current socket. */
     private subscribeIds;
     private lastBye;
-    /** Until when the hub holds publishes back (`rate_limited` … `retry_after_ms`), ms since the epoch. */
+    /** Until when the hub holds publishes back (`rate_limited` … `retry_after_ms`), on the `now` clock. */
     private throttledUntil;
     /** The held publishes, chained: each starts after the previous one's answer. */
     private turns;

@@ -161,7 +161,7 @@ export class Client extends Emitter {
     /** Subscribe request id → topic, for the current socket. */
     subscribeIds = new Map();
     lastBye;
-    /** Until when the hub holds publishes back (`rate_limited` … `retry_after_ms`), ms since the epoch. */
+    /** Until when the hub holds publishes back (`rate_limited` … `retry_after_ms`), on the `now` clock. */
     throttledUntil = 0;
     /** The held publishes, chained: each starts after the previous one's answer. */
     turns = Promise.resolve();
@@ -216,20 +216,20 @@ export class Client extends Emitter {
         for (let attempt = 0;; attempt++) {
             const once = () => this.publishOnce(topic, data, opts);
             try {
-                return Date.now() < this.throttledUntil ? await this.inTurn(once) : await once();
+                return this.o.now() < this.throttledUntil ? await this.inTurn(once) : await once();
             }
             catch (e) {
                 const wait = e instanceof FanhubError && e.code === "rate_limited" ? e.retryAfterMs : undefined;
                 if (wait === undefined || attempt >= MAX_RATE_RETRIES || this.closed)
                     throw e;
-                this.throttledUntil = Math.max(this.throttledUntil, Date.now() + Math.max(1, wait));
+                this.throttledUntil = Math.max(this.throttledUntil, this.o.now() + Math.max(1, wait));
             }
         }
     }
     /** Runs `f` after every earlier held publish, and not before `throttledUntil`. */
     inTurn(f) {
         const turn = this.turns.then(async () => {
-            const d = this.throttledUntil - Date.now();
+            const d = this.throttledUntil - this.o.now();
             if (d > 0)
                 await new Promise((r) => setTimeout(r, d));
             return f();
