@@ -16,6 +16,8 @@ wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/n
 
 bench_limits_toml() {
   cat <<'TOML'
+[demo]
+enabled = false
 [limits]
 max_connections = 200000
 max_connections_per_user = 200000

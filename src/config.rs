@@ -43,6 +43,8 @@ pub struct Config {
     pub broker: BrokerConfig,
     /// WebRTC data channels.
     pub webrtc: WebRtcConfig,
+    /// The built-in demo publisher.
+    pub demo: DemoConfig,
     /// `session` keys that were given under their old `[websocket]` names (validation
     /// messages name the key as written).
     #[serde(skip)]
@@ -53,6 +55,45 @@ pub struct Config {
 /// one session, and still are.
 pub const SESSION_ALIASES: [&str; 5] =
     ["ping_interval_ms", "idle_timeout_ms", "auth_timeout_ms", "time_sync_interval_ms", "close_timeout_ms"];
+
+/// `[demo]`: the built-in demo publisher — a simulated fleet's telemetry on
+/// `demo/vehicle/{id}/{stream}`, published only while a stream has subscribers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    /// On or off; unset: on in development mode only. `true` needs development mode.
+    pub enabled: Option<bool>,
+    /// Simulated vehicles.
+    pub vehicles: u32,
+    /// Samples per second of each stream.
+    pub rate_hz: u32,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self { enabled: None, vehicles: 3, rate_hz: 20 }
+    }
+}
+
+/// The demo publisher's topics, declared ahead of the configured ones when it runs: each
+/// vehicle's events `reliable` with a history, its telemetry streams best-effort with a history
+/// of 2000 samples (a client that reconnects resumes without a hole). Only the hub publishes on
+/// them.
+pub fn demo_declarations() -> Vec<crate::hub::TopicDecl> {
+    let decl = |v: serde_json::Value| serde_json::from_value(v).expect("a valid demo declaration");
+    vec![
+        decl(serde_json::json!({
+            "pattern": "demo/vehicle/*/events", "policy": {"kind": "reliable"},
+            "history": {"max_messages": 1000}, "publishers": [],
+            "description": "demo: a simulated vehicle's events (lap, alarm)"
+        })),
+        decl(serde_json::json!({
+            "pattern": "demo/vehicle/>", "policy": {"kind": "best_effort"},
+            "history": {"max_messages": 2000}, "publishers": [],
+            "description": "demo: a simulated vehicle's telemetry streams"
+        })),
+    ]
+}
 
 /// `[webrtc]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -415,6 +456,8 @@ impl Config {
         range("websocket.batch_max_bytes", ws.batch_max_bytes as u64, 1024, 64 << 20);
         range("webrtc.chunk_size", self.webrtc.chunk_size as u64, 1024, 256 * 1024);
         range("webrtc.drivers", self.webrtc.drivers as u64, 0, 256);
+        range("demo.vehicles", self.demo.vehicles.into(), 1, 50);
+        range("demo.rate_hz", self.demo.rate_hz.into(), 1, 200);
         range("broker.redis.history_ttl_secs", self.broker.redis.history_ttl_secs, 1, 365 * 86_400);
         range("broker.redis.heartbeat_ms", self.broker.redis.heartbeat_ms, 100, 60_000);
         range("admin.stats_interval_ms", self.admin.stats_interval_ms, 100, 60_000);
@@ -480,6 +523,13 @@ impl Config {
                 });
             }
         }
+        if self.demo.enabled == Some(true) && !self.auth.is_dev() {
+            p.push(ConfigProblem {
+                key: "demo.enabled".into(),
+                value: "true".into(),
+                allowed: "false, or unset (the demo publisher runs in development mode only)".into(),
+            });
+        }
         if self.limits.violations_to_close < self.limits.violations_to_monitor {
             p.push(ConfigProblem {
                 key: "limits.violations_to_close".into(),
@@ -539,9 +589,20 @@ impl Config {
         }
     }
 
-    /// The hub's part of the configuration.
+    /// Whether the demo publisher runs: `demo.enabled`, or unset in development mode.
+    pub fn demo_enabled(&self) -> bool {
+        self.demo.enabled.unwrap_or(true) && self.auth.is_dev()
+    }
+
+    /// The hub's part of the configuration (with the demo's topics declared first when it runs).
     pub fn hub(&self) -> HubConfig {
-        HubConfig { limits: self.limits.clone(), topics: self.topics.clone(), epoch_seed: 0 }
+        let mut topics = self.topics.clone();
+        if self.demo_enabled() {
+            let mut declare = demo_declarations();
+            declare.append(&mut topics.declare);
+            topics.declare = declare;
+        }
+        HubConfig { limits: self.limits.clone(), topics, epoch_seed: 0 }
     }
 
     /// The WebSocket URL clients should use.

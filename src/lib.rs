@@ -27,6 +27,7 @@ pub mod broker;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod http;
 pub mod hub;
 pub mod metrics;

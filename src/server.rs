@@ -181,6 +181,8 @@ impl Server {
             tokio::spawn(serve_http(listeners.admin, crate::admin::admin_router(admin.clone()), ctx.shutdown.clone()));
         let sweeper = tokio::spawn(sweep_topics(ctx.clone()));
         let sampler = tokio::spawn(crate::admin::sampler(admin));
+        let demo =
+            ctx.config.demo_enabled().then(|| tokio::spawn(crate::demo::run(ctx.clone(), ctx.config.demo.clone())));
         #[cfg(feature = "redis")]
         let cluster = ctx.broker.cluster().map(|c| c.start(ctx.shutdown.clone()));
         #[cfg(not(feature = "redis"))]
@@ -198,6 +200,9 @@ impl Server {
         }
         sweeper.abort();
         sampler.abort();
+        if let Some(demo) = demo {
+            demo.abort();
+        }
         if let Some(task) = cluster {
             // Deregisters the node, so peers stop advising it at once.
             let _ = tokio::time::timeout(Duration::from_secs(2), task).await;

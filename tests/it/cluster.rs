@@ -27,6 +27,8 @@ close_timeout_ms = 1000
 [auth]
 admin_tokens = ["{ADMIN_TOKEN}"]
 api_keys = ["{API_KEY}"]
+[demo]
+enabled = false
 [broker.redis]
 url = "{url}"
 heartbeat_ms = {HEARTBEAT_MS}

@@ -20,6 +20,8 @@ mod cluster;
 mod cluster_topics;
 mod config_validation;
 mod connection_details;
+#[cfg(feature = "client")]
+mod demo;
 mod drain;
 mod health;
 mod http_errors;

@@ -104,6 +104,8 @@ pub fn test_config() -> Config {
     c.auth.api_keys = vec![API_KEY.into()];
     c.server.shutdown_grace_ms = 2000;
     c.session.close_timeout_ms = 1000;
+    // The demo publisher stays off unless a test is about it (its events would count).
+    c.demo.enabled = Some(false);
     c
 }
 

@@ -1,0 +1,72 @@
+//! The built-in demo publisher: in development mode it publishes a simulated fleet's
+//! telemetry, each stream only while it has subscribers; its events topic is `reliable`; only
+//! the hub publishes on the demo topics; outside development mode it cannot be turned on.
+
+use crate::common::*;
+use fanhub::client::{Client, ClientError, ClientOptions, Event, From};
+use fanhub::hub::{DeliveryPolicy, TopicName};
+use fanhub::protocol::ErrorCode;
+
+fn demo_config() -> fanhub::config::Config {
+    let mut c = test_config();
+    c.demo.enabled = Some(true);
+    c.demo.vehicles = 2;
+    c.demo.rate_hz = 50;
+    c
+}
+
+#[tokio::test]
+async fn a_watched_stream_gets_live_samples_and_an_unwatched_one_is_not_published() {
+    let hub = spawn_hub(demo_config()).await;
+    let client = Client::connect(ClientOptions::new([hub.ws_url()]).with_token(hub.token("viewer"))).await.unwrap();
+    let mut speed = client.subscribe("demo/vehicle/1/speed", From::Live).await.unwrap();
+    let mut offsets = Vec::new();
+    while offsets.len() < 20 {
+        match tokio::time::timeout(TIMEOUT, speed.next()).await.expect("demo samples").unwrap() {
+            Event::Message(m) => {
+                assert!(m.is_json());
+                let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+                let kmh = v["kmh"].as_f64().unwrap_or_else(|| panic!("{v}"));
+                assert!((60.0..=330.0).contains(&kmh), "{v}");
+                assert!(v["t_us"].as_u64().unwrap() > 0);
+                offsets.push(m.offset);
+            }
+            Event::Gap(g) => panic!("{g:?}"),
+        }
+    }
+    assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1), "{offsets:?}");
+    // Twenty ticks went by: the streams nobody watches were not published at all.
+    for stream in ["demo/vehicle/2/speed", "demo/vehicle/1/rpm", "demo/vehicle/2/gps"] {
+        assert!(hub.manager.topic_info(&TopicName::new(stream).unwrap()).is_none(), "{stream} was published");
+    }
+    let events = TopicName::new("demo/vehicle/1/events").unwrap();
+    assert!(matches!(hub.manager.delivery_policy(&events), DeliveryPolicy::Reliable { .. }));
+    // Only the hub publishes there.
+    match client.publish("demo/vehicle/1/speed", "{\"kmh\": 999}").await {
+        Err(ClientError::Refused { code: ErrorCode::PermissionDenied, .. }) => {}
+        other => panic!("expected permission_denied, got {other:?}"),
+    }
+    client.close().await;
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_demo_runs_in_development_mode_only() {
+    // Unset: on in development mode, off with a real key.
+    let mut dev = test_config();
+    dev.demo.enabled = None;
+    assert!(dev.demo_enabled());
+    assert!(dev.hub().topics.declare.iter().any(|d| d.pattern.starts_with("demo/")));
+    let mut prod = test_config();
+    prod.demo.enabled = None;
+    prod.auth.hs256_secret = Some("a-real-secret-of-enough-length-for-hs256".into());
+    assert!(!prod.demo_enabled());
+    assert!(!prod.hub().topics.declare.iter().any(|d| d.pattern.starts_with("demo/")));
+    // Asked for outside development mode: a clear configuration error.
+    prod.demo.enabled = Some(true);
+    let problems = prod.validate().unwrap_err();
+    assert!(problems.iter().any(|p| p.key == "demo.enabled"), "{problems:?}");
+    let mut bad = test_config();
+    bad.demo.rate_hz = 0;
+    assert!(bad.validate().unwrap_err().iter().any(|p| p.key == "demo.rate_hz"));
+}
