@@ -67,17 +67,20 @@ pub struct DemoConfig {
     pub vehicles: u32,
     /// Samples per second of each stream.
     pub rate_hz: u32,
+    /// Frames per second of the synthetic video on `demo/video/cam1` (0: none).
+    pub video_fps: u32,
 }
 
 impl Default for DemoConfig {
     fn default() -> Self {
-        Self { enabled: None, vehicles: 3, rate_hz: 20 }
+        Self { enabled: None, vehicles: 3, rate_hz: 20, video_fps: 30 }
     }
 }
 
 /// The demo publisher's topics, declared ahead of the configured ones when it runs: each
 /// vehicle's events `reliable` with a history, its telemetry streams best-effort with a history
-/// of 2000 samples (a client that reconnects resumes without a hole). Only the hub publishes on
+/// of 2000 samples (a client that reconnects resumes without a hole), the video best-effort
+/// with 8-frame queues and no history (late frames are useless). Only the hub publishes on
 /// them.
 pub fn demo_declarations() -> Vec<crate::hub::TopicDecl> {
     let decl = |v: serde_json::Value| serde_json::from_value(v).expect("a valid demo declaration");
@@ -86,6 +89,12 @@ pub fn demo_declarations() -> Vec<crate::hub::TopicDecl> {
             "pattern": "demo/vehicle/*/events", "policy": {"kind": "reliable"},
             "history": {"max_messages": 1000}, "publishers": [],
             "description": "demo: a simulated vehicle's events (lap, alarm)"
+        })),
+        decl(serde_json::json!({
+            "pattern": "demo/video/>",
+            "policy": {"kind": "best_effort", "queue_messages": 8, "queue_bytes": 8_388_608, "overflow": "drop_oldest"},
+            "history": {"max_messages": 0}, "publishers": [],
+            "description": "demo: synthetic video, one JPEG per message"
         })),
         decl(serde_json::json!({
             "pattern": "demo/vehicle/>", "policy": {"kind": "best_effort"},
@@ -458,6 +467,7 @@ impl Config {
         range("webrtc.drivers", self.webrtc.drivers as u64, 0, 256);
         range("demo.vehicles", self.demo.vehicles.into(), 1, 50);
         range("demo.rate_hz", self.demo.rate_hz.into(), 1, 200);
+        range("demo.video_fps", self.demo.video_fps.into(), 0, 60);
         range("broker.redis.history_ttl_secs", self.broker.redis.history_ttl_secs, 1, 365 * 86_400);
         range("broker.redis.heartbeat_ms", self.broker.redis.heartbeat_ms, 100, 60_000);
         range("admin.stats_interval_ms", self.admin.stats_interval_ms, 100, 60_000);

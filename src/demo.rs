@@ -2,8 +2,10 @@
 //! fleet of simulated vehicles lapping a circuit, each stream its own topic —
 //! `demo/vehicle/{id}/{speed,rpm,engine_temp,brake_temp,suspension,gps}` (best-effort JSON
 //! samples at `demo.rate_hz`) and `demo/vehicle/{id}/events` (`reliable`: laps and alarms).
-//! A stream is published only while it has subscribers, so an unwatched demo costs a timer
-//! tick and a map lookup per stream. [`Fleet`] is the simulation, sans-IO: time is passed in.
+//! and synthetic video on [`VIDEO_TOPIC`] (a moving test pattern with the frame number and the
+//! send time drawn in, one JPEG per message). A stream is published only while it has
+//! subscribers, so an unwatched demo costs a timer tick and a map lookup per stream. [`Fleet`]
+//! and [`TestPattern`] are the simulation, sans-IO: time is passed in.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +16,13 @@ use crate::config::DemoConfig;
 use crate::hub::TopicName;
 use crate::protocol::frame::FLAG_JSON;
 use crate::transport::HubContext;
+
+/// The video topic.
+pub const VIDEO_TOPIC: &str = "demo/video/cam1";
+/// Video frame size.
+pub const VIDEO_SIZE: (u16, u16) = (640, 360);
+/// JPEG quality of the video frames.
+const JPEG_QUALITY: u8 = 80;
 
 /// The telemetry streams of each vehicle.
 pub const STREAMS: [&str; 6] = ["speed", "rpm", "engine_temp", "brake_temp", "suspension", "gps"];
@@ -149,13 +158,128 @@ impl Fleet {
     }
 }
 
+/// A moving test pattern: colour bars scrolling sideways, a box circling, and a banner with the
+/// frame number and the send time.
+#[derive(Debug, Clone)]
+pub struct TestPattern {
+    width: usize,
+    height: usize,
+    rgb: Vec<u8>,
+}
+
+/// The seven colour bars.
+const BARS: [[u8; 3]; 7] =
+    [[192, 192, 192], [192, 192, 0], [0, 192, 192], [0, 192, 0], [192, 0, 192], [192, 0, 0], [0, 0, 192]];
+
+impl TestPattern {
+    /// A pattern of `width` × `height` pixels.
+    pub fn new(width: u16, height: u16) -> Self {
+        let (width, height) = (usize::from(width), usize::from(height));
+        Self { width, height, rgb: vec![0; width * height * 3] }
+    }
+
+    /// Frame `n`, sent at `now_us`, as RGB pixels.
+    pub fn render(&mut self, n: u64, now_us: u64) -> &[u8] {
+        let (w, h) = (self.width, self.height);
+        let shift = (n as usize * 4) % w;
+        for y in 0..h {
+            for x in 0..w {
+                let bar = BARS[((x + shift) % w) * BARS.len() / w];
+                self.rgb[(y * w + x) * 3..][..3].copy_from_slice(&bar);
+            }
+        }
+        // A box circling once every 4 s (at 30 fps).
+        let angle = n as f64 / 120.0 * std::f64::consts::TAU;
+        let (cx, cy) = (w as f64 / 2.0 + angle.cos() * w as f64 / 4.0, h as f64 / 2.0 + angle.sin() * h as f64 / 4.0);
+        self.fill(cx as usize - 24, cy as usize - 24, 48, 48, [255, 255, 255]);
+        self.fill(0, h - 40, w, 40, [0, 0, 0]);
+        let text = format!("FRAME {n:08}  T {now_us}");
+        self.text(&text, 12, h - 32, 3, [255, 255, 255]);
+        &self.rgb
+    }
+
+    fn fill(&mut self, x0: usize, y0: usize, fw: usize, fh: usize, c: [u8; 3]) {
+        for y in y0.min(self.height)..(y0 + fh).min(self.height) {
+            for x in x0.min(self.width)..(x0 + fw).min(self.width) {
+                self.rgb[(y * self.width + x) * 3..][..3].copy_from_slice(&c);
+            }
+        }
+    }
+
+    /// Draws ASCII `text` with the 8×8 font, each font pixel `scale` pixels wide.
+    fn text(&mut self, text: &str, x0: usize, y0: usize, scale: usize, c: [u8; 3]) {
+        for (i, ch) in text.bytes().enumerate() {
+            let glyph = font8x8::legacy::BASIC_LEGACY[usize::from(ch & 0x7f)];
+            for (row, bits) in glyph.iter().enumerate() {
+                for col in 0..8 {
+                    if bits >> col & 1 == 1 {
+                        self.fill(x0 + (i * 8 + col) * scale, y0 + row * scale, scale, scale, c);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Frame `n` as a JPEG.
+    pub fn jpeg(&mut self, n: u64, now_us: u64) -> Vec<u8> {
+        let (w, h) = (self.width as u16, self.height as u16);
+        let rgb = self.render(n, now_us);
+        let mut out = Vec::with_capacity(64 * 1024);
+        jpeg_encoder::Encoder::new(&mut out, JPEG_QUALITY)
+            .encode(rgb, w, h, jpeg_encoder::ColorType::Rgb)
+            .expect("a whole RGB frame encodes");
+        out
+    }
+}
+
 fn round(x: f64, digits: i32) -> f64 {
     let m = 10f64.powi(digits);
     (x * m).round() / m
 }
 
+/// Whether `topic` has subscribers on this node.
+fn watched(ctx: &HubContext, topic: &TopicName) -> bool {
+    ctx.manager.topic_info(topic).is_some_and(|t| t.subscribers > 0)
+}
+
+/// Publishes the video while it is watched, until the server shuts down.
+async fn video(ctx: Arc<HubContext>, fps: u32) {
+    let topic = TopicName::new(VIDEO_TOPIC).expect("a valid topic");
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(fps)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut pattern = Some(TestPattern::new(VIDEO_SIZE.0, VIDEO_SIZE.1));
+    let mut shutdown = ctx.shutdown.clone();
+    for n in 0u64.. {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if !watched(&ctx, &topic) {
+            continue;
+        }
+        // A few ms of CPU per frame: off the async workers.
+        let now_us = ctx.clock.now().unix_us as u64;
+        let mut p = pattern.take().expect("returned after every frame");
+        let Ok((p, frame)) = tokio::task::spawn_blocking(move || {
+            let frame = p.jpeg(n, now_us);
+            (p, frame)
+        })
+        .await
+        else {
+            return;
+        };
+        pattern = Some(p);
+        if let Err(e) = crate::transport::publish::publish(&ctx, &topic, &frame, 0).await {
+            tracing::debug!(%e, "demo video publish failed");
+        }
+    }
+}
+
 /// Runs the demo publisher until the server shuts down.
 pub async fn run(ctx: Arc<HubContext>, cfg: DemoConfig) {
+    if cfg.video_fps > 0 {
+        tokio::spawn(video(ctx.clone(), cfg.video_fps));
+    }
     let dt = 1.0 / f64::from(cfg.rate_hz);
     let mut fleet = Fleet::new(cfg.vehicles, ctx.clock.now().unix_us as u64);
     let mut tick = tokio::time::interval(Duration::from_secs_f64(dt));
@@ -175,8 +299,7 @@ pub async fn run(ctx: Arc<HubContext>, cfg: DemoConfig) {
         for (name, sample) in fleet.step(dt, now_us) {
             let Ok(topic) = TopicName::new(&name) else { continue };
             // Events always (rare; kept for late subscribers); streams only while watched.
-            let watched = ctx.manager.topic_info(&topic).is_some_and(|t| t.subscribers > 0);
-            if !name.ends_with("/events") && !watched {
+            if !name.ends_with("/events") && !watched(&ctx, &topic) {
                 continue;
             }
             let payload = sample.to_string();
@@ -224,6 +347,23 @@ mod tests {
         assert!(laps[1..].iter().all(|&s| (50.0..=110.0).contains(&s)), "{laps:?}");
         let gps = all.iter().find(|(t, _)| t == "demo/vehicle/2/gps").unwrap();
         assert!((gps.1["lat"].as_f64().unwrap() - CENTRE.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn video_frames_are_jpegs_of_tens_of_kib_that_change_from_frame_to_frame() {
+        let mut p = TestPattern::new(VIDEO_SIZE.0, VIDEO_SIZE.1);
+        let a = p.jpeg(1, 1_000_000);
+        let b = p.jpeg(2, 1_033_333);
+        for f in [&a, &b] {
+            assert_eq!(&f[..2], [0xFF, 0xD8], "JPEG start of image");
+            assert_eq!(&f[f.len() - 2..], [0xFF, 0xD9], "JPEG end of image");
+            assert!((8 * 1024..200 * 1024).contains(&f.len()), "{} bytes", f.len());
+        }
+        assert_ne!(a, b);
+        // The banner carries the frame number: white pixels where "FRAME 00000001" is drawn.
+        let rgb = p.render(1, 1).to_vec();
+        let lit = rgb.chunks(3).filter(|px| px == &[255, 255, 255]).count();
+        assert!(lit > 48 * 48, "the box and the text: {lit} white pixels");
     }
 
     #[test]

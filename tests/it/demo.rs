@@ -1,9 +1,11 @@
 //! The built-in demo publisher: in development mode it publishes a simulated fleet's
-//! telemetry, each stream only while it has subscribers; its events topic is `reliable`; only
-//! the hub publishes on the demo topics; outside development mode it cannot be turned on.
+//! telemetry, each stream only while it has subscribers, and synthetic video (JPEG frames,
+//! received whole over WebRTC data channels and over the WebSocket); its events topic is
+//! `reliable`; only the hub publishes on the demo topics; outside development mode it cannot
+//! be turned on.
 
 use crate::common::*;
-use fanhub::client::{Client, ClientError, ClientOptions, Event, From};
+use fanhub::client::{Client, ClientError, ClientOptions, Event, From, Transport};
 use fanhub::hub::{DeliveryPolicy, TopicName};
 use fanhub::protocol::ErrorCode;
 
@@ -12,6 +14,7 @@ fn demo_config() -> fanhub::config::Config {
     c.demo.enabled = Some(true);
     c.demo.vehicles = 2;
     c.demo.rate_hz = 50;
+    c.demo.video_fps = 30;
     c
 }
 
@@ -47,6 +50,35 @@ async fn a_watched_stream_gets_live_samples_and_an_unwatched_one_is_not_publishe
         other => panic!("expected permission_denied, got {other:?}"),
     }
     client.close().await;
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn video_frames_arrive_whole_as_jpegs_over_webrtc_and_over_the_websocket() {
+    let hub = spawn_hub(demo_config()).await;
+    for transport in [Transport::WebRtc, Transport::WebSocket] {
+        let mut o = ClientOptions::new([hub.ws_url()]).with_token(hub.token("viewer"));
+        o.transport = transport;
+        let client = Client::connect(o).await.unwrap();
+        let mut video = client.subscribe("demo/video/cam1", From::Live).await.unwrap();
+        let mut frames = 0;
+        let mut last = 0;
+        while frames < 10 {
+            match tokio::time::timeout(TIMEOUT, video.next()).await.expect("video frames").unwrap() {
+                Event::Message(m) => {
+                    let f = &m.payload;
+                    assert!(f.starts_with(&[0xFF, 0xD8]) && f.ends_with(&[0xFF, 0xD9]), "{transport:?}: a whole JPEG");
+                    assert!(f.len() > 16 * 1024, "{transport:?}: {} bytes (chunked over WebRTC)", f.len());
+                    assert!(m.offset > last);
+                    last = m.offset;
+                    frames += 1;
+                }
+                // Best effort: a frame may be skipped, never split.
+                Event::Gap(g) => assert_eq!(g.reason, fanhub::client::GapReason::Skipped),
+            }
+        }
+        client.close().await;
+    }
     hub.shutdown().await;
 }
 
