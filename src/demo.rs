@@ -277,9 +277,16 @@ async fn video(ctx: Arc<HubContext>, fps: u32) {
 
 /// Runs the demo publisher until the server shuts down.
 pub async fn run(ctx: Arc<HubContext>, cfg: DemoConfig) {
-    if cfg.video_fps > 0 {
-        tokio::spawn(video(ctx.clone(), cfg.video_fps));
-    }
+    let video = async {
+        if cfg.video_fps > 0 {
+            video(ctx.clone(), cfg.video_fps).await;
+        }
+    };
+    tokio::join!(telemetry(ctx.clone(), &cfg), video);
+}
+
+/// Publishes the fleet's streams while watched (events always), until the server shuts down.
+async fn telemetry(ctx: Arc<HubContext>, cfg: &DemoConfig) {
     let dt = 1.0 / f64::from(cfg.rate_hz);
     let mut fleet = Fleet::new(cfg.vehicles, ctx.clock.now().unix_us as u64);
     let mut tick = tokio::time::interval(Duration::from_secs_f64(dt));

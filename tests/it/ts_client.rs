@@ -21,18 +21,7 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Runs `node <args…>` from the crate root; panics with its output unless it exits 0.
 async fn node(what: &str, args: &[&str]) {
-    let child = node_command(args);
-    let out = tokio::time::timeout(SCRIPT_TIMEOUT, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("{what} still running after {SCRIPT_TIMEOUT:?}"))
-        .expect("wait for node");
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}); web-demo/ci-setup.sh installs and builds the client\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        out.status
-    );
-    println!("{what}:\n{stdout}{stderr}");
+    node_ok(what, node_command(args), SCRIPT_TIMEOUT, "web-demo/ci-setup.sh installs the client's tools").await;
 }
 
 /// `rel/>` is `reliable`: a subscriber that resumes gets everything it missed.

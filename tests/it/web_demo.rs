@@ -17,18 +17,7 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Runs `node web-demo/tests/<script> <args…>` from the crate root; panics with its output
 /// unless it exits 0.
 async fn node(script: &str, args: &[&str]) {
-    let child = node_script(script, args);
-    let out = tokio::time::timeout(SCRIPT_TIMEOUT, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("{script} still running after {SCRIPT_TIMEOUT:?}"))
-        .expect("wait for node");
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(
-        out.status.success(),
-        "{script} failed ({}); web-demo/ci-setup.sh installs what it needs\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        out.status
-    );
-    println!("{script}:\n{stdout}{stderr}");
+    node_ok(script, node_script(script, args), SCRIPT_TIMEOUT, "web-demo/ci-setup.sh installs what it needs").await;
 }
 
 #[tokio::test]

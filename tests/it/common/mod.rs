@@ -633,6 +633,18 @@ pub fn node_script(script: &str, args: &[&str]) -> tokio::process::Child {
     node_command(&all)
 }
 
+/// Waits for a `node` child (from [`node_command`] or [`node_script`]) up to `limit`; panics with
+/// its output unless it exits 0 (`hint` says what installs its needs), else prints the output.
+pub async fn node_ok(what: &str, child: tokio::process::Child, limit: Duration, hint: &str) {
+    let out = tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{what} still running after {limit:?}"))
+        .expect("wait for node");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{what} failed ({}); {hint}\n--- stdout\n{stdout}\n--- stderr\n{stderr}", out.status);
+    println!("{what}:\n{stdout}{stderr}");
+}
+
 /// Runs `node {args…}` from the crate root (piped stdout and stderr, killed when dropped).
 pub fn node_command(args: &[&str]) -> tokio::process::Child {
     tokio::process::Command::new("node")
