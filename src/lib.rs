@@ -14,6 +14,8 @@
 //! - [`metrics`]: Prometheus metric names, the per-server recorder and the scrape.
 //! - [`http`]: what the public and admin listeners share (state, the error shape, health, publish).
 //! - [`admin`]: the admin HTTP API (connections, topics, policies, stats, drain, OpenAPI).
+//! - [`web`]: the pages and assets both listeners serve, compiled in (demo pages, dashboard).
+//! - [`demo`]: the built-in demo publisher (development mode).
 //! - [`server`]: listeners, the public router, background tasks and graceful shutdown: [`run`].
 //! - `client` (cargo feature `client`): the Rust client; it uses `protocol` only
 //!   (`client → protocol`), like any outside client.
@@ -35,5 +37,6 @@ pub mod protocol;
 pub mod server;
 pub mod session;
 pub mod transport;
+pub mod web;
 
 pub use server::{run, Listeners, Server};

@@ -2,7 +2,8 @@
 # What the browser tests (tests/it/web_demo.rs) and the TypeScript client's tests
 # (tests/it/ts_client.rs) need, each installed only when missing, so running this again is cheap:
 # Debian's Chromium at /usr/bin/chromium (the tests never let Playwright download a browser),
-# playwright-core exactly as pinned in package-lock.json, and the client package's dev tools.
+# playwright-core and uPlot exactly as pinned in package-lock.json (uPlot is vendored into
+# assets/vendor, which a test keeps equal to the installed copy), and the client package's dev tools.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -20,7 +21,7 @@ if ! command -v npm >/dev/null; then
   echo "web-demo: node and npm are needed (Node.js >= 20)" >&2
   exit 1
 fi
-if [ ! -d node_modules/playwright-core ]; then
+if [ ! -d node_modules/playwright-core ] || [ ! -d node_modules/uplot ]; then
   echo "web-demo: npm ci"
   PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
 fi

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use axum::extract::{FromRef, Request, State};
 use axum::http::{header, HeaderMap, Method, Uri};
 use axum::middleware::Next;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -145,10 +145,12 @@ fn routes_and_openapi(state: &AdminState) -> (Router<AdminState>, utoipa::openap
 pub fn admin_router(state: AdminState) -> Router {
     let (router, api, mut open) = routes_and_openapi(&state);
     open.extend(["/v1/openapi.json".to_owned(), "/dashboard".to_owned()]);
+    open.extend(crate::web::asset_paths());
     let api = Arc::new(api);
     let routed = router
         .route("/v1/openapi.json", axum::routing::get(move || async move { Json((*api).clone()) }))
-        .route("/dashboard", axum::routing::get(|| async { Html(include_str!("../../web-demo/dashboard.html")) }))
+        .route("/dashboard", axum::routing::get(|| async { crate::web::page(crate::web::DASHBOARD) }))
+        .route("/assets/{file}", axum::routing::get(crate::web::asset))
         .fallback(|method: Method, uri: Uri| async move { crate::http::no_route(&method, &uri) })
         .method_not_allowed_fallback(|method: Method, uri: Uri| async move { crate::http::wrong_method(&method, &uri) })
         .with_state(state.clone());

@@ -9,15 +9,6 @@ use fanhub::client::{Client, ClientError, ClientOptions, Event, From, Transport}
 use fanhub::hub::{DeliveryPolicy, TopicName};
 use fanhub::protocol::ErrorCode;
 
-fn demo_config() -> fanhub::config::Config {
-    let mut c = test_config();
-    c.demo.enabled = Some(true);
-    c.demo.vehicles = 2;
-    c.demo.rate_hz = 50;
-    c.demo.video_fps = 30;
-    c
-}
-
 #[tokio::test]
 async fn a_watched_stream_gets_live_samples_and_an_unwatched_one_is_not_published() {
     let hub = spawn_hub(demo_config()).await;

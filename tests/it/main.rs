@@ -43,9 +43,12 @@ mod tidy;
 mod token_expiry;
 mod ts_client;
 mod version_negotiation;
+mod web_dashboard;
 mod web_demo;
 #[cfg(feature = "webrtc")]
 mod web_rtc_browser;
+#[cfg(feature = "webrtc")]
+mod web_video;
 #[cfg(all(feature = "webrtc", feature = "client-webrtc"))]
 mod webrtc;
 #[cfg(feature = "webrtc")]

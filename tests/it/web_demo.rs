@@ -1,44 +1,67 @@
-//! The web demo page and the operator dashboard in headless Debian Chromium (playwright-core,
-//! never a downloaded browser), against a real hub on ephemeral loopback ports.
+//! The public demo pages in headless Debian Chromium (playwright-core, never a downloaded
+//! browser), against a real hub on ephemeral loopback ports: the telemetry page (`/`) and the
+//! protocol console (`/console`). `web-demo/ci-setup.sh` installs Chromium and playwright-core.
 //!
-//! The demo page gets a development token, connects, subscribes, publishes through its form and
+//! The console gets a development token, connects, subscribes, publishes through its form and
 //! shows the messages; it shows a binary payload as hex, and after a maintenance drain it
-//! reconnects and resumes after the last offset it received. The dashboard streams live stats,
-//! lists the connections and kicks one. `web-demo/ci-setup.sh` installs Chromium and
-//! playwright-core.
-
-use std::time::Duration;
+//! reconnects and resumes after the last offset it received.
 
 use crate::common::*;
 
-/// Longer than the scripts' own 30 s guard: they report their failure themselves.
-const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Runs `node web-demo/tests/<script> <args…>` from the crate root; panics with its output
-/// unless it exits 0.
-async fn node(script: &str, args: &[&str]) {
-    node_ok(script, node_script(script, args), SCRIPT_TIMEOUT, "web-demo/ci-setup.sh installs what it needs").await;
-}
-
 #[tokio::test]
-async fn demo_page_subscribes_publishes_and_receives_in_chromium() {
+async fn console_subscribes_publishes_and_receives_in_chromium() {
     let hub = spawn_hub(test_config()).await;
     let public = format!("http://{}", hub.addr);
     let admin = format!("http://{}", hub.admin);
-    node("demo.mjs", &[&public, &admin, ADMIN_TOKEN]).await;
+    browser_script("console.mjs", &[&public, &admin, ADMIN_TOKEN]).await;
     hub.shutdown().await;
 }
 
+/// Every page and asset is served, without a token on the admin listener too (the dashboard
+/// loads the same assets), and the vendored chart library is the npm package pinned in
+/// `web-demo/package-lock.json`, byte for byte.
 #[tokio::test]
-async fn dashboard_shows_live_connections_in_chromium() {
+async fn pages_and_assets_are_served_and_the_vendored_chart_library_is_the_pinned_package() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("web-demo");
+    for (vendored, installed) in [
+        ("uPlot.iife.min.js", "dist/uPlot.iife.min.js"),
+        ("uPlot.min.css", "dist/uPlot.min.css"),
+        ("LICENSE", "LICENSE"),
+    ] {
+        let installed = std::fs::read(root.join("node_modules/uplot").join(installed))
+            .unwrap_or_else(|e| panic!("uplot {installed} ({e}): run web-demo/ci-setup.sh"));
+        assert!(
+            std::fs::read(root.join("assets/vendor/uplot").join(vendored)).unwrap() == installed,
+            "web-demo/assets/vendor/uplot/{vendored} differs from the pinned npm package: copy it again"
+        );
+    }
     let hub = spawn_hub(test_config()).await;
-    let mut watched = hub.connect("dashboard-watcher").await;
-    watched.subscribe("dashboard/watched").await;
-    let mut kicked = hub.connect("kick-me").await;
-    node("dashboard.mjs", &[&format!("http://{}", hub.admin), ADMIN_TOKEN, "kick-me"]).await;
-    let closed = kicked.expect_close().await;
-    assert_eq!(closed.code, Some(4005), "kicked from the dashboard: {closed:?}");
-    assert!(closed.messages.iter().any(|m| m["type"] == "bye" && m["reason"] == "kicked"), "{closed:?}");
-    watched.assert_alive().await;
+    for (path, file, kind) in [
+        ("/assets/site.css", "assets/site.css", "text/css; charset=utf-8"),
+        ("/assets/site.js", "assets/site.js", "text/javascript; charset=utf-8"),
+        ("/assets/uplot.js", "assets/vendor/uplot/uPlot.iife.min.js", "text/javascript; charset=utf-8"),
+        ("/assets/uplot.css", "assets/vendor/uplot/uPlot.min.css", "text/css; charset=utf-8"),
+    ] {
+        for addr in [hub.addr, hub.admin] {
+            let r = http(addr, "GET", path, &[], "").await;
+            assert_eq!(r.status, 200, "{path} on {addr}: {}", r.body);
+            assert_eq!(r.header("content-type"), Some(kind), "{path}");
+            assert_eq!(r.body.as_bytes(), std::fs::read(root.join(file)).unwrap(), "{path}");
+        }
+    }
+    for (path, file) in
+        [("/", "telemetry.html"), ("/video", "video.html"), ("/console", "console.html"), ("/rtc", "rtc.html")]
+    {
+        let r = http(hub.addr, "GET", path, &[], "").await;
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.header("cache-control"), Some("no-cache"), "{path}");
+        assert_eq!(r.body.as_bytes(), std::fs::read(root.join(file)).unwrap(), "{path}");
+    }
+    let r = http(hub.admin, "GET", "/dashboard", &[], "").await;
+    assert_eq!((r.status, r.body.as_bytes()), (200, std::fs::read(root.join("dashboard.html")).unwrap().as_slice()));
+    // Only the listed files: nothing else under /assets, and the admin API still needs its token.
+    assert_eq!(http(hub.addr, "GET", "/assets/..%2FCargo.toml", &[], "").await.status, 404);
+    assert_eq!(http(hub.admin, "GET", "/assets/nope.js", &[], "").await.status, 401);
+    assert_eq!(http(hub.admin, "GET", "/v1/admin/stats", &[], "").await.status, 401);
     hub.shutdown().await;
 }

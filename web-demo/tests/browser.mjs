@@ -45,3 +45,12 @@ export async function call(method, url, token, body) {
   if (!r.ok) throw new Error(`${method} ${url}: ${r.status} ${text}`);
   return text ? JSON.parse(text) : null;
 }
+
+// Saves a screenshot of the page as target/screenshots/<name>.png (under the crate root, where
+// the tests run the scripts) and returns its path.
+export async function shot(page, name) {
+  const path = `target/screenshots/${name}.png`;
+  await page.screenshot({ path });
+  console.log(`screenshot: ${path}`);
+  return path;
+}

@@ -633,6 +633,24 @@ pub fn node_script(script: &str, args: &[&str]) -> tokio::process::Child {
     node_command(&all)
 }
 
+/// Runs the headless-Chromium driver `web-demo/tests/{script} {args…}` and panics with its
+/// output unless it exits 0. The limit is longer than the scripts' own 30 s guard: they report
+/// their failure themselves.
+pub async fn browser_script(script: &str, args: &[&str]) {
+    let hint = "web-demo/ci-setup.sh installs Chromium and playwright-core";
+    node_ok(script, node_script(script, args), Duration::from_secs(60), hint).await;
+}
+
+/// A configuration with the demo publisher on (two vehicles at 50 Hz, video at 30 fps).
+pub fn demo_config() -> Config {
+    let mut c = test_config();
+    c.demo.enabled = Some(true);
+    c.demo.vehicles = 2;
+    c.demo.rate_hz = 50;
+    c.demo.video_fps = 30;
+    c
+}
+
 /// Waits for a `node` child (from [`node_command`] or [`node_script`]) up to `limit`; panics with
 /// its output unless it exits 0 (`hint` says what installs its needs), else prints the output.
 pub async fn node_ok(what: &str, child: tokio::process::Child, limit: Duration, hint: &str) {

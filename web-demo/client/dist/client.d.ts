@@ -21,6 +21,31 @@ export interface MessageEvent {
 export type { GapEvent };
 export type SubscriptionEvent = MessageEvent | GapEvent;
 /**
+ * The hub's answer to a subscribe (§4.2), once per connection: the first subscribe and every
+ * resume after a reconnect (`resumed`). `replayed` messages from history follow it, then live.
+ */
+export interface SubscribedEvent {
+    type: "subscribed";
+    topic: string;
+    epoch: number;
+    /** The first offset delivered on this connection. */
+    offset: Offset;
+    /** The topic's next offset when the hub answered (replayed messages are those before it). */
+    head: Offset;
+    /** How many retained messages the hub replays before the live stream. */
+    replayed: number;
+    /** `false`: history the subscription asked for was gone (a `gap` event says which). */
+    recovered: boolean;
+    /** A resume on a new connection, not the subscription's first answer. */
+    resumed: boolean;
+}
+/** One client-initiated time sync (§4.6): the round trip and the server's clock minus ours, µs. */
+export interface TimeSync {
+    rttUs: number;
+    /** Server clock − client clock (`Date.now()`), µs: server time ≈ `Date.now() * 1000 + offsetUs`. */
+    offsetUs: number;
+}
+/**
  * What the connection is doing. `disconnected` is every end of a connection or of an attempt
  * (`reason` says why, e.g. a keep-alive timeout); `circuit` and `failed_over` come from the
  * endpoints' breakers.
@@ -33,6 +58,7 @@ export type StatusEvent = {
     url: string;
     connId: number;
     nodeId: string;
+    transport: string;
 } | {
     state: "disconnected";
     url: string;
@@ -99,6 +125,7 @@ declare class Emitter<M extends Record<string, unknown>> {
 export declare class Subscription extends Emitter<{
     message: MessageEvent;
     gap: GapEvent;
+    subscribed: SubscribedEvent;
     error: FanhubError;
 }> {
     readonly topic: string;
@@ -108,6 +135,7 @@ export declare class Subscription extends Emitter<{
     private ended;
     /** Buffer for the iterator only once one exists: a callback-only subscriber must not grow a queue. */
     private iterating;
+    private answers;
     private readyResolve;
     private readyReject;
     /** Resolves at the first `subscribed` answer; rejects when the hub refuses the subscription. */
@@ -121,7 +149,9 @@ export declare class Subscription extends Emitter<{
     };
     /** @internal */ subscribed(a: {
         epoch: number;
-        offset: number;
+        offset: Offset;
+        head?: Offset;
+        replayed?: number;
         recovered: boolean;
     }): void;
     /** @internal */ record(r: DataRecord): void;
@@ -179,6 +209,20 @@ export declare class Client extends Emitter<{
     /** Runs `f` after every earlier held publish, and not before `throttledUntil`. */
     private inTurn;
     private publishOnce;
+    /**
+     * Measures the round trip to the hub and the hub's clock offset (§4.6, client-initiated), e.g.
+     * to turn a message's `publishTimeUs` (the hub's clock) into an end-to-end latency. One sample:
+     * callers that want a steady estimate keep the sample with the smallest round trip of several.
+     *
+     * @throws {FanhubError} `disconnected`, `timeout`, `closed`.
+     */
+    timeSync(): Promise<TimeSync>;
+    /**
+     * Drops the current connection at once, as a network failure would: requests in flight fail
+     * `disconnected`, then the client reconnects (with backoff) and resumes every subscription
+     * after its last delivered offset. For failover drills and demos; a no-op while disconnected.
+     */
+    reconnect(reason?: string): void;
     /** Closes for good: no reconnect, pending requests rejected, subscriptions ended. */
     close(): void;
     private shutdown;

@@ -49,6 +49,7 @@ export class Subscription extends Emitter {
     ended = false;
     /** Buffer for the iterator only once one exists: a callback-only subscriber must not grow a queue. */
     iterating = false;
+    answers = 0;
     readyResolve;
     readyReject;
     /** Resolves at the first `subscribed` answer; rejects when the hub refuses the subscription. */
@@ -70,6 +71,17 @@ export class Subscription extends Emitter {
         return { offset: this.tracker.lastDelivered, epoch: this.tracker.currentEpoch };
     }
     /** @internal */ subscribed(a) {
+        const resumed = this.answers++ > 0;
+        this.emit("subscribed", {
+            type: "subscribed",
+            topic: this.topic,
+            epoch: a.epoch,
+            offset: a.offset,
+            head: a.head ?? a.offset,
+            replayed: a.replayed ?? 0,
+            recovered: a.recovered,
+            resumed,
+        });
         const gap = this.tracker.onSubscribed(a);
         if (gap)
             this.push("gap", gap);
@@ -248,6 +260,39 @@ export class Client extends Emitter {
             a = await this.request({ op: "publish", topic, data });
         }
         return { offset: a.offset, epoch: a.epoch };
+    }
+    /**
+     * Measures the round trip to the hub and the hub's clock offset (§4.6, client-initiated), e.g.
+     * to turn a message's `publishTimeUs` (the hub's clock) into an end-to-end latency. One sample:
+     * callers that want a steady estimate keep the sample with the smallest round trip of several.
+     *
+     * @throws {FanhubError} `disconnected`, `timeout`, `closed`.
+     */
+    async timeSync() {
+        const t1 = this.o.wallClockUs();
+        const a = await this.request({ op: "time_sync", t1 });
+        const t4 = this.o.wallClockUs();
+        const t2 = Number(a.t2);
+        const t3 = Number(a.t3);
+        return { rttUs: t4 - t1 - (t3 - t2), offsetUs: (t2 - t1 + (t3 - t4)) / 2 };
+    }
+    /**
+     * Drops the current connection at once, as a network failure would: requests in flight fail
+     * `disconnected`, then the client reconnects (with backoff) and resumes every subscription
+     * after its last delivered offset. For failover drills and demos; a no-op while disconnected.
+     */
+    reconnect(reason = "dropped by the application") {
+        const ws = this.ws;
+        if (!ws || this.closed)
+            return;
+        ws.onclose = ws.onmessage = ws.onerror = ws.onopen = null;
+        try {
+            ws.close(4000, "dropped");
+        }
+        catch {
+            /* already closing */
+        }
+        this.onSocketClosed(4000, reason);
     }
     /** Closes for good: no reconnect, pending requests rejected, subscriptions ended. */
     close() {
@@ -524,7 +569,13 @@ export class Client extends Emitter {
                     this.keepAlive = new KeepAlive(this.o.keepaliveIntervalMs, this.o.keepaliveTimeoutMs, this.o.now());
                     this.armKeepAlive(ws);
                 }
-                this.emit("status", { state: "connected", url, connId: m.conn_id, nodeId: m.node_id });
+                this.emit("status", {
+                    state: "connected",
+                    url,
+                    connId: m.conn_id,
+                    nodeId: m.node_id,
+                    transport: this.o.transport.name,
+                });
                 for (const s of this.subs.values())
                     this.sendSubscribe(s);
                 for (const p of this.pending.values())
@@ -591,7 +642,7 @@ export class Client extends Emitter {
                 void this.refreshToken();
                 return;
             case "time_sync_request": {
-                const t = Date.now() * 1000;
+                const t = this.o.wallClockUs();
                 this.ws?.send(JSON.stringify({ op: "time_sync_reply", seq: m.seq, t1: m.t1, t2: t, t3: t }));
                 return;
             }

@@ -1,5 +1,5 @@
 export { connect, Client, Subscription, httpBase } from "./client.js";
-export type { MessageEvent, GapEvent, SubscriptionEvent, StatusEvent, PublishResult, PublishOptions, SubscribeOptions, Health } from "./client.js";
+export type { MessageEvent, GapEvent, SubscriptionEvent, SubscribedEvent, TimeSync, StatusEvent, PublishResult, PublishOptions, SubscribeOptions, Health } from "./client.js";
 export { FanhubError } from "./errors.js";
 export type { FanhubErrorCode, ClientErrorCode } from "./errors.js";
 export type { ConnectOptions, WebSocketConstructor, WebSocketLike, FetchLike, FetchResponseLike, Transport } from "./options.js";

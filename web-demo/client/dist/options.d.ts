@@ -76,6 +76,8 @@ export interface ConnectOptions {
     random?: () => number;
     /** Monotonic clock in ms for breakers and keep-alive; default `performance.now`. For tests. */
     now?: () => number;
+    /** Wall clock in µs since the UNIX epoch, for time sync; default `Date.now() * 1000`. For tests. */
+    wallClockUs?: () => number;
 }
 export interface ResolvedOptions {
     endpoints: string[];
@@ -92,6 +94,7 @@ export interface ResolvedOptions {
     fetch: FetchLike | undefined;
     random: () => number;
     now: () => number;
+    wallClockUs: () => number;
 }
 /**
  * Checks `o` and fills in the defaults.

@@ -92,6 +92,8 @@ export function resolveOptions(o) {
         throw bad("random", "expected a function");
     if (o.now !== undefined && typeof o.now !== "function")
         throw bad("now", "expected a function");
+    if (o.wallClockUs !== undefined && typeof o.wallClockUs !== "function")
+        throw bad("wallClockUs", "expected a function");
     if (o.fetch !== undefined && typeof o.fetch !== "function")
         throw bad("fetch", "expected a function");
     const globalFetch = globalThis.fetch;
@@ -110,5 +112,6 @@ export function resolveOptions(o) {
         fetch: o.fetch ?? (globalFetch ? globalFetch.bind(globalThis) : undefined),
         random: o.random ?? Math.random,
         now: o.now ?? (() => performance.now()),
+        wallClockUs: o.wallClockUs ?? (() => Date.now() * 1000),
     };
 }

@@ -30,13 +30,40 @@ export type { GapEvent };
 export type SubscriptionEvent = MessageEvent | GapEvent;
 
 /**
+ * The hub's answer to a subscribe (§4.2), once per connection: the first subscribe and every
+ * resume after a reconnect (`resumed`). `replayed` messages from history follow it, then live.
+ */
+export interface SubscribedEvent {
+  type: "subscribed";
+  topic: string;
+  epoch: number;
+  /** The first offset delivered on this connection. */
+  offset: Offset;
+  /** The topic's next offset when the hub answered (replayed messages are those before it). */
+  head: Offset;
+  /** How many retained messages the hub replays before the live stream. */
+  replayed: number;
+  /** `false`: history the subscription asked for was gone (a `gap` event says which). */
+  recovered: boolean;
+  /** A resume on a new connection, not the subscription's first answer. */
+  resumed: boolean;
+}
+
+/** One client-initiated time sync (§4.6): the round trip and the server's clock minus ours, µs. */
+export interface TimeSync {
+  rttUs: number;
+  /** Server clock − client clock (`Date.now()`), µs: server time ≈ `Date.now() * 1000 + offsetUs`. */
+  offsetUs: number;
+}
+
+/**
  * What the connection is doing. `disconnected` is every end of a connection or of an attempt
  * (`reason` says why, e.g. a keep-alive timeout); `circuit` and `failed_over` come from the
  * endpoints' breakers.
  */
 export type StatusEvent =
   | { state: "connecting"; url: string }
-  | { state: "connected"; url: string; connId: number; nodeId: string }
+  | { state: "connected"; url: string; connId: number; nodeId: string; transport: string }
   | { state: "disconnected"; url: string; code: number; reason: string }
   | { state: "reconnecting"; attempt: number; delayMs: number }
   | { state: "bye"; reason: string; code: number; reconnect: string[] }
@@ -126,7 +153,7 @@ class Emitter<M extends Record<string, unknown>> {
  * (messages and gaps in order, buffered from the moment iteration starts). Survives reconnects;
  * ends at `unsubscribe` or `close`.
  */
-export class Subscription extends Emitter<{ message: MessageEvent; gap: GapEvent; error: FanhubError }> {
+export class Subscription extends Emitter<{ message: MessageEvent; gap: GapEvent; subscribed: SubscribedEvent; error: FanhubError }> {
   readonly topic: string;
   /** @internal */ readonly tracker: TopicTracker;
   private queue: SubscriptionEvent[] = [];
@@ -134,6 +161,7 @@ export class Subscription extends Emitter<{ message: MessageEvent; gap: GapEvent
   private ended = false;
   /** Buffer for the iterator only once one exists: a callback-only subscriber must not grow a queue. */
   private iterating = false;
+  private answers = 0;
   private readyResolve!: (v: void) => void;
   private readyReject!: (e: FanhubError) => void;
   /** Resolves at the first `subscribed` answer; rejects when the hub refuses the subscription. */
@@ -157,7 +185,18 @@ export class Subscription extends Emitter<{ message: MessageEvent; gap: GapEvent
     return { offset: this.tracker.lastDelivered, epoch: this.tracker.currentEpoch };
   }
 
-  /** @internal */ subscribed(a: { epoch: number; offset: number; recovered: boolean }): void {
+  /** @internal */ subscribed(a: { epoch: number; offset: Offset; head?: Offset; replayed?: number; recovered: boolean }): void {
+    const resumed = this.answers++ > 0;
+    this.emit("subscribed", {
+      type: "subscribed",
+      topic: this.topic,
+      epoch: a.epoch,
+      offset: a.offset,
+      head: a.head ?? a.offset,
+      replayed: a.replayed ?? 0,
+      recovered: a.recovered,
+      resumed,
+    });
     const gap = this.tracker.onSubscribed(a);
     if (gap) this.push("gap", gap);
     this.readyResolve();
@@ -330,6 +369,39 @@ export class Client extends Emitter<{ status: StatusEvent; error: FanhubError }>
       a = await this.request({ op: "publish", topic, data });
     }
     return { offset: a.offset as Offset, epoch: a.epoch as number };
+  }
+
+  /**
+   * Measures the round trip to the hub and the hub's clock offset (§4.6, client-initiated), e.g.
+   * to turn a message's `publishTimeUs` (the hub's clock) into an end-to-end latency. One sample:
+   * callers that want a steady estimate keep the sample with the smallest round trip of several.
+   *
+   * @throws {FanhubError} `disconnected`, `timeout`, `closed`.
+   */
+  async timeSync(): Promise<TimeSync> {
+    const t1 = this.o.wallClockUs();
+    const a = await this.request({ op: "time_sync", t1 });
+    const t4 = this.o.wallClockUs();
+    const t2 = Number(a.t2);
+    const t3 = Number(a.t3);
+    return { rttUs: t4 - t1 - (t3 - t2), offsetUs: (t2 - t1 + (t3 - t4)) / 2 };
+  }
+
+  /**
+   * Drops the current connection at once, as a network failure would: requests in flight fail
+   * `disconnected`, then the client reconnects (with backoff) and resumes every subscription
+   * after its last delivered offset. For failover drills and demos; a no-op while disconnected.
+   */
+  reconnect(reason = "dropped by the application"): void {
+    const ws = this.ws;
+    if (!ws || this.closed) return;
+    ws.onclose = ws.onmessage = ws.onerror = ws.onopen = null;
+    try {
+      ws.close(4000, "dropped");
+    } catch {
+      /* already closing */
+    }
+    this.onSocketClosed(4000, reason);
   }
 
   /** Closes for good: no reconnect, pending requests rejected, subscriptions ended. */
@@ -587,7 +659,13 @@ export class Client extends Emitter<{ status: StatusEvent; error: FanhubError }>
           this.keepAlive = new KeepAlive(this.o.keepaliveIntervalMs, this.o.keepaliveTimeoutMs, this.o.now());
           this.armKeepAlive(ws);
         }
-        this.emit("status", { state: "connected", url, connId: m.conn_id as number, nodeId: m.node_id as string });
+        this.emit("status", {
+          state: "connected",
+          url,
+          connId: m.conn_id as number,
+          nodeId: m.node_id as string,
+          transport: this.o.transport.name,
+        });
         for (const s of this.subs.values()) this.sendSubscribe(s);
         for (const p of this.pending.values()) if (!p.sent) this.sendPending(p);
         return;
@@ -595,7 +673,7 @@ export class Client extends Emitter<{ status: StatusEvent; error: FanhubError }>
       case "subscribed": {
         const topic = id !== undefined ? this.subscribeIds.get(id) : undefined;
         if (id !== undefined) this.subscribeIds.delete(id);
-        if (topic !== undefined) this.subs.get(topic)?.subscribed(m as unknown as { epoch: number; offset: number; recovered: boolean });
+        if (topic !== undefined) this.subs.get(topic)?.subscribed(m as unknown as { epoch: number; offset: Offset; head?: Offset; replayed?: number; recovered: boolean });
         return;
       }
       case "error": {
@@ -647,7 +725,7 @@ export class Client extends Emitter<{ status: StatusEvent; error: FanhubError }>
         void this.refreshToken();
         return;
       case "time_sync_request": {
-        const t = Date.now() * 1000;
+        const t = this.o.wallClockUs();
         this.ws?.send(JSON.stringify({ op: "time_sync_reply", seq: m.seq, t1: m.t1, t2: t, t3: t }));
         return;
       }

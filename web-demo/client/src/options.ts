@@ -77,6 +77,8 @@ export interface ConnectOptions {
   random?: () => number;
   /** Monotonic clock in ms for breakers and keep-alive; default `performance.now`. For tests. */
   now?: () => number;
+  /** Wall clock in µs since the UNIX epoch, for time sync; default `Date.now() * 1000`. For tests. */
+  wallClockUs?: () => number;
 }
 
 export interface ResolvedOptions {
@@ -94,6 +96,7 @@ export interface ResolvedOptions {
   fetch: FetchLike | undefined;
   random: () => number;
   now: () => number;
+  wallClockUs: () => number;
 }
 
 function bad(field: string, why: string): FanhubError {
@@ -181,6 +184,7 @@ export function resolveOptions(o: ConnectOptions): ResolvedOptions {
   const transport: Transport = t ?? { name: "websocket", open: (url) => new ws!(url, "fanhub.v1") };
   if (o.random !== undefined && typeof o.random !== "function") throw bad("random", "expected a function");
   if (o.now !== undefined && typeof o.now !== "function") throw bad("now", "expected a function");
+  if (o.wallClockUs !== undefined && typeof o.wallClockUs !== "function") throw bad("wallClockUs", "expected a function");
   if (o.fetch !== undefined && typeof o.fetch !== "function") throw bad("fetch", "expected a function");
   const globalFetch = (globalThis as { fetch?: FetchLike }).fetch;
   return {
@@ -198,5 +202,6 @@ export function resolveOptions(o: ConnectOptions): ResolvedOptions {
     fetch: o.fetch ?? (globalFetch ? globalFetch.bind(globalThis) : undefined),
     random: o.random ?? Math.random,
     now: o.now ?? (() => performance.now()),
+    wallClockUs: o.wallClockUs ?? (() => Date.now() * 1000),
   };
 }

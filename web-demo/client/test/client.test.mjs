@@ -458,3 +458,71 @@ test("health() of an unreachable or unhealthy hub is healthy: false with the rea
   assert.match(h2.error, /503/);
   c2.close();
 });
+
+test("every subscribe answer is a subscribed event; those after a reconnect are resumes with the replayed count", async () => {
+  const { c } = client();
+  const ws1 = await nthSocket(1);
+  ws1.welcome();
+  const sub = c.subscribe("a/b");
+  const answers = [];
+  sub.on("subscribed", (a) => answers.push(a));
+  const s1 = ws1.ops("subscribe")[0];
+  ws1.push({ type: "subscribed", id: s1.id, topic: "a/b", epoch: 5, offset: 3, head: 3, replayed: 0, recovered: true });
+  ws1.pushBinary(record("a/b", 3, 5, '{"n":3}'));
+  c.reconnect();
+  assert.equal(ws1.closedByClient, 4000, "the socket is closed at once");
+  const ws2 = await nthSocket(2);
+  ws2.welcome();
+  const s2 = ws2.ops("subscribe")[0];
+  assert.deepEqual([s2.offset, s2.epoch], [4, 5], "resumes after the last delivered offset");
+  ws2.push({ type: "subscribed", id: s2.id, topic: "a/b", epoch: 5, offset: 4, head: 9, replayed: 5, recovered: true });
+  assert.deepEqual(answers, [
+    { type: "subscribed", topic: "a/b", epoch: 5, offset: 3, head: 3, replayed: 0, recovered: true, resumed: false },
+    { type: "subscribed", topic: "a/b", epoch: 5, offset: 4, head: 9, replayed: 5, recovered: true, resumed: true },
+  ]);
+  c.close();
+});
+
+test("reconnect() is not a failure: no circuit counts it, and a reconnect while disconnected does nothing", async () => {
+  const { c, statuses } = client();
+  const ws1 = await nthSocket(1);
+  ws1.welcome();
+  c.reconnect("cut");
+  c.reconnect("again"); // no socket now: nothing happens
+  const ws2 = await nthSocket(2);
+  assert.equal(ws2.url, "ws://a/ws");
+  ws2.welcome();
+  const kinds = statuses.map((s) => s.state);
+  assert.deepEqual(kinds.filter((k) => k === "disconnected").length, 1);
+  assert.deepEqual(statuses.find((s) => s.state === "disconnected").reason, "cut");
+  assert.ok(!kinds.includes("circuit") && !kinds.includes("failed_over"), kinds.join(","));
+  assert.equal(statuses.filter((s) => s.state === "connected").at(-1).transport, "websocket");
+  c.close();
+});
+
+test("timeSync() sends t1 and computes the round trip and the server's clock offset from the answer", async () => {
+  let wall = 1_000_000;
+  const { c } = client({ wallClockUs: () => wall });
+  const ws1 = await nthSocket(1);
+  ws1.welcome();
+  const p = c.timeSync();
+  await tick();
+  const req = ws1.ops("time_sync")[0];
+  assert.equal(req.t1, 1_000_000);
+  // Server clock 5 000 µs ahead; 300 µs each way; 100 µs in the server.
+  wall = 1_000_700;
+  ws1.push({ type: "time_sync", id: req.id, t1: req.t1, t2: 1_005_300, t3: 1_005_400 });
+  assert.deepEqual(await p, { rttUs: 600, offsetUs: 5_000 });
+  c.close();
+});
+
+test("timeSync() while the connection drops fails disconnected", async () => {
+  const { c } = client();
+  const ws1 = await nthSocket(1);
+  ws1.welcome();
+  const p = c.timeSync();
+  await tick();
+  ws1.drop(1006);
+  await assert.rejects(p, (e) => e instanceof FanhubError && e.code === "disconnected");
+  c.close();
+});

@@ -1,6 +1,6 @@
-// node web-demo/tests/demo.mjs <public_base_url> [<admin_base_url> <admin_token>]
+// node web-demo/tests/console.mjs <public_base_url> [<admin_base_url> <admin_token>]
 //
-// The demo page gets a development token, connects, subscribes to demo/test, publishes three
+// The console (/console) gets a development token, connects, subscribes to demo/test, publishes three
 // messages through its form and shows them with increasing offsets and the right text.
 // With the admin listener and token it also checks a binary payload's hex preview and that the
 // page reconnects after a maintenance drain and resumes its subscription after the last offset
@@ -9,7 +9,7 @@ import { withPage, check, call } from "./browser.mjs";
 
 const [base, adminBase, adminToken] = process.argv.slice(2);
 if (!base) {
-  console.error("usage: demo.mjs <public_base_url> [<admin_base_url> <admin_token>]");
+  console.error("usage: console.mjs <public_base_url> [<admin_base_url> <admin_token>]");
   process.exit(2);
 }
 const TOPIC = "demo/test";
@@ -25,7 +25,7 @@ async function waitForCount(page, n) {
 }
 
 await withPage(async (page) => {
-  await page.goto(`${base}/`);
+  await page.goto(`${base}/console`);
   await page.waitForFunction(() => document.getElementById("status").textContent === "connected");
 
   await page.fill("#topic", TOPIC);

@@ -1,0 +1,146 @@
+// Shared by the demo pages: the header, a development token, the hub's clock offset (for
+// end-to-end latency) and a messages-per-second meter. Pages import the client from
+// /client/index.js themselves.
+
+export const $ = (id) => document.getElementById(id);
+
+const PAGES = [
+  ["/", "Telemetry"],
+  ["/video", "Video"],
+  ["/console", "Console"],
+];
+
+/** Fills `<header class="site">`: the name, the page links, and a status span (`#status`). */
+export function header() {
+  const h = document.querySelector("header.site");
+  const brand = document.createElement("span");
+  brand.className = "brand";
+  brand.textContent = "fanhub";
+  const nav = document.createElement("nav");
+  for (const [href, label] of PAGES) {
+    const a = document.createElement("a");
+    a.href = href;
+    a.textContent = label;
+    if (href === location.pathname) a.setAttribute("aria-current", "page");
+    nav.append(a);
+  }
+  const status = document.createElement("span");
+  status.className = "status";
+  status.id = "status";
+  status.textContent = "starting…";
+  h.prepend(brand, nav);
+  h.append(status);
+}
+
+/** Shows the connection state in the header (`data-state` colours it). */
+export function setStatus(state, text = state) {
+  const s = $("status");
+  s.dataset.state = state;
+  s.textContent = text;
+}
+
+/** Shows a problem the user should read (empty text hides it). */
+export function notice(text) {
+  $("notice").textContent = text;
+}
+
+/** `ws://` or `wss://` URL of this hub's WebSocket endpoint. */
+export function wsUrl() {
+  return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
+}
+
+/**
+ * A development token (`POST /v1/dev/token`, development mode only) for `subject`, allowed to
+ * subscribe to `subscribe`. Throws an Error whose message says what to do when there is none.
+ */
+export async function devToken(subject, subscribe = ["demo/>"]) {
+  let r;
+  try {
+    r = await fetch("/v1/dev/token", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ subject, subscribe, publish: [], ttl_secs: 3600 }),
+    });
+  } catch (e) {
+    throw new Error(`cannot reach the hub: ${e.message}`);
+  }
+  let body = {};
+  try {
+    body = await r.json();
+  } catch {
+    /* not JSON */
+  }
+  if (r.status === 404 || r.status === 405) {
+    throw new Error("this hub hands out no development tokens (it is not in development mode): the demo pages need `fanhub serve` on its default configuration");
+  }
+  if (!r.ok) throw new Error(`development token: ${r.status} ${body.code || ""} ${body.message || ""}`.trim());
+  return body.token;
+}
+
+/**
+ * The hub's clock offset, from a time sync now and every `everyMs` while connected: the sample
+ * with the smallest round trip of the last eight (the least disturbed by queueing).
+ * `latencyMs(publishTimeUs)` turns a message's hub timestamp into its end-to-end latency.
+ */
+export class ClockSync {
+  constructor(client, everyMs = 5000) {
+    this.client = client;
+    this.samples = [];
+    this.offsetUs = undefined;
+    this.rttUs = undefined;
+    this.timer = setInterval(() => this.sync(), everyMs);
+    client.on("status", (s) => {
+      if (s.state === "connected") this.sync();
+    });
+  }
+
+  async sync() {
+    try {
+      const s = await this.client.timeSync();
+      this.samples.push(s);
+      if (this.samples.length > 8) this.samples.shift();
+      const best = this.samples.reduce((a, b) => (b.rttUs < a.rttUs ? b : a));
+      this.offsetUs = best.offsetUs;
+      this.rttUs = best.rttUs;
+    } catch {
+      /* disconnected: the next connection syncs again */
+    }
+  }
+
+  /** Milliseconds from the hub's `publishTimeUs` to now, on the hub's clock; undefined before the first sync. */
+  latencyMs(publishTimeUs) {
+    if (this.offsetUs === undefined) return undefined;
+    return (Date.now() * 1000 + this.offsetUs - publishTimeUs) / 1000;
+  }
+
+  stop() {
+    clearInterval(this.timer);
+  }
+}
+
+/** Messages per second over the last `windowMs`. */
+export class RateMeter {
+  constructor(windowMs = 2000) {
+    this.windowMs = windowMs;
+    this.times = [];
+  }
+  tick(now = performance.now()) {
+    this.times.push(now);
+    this.trim(now);
+  }
+  rate(now = performance.now()) {
+    this.trim(now);
+    return (this.times.length * 1000) / this.windowMs;
+  }
+  trim(now) {
+    const from = now - this.windowMs;
+    let i = 0;
+    while (i < this.times.length && this.times[i] < from) i++;
+    if (i) this.times.splice(0, i);
+  }
+}
+
+/** `12.3` for a number, `–` for none. */
+export function fixed(v, digits = 1) {
+  return v === undefined || v === null || Number.isNaN(v) ? "–" : Number(v).toFixed(digits);
+}
