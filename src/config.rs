@@ -57,7 +57,7 @@ pub const SESSION_ALIASES: [&str; 5] =
     ["ping_interval_ms", "idle_timeout_ms", "auth_timeout_ms", "time_sync_interval_ms", "close_timeout_ms"];
 
 /// `[demo]`: the built-in demo publisher — a simulated fleet's telemetry on
-/// `demo/vehicle/{id}/{stream}`, published only while a stream has subscribers.
+/// `demo/vehicle/{id}/{stream}`, published only while a stream has subscribers (and 30 s after).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DemoConfig {

@@ -4,15 +4,19 @@
 //! samples at `demo.rate_hz`) and `demo/vehicle/{id}/events` (`reliable`: laps and alarms).
 //! and synthetic video on [`VIDEO_TOPIC`] (a moving test pattern with the frame number and the
 //! send time drawn in, one JPEG per message). A stream is published only while it has
-//! subscribers, so an unwatched demo costs a timer tick and a map lookup per stream. [`Fleet`]
+//! subscribers and for [`LINGER_US`] after (so a viewer that drops and resumes misses nothing),
+//! so an unwatched demo costs a timer tick and a map lookup per stream. [`Fleet`]
 //! and [`TestPattern`] are the simulation, sans-IO: time is passed in.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::State;
+use axum::Json;
 use serde_json::{json, Value};
 
 use crate::config::DemoConfig;
+use crate::http::AppState;
 use crate::hub::TopicName;
 use crate::protocol::frame::FLAG_JSON;
 use crate::transport::HubContext;
@@ -237,6 +241,40 @@ fn round(x: f64, digits: i32) -> f64 {
     (x * m).round() / m
 }
 
+/// How long a stream goes on being published after its last subscriber left, µs: a viewer whose
+/// connection drops and comes back within this finds what it missed in the stream's history.
+pub const LINGER_US: u64 = 30_000_000;
+
+/// Which streams to publish: those watched now or within the last [`LINGER_US`]. Sans-IO.
+#[derive(Debug, Default)]
+pub struct Linger {
+    /// Stream → when it was last seen watched, µs.
+    last_watched: std::collections::HashMap<String, u64>,
+}
+
+impl Linger {
+    /// Whether to publish `stream` at `now_us`, given whether it has subscribers now.
+    pub fn publish(&mut self, stream: &str, watched: bool, now_us: u64) -> bool {
+        if watched {
+            match self.last_watched.get_mut(stream) {
+                Some(t) => *t = now_us,
+                None => {
+                    self.last_watched.insert(stream.to_owned(), now_us);
+                }
+            }
+            return true;
+        }
+        match self.last_watched.get(stream) {
+            Some(&t) if now_us.saturating_sub(t) < LINGER_US => true,
+            Some(_) => {
+                self.last_watched.remove(stream);
+                false
+            }
+            None => false,
+        }
+    }
+}
+
 /// Whether `topic` has subscribers on this node.
 fn watched(ctx: &HubContext, topic: &TopicName) -> bool {
     ctx.manager.topic_info(topic).is_some_and(|t| t.subscribers > 0)
@@ -275,6 +313,43 @@ async fn video(ctx: Arc<HubContext>, fps: u32) {
     }
 }
 
+/// What the demo publishes, for the demo pages (`GET /v1/demo`, served while the demo runs).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct DemoInfo {
+    /// Vehicle ids, `1..=demo.vehicles`.
+    pub vehicles: Vec<u32>,
+    /// Each vehicle's telemetry streams: topic `demo/vehicle/{id}/{stream}`, best-effort JSON.
+    pub streams: Vec<&'static str>,
+    /// Samples per second of each stream.
+    pub rate_hz: u32,
+    /// A vehicle's events (laps, alarms), `reliable`: `demo/vehicle/{id}/events`.
+    pub events: &'static str,
+    /// The video topic (absent when `demo.video_fps` is 0).
+    pub video_topic: Option<&'static str>,
+    /// Video frames per second.
+    pub video_fps: u32,
+    /// Video frame size, pixels.
+    pub video_width: u16,
+    /// Video frame height, pixels.
+    pub video_height: u16,
+}
+
+/// The demo publisher's topics and rates (served only while it runs: development mode).
+#[utoipa::path(get, path = "/v1/demo", responses((status = 200, body = DemoInfo)))]
+pub async fn describe(State(s): State<AppState>) -> Json<DemoInfo> {
+    let cfg = &s.ctx.config.demo;
+    Json(DemoInfo {
+        vehicles: (1..=cfg.vehicles).collect(),
+        streams: STREAMS.to_vec(),
+        rate_hz: cfg.rate_hz,
+        events: "events",
+        video_topic: (cfg.video_fps > 0).then_some(VIDEO_TOPIC),
+        video_fps: cfg.video_fps,
+        video_width: VIDEO_SIZE.0,
+        video_height: VIDEO_SIZE.1,
+    })
+}
+
 /// Runs the demo publisher until the server shuts down.
 pub async fn run(ctx: Arc<HubContext>, cfg: DemoConfig) {
     let video = async {
@@ -292,6 +367,7 @@ async fn telemetry(ctx: Arc<HubContext>, cfg: &DemoConfig) {
     let mut tick = tokio::time::interval(Duration::from_secs_f64(dt));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut shutdown = ctx.shutdown.clone();
+    let mut linger = Linger::default();
     tracing::info!(
         vehicles = cfg.vehicles,
         rate_hz = cfg.rate_hz,
@@ -305,8 +381,9 @@ async fn telemetry(ctx: Arc<HubContext>, cfg: &DemoConfig) {
         let now_us = ctx.clock.now().unix_us as u64;
         for (name, sample) in fleet.step(dt, now_us) {
             let Ok(topic) = TopicName::new(&name) else { continue };
-            // Events always (rare; kept for late subscribers); streams only while watched.
-            if !name.ends_with("/events") && !watched(&ctx, &topic) {
+            // Events always (rare; kept for late subscribers); streams while watched, and for
+            // a while after.
+            if !name.ends_with("/events") && !linger.publish(&name, watched(&ctx, &topic), now_us) {
                 continue;
             }
             let payload = sample.to_string();
@@ -371,6 +448,19 @@ mod tests {
         let rgb = p.render(1, 1).to_vec();
         let lit = rgb.chunks(3).filter(|px| px == &[255, 255, 255]).count();
         assert!(lit > 48 * 48, "the box and the text: {lit} white pixels");
+    }
+
+    #[test]
+    fn a_stream_is_published_while_watched_and_for_the_linger_time_after() {
+        let mut l = Linger::default();
+        assert!(!l.publish("a", false, 0), "never watched");
+        assert!(l.publish("a", true, 1_000));
+        assert!(l.publish("a", false, 1_000 + LINGER_US - 1), "within the linger time");
+        assert!(!l.publish("a", false, 1_000 + LINGER_US), "linger time over");
+        assert!(!l.publish("a", false, 2_000 + LINGER_US), "and forgotten");
+        assert!(l.last_watched.is_empty());
+        assert!(l.publish("a", true, 5 * LINGER_US));
+        assert!(!l.publish("b", false, 5 * LINGER_US), "per stream");
     }
 
     #[test]

@@ -326,7 +326,8 @@ struct PublicApiDoc;
 
 /// The public router and its OpenAPI document, built from the same handler list: `/ws`,
 /// `/healthz`, `/readyz`, `POST /v1/sessions`, `POST /v1/publish`, WebRTC signaling (feature
-/// `webrtc`), `POST /v1/dev/token` (development mode only). The document leaves out the demo
+/// `webrtc`), `POST /v1/dev/token` (development mode only), `GET /v1/demo` (while the demo
+/// publisher runs). The document leaves out the demo
 /// pages and itself.
 pub fn public_router_and_openapi(state: AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     // `/ws` answers every method: a request that is not a GET upgrade gets the documented 400
@@ -344,6 +345,9 @@ pub fn public_router_and_openapi(state: AppState) -> (Router<AppState>, utoipa::
     }
     if state.ctx.sessions.is_dev() {
         r = r.routes(routes!(dev_token));
+    }
+    if state.ctx.config.demo_enabled() {
+        r = r.routes(routes!(crate::demo::describe));
     }
     r.split_for_parts()
 }

@@ -65,3 +65,10 @@ async fn pages_and_assets_are_served_and_the_vendored_chart_library_is_the_pinne
     assert_eq!(http(hub.admin, "GET", "/v1/admin/stats", &[], "").await.status, 401);
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn telemetry_page_charts_live_streams_and_resumes_after_a_cut_in_chromium() {
+    let hub = spawn_hub(demo_config()).await;
+    browser_script("telemetry.mjs", &[&format!("http://{}", hub.addr)]).await;
+    hub.shutdown().await;
+}

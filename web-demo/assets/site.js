@@ -78,39 +78,50 @@ export async function devToken(subject, subscribe = ["demo/>"]) {
 }
 
 /**
- * The hub's clock offset, from a time sync now and every `everyMs` while connected: the sample
- * with the smallest round trip of the last eight (the least disturbed by queueing).
+ * The hub's clock offset, from time syncs: a burst of `burst` right after connecting, then one
+ * every `everyMs`; the estimate is the sample with the smallest round trip of the last sixteen
+ * (the one least skewed by queueing on either side; its error is at most half its round trip).
  * `latencyMs(publishTimeUs)` turns a message's hub timestamp into its end-to-end latency.
+ * `wallClockUs` must be the clock the client was given (its `wallClockUs` option).
  */
 export class ClockSync {
-  constructor(client, everyMs = 5000) {
+  constructor(client, wallClockUs = () => Date.now() * 1000, { everyMs = 5000, burst = 5 } = {}) {
     this.client = client;
+    this.wallClockUs = wallClockUs;
+    this.burst = burst;
     this.samples = [];
     this.offsetUs = undefined;
     this.rttUs = undefined;
-    this.timer = setInterval(() => this.sync(), everyMs);
+    this.timer = setInterval(() => void this.sync(), everyMs);
     client.on("status", (s) => {
-      if (s.state === "connected") this.sync();
+      if (s.state === "connected") void this.syncBurst();
     });
   }
 
+  async syncBurst() {
+    for (let i = 0; i < this.burst; i++) if (!(await this.sync())) return;
+  }
+
+  /** One sample; false when the connection is gone (the next connection syncs again). */
   async sync() {
+    let s;
     try {
-      const s = await this.client.timeSync();
-      this.samples.push(s);
-      if (this.samples.length > 8) this.samples.shift();
-      const best = this.samples.reduce((a, b) => (b.rttUs < a.rttUs ? b : a));
-      this.offsetUs = best.offsetUs;
-      this.rttUs = best.rttUs;
+      s = await this.client.timeSync();
     } catch {
-      /* disconnected: the next connection syncs again */
+      return false;
     }
+    this.samples.push(s);
+    if (this.samples.length > 16) this.samples.shift();
+    const best = this.samples.reduce((a, b) => (b.rttUs < a.rttUs ? b : a));
+    this.offsetUs = best.offsetUs;
+    this.rttUs = best.rttUs;
+    return true;
   }
 
   /** Milliseconds from the hub's `publishTimeUs` to now, on the hub's clock; undefined before the first sync. */
   latencyMs(publishTimeUs) {
     if (this.offsetUs === undefined) return undefined;
-    return (Date.now() * 1000 + this.offsetUs - publishTimeUs) / 1000;
+    return (this.wallClockUs() + this.offsetUs - publishTimeUs) / 1000;
   }
 
   stop() {

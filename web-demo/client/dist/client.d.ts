@@ -192,6 +192,8 @@ export declare class Client extends Emitter<{
     private throttledUntil;
     /** The held publishes, chained: each starts after the previous one's answer. */
     private turns;
+    /** No reconnect before this time (`reconnect(…, awayMs)`), on the `now` clock. */
+    private awayUntil;
     /** @internal use {@link connect} */
     constructor(options: ConnectOptions);
     /** Subscribes `topic`; messages and gaps arrive on the returned subscription, across reconnects. */
@@ -220,9 +222,10 @@ export declare class Client extends Emitter<{
     /**
      * Drops the current connection at once, as a network failure would: requests in flight fail
      * `disconnected`, then the client reconnects (with backoff) and resumes every subscription
-     * after its last delivered offset. For failover drills and demos; a no-op while disconnected.
+     * after its last delivered offset, no sooner than `awayMs` from now. For failover drills and
+     * demos; a no-op while disconnected.
      */
-    reconnect(reason?: string): void;
+    reconnect(reason?: string, awayMs?: number): void;
     /** Closes for good: no reconnect, pending requests rejected, subscriptions ended. */
     close(): void;
     private shutdown;

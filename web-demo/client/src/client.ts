@@ -287,6 +287,8 @@ export class Client extends Emitter<{ status: StatusEvent; error: FanhubError }>
   private throttledUntil = 0;
   /** The held publishes, chained: each starts after the previous one's answer. */
   private turns: Promise<void> = Promise.resolve();
+  /** No reconnect before this time (`reconnect(…, awayMs)`), on the `now` clock. */
+  private awayUntil = 0;
 
   /** @internal use {@link connect} */
   constructor(options: ConnectOptions) {
@@ -390,11 +392,13 @@ export class Client extends Emitter<{ status: StatusEvent; error: FanhubError }>
   /**
    * Drops the current connection at once, as a network failure would: requests in flight fail
    * `disconnected`, then the client reconnects (with backoff) and resumes every subscription
-   * after its last delivered offset. For failover drills and demos; a no-op while disconnected.
+   * after its last delivered offset, no sooner than `awayMs` from now. For failover drills and
+   * demos; a no-op while disconnected.
    */
-  reconnect(reason = "dropped by the application"): void {
+  reconnect(reason = "dropped by the application", awayMs = 0): void {
     const ws = this.ws;
     if (!ws || this.closed) return;
+    this.awayUntil = this.o.now() + Math.max(0, awayMs);
     ws.onclose = ws.onmessage = ws.onerror = ws.onopen = null;
     try {
       ws.close(4000, "dropped");
@@ -799,7 +803,7 @@ export class Client extends Emitter<{ status: StatusEvent; error: FanhubError }>
   private scheduleReconnect(): void {
     if (this.closed) return;
     const attempt = this.attempt++;
-    const delayMs = backoffDelay(attempt, this.o.backoff, this.o.random);
+    const delayMs = Math.max(backoffDelay(attempt, this.o.backoff, this.o.random), Math.ceil(this.awayUntil - this.o.now()));
     this.emit("status", { state: "reconnecting", attempt, delayMs });
     this.reconnectTimer = setTimeout(() => void this.open(), delayMs);
   }

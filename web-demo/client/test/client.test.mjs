@@ -526,3 +526,13 @@ test("timeSync() while the connection drops fails disconnected", async () => {
   await assert.rejects(p, (e) => e instanceof FanhubError && e.code === "disconnected");
   c.close();
 });
+
+test("reconnect(reason, awayMs) stays away at least awayMs before the next attempt", async () => {
+  let now = 1000;
+  const { c, statuses } = client({ now: () => now });
+  const ws1 = await nthSocket(1);
+  ws1.welcome();
+  c.reconnect("cut", 2500);
+  assert.deepEqual(statuses.find((s) => s.state === "reconnecting"), { state: "reconnecting", attempt: 0, delayMs: 2500 });
+  c.close();
+});
