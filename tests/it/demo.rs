@@ -96,3 +96,22 @@ async fn the_demo_runs_in_development_mode_only() {
     bad.demo.rate_hz = 0;
     assert!(bad.validate().unwrap_err().iter().any(|p| p.key == "demo.rate_hz"));
 }
+
+#[tokio::test]
+async fn get_v1_demo_describes_the_running_demo_and_is_absent_without_it() {
+    let hub = spawn_hub(demo_config()).await;
+    let r = http(hub.addr, "GET", "/v1/demo", &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let d = r.json();
+    assert_eq!(d["vehicles"], serde_json::json!([1, 2]));
+    assert_eq!(d["streams"], serde_json::json!(["speed", "rpm", "engine_temp", "brake_temp", "suspension", "gps"]));
+    assert_eq!((d["rate_hz"].as_u64(), d["events"].as_str()), (Some(50), Some("events")));
+    assert_eq!((d["video_topic"].as_str(), d["video_fps"].as_u64()), (Some("demo/video/cam1"), Some(30)));
+    assert_eq!((d["video_width"].as_u64(), d["video_height"].as_u64()), (Some(640), Some(360)));
+    hub.shutdown().await;
+
+    let hub = spawn_hub(test_config()).await;
+    let r = http(hub.addr, "GET", "/v1/demo", &[], "").await;
+    assert_eq!((r.status, r.json()["code"].as_str()), (404, Some("not_found")));
+    hub.shutdown().await;
+}
