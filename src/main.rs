@@ -219,7 +219,7 @@ impl DevCredentials {
     /// The start-up banner: where to point a browser, and credentials to copy.
     fn banner(&self, public: SocketAddr, admin: SocketAddr, token: &str) -> String {
         let mut b = format!(
-            "\nfanhub (development mode)\n  demo:      http://{public}/\n  websocket: ws://{public}/ws (subprotocol fanhub.v1)\n  dev token (24 h, all topics): {token}\n  more tokens: fanhub token --sub NAME --subscribe 'video/*' --publish 'video/>'\n"
+            "\nfanhub (development mode)\n  demo:      http://{public}/ (telemetry), http://{public}/video, http://{public}/console\n  websocket: ws://{public}/ws (subprotocol fanhub.v1)\n  dev token (24 h, all topics): {token}\n  more tokens: fanhub token --sub NAME --subscribe 'video/*' --publish 'video/>'\n"
         );
         let body = r#"'{"subject":"alice","subscribe":["video/*"]}'"#;
         match &self.api_key {
@@ -233,7 +233,7 @@ impl DevCredentials {
         ));
         if let Some(t) = &self.admin_token {
             b.push_str(&format!(
-                "  admin API: http://{admin}/v1/admin/stats (Authorization: Bearer {t})\n  dashboard: http://{admin}/dashboard?token={t}\n  from a shell: fanhub stats --admin-token {t} --watch 1\n"
+                "  admin API: http://{admin}/v1/admin/stats (Authorization: Bearer {t})\n  dashboard: http://{admin}/dashboard#token={t}\n  from a shell: fanhub stats --admin-token {t} --watch 1\n"
             ));
         }
         b
