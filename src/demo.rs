@@ -198,7 +198,9 @@ impl TestPattern {
         self.fill(cx as usize - 24, cy as usize - 24, 48, 48, [255, 255, 255]);
         self.fill(0, h - 40, w, 40, [0, 0, 0]);
         let text = format!("FRAME {n:08}  T {now_us}");
-        self.text(&text, 12, h - 32, 3, [255, 255, 255]);
+        // As large as fits the width (8×8 glyphs), centred in the 40-pixel band.
+        let scale = ((w - 24) / (text.len() * 8)).clamp(1, 3);
+        self.text(&text, 12, h - 20 - 4 * scale, scale, [255, 255, 255]);
         &self.rgb
     }
 
