@@ -78,16 +78,25 @@ export async function devToken(subject, subscribe = ["demo/>"]) {
 }
 
 /**
+ * Microseconds since the UNIX epoch, finer than `Date.now()`'s milliseconds (over loopback a
+ * message's latency is about a millisecond). Give it to the client (`wallClockUs` option) and to
+ * {@link ClockSync} so time syncs and latencies use the same clock.
+ */
+export function wallClockUs() {
+  return (performance.timeOrigin + performance.now()) * 1000;
+}
+
+/**
  * The hub's clock offset, from time syncs: a burst of `burst` right after connecting, then one
  * every `everyMs`; the estimate is the sample with the smallest round trip of the last sixteen
  * (the one least skewed by queueing on either side; its error is at most half its round trip).
  * `latencyMs(publishTimeUs)` turns a message's hub timestamp into its end-to-end latency.
- * `wallClockUs` must be the clock the client was given (its `wallClockUs` option).
+ * `clock` must be the clock the client was given (its `wallClockUs` option).
  */
 export class ClockSync {
-  constructor(client, wallClockUs = () => Date.now() * 1000, { everyMs = 5000, burst = 5 } = {}) {
+  constructor(client, clock = wallClockUs, { everyMs = 5000, burst = 5 } = {}) {
     this.client = client;
-    this.wallClockUs = wallClockUs;
+    this.wallClockUs = clock;
     this.burst = burst;
     this.samples = [];
     this.offsetUs = undefined;

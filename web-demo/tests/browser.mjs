@@ -1,19 +1,29 @@
 // Shared by the browser tests: Debian's Chromium, headless — never a browser downloaded by
-// Playwright. Prints "ok" and exits 0, or prints the reason and exits 1 (also after 30 s).
+// Playwright. Prints "ok" and exits 0, or prints the reason and exits 1 (also when its guard, 30 s
+// unless the script gives another, runs out).
 import { chromium } from "playwright-core";
 
 const GUARD_MS = 30_000;
 
-export async function withPage(fn) {
+// Chromium flags for WebRTC on loopback (as in webrtc.mjs): real addresses in candidates, not
+// mDNS .local names, whose registration would multicast on the LAN.
+export const WEBRTC_LOOPBACK_ARGS = [
+  "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update",
+  "--disable-sync", "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
+];
+
+// Runs `fn(page, browser)` in a fresh headless Chromium; `args` are extra command-line flags,
+// `guardMs` how long it may take in all (below the 60 s the Rust tests wait for a script).
+export async function withPage(fn, { args = [], guardMs = GUARD_MS } = {}) {
   const guard = setTimeout(() => {
-    console.error(`FAILED: guard timeout, not done after ${GUARD_MS / 1000} s`);
+    console.error(`FAILED: guard timeout, not done after ${guardMs / 1000} s`);
     process.exit(1);
-  }, GUARD_MS);
+  }, guardMs);
   let browser;
   try {
     browser = await chromium.launch({
       executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-      args: ["--headless", "--no-sandbox", "--disable-gpu"],
+      args: ["--headless", "--no-sandbox", "--disable-gpu", ...args],
     });
     const page = await browser.newPage();
     page.setDefaultTimeout(15_000);

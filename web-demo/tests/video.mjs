@@ -13,8 +13,7 @@
 // time; with ?transport=webrtc it keeps trying WebRTC instead.
 //
 // Prints "ok" and exits 0, or prints the reason and what the page shows, and exits 1.
-import { chromium } from "playwright-core";
-import { check, shot } from "./browser.mjs";
+import { check, shot, withPage, WEBRTC_LOOPBACK_ARGS } from "./browser.mjs";
 
 const [base, part = "play"] = process.argv.slice(2);
 if (!base || !["play", "fallback"].includes(part)) {
@@ -33,34 +32,10 @@ const FRAMES_APART = 10;
 
 // ---- the browser ----
 
-// Debian's Chromium as in browser.mjs, plus WebRTC on loopback as in webrtc.mjs: real addresses
-// in the candidates, not mDNS .local names (whose registration would multicast on the LAN). The
-// page keeps only loopback candidates in its offer to a hub on loopback.
-async function withBrowser(fn) {
-  const guard = setTimeout(() => {
-    console.error(`FAILED: guard timeout, not done after ${GUARD_MS / 1000} s`);
-    process.exit(1);
-  }, GUARD_MS);
-  let browser;
-  try {
-    browser = await chromium.launch({
-      executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-      args: [
-        "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-        "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
-      ],
-    });
-    await fn(browser);
-    console.log("ok");
-  } catch (e) {
-    console.error(`FAILED: ${e.stack || e}`);
-    process.exitCode = 1;
-  } finally {
-    clearTimeout(guard);
-    if (browser) await browser.close().catch(() => {});
-  }
-  process.exit(process.exitCode ?? 0);
-}
+// Debian's Chromium (browser.mjs) with WebRTC on loopback: real addresses in the candidates,
+// not mDNS .local names. The page keeps only loopback candidates in its offer to a hub on
+// loopback. The scripts open pages of their own (`newPage`).
+const withBrowser = (fn) => withPage((_page, browser) => fn(browser), { args: WEBRTC_LOOPBACK_ARGS, guardMs: GUARD_MS });
 
 async function newPage(browser, name) {
   const page = await browser.newPage();
