@@ -22,8 +22,10 @@ impl std::fmt::Display for ConnId {
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
     /// WebSocket (`/ws`).
+    #[serde(rename = "websocket")]
     WebSocket,
     /// WebRTC data channel.
+    #[serde(rename = "webrtc")]
     WebRtc,
     /// Raw TCP streaming protocol.
     Tcp,
@@ -32,7 +34,7 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    /// Name used in stats, metrics and the admin API.
+    /// Name used in stats, metrics and the admin API (and its serialized form).
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::WebSocket => "websocket",

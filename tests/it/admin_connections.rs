@@ -95,6 +95,7 @@ async fn connection_details_show_subscriptions_offsets_details_and_time_sync() {
     let conn = &d["connection"];
     assert_eq!(conn["id"], id);
     assert_eq!(conn["subject"], "dave");
+    assert_eq!(conn["protocol"], "websocket", "the same name as in the list");
     assert_eq!(conn["details"]["data_source"], "cam");
     assert_eq!(conn["details"]["session_key"], "s1");
     let subs = conn["subscriptions"].as_array().unwrap();

@@ -3,7 +3,7 @@
 //! ports. `web-demo/ci-setup.sh` installs Chromium and playwright-core.
 //!
 //! One hub: the dashboard takes its token from the URL fragment or the query (and refuses a
-//! wrong one), lists a browser page's own WebSocket connection and kicks it (the page connects
+//! wrong one), lists the telemetry page's own WebSocket connection and kicks it (the page connects
 //! again and shows up anew), kicks a test client, changes a topic's delivery policy through its
 //! row (the API agrees), and charts the live stats. A two-node cluster: the nodes card lists both.
 
@@ -18,9 +18,10 @@ const WATCHED: &str = "dashboard/watched";
 const POLICY_TOPIC: &str = "dashboard/policy@test";
 const POLICY_PATH: &str = "/v1/admin/topics/dashboard%2Fpolicy%40test/policy";
 
-/// Stats every 250 ms: the charts get points quickly.
+/// The demo publisher on (the telemetry page is the browser connection the dashboard lists and
+/// kicks); stats every 250 ms: the charts get points quickly.
 fn dashboard_config() -> fanhub::config::Config {
-    let mut c = test_config();
+    let mut c = demo_config();
     c.admin.stats_interval_ms = 250;
     c
 }
