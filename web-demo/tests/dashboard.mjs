@@ -195,6 +195,8 @@ async function checkCharts(page) {
 async function screenshot(page, name) {
   const height = await page.evaluate(() => document.documentElement.scrollHeight);
   await page.setViewportSize({ width: 1440, height: Math.min(height, 2400) });
+  // Tables scrolled sideways by a click show from their first column.
+  await page.evaluate(() => document.querySelectorAll("*").forEach((e) => { if (e.scrollLeft) e.scrollLeft = 0; }));
   await page.evaluate(() => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve))));
   await shot(page, name);
 }
