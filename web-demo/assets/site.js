@@ -1,6 +1,6 @@
-// Shared by the demo pages: the header, a development token, the hub's clock offset (for
-// end-to-end latency) and a messages-per-second meter. Pages import the client from
-// /client/index.js themselves.
+// Shared by the demo pages: the header, a development token, a microsecond wall clock and the
+// hub's clock offset (for end-to-end latency), a messages-per-second meter, and the WebRTC offer
+// filter for a hub on loopback. Pages import the client from /client/index.js themselves.
 
 export const $ = (id) => document.getElementById(id);
 
@@ -158,6 +158,32 @@ export class RateMeter {
     while (i < this.times.length && this.times[i] < from) i++;
     if (i) this.times.splice(0, i);
   }
+}
+
+/** Whether `host` (a page's `location.hostname`) is a loopback address. */
+export function isLoopback(host) {
+  return /^127\./.test(host) || host === "localhost" || host === "::1" || host === "[::1]";
+}
+
+/**
+ * Keeps only the offer's loopback candidates, for a hub reached over loopback: its candidate is a
+ * loopback address, which no other candidate of ours can pair with. The hub then never learns a
+ * non-loopback address of ours; it needs none (it answers the checks it gets). Without a loopback
+ * candidate the c= and m= lines get the "no candidate" defaults.
+ */
+export function loopbackOnly(sdp) {
+  let kept;
+  const lines = sdp.split("\r\n").filter((line) => {
+    const m = /^a=candidate:\S+ \d+ (\S+) \d+ (\S+) (\d+) typ /i.exec(line);
+    if (!m) return true;
+    const keep = m[1].toLowerCase() === "udp" && isLoopback(m[2]);
+    if (keep) kept ??= { addr: m[2], port: m[3] };
+    return keep;
+  });
+  const addr = kept ? `${kept.addr.includes(":") ? "IP6" : "IP4"} ${kept.addr}` : "IP4 0.0.0.0";
+  return lines
+    .map((line) => line.replace(/^c=IN IP[46] .*/, `c=IN ${addr}`).replace(/^m=application \d+ /, `m=application ${kept ? kept.port : 9} `))
+    .join("\r\n");
 }
 
 /** `12.3` for a number, `–` for none. */
