@@ -2,7 +2,7 @@
 //!
 //! This module owns the shape of what crosses the wire and nothing else: JSON control messages
 //! ([`control`]), the binary data-record and publish formats ([`frame`]), the WebRTC channel labels
-//! and chunk format ([`rtc`]) and the stable error and close codes ([`codes`]). It depends only on serde and bytes, performs no IO and knows nothing
+//! and chunk format ([`rtc`]), the raw TCP datagram framing ([`tcp`]) and the stable error and close codes ([`codes`]). It depends only on serde and bytes, performs no IO and knows nothing
 //! about sockets, so clients, benches and every transport can share it. `docs/protocol.md` is the
 //! normative description; a change here is a change there.
 
@@ -10,6 +10,7 @@ pub mod codes;
 pub mod control;
 pub mod frame;
 pub mod rtc;
+pub mod tcp;
 
 pub use codes::{CloseReason, ErrorCode};
 
