@@ -310,12 +310,18 @@ mod imp {
         }
     }
 
-    /// Modification time and length of a file, to notice a replacement by polling.
-    type Stamp = Option<(SystemTime, u64)>;
+    /// Modification time, length and (on unix) inode of a file, to notice a change by polling:
+    /// an edit in place moves the time or the length, a file renamed over it (the atomic way to
+    /// replace one) brings its own inode.
+    type Stamp = Option<(SystemTime, u64, u64)>;
 
     fn stamp(path: &Path) -> Stamp {
         let m = std::fs::metadata(path).ok()?;
-        Some((m.modified().ok()?, m.len()))
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&m);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Some((m.modified().ok()?, m.len(), inode))
     }
 
     /// Reload outcomes and handshake failures, for `/readyz` and the metrics.
