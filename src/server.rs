@@ -639,7 +639,7 @@ mod rtc {
 /// cannot reach Redis.
 #[utoipa::path(get, path = "/readyz",
     responses(
-        (status = 200, body = Object, description = "`{status, version, node_id, uptime_secs, connections, broker{kind, ready}}`"),
+        (status = 200, body = Object, description = "`{status, version, node_id, uptime_secs, connections, broker{kind, ready}}`, and `tls{reloads, reload_failures, handshake_failures}` with TLS on"),
         (status = 503, body = Object, description = "the same, `status` `unavailable`")))]
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     let ready = !s.ctx.draining.load(Ordering::Relaxed) && s.ctx.broker.is_ready();
