@@ -206,7 +206,7 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Admin listener: admin API and metrics.
     pub admin_listen: SocketAddr,
-    /// The WebSocket URL clients are given (empty: `ws://<listen>/ws`).
+    /// The WebSocket URL clients are given (empty: `ws://<listen>/ws`, `wss://` with TLS on).
     pub public_url: String,
     /// Other nodes' WebSocket URLs, offered as reconnect advice on shutdown and drain.
     pub reconnect_urls: Vec<String>,
@@ -214,6 +214,8 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// How often idle topics are swept, ms.
     pub topic_sweep_interval_ms: u64,
+    /// TLS on the public listener (`[server.tls]`; off by default).
+    pub tls: crate::tls::TlsConfig,
 }
 
 impl Default for ServerConfig {
@@ -225,6 +227,7 @@ impl Default for ServerConfig {
             reconnect_urls: Vec::new(),
             shutdown_grace_ms: 5000,
             topic_sweep_interval_ms: 30_000,
+            tls: crate::tls::TlsConfig::default(),
         }
     }
 }
@@ -493,6 +496,7 @@ impl Config {
         range("auth.expiry_warning_secs", self.auth.expiry_warning_secs, 0, 86_400);
         range("auth.leeway_secs", self.auth.leeway_secs, 0, 3600);
         range("auth.session_ttl_secs", self.auth.session_ttl_secs, 1, self.auth.max_session_ttl_secs.max(1));
+        self.server.tls.problems(&mut p);
         let r = &self.broker.redis;
         if !r.url.is_empty() && !cfg!(feature = "redis") {
             p.push(ConfigProblem {
@@ -615,10 +619,12 @@ impl Config {
         HubConfig { limits: self.limits.clone(), topics, epoch_seed: 0 }
     }
 
-    /// The WebSocket URL clients should use.
+    /// The WebSocket URL clients should use: `server.public_url`, or `ws://<bound>/ws`
+    /// (`wss://` when the public listener speaks TLS).
     pub fn public_url(&self, bound: SocketAddr) -> String {
         if self.server.public_url.is_empty() {
-            format!("ws://{bound}/ws")
+            let scheme = if self.server.tls.enabled() { "wss" } else { "ws" };
+            format!("{scheme}://{bound}/ws")
         } else {
             self.server.public_url.clone()
         }

@@ -143,16 +143,23 @@ pub struct ErrorBody {
     pub message: String,
 }
 
-/// The status, version, node, uptime, connection count and broker state of this node.
+/// The status, version, node, uptime, connection count and broker state of this node, and with
+/// TLS on, `tls{reloads, reload_failures, handshake_failures}`.
 pub fn health_body(s: &AppState, ready: bool) -> serde_json::Value {
-    serde_json::json!({
+    #[allow(unused_mut)] // Added to only in a build with TLS.
+    let mut body = serde_json::json!({
         "status": if ready { "ok" } else { "unavailable" },
         "version": env!("CARGO_PKG_VERSION"),
         "node_id": s.ctx.node_id,
         "uptime_secs": s.started.elapsed().as_secs(),
         "connections": s.ctx.live.load(Ordering::Relaxed),
         "broker": { "kind": s.ctx.broker.kind(), "ready": s.ctx.broker.is_ready() },
-    })
+    });
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &s.ctx.tls {
+        body["tls"] = serde_json::json!(tls.stats());
+    }
+    body
 }
 
 /// Liveness: the process serves HTTP. Version, uptime and node id included.

@@ -2,11 +2,12 @@
 //!
 //! # Layout
 //! Layers, with dependencies pointing one way (`server → admin → http → transport → session,
-//! broker → auth, config, clock → hub → protocol`; a tidy test holds the sans-IO ones):
+//! broker → auth, config, tls, clock → hub → protocol`; a tidy test holds the sans-IO ones):
 //! - [`protocol`]: wire types and codecs (JSON control, binary records, WebRTC chunks, codes).
 //! - [`hub`]: the sans-IO heart: `Connection`, `ConnectionManager`, topics, policies, history.
 //! - [`clock`]: where time comes from (the system's, or a manual clock tests advance).
 //! - [`config`]: configuration: defaults, TOML file, environment overlay, validation.
+//! - [`tls`]: `[server.tls]`, the TLS policy and the reloadable certificate (rustls; feature `tls`).
 //! - [`auth`]: the `SessionManager`: JWT verification and minting, API keys.
 //! - [`session`]: the `fanhub.v1` session of one client, sans-IO, the same for every transport.
 //! - [`broker`]: in memory, or cluster mode on Redis (offsets, history, channels, nodes).
@@ -36,6 +37,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod session;
+pub mod tls;
 pub mod transport;
 pub mod web;
 

@@ -161,7 +161,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         admin: bind(config.server.admin_listen, "--admin-listen", "server.admin_listen")?,
     };
     let dev = config.auth.is_dev().then(|| DevCredentials::add_to(&mut config));
+    let tls = config.server.tls.enabled();
     let server = Server::new(config, &listeners)?;
+    #[cfg(all(unix, feature = "tls"))]
+    if let Some(tls) = server.tls() {
+        reload_on_sighup(tls)?;
+    }
     if let Some(dev) = dev {
         let token = server
             .sessions()
@@ -176,9 +181,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             )
             .map_err(anyhow::Error::msg)?;
         tracing::warn!("development mode: no auth key configured, tokens use the built-in dev secret");
-        eprintln!("{}", dev.banner(listeners.public.local_addr()?, listeners.admin.local_addr()?, &token.token));
+        eprintln!("{}", dev.banner(listeners.public.local_addr()?, listeners.admin.local_addr()?, tls, &token.token));
     }
     server.run(listeners, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Reloads the public listener's certificate and key on every SIGHUP. A refused reload is
+/// logged by the reload itself, and the current certificate keeps serving.
+#[cfg(all(unix, feature = "tls"))]
+fn reload_on_sighup(tls: std::sync::Arc<fanhub::tls::Tls>) -> anyhow::Result<()> {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot install the SIGHUP handler (certificate reload)")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the TLS certificate");
+            let _ = tls.reload();
+        }
+    });
     Ok(())
 }
 
@@ -217,19 +237,22 @@ impl DevCredentials {
     }
 
     /// The start-up banner: where to point a browser, and credentials to copy.
-    fn banner(&self, public: SocketAddr, admin: SocketAddr, token: &str) -> String {
+    /// `tls`: whether the public listener speaks TLS (https and wss URLs); the admin listener
+    /// is always plain HTTP.
+    fn banner(&self, public: SocketAddr, admin: SocketAddr, tls: bool, token: &str) -> String {
+        let (http, ws) = if tls { ("https", "wss") } else { ("http", "ws") };
         let mut b = format!(
-            "\nfanhub (development mode)\n  demo:      http://{public}/ (telemetry), http://{public}/video, http://{public}/console\n  websocket: ws://{public}/ws (subprotocol fanhub.v1)\n  dev token (24 h, all topics): {token}\n  more tokens: fanhub token --sub NAME --subscribe 'video/*' --publish 'video/>'\n"
+            "\nfanhub (development mode)\n  demo:      {http}://{public}/ (telemetry), {http}://{public}/video, {http}://{public}/console\n  websocket: {ws}://{public}/ws (subprotocol fanhub.v1)\n  dev token (24 h, all topics): {token}\n  more tokens: fanhub token --sub NAME --subscribe 'video/*' --publish 'video/>'\n"
         );
         let body = r#"'{"subject":"alice","subscribe":["video/*"]}'"#;
         match &self.api_key {
             Some(k) => b.push_str(&format!(
-                "  dev API key: {k}\n  a token from a backend: curl -X POST http://{public}/v1/sessions -H 'X-Api-Key: {k}' -d {body}\n"
+                "  dev API key: {k}\n  a token from a backend: curl -X POST {http}://{public}/v1/sessions -H 'X-Api-Key: {k}' -d {body}\n"
             )),
             None => b.push_str("  API keys: auth.api_keys\n"),
         }
         b.push_str(&format!(
-            "  or, no key (development mode only): curl -X POST http://{public}/v1/dev/token -d {body}\n"
+            "  or, no key (development mode only): curl -X POST {http}://{public}/v1/dev/token -d {body}\n"
         ));
         if let Some(t) = &self.admin_token {
             b.push_str(&format!(

@@ -115,6 +115,20 @@ impl Server {
         let manager = Arc::new(ConnectionManager::new(hub).map_err(ServerError::Config)?);
         let sessions = Arc::new(SessionManager::new(&config.auth).map_err(ServerError::Config)?);
         let public_url = config.public_url(listeners.public.local_addr()?);
+        #[cfg(feature = "tls")]
+        let tls = match config.server.tls.enabled() {
+            true => Some(Arc::new(
+                crate::tls::Tls::new(&config.server.tls)
+                    .map_err(|e| ServerError::Config(format!("server.tls.{}: {e}", e.key())))?,
+            )),
+            false => None,
+        };
+        #[cfg(not(feature = "tls"))]
+        if config.server.tls.enabled() {
+            return Err(ServerError::Config(
+                "server.tls: this build has no TLS support (build with the cargo feature `tls`)".into(),
+            ));
+        }
         let node_id = if config.node_id.is_empty() {
             format!("node-{:08x}", rand::random::<u32>())
         } else {
@@ -135,6 +149,8 @@ impl Server {
             broker,
             rtc: std::sync::OnceLock::new(),
             clock,
+            #[cfg(feature = "tls")]
+            tls,
         });
         Ok(Self { ctx, shutdown_tx, started: Instant::now() })
     }
@@ -152,6 +168,13 @@ impl Server {
     /// Shared context (for embedding and tests).
     pub fn context(&self) -> Arc<HubContext> {
         self.ctx.clone()
+    }
+
+    /// TLS on the public listener, when `server.tls` turns it on: [`crate::tls::Tls::reload`]
+    /// replaces the certificate for new handshakes (the binary calls it on SIGHUP).
+    #[cfg(feature = "tls")]
+    pub fn tls(&self) -> Option<Arc<crate::tls::Tls>> {
+        self.ctx.tls.clone()
     }
 
     /// Serves until `shutdown` resolves, then shuts down gracefully: stops accepting, tells
@@ -177,9 +200,20 @@ impl Server {
         }
         let app = AppState { ctx: ctx.clone(), started: self.started };
         let admin = crate::admin::AdminState::new(app.clone());
-        let public_task = tokio::spawn(serve_http(listeners.public, public_router(app.clone()), ctx.shutdown.clone()));
-        let admin_task =
-            tokio::spawn(serve_http(listeners.admin, crate::admin::admin_router(admin.clone()), ctx.shutdown.clone()));
+        #[cfg(feature = "tls")]
+        let public_tls = ctx.tls.clone();
+        #[cfg(not(feature = "tls"))]
+        let public_tls = None;
+        #[cfg(feature = "tls")]
+        let tls_watch = ctx.tls.clone().map(|t| tokio::spawn(t.watch(ctx.shutdown.clone())));
+        let public_task =
+            tokio::spawn(serve_http(listeners.public, public_router(app.clone()), public_tls, ctx.shutdown.clone()));
+        let admin_task = tokio::spawn(serve_http(
+            listeners.admin,
+            crate::admin::admin_router(admin.clone()),
+            None,
+            ctx.shutdown.clone(),
+        ));
         let sweeper = tokio::spawn(sweep_topics(ctx.clone()));
         let sampler = tokio::spawn(crate::admin::sampler(admin));
         let demo =
@@ -201,6 +235,10 @@ impl Server {
         }
         sweeper.abort();
         sampler.abort();
+        #[cfg(feature = "tls")]
+        if let Some(t) = tls_watch {
+            t.abort();
+        }
         if let Some(demo) = demo {
             demo.abort();
         }
@@ -257,14 +295,25 @@ pub async fn run(
     Server::new(config, &listeners)?.run(listeners, shutdown).await
 }
 
-/// Serves HTTP/1.1 on `listener` until shutdown: one task per connection, upgrades enabled.
+/// TLS for a listener, when it speaks TLS.
+#[cfg(feature = "tls")]
+type ListenerTls = Option<Arc<crate::tls::Tls>>;
+/// TLS for a listener: never, in a build without TLS.
+#[cfg(not(feature = "tls"))]
+type ListenerTls = Option<std::convert::Infallible>;
+
+/// How long a TLS client may take from accept to a finished handshake.
+#[cfg(feature = "tls")]
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves HTTP/1.1 on `listener` until shutdown: one task per connection, upgrades enabled,
+/// over TLS when `tls` is set (the handshake runs in the connection's task, so a slow client
+/// never holds up the accept loop).
 ///
 /// Not `axum::serve`: that wraps each socket in hyper-util's private `Rewind` type, and the
-/// WebSocket transport needs the upgraded connection's raw `TcpStream` to split it and write
-/// frames with vectored writes.
-async fn serve_http(listener: TcpListener, router: Router, mut shutdown: watch::Receiver<bool>) {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use tower::ServiceExt as _;
+/// WebSocket transport needs the upgraded connection's own stream (`TcpStream`, or rustls'
+/// `TlsStream` over it) to split it and write frames with vectored writes.
+async fn serve_http(listener: TcpListener, router: Router, tls: ListenerTls, mut shutdown: watch::Receiver<bool>) {
     loop {
         let (tcp, remote) = tokio::select! {
             r = listener.accept() => match r {
@@ -279,26 +328,105 @@ async fn serve_http(listener: TcpListener, router: Router, mut shutdown: watch::
             () = async { let _ = shutdown.wait_for(|v| *v).await; } => return,
         };
         let router = router.clone();
-        let mut stop = shutdown.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(axum::extract::ConnectInfo(remote));
-                router.clone().oneshot(req)
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(tcp), svc)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                () = async { let _ = stop.wait_for(|v| *v).await; } => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
-                }
+        let stop = shutdown.clone();
+        match &tls {
+            None => {
+                tokio::spawn(serve_connection(tcp, remote, router, stop));
             }
-        });
+            #[cfg(feature = "tls")]
+            Some(tls) => {
+                tokio::spawn(serve_tls_connection(tls.clone(), tcp, remote, router, stop));
+            }
+            #[cfg(not(feature = "tls"))]
+            Some(never) => match *never {},
+        }
+    }
+}
+
+/// The TLS handshake, then HTTP over it. A client that speaks plain HTTP to the TLS port gets
+/// a plain-text 400 saying so (its first byte is not a TLS handshake record), then the close.
+#[cfg(feature = "tls")]
+async fn serve_tls_connection(
+    tls: Arc<crate::tls::Tls>,
+    tcp: tokio::net::TcpStream,
+    remote: SocketAddr,
+    router: Router,
+    stop: watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    /// The content type of a TLS handshake record, the first byte a TLS client sends.
+    const TLS_HANDSHAKE: u8 = 0x16;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] == TLS_HANDSHAKE => {}
+        Ok(Ok(1)) => {
+            tls.record_handshake_failure();
+            tracing::debug!(%remote, "plain-text request on the TLS listener");
+            let body = r#"{"code":"invalid_argument","message":"this port speaks TLS: use https:// or wss://"}"#;
+            let answer = format!(
+                "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            // Read the request head first and the rest after answering: closing with unread
+            // input would reset the connection, and the client might lose the answer.
+            let mut tcp = tcp;
+            let mut buf = vec![0u8; 8192];
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                let mut seen = 0;
+                while seen < buf.len() && !buf[..seen].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf[seen..]).await {
+                        Ok(n) if n > 0 => seen += n,
+                        _ => break,
+                    }
+                }
+                let _ = tcp.write_all(answer.as_bytes()).await;
+                let _ = tcp.shutdown().await;
+                while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {}
+            })
+            .await;
+            return;
+        }
+        _ => {
+            tls.record_handshake_failure();
+            return;
+        }
+    }
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor().accept(tcp)).await {
+        Ok(Ok(stream)) => serve_connection(stream, remote, router, stop).await,
+        Ok(Err(e)) => {
+            tls.record_handshake_failure();
+            tracing::debug!(%remote, error = %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            tls.record_handshake_failure();
+            tracing::debug!(%remote, "TLS handshake timed out");
+        }
+    }
+}
+
+/// Serves HTTP/1.1 with upgrades on one connection until it ends or the server shuts down.
+async fn serve_connection<I>(io: I, remote: SocketAddr, router: Router, mut stop: watch::Receiver<bool>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+    let svc = hyper::service::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(axum::extract::ConnectInfo(remote));
+        router.clone().oneshot(req)
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        () = async { let _ = stop.wait_for(|v| *v).await; } => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+        }
     }
 }
 
@@ -511,7 +639,7 @@ mod rtc {
 /// cannot reach Redis.
 #[utoipa::path(get, path = "/readyz",
     responses(
-        (status = 200, body = Object, description = "`{status, version, node_id, uptime_secs, connections, broker{kind, ready}}`"),
+        (status = 200, body = Object, description = "`{status, version, node_id, uptime_secs, connections, broker{kind, ready}}`, and `tls{reloads, reload_failures, handshake_failures}` with TLS on"),
         (status = 503, body = Object, description = "the same, `status` `unavailable`")))]
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     let ready = !s.ctx.draining.load(Ordering::Relaxed) && s.ctx.broker.is_ready();

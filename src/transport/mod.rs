@@ -64,6 +64,9 @@ pub struct HubContext {
     pub rtc: std::sync::OnceLock<Arc<dyn signaling::Signaling>>,
     /// Where time comes from (the system clock, or a test's manual one).
     pub clock: Clock,
+    /// TLS on the public listener (`server.tls`), with its reloadable certificate.
+    #[cfg(feature = "tls")]
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 /// Counts a live transport connection for as long as it is held.

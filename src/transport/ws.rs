@@ -27,7 +27,6 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_websockets::Limits;
 
@@ -141,10 +140,27 @@ pub async fn ws_handler(
                 return;
             }
         };
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => serve(ctx, parts.io.into_inner(), parts.read_buf, remote, token).await,
-            Err(_) => tracing::error!(%remote, "websocket upgrade on a non-TCP stream is not supported"),
-        }
+        let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let stream = parts.io.into_inner();
+                let _ = stream.set_nodelay(true);
+                let (rd, wr) = stream.into_split();
+                return serve(ctx, rd, wr, parts.read_buf, remote, token).await;
+            }
+            Err(upgraded) => upgraded,
+        };
+        #[cfg(feature = "tls")]
+        let upgraded = match upgraded.downcast::<TokioIo<crate::tls::TlsStream<TcpStream>>>() {
+            Ok(parts) => {
+                let stream = parts.io.into_inner();
+                let _ = stream.get_ref().0.set_nodelay(true);
+                let (rd, wr) = tokio::io::split(stream);
+                return serve(ctx, rd, wr, parts.read_buf, remote, token).await;
+            }
+            Err(upgraded) => upgraded,
+        };
+        drop(upgraded);
+        tracing::error!(%remote, "websocket upgrade on an unsupported stream type");
     });
     let mut resp = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -196,10 +212,12 @@ fn detach(prefix: Bytes) -> Bytes {
 
 /// Runs one WebSocket connection to its end: the session through the driver here, the writer
 /// in its own task.
-async fn serve(ctx: Arc<HubContext>, stream: TcpStream, prefix: Bytes, remote: SocketAddr, token: Option<String>) {
+async fn serve<R, W>(ctx: Arc<HubContext>, rd: R, wr: W, prefix: Bytes, remote: SocketAddr, token: Option<String>)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let _live = super::LiveGuard::new(ctx.clone());
-    let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
     let conn = Arc::new(WsConnection {
         core: ctx.manager.new_core(Protocol::WebSocket, remote, ctx.clock.now().unix_ms()),
         writer: tokio::sync::Notify::new(),
@@ -237,13 +255,13 @@ async fn serve(ctx: Arc<HubContext>, stream: TcpStream, prefix: Bytes, remote: S
 }
 
 /// The WebSocket's inbound side, as the session driver reads it.
-struct WsInbound {
-    ws: tokio_websockets::WebSocketStream<ReadHalfShim>,
+struct WsInbound<R> {
+    ws: tokio_websockets::WebSocketStream<ReadHalfShim<R>>,
     conn: Arc<WsConnection>,
     peer_closed: bool,
 }
 
-impl driver::Transport for WsInbound {
+impl<R: AsyncRead + Unpin + Send> driver::Transport for WsInbound<R> {
     async fn recv(&mut self) -> Recv {
         loop {
             match self.ws.next().await {
@@ -295,14 +313,14 @@ fn decode_error(e: tokio_websockets::Error) -> Recv {
 /// The read half given to tokio-websockets. Reads come from the bytes hyper had already buffered,
 /// then the socket; writes (its automatic pong and close echo) are collected and, on flush,
 /// queued as one raw frame on the connection's control lane for the writer task.
-struct ReadHalfShim {
+struct ReadHalfShim<R> {
     prefix: Bytes,
-    rd: OwnedReadHalf,
+    rd: R,
     conn: Arc<WsConnection>,
     pending: BytesMut,
 }
 
-impl AsyncRead for ReadHalfShim {
+impl<R: AsyncRead + Unpin> AsyncRead for ReadHalfShim<R> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         if !self.prefix.is_empty() {
             let n = self.prefix.len().min(buf.remaining());
@@ -318,7 +336,7 @@ impl AsyncRead for ReadHalfShim {
     }
 }
 
-impl AsyncWrite for ReadHalfShim {
+impl<R: Unpin> AsyncWrite for ReadHalfShim<R> {
     fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         self.pending.extend_from_slice(buf);
         Poll::Ready(Ok(buf.len()))
@@ -363,8 +381,8 @@ enum Seg {
     Record(usize),
 }
 
-struct Writer {
-    wr: OwnedWriteHalf,
+struct Writer<W> {
+    wr: W,
     scratch: Vec<u8>,
     segs: Vec<Seg>,
 }
@@ -379,7 +397,7 @@ fn seg_slice<'a>(scratch: &'a [u8], batch: &'a Batch, s: Seg) -> &'a [u8] {
     }
 }
 
-impl Writer {
+impl<W: AsyncWrite + Unpin> Writer<W> {
     /// Frames the batch: each JSON control message as a text frame, raw control bytes as they
     /// are, then the records as binary frames of up to `max_frame` bytes each.
     fn plan(&mut self, batch: &Batch, max_frame: usize) -> usize {
@@ -442,7 +460,8 @@ impl Writer {
                 }
             }
         }
-        Ok(())
+        // A no-op on TCP; over TLS it pushes out records the TLS layer still buffers.
+        self.wr.flush().await
     }
 
     async fn close(&mut self, info: &CloseInfo) {
@@ -467,9 +486,9 @@ impl Writer {
 
 /// Drains the connection's queue into the socket until the connection finishes closing or the
 /// socket fails.
-async fn writer_loop(
+async fn writer_loop<W: AsyncWrite + Unpin>(
     conn: Arc<WsConnection>,
-    wr: OwnedWriteHalf,
+    wr: W,
     (max_records, max_bytes): (usize, usize),
     metrics: Arc<crate::metrics::Metrics>,
     clock: Clock,

@@ -40,6 +40,8 @@ mod sessions_api;
 mod shutdown;
 mod slow_client;
 mod tidy;
+#[cfg(feature = "tls")]
+mod tls;
 mod token_expiry;
 mod ts_client;
 mod version_negotiation;

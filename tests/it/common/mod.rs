@@ -288,14 +288,36 @@ impl Client {
         url: &str,
         extra_headers: &[(&str, &str)],
     ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+        Self::try_open_with(url, extra_headers, None).await
+    }
+
+    #[cfg(feature = "tls")]
+    /// Opens a `wss://` WebSocket with `tls` (rustls, trusting the test CA), returning the
+    /// handshake error instead of panicking.
+    pub async fn try_open_tls(
+        url: &str,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+        Self::try_open_with(url, &[], Some(tokio_tungstenite::Connector::Rustls(tls))).await
+    }
+
+    async fn try_open_with(
+        url: &str,
+        extra_headers: &[(&str, &str)],
+        connector: Option<tokio_tungstenite::Connector>,
+    ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
         let mut req = url.into_client_request().unwrap();
         req.headers_mut().insert("Sec-WebSocket-Protocol", "fanhub.v1".parse().unwrap());
         for (k, v) in extra_headers {
             let name: tokio_tungstenite::tungstenite::http::HeaderName = k.parse().unwrap();
             req.headers_mut().insert(name, v.parse().unwrap());
         }
-        let (ws, resp) =
-            tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(req)).await.expect("connect hung")?;
+        let (ws, resp) = tokio::time::timeout(
+            TIMEOUT,
+            tokio_tungstenite::connect_async_tls_with_config(req, None, false, connector),
+        )
+        .await
+        .expect("connect hung")?;
         assert_eq!(resp.headers().get("sec-websocket-protocol").unwrap(), "fanhub.v1");
         Ok(Client { ws, welcome: Value::Null, json: VecDeque::new(), records: VecDeque::new(), next_id: 1000 })
     }
