@@ -460,6 +460,24 @@ async fn sse_kick_from_the_admin_api_ends_the_stream_with_a_bye_event() {
 }
 
 #[tokio::test]
+async fn sse_shutdown_delivers_what_is_queued_then_a_bye_event_advising_reconnect() {
+    let mut config = test_config();
+    config.server.reconnect_urls = vec!["ws://other.example:8080/ws".into()];
+    let mut hub = spawn_hub(config).await;
+    let mut s = sse(&hub, "/v1/sse?topics=sd/t", &[("Authorization", &bearer(&hub.token("sd")))]).await;
+    s.next_of("subscribed").await;
+    let mut p = hub.connect("p").await;
+    p.publish_json("sd/t", json!("before")).await;
+    hub.begin_shutdown();
+    assert_eq!(s.messages(1).await[0].json()["data"], "before");
+    let bye = s.next_of("bye").await.json();
+    assert_eq!((bye["reason"].as_str(), bye["code"].as_u64()), (Some("shutdown"), Some(1001)), "{bye}");
+    assert_eq!(bye["reconnect"], json!(["ws://other.example:8080/ws"]));
+    assert!(s.next_item().await.is_none(), "the stream ends after the bye");
+    hub.wait_stopped().await;
+}
+
+#[tokio::test]
 async fn sse_subscribe_refused_after_the_stream_started_is_an_error_event_then_a_bye() {
     let mut config = test_config();
     config.topics.allow_undeclared = false;
