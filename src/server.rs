@@ -1,6 +1,6 @@
 //! The server: HTTP routers, listeners, background tasks and graceful shutdown.
 //!
-//! The public listener serves `/ws`, health, session creation, backend publish, WebRTC
+//! The public listener serves `/ws`, `/v1/sse`, health, session creation, backend publish, WebRTC
 //! signaling, the demo pages and its own OpenAPI document (built from the same handler list as
 //! the router); the admin listener serves the admin API. They are separate routers on separate
 //! sockets, so nothing admin is reachable from the public port by accident. Both answer every
@@ -324,14 +324,14 @@ async fn sweep_topics(ctx: Arc<HubContext>) {
 #[openapi(
     info(
         title = "fanhub public API",
-        description = "The public listener of a fanhub node: the WebSocket endpoint, health, session tokens for backends, backend publish and (when built with WebRTC) WebRTC signaling. Every error is `{\"code\",\"message\"}` (ErrorBody). The admin API has its own document on the admin listener."
+        description = "The public listener of a fanhub node: the WebSocket endpoint, server-sent events, health, session tokens for backends, backend publish and (when built with WebRTC) WebRTC signaling. Every error is `{\"code\",\"message\"}` (ErrorBody). The admin API has its own document on the admin listener."
     ),
     components(schemas(ErrorBody))
 )]
 struct PublicApiDoc;
 
 /// The public router and its OpenAPI document, built from the same handler list: `/ws`,
-/// `/healthz`, `/readyz`, `POST /v1/sessions`, `POST /v1/publish`, WebRTC signaling (feature
+/// `/v1/sse`, `/healthz`, `/readyz`, `POST /v1/sessions`, `POST /v1/publish`, WebRTC signaling (feature
 /// `webrtc`), `POST /v1/dev/token` (development mode only), `GET /v1/demo` (while the demo
 /// publisher runs). The document leaves out the demo
 /// pages and itself.
