@@ -1,6 +1,6 @@
 //! The server: HTTP routers, listeners, background tasks and graceful shutdown.
 //!
-//! The public listener serves `/ws`, health, session creation, backend publish, WebRTC
+//! The public listener serves `/ws`, `/v1/sse`, health, session creation, backend publish, WebRTC
 //! signaling, the demo pages and its own OpenAPI document (built from the same handler list as
 //! the router); the admin listener serves the admin API. They are separate routers on separate
 //! sockets, so nothing admin is reachable from the public port by accident. Both answer every
@@ -30,7 +30,7 @@ use crate::config::Config;
 use crate::http::{self, ApiError, AppState, ErrorBody};
 use crate::hub::ConnectionManager;
 use crate::protocol::{ErrorCode, SUBPROTOCOL};
-use crate::transport::{ws, HubContext};
+use crate::transport::{sse, ws, HubContext};
 use crate::web;
 
 /// The sockets the server serves on (bind them yourself, e.g. on port 0 in tests).
@@ -411,8 +411,11 @@ where
 {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use tower::ServiceExt as _;
+    let (abort, _open) = crate::transport::HttpConnHandle::new();
+    let handle = abort.clone();
     let svc = hyper::service::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(axum::extract::ConnectInfo(remote));
+        req.extensions_mut().insert(handle.clone());
         router.clone().oneshot(req)
     });
     let conn = hyper::server::conn::http1::Builder::new()
@@ -423,6 +426,8 @@ where
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => {}
+        // A streaming handler gave up on a peer that stopped reading: drop the socket.
+        () = abort.aborted() => {}
         () = async { let _ = stop.wait_for(|v| *v).await; } => {
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
@@ -446,14 +451,14 @@ async fn sweep_topics(ctx: Arc<HubContext>) {
 #[openapi(
     info(
         title = "fanhub public API",
-        description = "The public listener of a fanhub node: the WebSocket endpoint, health, session tokens for backends, backend publish and (when built with WebRTC) WebRTC signaling. Every error is `{\"code\",\"message\"}` (ErrorBody). The admin API has its own document on the admin listener."
+        description = "The public listener of a fanhub node: the WebSocket endpoint, server-sent events, health, session tokens for backends, backend publish and (when built with WebRTC) WebRTC signaling. Every error is `{\"code\",\"message\"}` (ErrorBody). The admin API has its own document on the admin listener."
     ),
     components(schemas(ErrorBody))
 )]
 struct PublicApiDoc;
 
 /// The public router and its OpenAPI document, built from the same handler list: `/ws`,
-/// `/healthz`, `/readyz`, `POST /v1/sessions`, `POST /v1/publish`, WebRTC signaling (feature
+/// `/v1/sse`, `/healthz`, `/readyz`, `POST /v1/sessions`, `POST /v1/publish`, WebRTC signaling (feature
 /// `webrtc`), `POST /v1/dev/token` (development mode only), `GET /v1/demo` (while the demo
 /// publisher runs). The document leaves out the demo
 /// pages and itself.
@@ -463,6 +468,7 @@ pub fn public_router_and_openapi(state: AppState) -> (Router<AppState>, utoipa::
     let (schemas, paths, ws_route) = routes!(ws_endpoint);
     let mut r = OpenApiRouter::with_openapi(PublicApiDoc::openapi())
         .routes((schemas, paths, ws_route.fallback(ws_endpoint)))
+        .routes(routes!(sse_endpoint))
         .routes(routes!(http::healthz))
         .routes(routes!(readyz))
         .routes(routes!(create_session))
@@ -514,6 +520,29 @@ async fn ws_endpoint(
     req: axum::extract::Request,
 ) -> Response {
     ws::ws_handler(State(s.ctx.clone()), remote, query, req).await
+}
+
+/// Server-sent events (`docs/protocol.md` §10c): the records of `topics` as a
+/// `text/event-stream`, resumable with `Last-Event-ID`.
+#[utoipa::path(get, path = "/v1/sse",
+    params(
+        ("topics" = String, Query, description = "Comma-separated topics to subscribe to"),
+        ("access_token" = Option<String>, Query, description = "The JWT, for clients that cannot set `Authorization: Bearer` (browsers' `EventSource`)"),
+        ("last_event_id" = Option<String>, Query, description = "Resume after this event id (`epoch:offset` per topic, comma-separated); the `Last-Event-ID` header wins"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id (sent by `EventSource` when it reconnects)")),
+    responses(
+        (status = 200, content_type = "text/event-stream", body = String, description = "`message` events (records), `welcome`, `subscribed`, `token_expiring`, `error` and `bye` events, keep-alive comments"),
+        (status = 400, body = ErrorBody, description = "no or an invalid topic, a topic listed twice, a bad Last-Event-ID"),
+        (status = 401, body = ErrorBody, description = "no, bad or expired token"),
+        (status = 403, body = ErrorBody, description = "the token may not subscribe to a topic"),
+        (status = 429, body = ErrorBody, description = "more topics than `max_subscriptions_per_connection`"),
+        (status = 503, body = ErrorBody, description = "the node is draining or shutting down")))]
+async fn sse_endpoint(
+    State(s): State<AppState>,
+    axum::extract::ConnectInfo(remote): axum::extract::ConnectInfo<SocketAddr>,
+    parts: axum::http::request::Parts,
+) -> Response {
+    sse::sse_handler(s.ctx.clone(), remote, parts).await
 }
 
 /// WebRTC signaling over HTTP (`docs/protocol.md` §10b), built with the `webrtc` feature.

@@ -18,7 +18,7 @@ pub(super) struct ConnectionQuery {
     topic: Option<String>,
     /// Only connections of this token subject.
     user: Option<String>,
-    /// Only this protocol (`websocket`, `webrtc`, `tcp`).
+    /// Only this protocol (`websocket`, `webrtc`, `sse`, `tcp`).
     protocol: Option<String>,
     /// Only this state (`active`, `monitored_violation`, …).
     state: Option<String>,
@@ -35,7 +35,7 @@ pub(super) struct ConnectionRow {
     pub id: u64,
     /// Node holding the connection.
     pub node_id: String,
-    /// `websocket`, `webrtc`, `tcp`.
+    /// `websocket`, `webrtc`, `sse`, `tcp`.
     pub protocol: String,
     /// Peer address.
     pub remote_addr: String,

@@ -27,6 +27,8 @@ pub enum Protocol {
     /// WebRTC data channel.
     #[serde(rename = "webrtc")]
     WebRtc,
+    /// Server-sent events (`/v1/sse`): records and notices only, subscriptions from the query.
+    Sse,
     /// Raw TCP streaming protocol.
     Tcp,
     /// In-process connection (tests, benches, embedding).
@@ -39,6 +41,7 @@ impl Protocol {
         match self {
             Self::WebSocket => "websocket",
             Self::WebRtc => "webrtc",
+            Self::Sse => "sse",
             Self::Tcp => "tcp",
             Self::InProcess => "in_process",
         }

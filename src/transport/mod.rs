@@ -3,12 +3,14 @@
 //! [`Session`](crate::session::Session) through the one [`driver`], supplying only its framing.
 //!
 //! [`ws`] is the WebSocket transport, `webrtc` the WebRTC data channels (cargo feature
-//! `webrtc`), reached by the rest of the server through [`signaling`]; [`publish`] is the
+//! `webrtc`), reached by the rest of the server through [`signaling`], [`sse`] server-sent
+//! events (records only, subscriptions from the query); [`publish`] is the
 //! server-side publish (HTTP API) with its backpressure wait.
 
 pub mod driver;
 pub mod publish;
 pub mod signaling;
+pub mod sse;
 #[cfg(feature = "webrtc")]
 pub mod webrtc;
 pub mod ws;
@@ -35,6 +37,40 @@ pub fn bearer_header(headers: &HeaderMap) -> Option<&str> {
 /// clients that cannot set headers: browsers' `WebSocket` and `EventSource`).
 pub fn request_token<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> {
     bearer_header(headers).or_else(|| query?.split('&').find_map(|kv| kv.strip_prefix("token=")))
+}
+
+/// The HTTP connection a request came on, for a handler that streams its response: it can
+/// learn when the connection has closed and end it (the server puts one in every request's
+/// extensions). A streamed response whose peer stopped reading cannot be ended from the body,
+/// because the server no longer polls it.
+#[derive(Debug, Clone)]
+pub struct HttpConnHandle {
+    abort: Arc<tokio::sync::Notify>,
+    open: watch::Receiver<()>,
+}
+
+impl HttpConnHandle {
+    /// A handle, and the guard the connection's task holds until the connection is gone.
+    pub fn new() -> (Self, watch::Sender<()>) {
+        let (tx, open) = watch::channel(());
+        (Self { abort: Arc::default(), open }, tx)
+    }
+
+    /// Ends the connection: the server drops its socket.
+    pub fn abort(&self) {
+        self.abort.notify_one();
+    }
+
+    /// Resolves once [`Self::abort`] was called.
+    pub async fn aborted(&self) {
+        self.abort.notified().await;
+    }
+
+    /// Resolves once the connection is gone.
+    pub async fn closed(&self) {
+        let mut open = self.open.clone();
+        while open.changed().await.is_ok() {}
+    }
 }
 
 /// What every transport needs from the server.

@@ -39,6 +39,7 @@ mod redis_broker;
 mod sessions_api;
 mod shutdown;
 mod slow_client;
+mod sse;
 mod tidy;
 #[cfg(feature = "tls")]
 mod tls;

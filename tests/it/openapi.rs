@@ -31,8 +31,14 @@ const ROUTES: &[(&str, &str)] = &[
 const METHODS: &[&str] = &["get", "put", "post", "delete", "patch", "head", "options", "trace"];
 
 /// Every public API route (as templated in the document), in every build and mode.
-const PUBLIC_ROUTES: &[(&str, &str)] =
-    &[("GET", "/ws"), ("GET", "/healthz"), ("GET", "/readyz"), ("POST", "/v1/sessions"), ("POST", "/v1/publish")];
+const PUBLIC_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/ws"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("POST", "/v1/sessions"),
+    ("POST", "/v1/publish"),
+    ("GET", "/v1/sse"),
+];
 
 /// The WebRTC signaling routes: documented and served only in a build with WebRTC.
 const RTC_ROUTES: &[(&str, &str)] = &[
