@@ -29,9 +29,13 @@ use fanhub::config::Config;
 /// How to reach and authenticate to a hub's WebSocket endpoint.
 #[derive(Args, Clone)]
 pub(crate) struct WsTarget {
-    /// WebSocket URL of the hub.
+    /// WebSocket URL of the hub (`ws://`, or `wss://` for a hub with TLS).
     #[arg(long, env = "FANHUB_URL", default_value = "ws://127.0.0.1:8080/ws")]
     url: String,
+    /// A PEM file of certificate authorities to trust for a `wss://` URL, besides the system's
+    /// (repeatable).
+    #[arg(long = "tls-ca-file", env = "FANHUB_TLS_CA_FILE")]
+    tls_ca_files: Vec<PathBuf>,
     /// JWT to connect with. Without it, one is minted with the key of `--config` (the dev
     /// secret in development mode).
     #[arg(long, env = "FANHUB_TOKEN")]
@@ -132,6 +136,7 @@ fn token(target: &WsTarget) -> anyhow::Result<String> {
 async fn client(target: &WsTarget, transport: Transport) -> anyhow::Result<Client> {
     let mut options = ClientOptions::new([target.url.clone()]).with_token(token(target)?);
     options.transport = transport;
+    options.tls_ca_files.clone_from(&target.tls_ca_files);
     Client::connect(options).await.with_context(|| format!("connecting to {}", target.url))
 }
 

@@ -28,10 +28,14 @@ pub struct Health {
 }
 
 /// Times `GET /healthz` on the HTTP side of the WebSocket URL `endpoint`.
-pub(super) async fn probe(endpoint: &str, timeout: Duration) -> Result<(Duration, bool, Option<String>), String> {
+pub(super) async fn probe(
+    endpoint: &str,
+    ca_files: &[std::path::PathBuf],
+    timeout: Duration,
+) -> Result<(Duration, bool, Option<String>), String> {
     let started = Instant::now();
     let ask = async {
-        let a = super::http::request(endpoint, Method::GET, "/healthz", &[], Bytes::new()).await?;
+        let a = super::http::request(endpoint, ca_files, Method::GET, "/healthz", &[], Bytes::new()).await?;
         let v: serde_json::Value = serde_json::from_slice(&a.body).map_err(|e| format!("not JSON: {e}"))?;
         Ok::<_, String>((
             (200..300).contains(&a.status) && v["status"] == "ok",

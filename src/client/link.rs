@@ -1,6 +1,8 @@
 //! One connection of the client, whatever carries it: a WebSocket, or (feature
 //! `client-webrtc`) WebRTC data channels. The actor speaks frames to it.
 
+use std::path::PathBuf;
+
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hyper::http::{header, HeaderValue, Uri};
@@ -33,23 +35,37 @@ pub(super) enum Link {
 }
 
 impl Link {
-    /// Connects to `endpoint` (a `ws://` URL) over `transport`; `token` authenticates WebRTC
-    /// signaling (a WebSocket sends it in `connect`).
-    pub(super) async fn open(endpoint: &str, transport: Transport, token: &str) -> Result<Link, OpenError> {
+    /// Connects to `endpoint` (a `ws://` or `wss://` URL; `ca_files` are trusted for TLS
+    /// besides the system's roots) over `transport`; `token` authenticates WebRTC signaling (a
+    /// WebSocket sends it in `connect`).
+    pub(super) async fn open(
+        endpoint: &str,
+        ca_files: &[PathBuf],
+        transport: Transport,
+        token: &str,
+    ) -> Result<Link, OpenError> {
         let failed = |e: String| OpenError::Failed(format!("{endpoint}: {e}"));
         match transport {
             Transport::WebSocket => {
                 let uri: Uri = endpoint.parse().map_err(|e| failed(format!("{e}")))?;
-                let (ws, _) = tokio_websockets::ClientBuilder::from_uri(uri)
+                let builder = tokio_websockets::ClientBuilder::from_uri(uri)
                     .add_header(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL))
-                    .map_err(|e| failed(e.to_string()))?
-                    .connect()
-                    .await
                     .map_err(|e| failed(e.to_string()))?;
+                #[cfg(feature = "client-tls")]
+                let connector = if endpoint.starts_with("wss://") {
+                    tokio_websockets::Connector::Rustls(super::tls::connector(ca_files).map_err(failed)?)
+                } else {
+                    tokio_websockets::Connector::Plain
+                };
+                #[cfg(feature = "client-tls")]
+                let builder = builder.connector(&connector);
+                #[cfg(not(feature = "client-tls"))]
+                let _ = ca_files;
+                let (ws, _) = builder.connect().await.map_err(|e| failed(e.to_string()))?;
                 Ok(Link::Ws(Box::new(ws)))
             }
             #[cfg(feature = "client-webrtc")]
-            Transport::WebRtc => match super::rtc::connect(endpoint, token).await {
+            Transport::WebRtc => match super::rtc::connect(endpoint, ca_files, token).await {
                 Ok(l) => Ok(Link::Rtc(l)),
                 Err(super::rtc::RtcConnectError::Unauthenticated(m)) => Err(OpenError::Unauthenticated(m)),
                 Err(super::rtc::RtcConnectError::Failed(m)) => Err(OpenError::Failed(m)),

@@ -57,6 +57,8 @@ mod pool;
 pub mod resume;
 #[cfg(feature = "client-webrtc")]
 pub mod rtc;
+#[cfg(feature = "client-tls")]
+mod tls;
 
 use std::time::Duration;
 
@@ -284,6 +286,8 @@ pub struct Client {
     status: broadcast::Sender<Status>,
     request_timeout: Duration,
     buffer: usize,
+    /// Trusted for `wss://` endpoints besides the system's roots (for `health()`).
+    tls_ca_files: std::sync::Arc<[std::path::PathBuf]>,
 }
 
 impl Client {
@@ -298,9 +302,10 @@ impl Client {
         let (status, _) = broadcast::channel(256);
         let (ready_tx, ready_rx) = oneshot::channel();
         let (request_timeout, buffer) = (options.request_timeout, options.buffer);
+        let tls_ca_files = options.tls_ca_files.clone().into();
         tokio::spawn(actor::Actor::new(options, rx, status.clone()).run(ready_tx));
         ready_rx.await.map_err(|_| ClientError::Closed)??;
-        Ok(Self { cmd, status, request_timeout, buffer })
+        Ok(Self { cmd, status, request_timeout, buffer, tls_ca_files })
     }
 
     /// Status events from now on.
@@ -369,7 +374,7 @@ impl Client {
         let (tx, rx) = oneshot::channel();
         self.cmd.send(actor::Cmd::Health(tx)).await.map_err(|_| ClientError::Closed)?;
         let (endpoint, circuit, last_error) = rx.await.map_err(|_| ClientError::Closed)?;
-        let probe = health::probe(&endpoint, self.request_timeout).await;
+        let probe = health::probe(&endpoint, &self.tls_ca_files, self.request_timeout).await;
         Ok(match probe {
             Ok((t, healthy, version)) => {
                 Health { endpoint, healthy, response_time: Some(t), version, circuit, last_error, error: None }

@@ -1,6 +1,7 @@
 //! What a [`super::Client`] is built with, validated before anything connects.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +19,8 @@ pub type TokenProvider = Arc<dyn Fn() -> BoxFuture<'static, Result<String, Strin
 /// fields; [`super::Client::connect`] validates them first.
 #[derive(Clone)]
 pub struct ClientOptions {
-    /// WebSocket URLs of the hub's nodes (`ws://host:port/ws`), tried in order; at least one.
+    /// WebSocket URLs of the hub's nodes (`ws://host:port/ws`, or `wss://` with the cargo
+    /// feature `client-tls`), tried in order; at least one.
     pub endpoints: Vec<String>,
     /// A fixed token (JWT).
     pub token: Option<String>,
@@ -48,6 +50,9 @@ pub struct ClientOptions {
     /// After a `ping` with nothing received for this long, the connection is dead (a black
     /// hole: a pulled cable, a frozen node) and the client reconnects.
     pub keepalive_timeout: Duration,
+    /// PEM files of certificate authorities to trust for `wss://` endpoints, besides the
+    /// system's (a private CA, a self-signed hub).
+    pub tls_ca_files: Vec<PathBuf>,
 }
 
 /// How a [`super::Client`] reaches the hub.
@@ -80,6 +85,7 @@ impl fmt::Debug for ClientOptions {
             .field("transport", &self.transport)
             .field("keepalive_interval", &self.keepalive_interval)
             .field("keepalive_timeout", &self.keepalive_timeout)
+            .field("tls_ca_files", &self.tls_ca_files)
             .finish()
     }
 }
@@ -104,6 +110,7 @@ impl ClientOptions {
             transport: Transport::WebSocket,
             keepalive_interval: Duration::from_secs(15),
             keepalive_timeout: Duration::from_secs(10),
+            tls_ca_files: Vec::new(),
         }
     }
 
@@ -125,6 +132,13 @@ impl ClientOptions {
         self
     }
 
+    /// Also trusting the certificate authorities in the PEM file `path` for `wss://` endpoints.
+    #[must_use]
+    pub fn with_tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls_ca_files.push(path.into());
+        self
+    }
+
     /// With a client id.
     #[must_use]
     pub fn with_client_id(mut self, id: impl Into<String>) -> Self {
@@ -142,8 +156,11 @@ impl ClientOptions {
             return bad("`endpoints` is empty: give at least one ws:// URL of the hub".into());
         }
         for (i, e) in self.endpoints.iter().enumerate() {
-            if !e.starts_with("ws://") {
-                return bad(format!("`endpoints[{i}]` = {e:?}: expected a ws:// URL (this client speaks no TLS)"));
+            if e.starts_with("wss://") && !cfg!(feature = "client-tls") {
+                return bad(format!("`endpoints[{i}]` = {e:?}: wss:// needs the `client-tls` cargo feature"));
+            }
+            if !e.starts_with("ws://") && !e.starts_with("wss://") {
+                return bad(format!("`endpoints[{i}]` = {e:?}: expected a ws:// or wss:// URL"));
             }
             if e.parse::<hyper::http::Uri>().is_err() {
                 return bad(format!("`endpoints[{i}]` = {e:?} is not a valid URL"));
@@ -208,6 +225,7 @@ struct FileOptions {
     transport: Option<Transport>,
     keepalive_interval_ms: Option<u64>,
     keepalive_timeout_ms: Option<u64>,
+    tls_ca_files: Vec<PathBuf>,
 }
 
 impl FileOptions {
@@ -232,6 +250,7 @@ impl FileOptions {
         o.transport = self.transport.unwrap_or(o.transport);
         o.keepalive_interval = self.keepalive_interval_ms.map_or(o.keepalive_interval, ms);
         o.keepalive_timeout = self.keepalive_timeout_ms.map_or(o.keepalive_timeout, ms);
+        o.tls_ca_files = self.tls_ca_files;
         o.validate()?;
         Ok(o)
     }
@@ -242,8 +261,8 @@ impl ClientOptions {
     /// `backoff_initial_ms`, `backoff_max_ms`, `backoff_multiplier`, `breaker_failure_ratio`,
     /// `breaker_min_throughput`, `breaker_sampling_window_ms`, `breaker_break_ms`,
     /// `connect_timeout_ms`, `request_timeout_ms`, `initial_attempts`, `buffer`, `transport`
-    /// (`"websocket"` or `"webrtc"`), `keepalive_interval_ms`, `keepalive_timeout_ms`; the rest take
-    /// their defaults. A token provider, if any, is set in code afterwards.
+    /// (`"websocket"` or `"webrtc"`), `keepalive_interval_ms`, `keepalive_timeout_ms`,
+    /// `tls_ca_files`; the rest take their defaults. A token provider, if any, is set in code afterwards.
     ///
     /// # Errors
     /// [`ClientError::InvalidOptions`] naming the field (unknown fields too).
@@ -254,7 +273,8 @@ impl ClientOptions {
     }
 
     /// Options from `FANHUB_CLIENT_*` variables of `vars` (pass `std::env::vars()`): the TOML
-    /// field names in upper case, `FANHUB_CLIENT_ENDPOINTS` comma-separated.
+    /// field names in upper case, `FANHUB_CLIENT_ENDPOINTS` and `FANHUB_CLIENT_TLS_CA_FILES`
+    /// comma-separated.
     ///
     /// # Errors
     /// [`ClientError::InvalidOptions`] naming the variable.
@@ -264,7 +284,7 @@ impl ClientOptions {
             let Some(field) = k.strip_prefix("FANHUB_CLIENT_") else { continue };
             let field = field.to_ascii_lowercase();
             let value = match field.as_str() {
-                "endpoints" => toml::Value::Array(
+                "endpoints" | "tls_ca_files" => toml::Value::Array(
                     v.split(',')
                         .map(str::trim)
                         .filter(|s| !s.is_empty())
@@ -305,6 +325,8 @@ mod tests {
         assert!(ok.validate().is_ok());
         assert!(message(&ClientOptions::new(Vec::<String>::new()).with_token("t")).contains("`endpoints` is empty"));
         assert!(message(&ClientOptions::new(["http://x/ws"]).with_token("t")).contains("`endpoints[0]`"));
+        let wss = ClientOptions::new(["wss://hub.example/ws"]).with_token("t").validate();
+        assert_eq!(wss.is_ok(), cfg!(feature = "client-tls"), "{wss:?}");
         assert!(message(&ClientOptions::new(["ws://x/ws"])).contains("no `token`"));
         let mut o = ok.clone();
         o.backoff.multiplier = 0.5;
@@ -331,6 +353,7 @@ mod tests {
         assert_eq!(o.breaker.min_throughput, 9);
         let env = [
             ("FANHUB_CLIENT_ENDPOINTS", "ws://a:1/ws, ws://b:2/ws"),
+            ("FANHUB_CLIENT_TLS_CA_FILES", "/etc/a.pem, /etc/b.pem"),
             ("FANHUB_CLIENT_TOKEN", "t"),
             ("FANHUB_CLIENT_BACKOFF_MULTIPLIER", "3"),
             ("FANHUB_CLIENT_REQUEST_TIMEOUT_MS", "250"),
@@ -340,6 +363,7 @@ mod tests {
         ];
         let o = ClientOptions::from_env(env.map(|(k, v)| (k.to_owned(), v.to_owned()))).unwrap();
         assert_eq!(o.endpoints.len(), 2);
+        assert_eq!(o.tls_ca_files, [PathBuf::from("/etc/a.pem"), PathBuf::from("/etc/b.pem")]);
         assert_eq!((o.backoff.multiplier, o.request_timeout), (3.0, Duration::from_millis(250)));
         assert_eq!((o.transport, o.keepalive_timeout), (Transport::WebSocket, Duration::from_millis(400)));
     }

@@ -527,3 +527,44 @@ async fn unreadable_or_invalid_files_are_configuration_errors_naming_the_key() {
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("server.tls.key_path") && err.contains("cannot read"), "{err}");
 }
+
+/// The Rust client over `wss://`: it trusts the test CA given as `tls_ca_files` (besides the
+/// system's roots), subscribes and publishes, and `health()` asks `https://…/healthz`; without
+/// the CA the connection is refused for its certificate.
+#[cfg(feature = "client-tls")]
+#[tokio::test]
+async fn the_rust_client_connects_over_wss_trusting_a_ca_file() {
+    use fanhub::client::{Client as Sdk, ClientError, ClientOptions, Event, From};
+    let pki = Pki::new();
+    pki.install(&pki.leaf("a", false));
+    let hub = TlsHub::spawn(pki.config(0)).await;
+    let ca = pki.dir.join("ca.pem");
+    std::fs::write(&ca, pem("CERTIFICATE", &pki.ca_der)).unwrap();
+
+    let options = ClientOptions::new([hub.url()]).with_token(hub.token("sdk")).with_tls_ca_file(&ca);
+    let client = Sdk::connect(options).await.expect("wss connect");
+    let mut sub = client.subscribe("tls/sdk", From::Live).await.unwrap();
+    client.publish_json("tls/sdk", &json!({"over": "wss"})).await.unwrap();
+    match tokio::time::timeout(TIMEOUT, sub.next()).await.expect("a message").unwrap() {
+        Event::Message(m) => assert_eq!(&m.payload[..], br#"{"over":"wss"}"#),
+        other => panic!("{other:?}"),
+    }
+    let health = client.health().await.unwrap();
+    assert!(health.healthy, "{health:?}");
+    client.close().await;
+
+    let mut untrusting = ClientOptions::new([hub.url()]).with_token(hub.token("sdk"));
+    untrusting.initial_attempts = 1;
+    match Sdk::connect(untrusting).await {
+        Err(ClientError::Connect(m)) => assert!(m.to_lowercase().contains("certificate"), "{m}"),
+        other => panic!("expected a certificate error, got {other:?}"),
+    }
+    let mut missing =
+        ClientOptions::new([hub.url()]).with_token(hub.token("sdk")).with_tls_ca_file(pki.dir.join("nope.pem"));
+    missing.initial_attempts = 1;
+    match Sdk::connect(missing).await {
+        Err(ClientError::Connect(m)) => assert!(m.contains("tls_ca_files") && m.contains("nope.pem"), "{m}"),
+        other => panic!("expected the missing CA file named, got {other:?}"),
+    }
+    hub.shutdown().await;
+}

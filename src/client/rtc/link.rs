@@ -68,7 +68,11 @@ impl Drop for RtcLink {
 
 /// Offers, posts, accepts the answer and starts the driver. Control frames sent before the
 /// channel opens wait in the driver.
-pub(crate) async fn connect(endpoint: &str, token: &str) -> Result<RtcLink, RtcConnectError> {
+pub(crate) async fn connect(
+    endpoint: &str,
+    ca_files: &[std::path::PathBuf],
+    token: &str,
+) -> Result<RtcLink, RtcConnectError> {
     let failed = |e: String| RtcConnectError::Failed(format!("{endpoint}: {e}"));
     let (host, port) = crate::client::http::host_port(endpoint).map_err(failed)?;
     let hub = tokio::net::lookup_host((host.as_str(), port))
@@ -86,9 +90,10 @@ pub(crate) async fn connect(endpoint: &str, token: &str) -> Result<RtcLink, RtcC
     let (offer, sdp) = Offer::new(local, Instant::now()).map_err(|e| failed(e.to_string()))?;
     let headers =
         [(header::AUTHORIZATION, format!("Bearer {token}")), (header::CONTENT_TYPE, "application/sdp".to_owned())];
-    let answer = crate::client::http::request(endpoint, Method::POST, "/v1/rtc/offer", &headers, Bytes::from(sdp))
-        .await
-        .map_err(failed)?;
+    let answer =
+        crate::client::http::request(endpoint, ca_files, Method::POST, "/v1/rtc/offer", &headers, Bytes::from(sdp))
+            .await
+            .map_err(failed)?;
     let text = String::from_utf8_lossy(&answer.body).into_owned();
     match answer.status {
         201 => {}
