@@ -79,6 +79,19 @@ impl Session {
             }
         };
         let id = (p.request_id != 0).then_some(u64::from(p.request_id));
+        // The JSON flag is checked once here, so that no transport re-checks it per subscriber
+        // (server-sent events embed JSON payloads as they are).
+        if p.flags & FLAG_JSON != 0 && serde_json::from_slice::<serde::de::IgnoredAny>(&p.payload).is_err() {
+            return self.reply(&ServerMsg::Error {
+                id,
+                code: ErrorCode::InvalidArgument,
+                message: "the publish frame's JSON flag is set but its payload is not JSON text".into(),
+                topic: Some(p.topic.to_string()),
+                limit: None,
+                publish_seq: Some(seq),
+                retry_after_ms: None,
+            });
+        }
         self.publish(id, seq, &p.topic, p.payload, p.flags & FLAG_JSON, now);
     }
 

@@ -394,3 +394,29 @@ async fn a_subscriber_keeps_its_stream_after_sending_bad_input_itself() {
     assert_eq!(hub.manager.connection_stats().subscriptions, 1);
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_binary_publish_flagged_json_whose_payload_is_not_json_is_refused_and_nothing_is_published() {
+    let hub = spawn_hub(test_config()).await;
+    let mut sub = hub.connect("watcher").await;
+    sub.subscribe("json/flag").await;
+    let mut c = hub.connect("alice").await;
+    let flag = fanhub::protocol::frame::FLAG_JSON;
+    for (i, payload) in [&b"{\"open\":"[..], b"not json", b"\xff\xfe", b""].into_iter().enumerate() {
+        let id = 500 + i as u32;
+        c.send_raw(Message::binary(fanhub::protocol::frame::encode_publish("json/flag", id, flag, payload))).await;
+        let r = c.reply(u64::from(id)).await;
+        assert_eq!((r["type"].as_str(), r["code"].as_str()), (Some("error"), Some("invalid_argument")), "{r}");
+        assert_eq!(r["topic"], "json/flag", "{r}");
+        assert!(r["message"].as_str().unwrap().contains("not JSON"), "{r}");
+    }
+    // Valid JSON with the flag, and anything without it, are published.
+    let id = 600;
+    c.send_raw(Message::binary(fanhub::protocol::frame::encode_publish("json/flag", id, flag, b" [1, 2] "))).await;
+    assert_eq!(c.reply(u64::from(id)).await["type"], "published");
+    c.publish_bin("json/flag", b"not json, not flagged").await;
+    let got = sub.records(2).await;
+    assert_eq!((got[0].offset, got[1].offset), (1, 2), "only the two accepted publishes: {got:?}");
+    c.assert_alive().await;
+    hub.shutdown().await;
+}
