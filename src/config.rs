@@ -729,6 +729,7 @@ mod tests {
         assert_eq!(c.topics.declare.len(), 2);
         assert_eq!(c.broker, d.broker);
         assert_eq!(c.webrtc, d.webrtc);
+        assert_eq!(c.tcp, d.tcp);
     }
 
     #[test]
