@@ -43,6 +43,8 @@ pub struct Config {
     pub broker: BrokerConfig,
     /// WebRTC data channels.
     pub webrtc: WebRtcConfig,
+    /// The raw TCP transport (off unless `tcp.listen` is set).
+    pub tcp: TcpConfig,
     /// The built-in demo publisher.
     pub demo: DemoConfig,
     /// `session` keys that were given under their old `[websocket]` names (validation
@@ -280,6 +282,24 @@ impl Default for WsConfig {
     }
 }
 
+/// `[tcp]`: the raw TCP transport (`docs/protocol.md` §10d). Off unless `listen` is set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpConfig {
+    /// Where TCP clients connect (unset: the transport is off).
+    pub listen: Option<SocketAddr>,
+    /// Time allowed from the accept (and TLS handshake) to the client's version byte, ms.
+    pub version_timeout_ms: u64,
+    /// TLS on the TCP listener (`[tcp.tls]`, the same keys as `[server.tls]`; off by default).
+    pub tls: crate::tls::TlsConfig,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        Self { listen: None, version_timeout_ms: 5000, tls: crate::tls::TlsConfig::default() }
+    }
+}
+
 /// `[auth]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -496,7 +516,9 @@ impl Config {
         range("auth.expiry_warning_secs", self.auth.expiry_warning_secs, 0, 86_400);
         range("auth.leeway_secs", self.auth.leeway_secs, 0, 3600);
         range("auth.session_ttl_secs", self.auth.session_ttl_secs, 1, self.auth.max_session_ttl_secs.max(1));
-        self.server.tls.problems(&mut p);
+        range("tcp.version_timeout_ms", self.tcp.version_timeout_ms, 10, 600_000);
+        self.server.tls.problems("server.tls", &mut p);
+        self.tcp.tls.problems("tcp.tls", &mut p);
         let r = &self.broker.redis;
         if !r.url.is_empty() && !cfg!(feature = "redis") {
             p.push(ConfigProblem {
@@ -707,6 +729,7 @@ mod tests {
         assert_eq!(c.topics.declare.len(), 2);
         assert_eq!(c.broker, d.broker);
         assert_eq!(c.webrtc, d.webrtc);
+        assert_eq!(c.tcp, d.tcp);
     }
 
     #[test]

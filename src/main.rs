@@ -159,6 +159,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listeners = Listeners {
         public: bind(config.server.listen, "--listen", "server.listen")?,
         admin: bind(config.server.admin_listen, "--admin-listen", "server.admin_listen")?,
+        tcp: config.tcp.listen.map(|a| bind(a, "tcp.listen", "tcp.listen")).transpose()?,
     };
     let dev = config.auth.is_dev().then(|| DevCredentials::add_to(&mut config));
     let tls = config.server.tls.enabled();

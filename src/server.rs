@@ -40,6 +40,8 @@ pub struct Listeners {
     pub public: TcpListener,
     /// Admin listener.
     pub admin: TcpListener,
+    /// The raw TCP transport's listener (`tcp.listen`; `None`: the transport is off).
+    pub tcp: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -48,16 +50,21 @@ impl Listeners {
     /// # Errors
     /// When an address cannot be bound.
     pub async fn bind(config: &Config) -> std::io::Result<Self> {
-        Ok(Self { public: listen(config.server.listen)?, admin: listen(config.server.admin_listen)? })
+        Ok(Self {
+            public: listen(config.server.listen)?,
+            admin: listen(config.server.admin_listen)?,
+            tcp: config.tcp.listen.map(listen).transpose()?,
+        })
     }
 
-    /// Binds both on 127.0.0.1 with ephemeral ports.
+    /// Binds the public and admin listeners on 127.0.0.1 with ephemeral ports (no TCP
+    /// transport listener: set [`Self::tcp`] to serve one).
     ///
     /// # Errors
     /// When binding fails.
     pub async fn ephemeral() -> std::io::Result<Self> {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        Ok(Self { public: listen(any)?, admin: listen(any)? })
+        Ok(Self { public: listen(any)?, admin: listen(any)?, tcp: None })
     }
 }
 
@@ -91,6 +98,8 @@ pub enum ServerError {
 #[derive(Debug)]
 pub struct Server {
     ctx: Arc<HubContext>,
+    /// TLS on the TCP transport's listener (`tcp.tls`).
+    tcp_tls: ListenerTls,
     shutdown_tx: watch::Sender<bool>,
     started: Instant,
 }
@@ -129,6 +138,23 @@ impl Server {
                 "server.tls: this build has no TLS support (build with the cargo feature `tls`)".into(),
             ));
         }
+        #[cfg(feature = "tls")]
+        let tcp_tls = match config.tcp.tls.enabled() {
+            true => Some(Arc::new(
+                crate::tls::Tls::new(&config.tcp.tls)
+                    .map_err(|e| ServerError::Config(format!("tcp.tls.{}: {e}", e.key())))?,
+            )),
+            false => None,
+        };
+        #[cfg(not(feature = "tls"))]
+        let tcp_tls: ListenerTls = match config.tcp.tls.enabled() {
+            true => {
+                return Err(ServerError::Config(
+                    "tcp.tls: this build has no TLS support (build with the cargo feature `tls`)".into(),
+                ))
+            }
+            false => None,
+        };
         let node_id = if config.node_id.is_empty() {
             format!("node-{:08x}", rand::random::<u32>())
         } else {
@@ -152,7 +178,7 @@ impl Server {
             #[cfg(feature = "tls")]
             tls,
         });
-        Ok(Self { ctx, shutdown_tx, started: Instant::now() })
+        Ok(Self { ctx, tcp_tls, shutdown_tx, started: Instant::now() })
     }
 
     /// The connection manager.
@@ -205,7 +231,11 @@ impl Server {
         #[cfg(not(feature = "tls"))]
         let public_tls = None;
         #[cfg(feature = "tls")]
-        let tls_watch = ctx.tls.clone().map(|t| tokio::spawn(t.watch(ctx.shutdown.clone())));
+        let tls_watch: Vec<_> = [ctx.tls.clone(), self.tcp_tls.clone()]
+            .into_iter()
+            .flatten()
+            .map(|t| tokio::spawn(t.watch(ctx.shutdown.clone())))
+            .collect();
         let public_task =
             tokio::spawn(serve_http(listeners.public, public_router(app.clone()), public_tls, ctx.shutdown.clone()));
         let admin_task = tokio::spawn(serve_http(
@@ -214,6 +244,7 @@ impl Server {
             None,
             ctx.shutdown.clone(),
         ));
+        let tcp_task = listeners.tcp.map(|l| tokio::spawn(crate::transport::tcp::serve(l, ctx.clone(), self.tcp_tls)));
         let sweeper = tokio::spawn(sweep_topics(ctx.clone()));
         let sampler = tokio::spawn(crate::admin::sampler(admin));
         let demo =
@@ -236,7 +267,7 @@ impl Server {
         sweeper.abort();
         sampler.abort();
         #[cfg(feature = "tls")]
-        if let Some(t) = tls_watch {
+        for t in tls_watch {
             t.abort();
         }
         if let Some(demo) = demo {
@@ -246,7 +277,7 @@ impl Server {
             // Deregisters the node, so peers stop advising it at once.
             let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
         }
-        for task in [public_task, admin_task] {
+        for task in [Some(public_task), Some(admin_task), tcp_task].into_iter().flatten() {
             let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
         }
         tracing::info!(left = ctx.live.load(Ordering::Relaxed), "shut down");
@@ -297,14 +328,14 @@ pub async fn run(
 
 /// TLS for a listener, when it speaks TLS.
 #[cfg(feature = "tls")]
-type ListenerTls = Option<Arc<crate::tls::Tls>>;
+pub(crate) type ListenerTls = Option<Arc<crate::tls::Tls>>;
 /// TLS for a listener: never, in a build without TLS.
 #[cfg(not(feature = "tls"))]
-type ListenerTls = Option<std::convert::Infallible>;
+pub(crate) type ListenerTls = Option<std::convert::Infallible>;
 
 /// How long a TLS client may take from accept to a finished handshake.
 #[cfg(feature = "tls")]
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves HTTP/1.1 on `listener` until shutdown: one task per connection, upgrades enabled,
 /// over TLS when `tls` is set (the handshake runs in the connection's task, so a slow client

@@ -77,11 +77,12 @@ impl TlsConfig {
         self.min_version == "1.2"
     }
 
-    /// The problems of this section, named under `server.tls`: the policy's values and, when TLS
-    /// is on, the files (readable, PEM, a usable certificate and a key that matches it).
-    pub(crate) fn problems(&self, p: &mut Vec<ConfigProblem>) {
+    /// The problems of this section, named under `section` (`server.tls`, `tcp.tls`): the
+    /// policy's values and, when TLS is on, the files (readable, PEM, a usable certificate and a
+    /// key that matches it).
+    pub(crate) fn problems(&self, section: &str, p: &mut Vec<ConfigProblem>) {
         let problem = |key: &str, value: String, allowed: String| ConfigProblem {
-            key: format!("server.tls.{key}"),
+            key: format!("{section}.{key}"),
             value,
             allowed,
         };
@@ -494,7 +495,7 @@ mod tests {
             ..TlsConfig::default()
         };
         let mut p = Vec::new();
-        config.problems(&mut p);
+        config.problems("server.tls", &mut p);
         let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["server.tls.min_version", "server.tls.reload_interval_ms", "server.tls.cipher_suites"]);
     }

@@ -1,4 +1,4 @@
-//! The raw TCP transport's framing (`docs/protocol.md` §10c): after the client's one-byte
+//! The raw TCP transport's framing (`docs/protocol.md` §10d): after the client's one-byte
 //! version, every message is a datagram — a 4-byte big-endian length `L`, then `L` bytes: a
 //! type byte and `L − 1` bytes of payload. Control datagrams carry the same JSON as WebSocket
 //! text messages, data datagrams the same encoded records as WebSocket binary messages, so one

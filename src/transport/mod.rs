@@ -4,13 +4,15 @@
 //!
 //! [`ws`] is the WebSocket transport, `webrtc` the WebRTC data channels (cargo feature
 //! `webrtc`), reached by the rest of the server through [`signaling`], [`sse`] server-sent
-//! events (records only, subscriptions from the query); [`publish`] is the
+//! events (records only, subscriptions from the query), [`tcp`] raw TCP (or TLS) streams of
+//! length-prefixed datagrams; [`publish`] is the
 //! server-side publish (HTTP API) with its backpressure wait.
 
 pub mod driver;
 pub mod publish;
 pub mod signaling;
 pub mod sse;
+pub mod tcp;
 #[cfg(feature = "webrtc")]
 pub mod webrtc;
 pub mod ws;

@@ -375,16 +375,18 @@ pub fn frame_header(opcode: u8, len: usize, out: &mut Vec<u8>) {
 
 /// A piece of the next write: a range of the header scratch, a control item, or a record.
 #[derive(Clone, Copy)]
-enum Seg {
+pub(super) enum Seg {
     Scratch(usize, usize),
     Control(usize),
     Record(usize),
 }
 
-struct Writer<W> {
-    wr: W,
-    scratch: Vec<u8>,
-    segs: Vec<Seg>,
+/// Writes a planned batch: the slices of `segs` (into `scratch` and the batch), vectored.
+/// The stream transports share it; each plans its own framing.
+pub(super) struct Writer<W> {
+    pub(super) wr: W,
+    pub(super) scratch: Vec<u8>,
+    pub(super) segs: Vec<Seg>,
 }
 
 fn seg_slice<'a>(scratch: &'a [u8], batch: &'a Batch, s: Seg) -> &'a [u8] {
@@ -434,7 +436,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         total
     }
 
-    async fn write_all(&mut self, batch: &Batch) -> std::io::Result<()> {
+    pub(super) async fn write_all(&mut self, batch: &Batch) -> std::io::Result<()> {
         let (mut idx, mut off) = (0usize, 0usize);
         while idx < self.segs.len() {
             let mut iov = [IoSlice::new(&[]); 64];
@@ -530,7 +532,7 @@ async fn writer_loop<W: AsyncWrite + Unpin>(
 }
 
 /// Records the oldest record's publish-to-write latency and the queue depth at wake-up.
-fn sample(metrics: &crate::metrics::Metrics, batch: &Batch, left: usize, now_unix_us: i64) {
+pub(super) fn sample(metrics: &crate::metrics::Metrics, batch: &Batch, left: usize, now_unix_us: i64) {
     let Some(first) = batch.records.first() else { return };
     if let Some(published) = crate::protocol::frame::record_timestamp_us(first) {
         let age_us = (now_unix_us.max(0) as u64).saturating_sub(published);

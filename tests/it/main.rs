@@ -40,6 +40,7 @@ mod sessions_api;
 mod shutdown;
 mod slow_client;
 mod sse;
+mod tcp;
 mod tidy;
 #[cfg(feature = "tls")]
 mod tls;

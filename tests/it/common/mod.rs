@@ -127,6 +127,8 @@ pub fn frame(i: usize, size: usize) -> Vec<u8> {
 pub struct Hub {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// The raw TCP transport's address, when the configuration turns it on (`tcp.listen`).
+    pub tcp: Option<SocketAddr>,
     pub manager: Arc<ConnectionManager>,
     pub sessions: Arc<SessionManager>,
     /// The hub's clock: the system's, or a manual one the test advances.
@@ -149,7 +151,9 @@ pub async fn spawn_hub_manual(config: Config) -> Hub {
 }
 
 async fn spawn_hub_on(config: Config, clock: Clock, manual: Option<Arc<ManualClock>>) -> Hub {
-    let listeners = Listeners::ephemeral().await.expect("bind");
+    let mut listeners = Listeners::ephemeral().await.expect("bind");
+    listeners.tcp = config.tcp.listen.map(|a| fanhub::server::listen(a).expect("bind tcp"));
+    let tcp = listeners.tcp.as_ref().map(|l| l.local_addr().unwrap());
     let addr = listeners.public.local_addr().unwrap();
     let admin = listeners.admin.local_addr().unwrap();
     let server = Server::with_clock(config, &listeners, clock.clone()).expect("server");
@@ -159,7 +163,7 @@ async fn spawn_hub_on(config: Config, clock: Clock, manual: Option<Arc<ManualClo
     let task = tokio::spawn(server.run(listeners, async move {
         let _ = rx.await;
     }));
-    Hub { addr, admin, manager, sessions, clock, manual, stop: Some(tx), task: Some(task) }
+    Hub { addr, admin, tcp, manager, sessions, clock, manual, stop: Some(tx), task: Some(task) }
 }
 
 impl Hub {
