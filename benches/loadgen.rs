@@ -77,11 +77,16 @@ struct Args {
     /// Label of the result row.
     #[arg(long, default_value = "")]
     label: String,
-    /// fanhub subscribers: `raw` (a minimal WebSocket reader, as thin as the NATS one) or
-    /// `sdk` (`fanhub::client`: resume tracking, dedupe, a task per connection and a channel per
-    /// subscription), to measure what the client costs.
+    /// fanhub subscribers: `raw` (a minimal WebSocket reader, as thin as the NATS one), `sdk`
+    /// (`fanhub::client`: resume tracking, dedupe, a task per connection and a channel per
+    /// subscription), to measure what the client costs, `sse` (server-sent events,
+    /// `GET /v1/sse`, read with hyper) or `tcp` (the raw TCP transport at `--tcp`), to measure
+    /// what those transports cost the hub.
     #[arg(long, default_value = "raw")]
     client: String,
+    /// The hub's raw TCP listener, for `--client tcp` (the publisher stays on the WebSocket).
+    #[arg(long)]
+    tcp: Option<SocketAddr>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -95,6 +100,10 @@ enum Sub {
     Raw(Ws, BytesMut),
     /// The client and its subscription.
     Sdk(fanhub::client::Client, fanhub::client::Subscription),
+    /// A server-sent events response body.
+    Sse(hyper::body::Incoming),
+    /// A raw TCP connection, and bytes read past the `subscribed` answer.
+    Tcp(TcpStream, BytesMut),
 }
 
 fn now_us() -> u64 {
@@ -138,8 +147,93 @@ async fn subscriber(args: &Args, n: usize) -> Sub {
         let sub = client.subscribe(args_topic(args), fanhub::client::From::Live).await.expect("subscribe");
         return Sub::Sdk(client, sub);
     }
+    if args.target == "fanhub" && args.client == "sse" {
+        return sse_subscriber(args, n).await;
+    }
+    if args.target == "fanhub" && args.client == "tcp" {
+        return tcp_subscriber(args, n).await;
+    }
     let (ws, buf) = raw_subscriber(args, n).await;
     Sub::Raw(ws, buf)
+}
+
+/// `GET /v1/sse?topics=…` on the host of subscriber `n`'s URL; returns once the response head
+/// is in (200), with the body still to read.
+async fn sse_subscriber(args: &Args, n: usize) -> Sub {
+    use http_body_util::Empty;
+    let uri: Uri = sub_url(args, n).parse().expect("url");
+    let host: Ipv4Addr = uri.host().expect("host").parse().expect("loopback IPv4 address");
+    assert!(host.is_loopback(), "the load generator only targets loopback");
+    let sock = TcpSocket::new_v4().expect("socket");
+    if args.sources > 1 {
+        let src = Ipv4Addr::new(127, 0, 0, 1 + (n % args.sources as usize) as u8);
+        sock.bind(SocketAddr::new(IpAddr::V4(src), 0)).expect("bind source");
+    }
+    let tcp = sock.connect(SocketAddr::new(IpAddr::V4(host), uri.port_u16().unwrap_or(80))).await.expect("connect");
+    tcp.set_nodelay(true).unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.expect("http handshake");
+    tokio::spawn(conn);
+    let req = axum::http::Request::get(format!("/v1/sse?topics={}", args_topic(args)))
+        .header(header::HOST, uri.authority().expect("authority").as_str())
+        .header(header::AUTHORIZATION, format!("Bearer {}", args.token))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.expect("GET /v1/sse");
+    assert_eq!(resp.status(), 200, "GET /v1/sse");
+    Sub::Sse(resp.into_body())
+}
+
+/// The raw TCP transport: version byte, Token datagram, `welcome`, `subscribe`, `subscribed`.
+async fn tcp_subscriber(args: &Args, n: usize) -> Sub {
+    use fanhub::protocol::tcp::{encode, Decoder, Kind, VERSION};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let addr = args.tcp.expect("--client tcp needs --tcp ADDR");
+    assert!(addr.ip().is_loopback(), "the load generator only targets loopback");
+    let sock = TcpSocket::new_v4().expect("socket");
+    if args.sources > 1 {
+        let src = Ipv4Addr::new(127, 0, 0, 1 + (n % args.sources as usize) as u8);
+        sock.bind(SocketAddr::new(IpAddr::V4(src), 0)).expect("bind source");
+    }
+    let mut tcp = sock.connect(addr).await.expect("connect");
+    tcp.set_nodelay(true).unwrap();
+    tcp.write_all(&[VERSION]).await.unwrap();
+    tcp.write_all(&encode(Kind::Token, args.token.as_bytes())).await.unwrap();
+    let subscribe = serde_json::json!({"op":"subscribe","id":1,"topic":args_topic(args)}).to_string();
+    tcp.write_all(&encode(Kind::Control, subscribe.as_bytes())).await.unwrap();
+    let dec = Decoder::new(64 << 20);
+    let mut buf = BytesMut::new();
+    loop {
+        while let Some(d) = dec.decode(&mut buf).expect("datagram") {
+            if d.kind != Kind::Control {
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_slice(&d.payload).unwrap();
+            match v["type"].as_str() {
+                Some("welcome") => {}
+                Some("subscribed") => return Sub::Tcp(tcp, buf),
+                _ => panic!("unexpected answer {v}"),
+            }
+        }
+        assert!(tcp.read_buf(&mut buf).await.expect("read") > 0, "closed before subscribed");
+    }
+}
+
+/// The payloads of the record events in `buf` (whole events only; the rest stays).
+fn sse_payloads(buf: &mut BytesMut, mut on_payload: impl FnMut(&[u8])) {
+    use base64::Engine as _;
+    while let Some(end) = find(buf, b"\n\n") {
+        let event = buf.split_to(end + 2);
+        // Records are the events without an `event:` line; their data is one JSON line here
+        // (the payloads are binary, so base64).
+        let Some(line) = event[..].split(|b| *b == b'\n').find(|l| l.starts_with(b"data: ")) else { continue };
+        if event.starts_with(b"event:") || event.windows(7).any(|w| w == b"\nevent:") {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&line[6..]).expect("record JSON");
+        let data = base64::engine::general_purpose::STANDARD.decode(v["data"].as_str().expect("base64 data")).unwrap();
+        on_payload(&data);
+    }
 }
 
 async fn raw_subscriber(args: &Args, n: usize) -> (Ws, BytesMut) {
@@ -210,6 +304,38 @@ async fn receive(args: Arc<Args>, sub: Sub, shared: Arc<Shared>, expected: u64, 
     };
     let (mut ws, mut buf) = match sub {
         Sub::Raw(ws, buf) => (ws, buf),
+        Sub::Tcp(mut tcp, mut buf) => {
+            use tokio::io::AsyncReadExt as _;
+            let dec = fanhub::protocol::tcp::Decoder::new(64 << 20);
+            while got < expected {
+                while let Some(d) = dec.decode(&mut buf).expect("datagram") {
+                    if d.kind == fanhub::protocol::tcp::Kind::Data {
+                        for r in fanhub::protocol::frame::decode_records(&d.payload) {
+                            on_payload(r.expect("record").payload, &mut lat);
+                            got += 1;
+                        }
+                    }
+                }
+                if got >= expected || tcp.read_buf(&mut buf).await.map_or(true, |n| n == 0) {
+                    break;
+                }
+            }
+            return lat;
+        }
+        Sub::Sse(mut body) => {
+            use http_body_util::BodyExt as _;
+            let mut buf = BytesMut::new();
+            while got < expected {
+                let Some(Ok(frame)) = body.frame().await else { break };
+                let Ok(data) = frame.into_data() else { continue };
+                buf.extend_from_slice(&data);
+                sse_payloads(&mut buf, |p| {
+                    on_payload(p, &mut lat);
+                    got += 1;
+                });
+            }
+            return lat;
+        }
         Sub::Sdk(_client, mut sub) => {
             while got < expected {
                 match sub.next().await {
