@@ -250,6 +250,12 @@ pub struct SessionConfig {
     pub time_sync_interval_ms: u64,
     /// How long a closing connection may take to flush, ms.
     pub close_timeout_ms: u64,
+    /// Largest average clock offset (absolute, over the answered server-initiated time syncs of
+    /// the last `clock_offset_window_ms`) a client may show, ms; above it the connection is
+    /// closed (`violation`). 0: not enforced.
+    pub max_clock_offset_ms: u64,
+    /// The window of that average, ms.
+    pub clock_offset_window_ms: u64,
 }
 
 impl Default for SessionConfig {
@@ -260,6 +266,8 @@ impl Default for SessionConfig {
             auth_timeout_ms: 10_000,
             time_sync_interval_ms: 30_000,
             close_timeout_ms: 5000,
+            max_clock_offset_ms: 0,
+            clock_offset_window_ms: 60_000,
         }
     }
 }
@@ -482,6 +490,8 @@ impl Config {
         range(&self.session_key("idle_timeout_ms"), se.idle_timeout_ms, 200, 3_600_000);
         range(&self.session_key("auth_timeout_ms"), se.auth_timeout_ms, 100, 600_000);
         range(&self.session_key("time_sync_interval_ms"), se.time_sync_interval_ms, 0, 3_600_000);
+        range("session.max_clock_offset_ms", se.max_clock_offset_ms, 0, 3_600_000);
+        range("session.clock_offset_window_ms", se.clock_offset_window_ms, 1000, 3_600_000);
         range(&self.session_key("close_timeout_ms"), se.close_timeout_ms, 10, 600_000);
         let ws = &self.websocket;
         range("websocket.batch_max_records", ws.batch_max_records as u64, 1, 1000);

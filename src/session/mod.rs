@@ -219,6 +219,9 @@ pub struct Session {
     expires_at: Option<u64>,
     expiry_warned: bool,
     sync_seq: u64,
+    /// Answered server-initiated time syncs of the last `clock_offset_window_ms`: when, and the
+    /// absolute clock offset (µs). Kept only while `max_clock_offset_ms` is on.
+    clock_offsets: VecDeque<(Instant, u64)>,
     /// Publishes read so far (binary frames and JSON `publish` ops): an error about one
     /// carries its number as `publish_seq`.
     publishes: u64,
@@ -276,6 +279,7 @@ impl Session {
             expires_at: None,
             expiry_warned: false,
             sync_seq: 0,
+            clock_offsets: VecDeque::new(),
             publishes: 0,
             enqueued_any: false,
             shutting_down: false,
@@ -458,6 +462,35 @@ impl Session {
                 self.sync_seq += 1;
                 self.reply(&ServerMsg::TimeSyncRequest { seq: self.sync_seq, t1: now.unix_us });
             }
+        }
+    }
+
+    /// Averages the absolute clock offsets answered within `session.clock_offset_window_ms`;
+    /// above `session.max_clock_offset_ms` the connection moves to `monitored_violation` and
+    /// is closed (`violation`), without a warning first.
+    pub(super) fn enforce_clock_offset(&mut self, offset_us: i64, now: Now) {
+        let c = &self.p.config;
+        if c.max_clock_offset_ms == 0 {
+            return;
+        }
+        let window = Duration::from_millis(c.clock_offset_window_ms);
+        self.clock_offsets.push_back((now.mono, offset_us.unsigned_abs()));
+        while self.clock_offsets.front().is_some_and(|(t, _)| now.mono.saturating_duration_since(*t) > window) {
+            self.clock_offsets.pop_front();
+        }
+        let n = self.clock_offsets.len() as u64;
+        let average_us = self.clock_offsets.iter().map(|(_, o)| o).sum::<u64>() / n.max(1);
+        if average_us > c.max_clock_offset_ms * 1000 {
+            self.p.conn.core().set_state(crate::hub::ConnState::MonitoredViolation);
+            self.p.hub.counters().violations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let message = format!(
+                "clock offset averages {:.1} ms over the last {} s ({n} time syncs); the limit is \
+                 session.max_clock_offset_ms = {}",
+                average_us as f64 / 1000.0,
+                window.as_secs(),
+                c.max_clock_offset_ms
+            );
+            self.close(CloseReason::Violation, message);
         }
     }
 

@@ -276,6 +276,7 @@ impl Session {
                     let rtt = (t4 - t1) - (t3 - t2);
                     let offset = ((t2 - t1) + (t3 - t4)) / 2;
                     self.p.conn.core().record_time_sync(rtt.max(0), offset);
+                    self.enforce_clock_offset(offset, now);
                 }
             }
             ClientOp::Refresh { id, token } => match self.p.auth.verify(&token, now.unix_secs()) {

@@ -30,6 +30,8 @@ fn config() -> SessionConfig {
         auth_timeout_ms: 2000,
         time_sync_interval_ms: 5000,
         close_timeout_ms: 1000,
+        max_clock_offset_ms: 0,
+        clock_offset_window_ms: 60_000,
     }
 }
 
@@ -232,6 +234,53 @@ fn server_time_sync_asks_each_interval_and_records_the_answer() {
     r.text(json!({"op": "time_sync_reply", "seq": seq, "t1": t1, "t2": t2, "t3": t3}), 5041);
     assert_eq!(r.conn.core().time_sync(), Some((40_000, 1_000_000)));
     assert_eq!(r.deadline_ms(), Some(10_000));
+}
+
+/// Answers the time sync request due at `ms` as a client whose clock is `offset_ms` ahead
+/// (20 ms each way).
+fn answer_sync(r: &mut Rig, ms: u64, offset_ms: i64) -> Vec<Output> {
+    r.tick(ms);
+    let c = r.control();
+    assert_eq!(c[0]["type"], "time_sync_request", "{c:?}");
+    let (seq, t1) = (c[0]["seq"].clone(), c[0]["t1"].as_i64().unwrap());
+    let t2 = t1 + 20_000 + offset_ms * 1000;
+    r.text(json!({"op": "time_sync_reply", "seq": seq, "t1": t1, "t2": t2, "t3": t2}), ms + 40);
+    r.outputs()
+}
+
+#[test]
+fn a_clock_offset_averaging_over_the_limit_in_the_window_closes_the_connection_as_a_violation() {
+    let mut r = rig(false, false);
+    r.session.p.config.max_clock_offset_ms = 50;
+    r.session.p.config.clock_offset_window_ms = 12_000;
+    r.connect(3600);
+    // 30 ms, then 90 ms: the average (60 ms) is over 50.
+    assert_eq!(closed_for(&answer_sync(&mut r, 5000, 30)), None);
+    let out = answer_sync(&mut r, 10_000, -90);
+    assert_eq!(closed_for(&out), Some(CloseReason::Violation), "{out:?}");
+    assert_eq!(r.conn.state(), crate::hub::ConnState::MonitoredViolation);
+    match out.iter().find(|o| matches!(o, Output::Close { .. })) {
+        Some(Output::Close { message, .. }) => {
+            assert!(message.contains("60.0 ms") && message.contains("max_clock_offset_ms = 50"), "{message}")
+        }
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn old_clock_offsets_leave_the_average_and_zero_turns_the_check_off() {
+    let mut r = rig(false, false);
+    r.session.p.config.max_clock_offset_ms = 50;
+    r.session.p.config.clock_offset_window_ms = 4_000;
+    r.connect(3600);
+    // 45 ms every 5 s: each earlier sample has left the 4 s window, so each stands alone.
+    assert_eq!(closed_for(&answer_sync(&mut r, 5000, 45)), None);
+    assert_eq!(closed_for(&answer_sync(&mut r, 10_000, 45)), None);
+    assert_eq!(closed_for(&answer_sync(&mut r, 15_000, 55)), Some(CloseReason::Violation), "55 alone is over 50");
+
+    let mut off = rig(false, false);
+    off.connect(3600);
+    assert_eq!(closed_for(&answer_sync(&mut off, 5000, 10_000)), None, "not enforced at 0");
 }
 
 #[test]

@@ -342,6 +342,32 @@ async fn tcp_time_sync_is_requested_and_an_unanswered_one_does_not_end_the_conne
 }
 
 #[tokio::test]
+async fn tcp_a_client_whose_clock_offset_averages_over_the_limit_is_closed_as_a_violation() {
+    let mut config = tcp_config();
+    config.session.time_sync_interval_ms = 50;
+    config.session.max_clock_offset_ms = 100;
+    let hub = spawn_hub(config).await;
+    let mut honest = Tcp::connect(&hub, "honest").await;
+    let mut t = Tcp::connect(&hub, "skewed").await;
+    // The skewed client's clock is 1 s behind; the honest one's agrees with the hub's.
+    for (c, skew_us) in [(&mut honest, 0), (&mut t, -1_000_000)] {
+        let q = c.next_json().await;
+        assert_eq!(q["type"], "time_sync_request", "{q}");
+        let now = crate::common::unix_us() + skew_us;
+        let reply = json!({"op": "time_sync_reply", "seq": q["seq"], "t1": q["t1"], "t2": now, "t3": now});
+        c.send(Kind::Control, reply.to_string().as_bytes()).await;
+    }
+    let all = t.until_eof().await;
+    ends_with_bye(&all, "violation");
+    let message = json_of(all.last().unwrap())["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("max_clock_offset_ms = 100"), "{message}");
+    assert!(hub.manager.connection_stats().violations >= 1);
+    let s = honest.request(json!({"op": "subscribe", "topic": "still/here"})).await;
+    assert_eq!(s["type"], "subscribed", "the honest client stays: {s}");
+    hub.shutdown().await;
+}
+
+#[tokio::test]
 async fn tcp_malformed_datagrams_close_with_a_diagnostic_and_the_hub_stays_healthy() {
     let hub = spawn_hub(tcp_config()).await;
     let limit = fanhub::transport::ws::frame_limit(hub.manager.limits().max_message_size) + 1;
