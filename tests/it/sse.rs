@@ -19,14 +19,14 @@ use crate::common::*;
 
 /// One server-sent event, as a client parses it.
 #[derive(Debug, Clone)]
-struct Event {
+pub(crate) struct Event {
     id: Option<String>,
     event: String,
     data: String,
 }
 
 impl Event {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("event data is not JSON ({e}): {:?}", self.data))
     }
 }
@@ -38,7 +38,7 @@ enum Item {
 }
 
 /// A raw SSE client: HTTP/1.1 over TCP, the chunked body decoded and parsed as it arrives.
-struct SseClient {
+pub(crate) struct SseClient {
     tcp: TcpStream,
     raw: Vec<u8>,
     text: String,
@@ -92,7 +92,7 @@ async fn sse_open(hub: &Hub, path: &str, headers: &[(&str, &str)]) -> Result<Sse
     Ok(c)
 }
 
-async fn sse(hub: &Hub, path: &str, headers: &[(&str, &str)]) -> SseClient {
+pub(crate) async fn sse(hub: &Hub, path: &str, headers: &[(&str, &str)]) -> SseClient {
     match sse_open(hub, path, headers).await {
         Ok(c) => c,
         Err((status, body)) => panic!("SSE refused: {status} {body}"),
@@ -175,7 +175,7 @@ impl SseClient {
     }
 
     /// The next event of type `kind`, skipping others.
-    async fn next_of(&mut self, kind: &str) -> Event {
+    pub(crate) async fn next_of(&mut self, kind: &str) -> Event {
         loop {
             let e = self.next_event().await;
             if e.event == kind {
@@ -185,7 +185,7 @@ impl SseClient {
     }
 
     /// `n` record (`message`) events.
-    async fn messages(&mut self, n: usize) -> Vec<Event> {
+    pub(crate) async fn messages(&mut self, n: usize) -> Vec<Event> {
         let mut out = Vec::new();
         while out.len() < n {
             out.push(self.next_of("message").await);

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use base64::Engine as _;
 use bytes::BytesMut;
 use fanhub::config::Config;
 use fanhub::protocol::frame::{decode_records, encode_publish};
@@ -436,5 +437,46 @@ async fn tcp_over_tls_runs_the_same_session() {
     t.send(Kind::Bye, br#"{"reason":"normal","message":""}"#).await;
     t.until_eof().await;
     let _ = std::fs::remove_dir_all(&dir);
+    hub.shutdown().await;
+}
+
+/// One message, four transports: what a TCP client publishes reaches WebSocket, WebRTC, SSE and
+/// TCP subscribers alike, and what a WebSocket or WebRTC client publishes reaches the TCP one.
+#[cfg(all(feature = "webrtc", feature = "client-webrtc"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_publishes_reach_websocket_webrtc_sse_and_tcp_subscribers_and_theirs_reach_tcp() {
+    use fanhub::client::{Client as Sdk, ClientOptions, Event, From, Transport};
+    let hub = spawn_hub(tcp_config()).await;
+    let topic = "mix/all";
+    let mut ws = hub.connect("ws").await;
+    ws.subscribe(topic).await;
+    let mut rtc_options = ClientOptions::new([hub.ws_url()]).with_token(hub.token("rtc"));
+    rtc_options.transport = Transport::WebRtc;
+    let rtc = Sdk::connect(rtc_options).await.expect("connect over WebRTC");
+    let mut rtc_sub = rtc.subscribe(topic, From::Live).await.unwrap();
+    let token = hub.token("sse");
+    let mut sse = crate::sse::sse(&hub, &format!("/v1/sse?topics={topic}&access_token={token}"), &[]).await;
+    sse.next_of("subscribed").await;
+    let mut tcp_sub = Tcp::connect(&hub, "tcp-sub").await;
+    assert_eq!(tcp_sub.request(json!({"op": "subscribe", "topic": topic})).await["type"], "subscribed");
+    let mut tcp_pub = Tcp::connect(&hub, "tcp-pub").await;
+
+    let answer = tcp_pub.publish(topic, b"from tcp").await;
+    assert_eq!(answer["type"], "published", "{answer}");
+    assert_eq!(ws.next_record().await.payload, b"from tcp");
+    let sse_event = sse.messages(1).await.remove(0).json();
+    assert_eq!(sse_event["data"], base64::engine::general_purpose::STANDARD.encode(b"from tcp"));
+    assert_eq!(tcp_sub.records(1).await[0].payload, b"from tcp");
+    match tokio::time::timeout(TIMEOUT, rtc_sub.next()).await.expect("a WebRTC delivery").unwrap() {
+        Event::Message(m) => assert_eq!(&m.payload[..], b"from tcp"),
+        other => panic!("{other:?}"),
+    }
+
+    // The other way: WebSocket and WebRTC publishers, the TCP subscriber.
+    ws.publish_bin(topic, b"from ws").await;
+    rtc.publish(topic, bytes::Bytes::from_static(b"from webrtc")).await.unwrap();
+    let got: Vec<Vec<u8>> = tcp_sub.records(2).await.into_iter().map(|r| r.payload).collect();
+    assert_eq!(got, [b"from ws".to_vec(), b"from webrtc".to_vec()]);
+    rtc.close().await;
     hub.shutdown().await;
 }
