@@ -109,12 +109,19 @@ where
         ctx.manager.counters().record_handshake_refused();
         let message = format!("unsupported protocol version 0x{:02x}; this server speaks 0x{VERSION:02x}", buf[0]);
         let bye = serde_json::json!({ "reason": "unsupported_version", "message": message });
-        let _ = tokio::time::timeout(linger, async {
-            let _ = wr.write_all(&encode(Kind::Bye, bye.to_string().as_bytes())).await;
-            let _ = wr.shutdown().await;
-            drain_input(&mut rd).await;
-        })
-        .await;
+        refuse(&mut rd, &mut wr, &[encode(Kind::Bye, bye.to_string().as_bytes())], linger).await;
+        return;
+    }
+    if ctx.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        // As `/ws` answers 503 while draining: where to go, then why not here.
+        ctx.manager.counters().record_handshake_refused();
+        let urls = ctx.reconnect_urls();
+        let reconnect = serde_json::json!({ "urls": urls });
+        let message = format!("this node is draining; reconnect to one of {urls:?}");
+        let bye = serde_json::json!({ "reason": "maintenance", "message": message });
+        let datagrams =
+            [encode(Kind::Reconnect, reconnect.to_string().as_bytes()), encode(Kind::Bye, bye.to_string().as_bytes())];
+        refuse(&mut rd, &mut wr, &datagrams, linger).await;
         return;
     }
     buf.advance(1);
@@ -141,6 +148,22 @@ where
     // Our last datagram and FIN are out: read until the peer closes (or briefly), because
     // closing with unread input resets the connection and the peer would lose the bye.
     let _ = tokio::time::timeout(linger, drain_input(&mut inbound.rd)).await;
+}
+
+/// Writes `datagrams`, closes, and reads what the peer still sends (up to `linger`).
+async fn refuse<R, W>(rd: &mut R, wr: &mut W, datagrams: &[Bytes], linger: Duration)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let _ = tokio::time::timeout(linger, async {
+        for d in datagrams {
+            let _ = wr.write_all(d).await;
+        }
+        let _ = wr.shutdown().await;
+        drain_input(rd).await;
+    })
+    .await;
 }
 
 async fn drain_input<R: AsyncRead + Unpin>(rd: &mut R) {

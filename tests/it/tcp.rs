@@ -196,6 +196,24 @@ async fn tcp_an_unsupported_version_or_garbage_gets_a_bye_then_the_close() {
 }
 
 #[tokio::test]
+async fn tcp_a_draining_node_answers_a_new_client_with_reconnect_advice_then_a_bye() {
+    let mut config = tcp_config();
+    config.server.reconnect_urls = vec!["ws://other.example:8080/ws".into()];
+    let hub = spawn_hub(config).await;
+    assert_eq!(admin(&hub, "POST", "/v1/admin/drain", "").await.status, 200);
+    let mut c = Tcp::open(&hub).await;
+    c.raw(&[VERSION]).await;
+    let all = c.until_eof().await;
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all[0].kind, Kind::Reconnect);
+    assert_eq!(json_of(&all[0])["urls"], json!(["ws://other.example:8080/ws"]));
+    ends_with_bye(&all, "maintenance");
+    assert_eq!(admin(&hub, "DELETE", "/v1/admin/drain", "").await.status, 200);
+    Tcp::connect(&hub, "after").await;
+    hub.shutdown().await;
+}
+
+#[tokio::test]
 async fn tcp_a_silent_client_is_closed_at_the_version_and_at_the_token_timeouts() {
     let mut config = tcp_config();
     config.tcp.version_timeout_ms = 100;
