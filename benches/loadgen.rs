@@ -414,6 +414,7 @@ fn pct(sorted: &[u32], p: f64) -> f64 {
 async fn run(args: Arc<Args>) {
     let pids = &args.server_pid;
     let rss_before = sum_rss_kb(pids);
+    let open_cpu0 = sum_cpu_secs(pids);
     let mut conns = Vec::with_capacity(args.subs);
     let opened = Instant::now();
     for chunk in (0..args.subs).collect::<Vec<_>>().chunks(200) {
@@ -429,17 +430,20 @@ async fn run(args: Arc<Args>) {
         }
     }
     if args.idle {
+        // Connect, authenticate and subscribe, all of them: what that cost the server.
+        let (open_secs, open_cpu) = (opened.elapsed().as_secs_f64(), sum_cpu_secs(pids) - open_cpu0);
         tokio::time::sleep(Duration::from_secs(1)).await;
         let rss = sum_rss_kb(pids);
         println!(
-            "| {} | {} | idle | {} connections | server RSS {:.1} MB → {:.1} MB | {:.2} KB per connection | opened in {:.1} s |",
+            "| {} | {} | idle | {} connections | server RSS {:.1} MB → {:.1} MB | {:.2} KB per connection | opened in {:.1} s | {:.0} connects per server-CPU-s |",
             args.label,
             args.target,
             args.subs,
             rss_before as f64 / 1024.0,
             rss as f64 / 1024.0,
             rss.saturating_sub(rss_before) as f64 / args.subs as f64,
-            opened.elapsed().as_secs_f64()
+            open_secs,
+            if open_cpu > 0.0 { args.subs as f64 / open_cpu } else { f64::NAN }
         );
         return;
     }
