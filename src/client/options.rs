@@ -171,7 +171,9 @@ impl ClientOptions {
             }
         }
         if self.transport == Transport::Tcp && self.client_id.is_some() {
-            return bad("`client_id` cannot be sent over `transport` = tcp (its handshake carries only the token)".into());
+            return bad(
+                "`client_id` cannot be sent over `transport` = tcp (its handshake carries only the token)".into()
+            );
         }
         if self.token.is_none() && self.token_provider.is_none() {
             return bad("no `token` and no `token_provider`: the hub authenticates every connection".into());
@@ -407,7 +409,8 @@ mod tests {
         // A tcp:// address with another transport is refused, naming the fix.
         let ws = ClientOptions::new(["tcp://127.0.0.1:9000"]).with_token("t");
         assert!(message(&ws).contains("needs `transport` = tcp"), "{}", message(&ws));
-        let o = ClientOptions::from_toml("endpoints = [\"tcp://a:9000\"]\ntoken = \"t\"\ntransport = \"tcp\"\n").unwrap();
+        let o =
+            ClientOptions::from_toml("endpoints = [\"tcp://a:9000\"]\ntoken = \"t\"\ntransport = \"tcp\"\n").unwrap();
         assert_eq!(o.transport, Transport::Tcp);
     }
 

@@ -51,7 +51,8 @@ pub(super) async fn connect(endpoint: &str, ca_files: &[PathBuf], token: &str) -
     } else {
         Box::new(tcp)
     };
-    let mut link = TcpLink { io, rbuf: BytesMut::with_capacity(8192), wbuf: BytesMut::new(), decoder: Decoder::new(MAX_DATAGRAM) };
+    let mut link =
+        TcpLink { io, rbuf: BytesMut::with_capacity(8192), wbuf: BytesMut::new(), decoder: Decoder::new(MAX_DATAGRAM) };
     link.wbuf.extend_from_slice(&[VERSION]);
     link.wbuf.extend_from_slice(&encode(Kind::Token, token.as_bytes()));
     link.flush().await.map_err(|()| "the hub closed the connection".to_owned())?;
@@ -151,8 +152,12 @@ mod tests {
 
     #[test]
     fn the_hubs_bye_datagram_reads_as_a_bye_message() {
-        let m: ServerMsg = serde_json::from_str(&bye(&Bytes::from_static(br#"{"reason":"kicked","message":"out"}"#))).unwrap();
-        assert!(matches!(m, ServerMsg::Bye { reason: CloseReason::Kicked, ref message, .. } if message == "out"), "{m:?}");
+        let m: ServerMsg =
+            serde_json::from_str(&bye(&Bytes::from_static(br#"{"reason":"kicked","message":"out"}"#))).unwrap();
+        assert!(
+            matches!(m, ServerMsg::Bye { reason: CloseReason::Kicked, ref message, .. } if message == "out"),
+            "{m:?}"
+        );
         let m: ServerMsg = serde_json::from_str(&bye(&Bytes::from_static(b"not json"))).unwrap();
         assert!(matches!(m, ServerMsg::Bye { reason: CloseReason::Normal, .. }), "{m:?}");
     }
