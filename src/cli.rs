@@ -29,11 +29,16 @@ use fanhub::config::Config;
 /// How to reach and authenticate to a hub's WebSocket endpoint.
 #[derive(Args, Clone)]
 pub(crate) struct WsTarget {
-    /// WebSocket URL of the hub (`ws://`, or `wss://` for a hub with TLS).
+    /// WebSocket URL of the hub (`ws://`, or `wss://` for a hub with TLS); with `--tcp`, the
+    /// address of its raw TCP listener (`tcp://host:port`, or `tcps://host:port` for TLS).
     #[arg(long, env = "FANHUB_URL", default_value = "ws://127.0.0.1:8080/ws")]
     url: String,
-    /// A PEM file of certificate authorities to trust for a `wss://` URL, besides the system's
-    /// (repeatable).
+    /// Connect over the hub's raw TCP transport (`tcp.listen`) instead of the WebSocket:
+    /// `--url` is then `tcp://host:port` or `tcps://host:port`.
+    #[arg(long)]
+    tcp: bool,
+    /// A PEM file of certificate authorities to trust for a `wss://` or `tcps://` URL, besides
+    /// the system's (repeatable).
     #[arg(long = "tls-ca-file", env = "FANHUB_TLS_CA_FILE")]
     tls_ca_files: Vec<PathBuf>,
     /// JWT to connect with. Without it, one is minted with the key of `--config` (the dev
@@ -63,7 +68,7 @@ pub(crate) struct SubArgs {
     /// Receive over WebRTC data channels (signaled on `--url`'s host and port) instead of the
     /// WebSocket.
     #[cfg(feature = "client-webrtc")]
-    #[arg(long)]
+    #[arg(long, conflicts_with = "tcp")]
     webrtc: bool,
     #[command(flatten)]
     target: WsTarget,
@@ -134,6 +139,7 @@ fn token(target: &WsTarget) -> anyhow::Result<String> {
 #[cfg(feature = "client")]
 /// A client of the hub at `--url` (it reconnects and resumes by itself).
 async fn client(target: &WsTarget, transport: Transport) -> anyhow::Result<Client> {
+    let transport = if target.tcp { Transport::Tcp } else { transport };
     let mut options = ClientOptions::new([target.url.clone()]).with_token(token(target)?);
     options.transport = transport;
     options.tls_ca_files.clone_from(&target.tls_ca_files);

@@ -1,4 +1,4 @@
-//! The client's task: owns the connection (WebSocket or WebRTC), (re)connects, resubscribes, routes records and
+//! The client's task: owns the connection (WebSocket, WebRTC or raw TCP), (re)connects, resubscribes, routes records and
 //! answers, and follows the hub's `bye` and reconnect advice. One per [`super::Client`].
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -105,6 +105,9 @@ enum ConnectError {
     Auth(String),
     Ended(ClientError),
     Transient(String),
+    /// Raw TCP: the hub closed before `welcome` — a refused token, or a drop. A failed attempt,
+    /// after which a token provider (if any) is asked for a fresh token.
+    Silent(String),
 }
 
 pub(super) struct Actor {
@@ -185,7 +188,14 @@ impl Actor {
             // None: closed by the application while waiting.
             let endpoint = self.pick_endpoint().await?;
             self.emit(Status::Connecting { endpoint: endpoint.clone() });
-            match self.connect_once(&endpoint).await {
+            let connected = self.connect_once(&endpoint).await;
+            if matches!(connected, Err(ConnectError::Silent(_))) && self.opts.token_provider.is_some() {
+                // Perhaps the token was refused: the next attempt takes a fresh one.
+                if let Err(e) = self.fresh_token().await {
+                    return Some(e);
+                }
+            }
+            match connected {
                 Ok((ws, conn_id)) => {
                     self.record(&endpoint, true);
                     attempt = 0;
@@ -217,7 +227,7 @@ impl Actor {
                     }
                     continue;
                 }
-                Err(ConnectError::Transient(m)) => {
+                Err(ConnectError::Transient(m) | ConnectError::Silent(m)) => {
                     self.last_error = Some(m.clone());
                     self.record(&endpoint, false);
                     self.rotate(&endpoint);
@@ -349,13 +359,26 @@ impl Actor {
             Err(OpenError::Unauthenticated(m)) => return Err(ConnectError::Auth(m)),
             Err(OpenError::Failed(m)) => return Err(ConnectError::Transient(m)),
         };
-        let mut connect = json!({"op": "connect", "id": 0, "token": self.token.clone().unwrap_or_default()});
-        if let Some(id) = &self.opts.client_id {
-            connect["client_id"] = json!(id);
-        }
-        link.send(Frame::Text(connect.to_string())).await.map_err(|()| transient("closed before welcome".into()))?;
+        // Over raw TCP the link has sent the token (the Token datagram): a refused one closes the
+        // connection without a word, which reads like any drop; the message says so.
+        let closed = if link.wants_connect_op() {
+            let mut connect = json!({"op": "connect", "id": 0, "token": token});
+            if let Some(id) = &self.opts.client_id {
+                connect["client_id"] = json!(id);
+            }
+            link.send(Frame::Text(connect.to_string()))
+                .await
+                .map_err(|()| transient("closed before welcome".into()))?;
+            "closed before welcome"
+        } else {
+            "the hub closed the connection before `welcome` (over raw TCP, this is how it refuses a token: \
+             invalid, expired or missing)"
+        };
         loop {
-            let Some(m) = link.recv().await else { return Err(transient("closed before welcome".into())) };
+            let Some(m) = link.recv().await else {
+                let m = format!("{endpoint}: {closed}");
+                return Err(if link.wants_connect_op() { ConnectError::Transient(m) } else { ConnectError::Silent(m) });
+            };
             let Some(Frame::Text(text)) = m else { continue };
             match serde_json::from_str::<ServerMsg>(&text) {
                 Ok(ServerMsg::Welcome { conn_id, .. }) => return Ok((link, conn_id)),

@@ -1,5 +1,5 @@
-//! One connection of the client, whatever carries it: a WebSocket, or (feature
-//! `client-webrtc`) WebRTC data channels. The actor speaks frames to it.
+//! One connection of the client, whatever carries it: a WebSocket, (feature `client-webrtc`)
+//! WebRTC data channels, or the raw TCP transport. The actor speaks frames to it.
 
 use std::path::PathBuf;
 
@@ -32,12 +32,14 @@ pub(super) enum Link {
     Ws(Box<WebSocketStream<MaybeTlsStream<TcpStream>>>),
     #[cfg(feature = "client-webrtc")]
     Rtc(super::rtc::RtcLink),
+    Tcp(Box<super::tcp::TcpLink>),
 }
 
 impl Link {
-    /// Connects to `endpoint` (a `ws://` or `wss://` URL; `ca_files` are trusted for TLS
-    /// besides the system's roots) over `transport`; `token` authenticates WebRTC signaling (a
-    /// WebSocket sends it in `connect`).
+    /// Connects to `endpoint` (a `ws://` or `wss://` URL, or `tcp://` / `tcps://` for raw TCP;
+    /// `ca_files` are trusted for TLS besides the system's roots) over `transport`; `token`
+    /// authenticates WebRTC signaling and is the raw TCP Token datagram (a WebSocket sends it
+    /// in `connect`).
     pub(super) async fn open(
         endpoint: &str,
         ca_files: &[PathBuf],
@@ -71,11 +73,18 @@ impl Link {
                 Err(super::rtc::RtcConnectError::Failed(m)) => Err(OpenError::Failed(m)),
             },
             #[cfg(not(feature = "client-webrtc"))]
-            Transport::WebRtc => {
-                let _ = token;
-                Err(failed("WebRTC needs the `client-webrtc` cargo feature".into()))
-            }
+            Transport::WebRtc => Err(failed("WebRTC needs the `client-webrtc` cargo feature".into())),
+            Transport::Tcp => match super::tcp::connect(endpoint, ca_files, token).await {
+                Ok(l) => Ok(Link::Tcp(Box::new(l))),
+                Err(e) => Err(failed(e)),
+            },
         }
+    }
+
+    /// Whether the actor authenticates with a `connect` op (WebSocket, WebRTC); the raw TCP
+    /// link has sent the token at open, in the Token datagram.
+    pub(super) fn wants_connect_op(&self) -> bool {
+        !matches!(self, Link::Tcp(_))
     }
 
     pub(super) async fn send(&mut self, f: Frame) -> Result<(), ()> {
@@ -89,6 +98,7 @@ impl Link {
             }
             #[cfg(feature = "client-webrtc")]
             Link::Rtc(l) => l.send(f).await,
+            Link::Tcp(l) => l.send(f).await,
         }
     }
 
@@ -111,10 +121,11 @@ impl Link {
             }
             #[cfg(feature = "client-webrtc")]
             Link::Rtc(l) => l.recv().await.map(Some),
+            Link::Tcp(l) => l.recv().await,
         }
     }
 
-    /// Closes it (a WebSocket close handshake; WebRTC just ends).
+    /// Closes it (a WebSocket close handshake; raw TCP shuts its side; WebRTC just ends).
     pub(super) async fn close(&mut self) {
         match self {
             Link::Ws(ws) => {
@@ -122,6 +133,7 @@ impl Link {
             }
             #[cfg(feature = "client-webrtc")]
             Link::Rtc(_) => {}
+            Link::Tcp(l) => l.close().await,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The Rust client of `fanhub.v1` (cargo feature `client`): a cheap cloneable [`Client`]
-//! handle and one task that owns the connection — a WebSocket, or WebRTC data channels
-//! (feature `client-webrtc`, [`Transport::WebRtc`]) with the same API.
+//! handle and one task that owns the connection — a WebSocket, WebRTC data channels
+//! (feature `client-webrtc`, [`Transport::WebRtc`]) or the raw TCP transport
+//! ([`Transport::Tcp`], `tcp://host:port` endpoints) with the same API.
 //!
 //! It reconnects after any disconnect (exponential backoff with full jitter, rotating through
 //! the endpoints and the reconnect advice the hub gives, skipping endpoints whose circuit
@@ -57,6 +58,7 @@ mod pool;
 pub mod resume;
 #[cfg(feature = "client-webrtc")]
 pub mod rtc;
+mod tcp;
 #[cfg(feature = "client-tls")]
 mod tls;
 
@@ -366,7 +368,8 @@ impl Client {
     }
 
     /// The current endpoint's health: its `GET /healthz` (timed, with the hub's version) and the
-    /// client's view (the endpoint's circuit, the last connection error).
+    /// client's view (the endpoint's circuit, the last connection error). A `tcp://` endpoint
+    /// has no HTTP side: `healthy` is false and `error` says that `/healthz` was not asked.
     ///
     /// # Errors
     /// [`ClientError::Closed`] when the client is closed.
@@ -374,7 +377,14 @@ impl Client {
         let (tx, rx) = oneshot::channel();
         self.cmd.send(actor::Cmd::Health(tx)).await.map_err(|_| ClientError::Closed)?;
         let (endpoint, circuit, last_error) = rx.await.map_err(|_| ClientError::Closed)?;
-        let probe = health::probe(&endpoint, &self.tls_ca_files, self.request_timeout).await;
+        let probe = if endpoint.starts_with("tcp://") || endpoint.starts_with("tcps://") {
+            Err(format!(
+                "{endpoint} is the hub's raw TCP listener, which has no HTTP side: /healthz was not asked \
+                 (ask the hub's HTTP listener; the circuit and last error are the client's own view)"
+            ))
+        } else {
+            health::probe(&endpoint, &self.tls_ca_files, self.request_timeout).await
+        };
         Ok(match probe {
             Ok((t, healthy, version)) => {
                 Health { endpoint, healthy, response_time: Some(t), version, circuit, last_error, error: None }

@@ -19,14 +19,17 @@ pub type TokenProvider = Arc<dyn Fn() -> BoxFuture<'static, Result<String, Strin
 /// fields; [`super::Client::connect`] validates them first.
 #[derive(Clone)]
 pub struct ClientOptions {
-    /// WebSocket URLs of the hub's nodes (`ws://host:port/ws`, or `wss://` with the cargo
-    /// feature `client-tls`), tried in order; at least one.
+    /// The hub's nodes, tried in order; at least one. WebSocket URLs (`ws://host:port/ws`, or
+    /// `wss://` with the cargo feature `client-tls`) for [`Transport::WebSocket`] and
+    /// [`Transport::WebRtc`]; `tcp://host:port` (or `tcps://host:port`, TLS, with `client-tls`)
+    /// addresses of the hub's `tcp.listen` for [`Transport::Tcp`].
     pub endpoints: Vec<String>,
     /// A fixed token (JWT).
     pub token: Option<String>,
     /// A token provider (used instead of, or after, `token`).
     pub token_provider: Option<TokenProvider>,
-    /// Sent in `connect`: a reconnect replaces this client's previous connection at once.
+    /// Sent in `connect`: a reconnect replaces this client's previous connection at once. Not
+    /// with [`Transport::Tcp`]: the raw TCP handshake carries only the token.
     pub client_id: Option<String>,
     /// Reconnect delays (exponential, full jitter).
     pub backoff: Backoff,
@@ -42,16 +45,16 @@ pub struct ClientOptions {
     /// Events buffered per subscription before the client stops reading the socket (the hub
     /// then applies the topic's policy to this client).
     pub buffer: usize,
-    /// How the client reaches the endpoints (WebSocket, or WebRTC data channels signaled on
-    /// the same host and port).
+    /// How the client reaches the endpoints (WebSocket, WebRTC data channels signaled on the
+    /// same host and port, or the raw TCP transport).
     pub transport: Transport,
     /// After this long with nothing received, the client sends a `ping`.
     pub keepalive_interval: Duration,
     /// After a `ping` with nothing received for this long, the connection is dead (a black
     /// hole: a pulled cable, a frozen node) and the client reconnects.
     pub keepalive_timeout: Duration,
-    /// PEM files of certificate authorities to trust for `wss://` endpoints, besides the
-    /// system's (a private CA, a self-signed hub).
+    /// PEM files of certificate authorities to trust for `wss://` and `tcps://` endpoints,
+    /// besides the system's (a private CA, a self-signed hub).
     pub tls_ca_files: Vec<PathBuf>,
 }
 
@@ -67,6 +70,13 @@ pub enum Transport {
     /// messages and `reliable` records come on the reliable channel, best-effort and
     /// rate-limited records on the lossy one (whole frames or nothing).
     WebRtc,
+    /// The raw TCP transport (`docs/protocol.md` §10d) to each endpoint `tcp://host:port` (the
+    /// hub's `tcp.listen`), or `tcps://host:port` for a listener with `[tcp.tls]` (cargo feature
+    /// `client-tls`). The token travels in the Token datagram, so `client_id` cannot be given;
+    /// a refused token closes the connection without a word (counted as a failed attempt); the
+    /// WebSocket URLs of the hub's reconnect advice are not followed (the client reconnects
+    /// through its own endpoints); `health()` has no HTTP side to ask and says so.
+    Tcp,
 }
 
 impl fmt::Debug for ClientOptions {
@@ -156,15 +166,14 @@ impl ClientOptions {
             return bad("`endpoints` is empty: give at least one ws:// URL of the hub".into());
         }
         for (i, e) in self.endpoints.iter().enumerate() {
-            if e.starts_with("wss://") && !cfg!(feature = "client-tls") {
-                return bad(format!("`endpoints[{i}]` = {e:?}: wss:// needs the `client-tls` cargo feature"));
+            if let Err(m) = check_endpoint(e, self.transport) {
+                return bad(format!("`endpoints[{i}]` = {e:?}: {m}"));
             }
-            if !e.starts_with("ws://") && !e.starts_with("wss://") {
-                return bad(format!("`endpoints[{i}]` = {e:?}: expected a ws:// or wss:// URL"));
-            }
-            if e.parse::<hyper::http::Uri>().is_err() {
-                return bad(format!("`endpoints[{i}]` = {e:?} is not a valid URL"));
-            }
+        }
+        if self.transport == Transport::Tcp && self.client_id.is_some() {
+            return bad(
+                "`client_id` cannot be sent over `transport` = tcp (its handshake carries only the token)".into()
+            );
         }
         if self.token.is_none() && self.token_provider.is_none() {
             return bad("no `token` and no `token_provider`: the hub authenticates every connection".into());
@@ -200,6 +209,45 @@ impl ClientOptions {
         }
         Ok(())
     }
+}
+
+/// Whether `endpoint` suits `transport`: a WebSocket URL, or a `tcp://` / `tcps://` address.
+fn check_endpoint(e: &str, transport: Transport) -> Result<(), String> {
+    let tcp = e.starts_with("tcp://") || e.starts_with("tcps://");
+    if transport == Transport::Tcp {
+        if !tcp {
+            return Err("`transport` = tcp expects a tcp://host:port or tcps://host:port address".into());
+        }
+        if e.starts_with("tcps://") && !cfg!(feature = "client-tls") {
+            return Err("tcps:// needs the `client-tls` cargo feature".into());
+        }
+        return tcp_host_port(e).map(|_| ());
+    }
+    if tcp {
+        return Err("a tcp:// or tcps:// address needs `transport` = tcp".into());
+    }
+    if e.starts_with("wss://") && !cfg!(feature = "client-tls") {
+        return Err("wss:// needs the `client-tls` cargo feature".into());
+    }
+    if !e.starts_with("ws://") && !e.starts_with("wss://") {
+        return Err("expected a ws:// or wss:// URL".into());
+    }
+    if e.parse::<hyper::http::Uri>().is_err() {
+        return Err("not a valid URL".into());
+    }
+    Ok(())
+}
+
+/// The host and port of a `tcp://host:port` or `tcps://host:port` endpoint (the port is
+/// required: the hub's `tcp.listen` has no standard one; nothing may follow it).
+pub(super) fn tcp_host_port(e: &str) -> Result<(String, u16), String> {
+    let uri: hyper::http::Uri = e.parse().map_err(|_| "not a valid address".to_owned())?;
+    let host = uri.host().filter(|h| !h.is_empty()).ok_or("no host")?;
+    let port = uri.port_u16().ok_or("no port (tcp://host:port)")?;
+    if uri.path_and_query().is_some_and(|p| p.as_str() != "/" && !p.as_str().is_empty()) {
+        return Err("nothing may follow host:port".into());
+    }
+    Ok((host.trim_matches(['[', ']']).to_owned(), port))
 }
 
 /// [`ClientOptions`] as a configuration file or the environment gives them: a `[client]`-style
@@ -261,7 +309,7 @@ impl ClientOptions {
     /// `backoff_initial_ms`, `backoff_max_ms`, `backoff_multiplier`, `breaker_failure_ratio`,
     /// `breaker_min_throughput`, `breaker_sampling_window_ms`, `breaker_break_ms`,
     /// `connect_timeout_ms`, `request_timeout_ms`, `initial_attempts`, `buffer`, `transport`
-    /// (`"websocket"` or `"webrtc"`), `keepalive_interval_ms`, `keepalive_timeout_ms`,
+    /// (`"websocket"`, `"webrtc"` or `"tcp"`), `keepalive_interval_ms`, `keepalive_timeout_ms`,
     /// `tls_ca_files`; the rest take their defaults. A token provider, if any, is set in code afterwards.
     ///
     /// # Errors
@@ -340,6 +388,30 @@ mod tests {
         let mut o = ok;
         o.keepalive_timeout = Duration::ZERO;
         assert!(message(&o).contains("`keepalive_interval` and `keepalive_timeout`"));
+    }
+
+    #[test]
+    fn tcp_addresses_go_with_the_tcp_transport_only() {
+        let tcp = |e: &str| {
+            let mut o = ClientOptions::new([e]).with_token("t");
+            o.transport = Transport::Tcp;
+            o
+        };
+        assert!(tcp("tcp://127.0.0.1:9000").validate().is_ok());
+        assert!(tcp("tcp://[::1]:9000").validate().is_ok());
+        assert_eq!(tcp_host_port("tcp://[::1]:9000").unwrap(), ("::1".to_owned(), 9000));
+        let tls = tcp("tcps://hub.example:9443").validate();
+        assert_eq!(tls.is_ok(), cfg!(feature = "client-tls"), "{tls:?}");
+        assert!(message(&tcp("ws://127.0.0.1:8080/ws")).contains("expects a tcp://host:port"));
+        assert!(message(&tcp("tcp://127.0.0.1")).contains("no port"));
+        assert!(message(&tcp("tcp://127.0.0.1:9000/ws")).contains("nothing may follow"));
+        assert!(message(&tcp("tcp://127.0.0.1:9000").with_client_id("c")).contains("`client_id`"));
+        // A tcp:// address with another transport is refused, naming the fix.
+        let ws = ClientOptions::new(["tcp://127.0.0.1:9000"]).with_token("t");
+        assert!(message(&ws).contains("needs `transport` = tcp"), "{}", message(&ws));
+        let o =
+            ClientOptions::from_toml("endpoints = [\"tcp://a:9000\"]\ntoken = \"t\"\ntransport = \"tcp\"\n").unwrap();
+        assert_eq!(o.transport, Transport::Tcp);
     }
 
     #[test]

@@ -14,6 +14,8 @@ mod cli;
 mod client;
 #[cfg(feature = "client-webrtc")]
 mod client_rtc;
+#[cfg(feature = "client")]
+mod client_tcp;
 #[cfg(feature = "redis")]
 mod cluster;
 #[cfg(feature = "redis")]
