@@ -527,8 +527,10 @@ impl Config {
         range("auth.leeway_secs", self.auth.leeway_secs, 0, 3600);
         range("auth.session_ttl_secs", self.auth.session_ttl_secs, 1, self.auth.max_session_ttl_secs.max(1));
         range("tcp.version_timeout_ms", self.tcp.version_timeout_ms, 10, 600_000);
-        self.server.tls.problems("server.tls", &mut p);
-        self.tcp.tls.problems("tcp.tls", &mut p);
+        let mut tls = Vec::new();
+        self.server.tls.problems("server.tls", &mut tls);
+        self.tcp.tls.problems("tcp.tls", &mut tls);
+        p.extend(tls.into_iter().map(|t| ConfigProblem { key: t.key, value: t.value, allowed: t.allowed }));
         let r = &self.broker.redis;
         if !r.url.is_empty() && !cfg!(feature = "redis") {
             p.push(ConfigProblem {

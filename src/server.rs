@@ -30,7 +30,9 @@ use crate::config::Config;
 use crate::http::{self, ApiError, AppState, ErrorBody};
 use crate::hub::ConnectionManager;
 use crate::protocol::{ErrorCode, SUBPROTOCOL};
-use crate::transport::{sse, ws, HubContext};
+#[cfg(feature = "tls")]
+use crate::transport::TLS_HANDSHAKE_TIMEOUT;
+use crate::transport::{sse, ws, HubContext, ListenerTls};
 use crate::web;
 
 /// The sockets the server serves on (bind them yourself, e.g. on port 0 in tests).
@@ -325,17 +327,6 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     Server::new(config, &listeners)?.run(listeners, shutdown).await
 }
-
-/// TLS for a listener, when it speaks TLS.
-#[cfg(feature = "tls")]
-pub(crate) type ListenerTls = Option<Arc<crate::tls::Tls>>;
-/// TLS for a listener: never, in a build without TLS.
-#[cfg(not(feature = "tls"))]
-pub(crate) type ListenerTls = Option<std::convert::Infallible>;
-
-/// How long a TLS client may take from accept to a finished handshake.
-#[cfg(feature = "tls")]
-pub(crate) const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves HTTP/1.1 on `listener` until shutdown: one task per connection, upgrades enabled,
 /// over TLS when `tls` is set (the handshake runs in the connection's task, so a slow client

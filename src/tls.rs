@@ -20,7 +20,17 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigProblem;
+/// A problem of a TLS section: the dotted key, the value given, what is allowed (the
+/// configuration's check turns it into one of its own problems).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsProblem {
+    /// Dotted key, e.g. `server.tls.cert_path`.
+    pub key: String,
+    /// The value given.
+    pub value: String,
+    /// What is allowed.
+    pub allowed: String,
+}
 
 /// `[server.tls]`: TLS on the public listener. Off while `cert_path` and `key_path` are empty.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,12 +90,9 @@ impl TlsConfig {
     /// The problems of this section, named under `section` (`server.tls`, `tcp.tls`): the
     /// policy's values and, when TLS is on, the files (readable, PEM, a usable certificate and a
     /// key that matches it).
-    pub(crate) fn problems(&self, section: &str, p: &mut Vec<ConfigProblem>) {
-        let problem = |key: &str, value: String, allowed: String| ConfigProblem {
-            key: format!("{section}.{key}"),
-            value,
-            allowed,
-        };
+    pub fn problems(&self, section: &str, p: &mut Vec<TlsProblem>) {
+        let problem =
+            |key: &str, value: String, allowed: String| TlsProblem { key: format!("{section}.{key}"), value, allowed };
         if !["1.2", "1.3"].contains(&self.min_version.as_str()) {
             p.push(problem("min_version", self.min_version.clone(), "\"1.2\" or \"1.3\"".into()));
         }

@@ -9,16 +9,9 @@ use hyper::http::{header, HeaderValue, Uri};
 use tokio::net::TcpStream;
 use tokio_websockets::{MaybeTlsStream, Message as WsMessage, WebSocketStream};
 
+pub(crate) use super::frame::Frame;
 use super::options::Transport;
 use crate::protocol::SUBPROTOCOL;
-
-/// A message either way: JSON control text, or binary (records from the hub, publish frames
-/// to it).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Frame {
-    Text(String),
-    Binary(Bytes),
-}
 
 /// Why opening a connection failed.
 pub(super) enum OpenError {

@@ -50,6 +50,7 @@
 mod actor;
 pub mod backoff;
 pub mod breaker;
+mod frame;
 mod health;
 mod http;
 mod link;

@@ -13,7 +13,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::link::Frame;
+use super::frame::Frame;
 use crate::protocol::tcp::{encode, header, Decoder, Kind, VERSION};
 
 /// The largest datagram accepted from the hub (a WebSocket client's default frame limit).

@@ -138,3 +138,14 @@ impl HubContext {
         urls
     }
 }
+
+/// TLS for a listener, when it speaks TLS.
+#[cfg(feature = "tls")]
+pub type ListenerTls = Option<Arc<crate::tls::Tls>>;
+/// TLS for a listener: never, in a build without TLS.
+#[cfg(not(feature = "tls"))]
+pub type ListenerTls = Option<std::convert::Infallible>;
+
+/// How long a TLS client may take from accept to a finished handshake.
+#[cfg(feature = "tls")]
+pub const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

@@ -22,11 +22,11 @@ use tokio::net::TcpListener;
 use super::driver::{self, Recv, Transport};
 use super::ws::{self, Seg};
 use super::HubContext;
+use super::ListenerTls;
 use crate::clock::Clock;
 use crate::hub::{Batch, CloseInfo, ConnCore, Connection, Control, Drain, Protocol};
 use crate::protocol::tcp::{encode, header, Datagram, Decoder, FrameError, Kind, VERSION};
 use crate::protocol::{CloseReason, ErrorCode};
-use crate::server::ListenerTls;
 use crate::session::{Input, Session};
 
 /// A raw TCP client connection.
@@ -74,7 +74,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<HubContext>, tls: ListenerTls
             Some(tls) => {
                 let tls = tls.clone();
                 tokio::spawn(async move {
-                    match tokio::time::timeout(crate::server::TLS_HANDSHAKE_TIMEOUT, tls.acceptor().accept(tcp)).await {
+                    match tokio::time::timeout(super::TLS_HANDSHAKE_TIMEOUT, tls.acceptor().accept(tcp)).await {
                         Ok(Ok(stream)) => {
                             let (rd, wr) = tokio::io::split(stream);
                             connection(ctx, rd, wr, remote).await;

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::peer::{Offer, PeerOutput, RtcPeer};
-use crate::client::link::Frame;
+use crate::client::frame::Frame;
 
 /// Frames the driver holds for the actor before it stops reading the socket (the hub's
 /// SCTP then slows down on the reliable channel; lossy frames are lost, as on a network).
