@@ -303,6 +303,7 @@ async fn a_publisher_pool_spreads_publishes_over_its_connections_and_keeps_each_
     hub.shutdown().await;
 }
 
+#[cfg(feature = "redis")]
 #[tokio::test]
 async fn when_its_cluster_node_is_killed_the_client_resumes_on_another_exactly_once() {
     const N: u64 = 300;

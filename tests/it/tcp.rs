@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use base64::Engine as _;
 use bytes::BytesMut;
 use fanhub::config::Config;
 use fanhub::protocol::frame::{decode_records, encode_publish};
@@ -463,6 +462,7 @@ async fn tcp_over_tls_runs_the_same_session() {
 #[cfg(all(feature = "webrtc", feature = "client-webrtc"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_publishes_reach_websocket_webrtc_sse_and_tcp_subscribers_and_theirs_reach_tcp() {
+    use base64::Engine as _;
     use fanhub::client::{Client as Sdk, ClientOptions, Event, From, Transport};
     let hub = spawn_hub(tcp_config()).await;
     let topic = "mix/all";
