@@ -386,6 +386,34 @@ async fn tcp_a_client_whose_clock_offset_averages_over_the_limit_is_closed_as_a_
 }
 
 #[tokio::test]
+async fn tcp_rate_and_size_violations_move_the_connection_to_monitored_violation_then_close_it() {
+    let mut config = tcp_config();
+    config.limits.publish_rate_per_second = 1;
+    config.limits.publish_burst = 1;
+    config.limits.max_message_size = 64;
+    config.limits.violations_to_monitor = 2;
+    config.limits.violations_to_close = 3;
+    config.limits.violations_window_ms = 600_000;
+    // The hub's clock stands still: the rate limit refills nothing between the publishes.
+    let hub = spawn_hub_manual(config).await;
+    let mut t = Tcp::connect(&hub, "flooder").await;
+    assert_eq!(t.publish("v/t", b"one").await["type"], "published");
+    let r = t.publish("v/t", b"two").await;
+    assert_eq!((r["type"].as_str(), r["code"].as_str()), (Some("error"), Some("rate_limited")), "{r}");
+    let r = t.publish("v/t", &[0u8; 100]).await;
+    assert_eq!((r["code"].as_str(), r["limit"].as_str()), (Some("resource_exhausted"), Some("max_message_size")), "{r}");
+    let rows = connections(&hub, "?protocol=tcp").await;
+    assert_eq!(rows["items"][0]["state"], "monitored_violation", "{rows}");
+    // The third violation ends it: an error, then a Bye `violation`, then the close.
+    t.send(Kind::Publish, &encode_publish("v/t", 0, 0, &[0u8; 100])).await;
+    let all = t.until_eof().await;
+    ends_with_bye(&all, "violation");
+    listed(&hub, 0).await;
+    assert_eq!(hub.manager.connection_stats().violations, 3);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
 async fn tcp_malformed_datagrams_close_with_a_diagnostic_and_the_hub_stays_healthy() {
     let hub = spawn_hub(tcp_config()).await;
     let limit = fanhub::transport::ws::frame_limit(hub.manager.limits().max_message_size) + 1;
