@@ -401,7 +401,11 @@ async fn tcp_rate_and_size_violations_move_the_connection_to_monitored_violation
     let r = t.publish("v/t", b"two").await;
     assert_eq!((r["type"].as_str(), r["code"].as_str()), (Some("error"), Some("rate_limited")), "{r}");
     let r = t.publish("v/t", &[0u8; 100]).await;
-    assert_eq!((r["code"].as_str(), r["limit"].as_str()), (Some("resource_exhausted"), Some("max_message_size")), "{r}");
+    assert_eq!(
+        (r["code"].as_str(), r["limit"].as_str()),
+        (Some("resource_exhausted"), Some("max_message_size")),
+        "{r}"
+    );
     let rows = connections(&hub, "?protocol=tcp").await;
     assert_eq!(rows["items"][0]["state"], "monitored_violation", "{rows}");
     // The third violation ends it: an error, then a Bye `violation`, then the close.
