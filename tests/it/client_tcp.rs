@@ -175,24 +175,14 @@ async fn over_tcp_a_kick_ends_the_client_with_a_typed_error_and_no_reconnect() {
 #[cfg(feature = "client-tls")]
 #[tokio::test]
 async fn over_tcps_the_client_connects_trusting_a_ca_file() {
-    let dir = std::env::temp_dir().join(format!("fanhub-client-tcps-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
-    let pem = |label: &str, der: &[u8]| {
-        use base64::Engine as _;
-        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-        let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|l| std::str::from_utf8(l).unwrap()).collect();
-        format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
-    };
-    std::fs::write(dir.join("cert.pem"), pem("CERTIFICATE", cert.cert.der())).unwrap();
-    std::fs::write(dir.join("key.pem"), pem("PRIVATE KEY", &cert.signing_key.serialize_der())).unwrap();
+    let cert = crate::common::SelfSigned::new("client-tcps");
     let mut config = with_tcp(test_config());
-    config.tcp.tls.cert_path = dir.join("cert.pem");
-    config.tcp.tls.key_path = dir.join("key.pem");
+    config.tcp.tls.cert_path = cert.cert_path();
+    config.tcp.tls.key_path = cert.key_path();
     let hub = spawn_hub(config).await;
     let url = format!("tcps://{}", hub.tcp.unwrap());
 
-    let client = Client::connect(options(url.clone(), hub.token("sealed")).with_tls_ca_file(dir.join("cert.pem")))
+    let client = Client::connect(options(url.clone(), hub.token("sealed")).with_tls_ca_file(cert.cert_path()))
         .await
         .expect("tcps connect");
     let mut sub = client.subscribe("sec/t", From::Live).await.unwrap();
@@ -206,7 +196,6 @@ async fn over_tcps_the_client_connects_trusting_a_ca_file() {
         Err(ClientError::Connect(m)) => assert!(m.to_lowercase().contains("certificate"), "{m}"),
         other => panic!("expected a certificate error, got {other:?}"),
     }
-    let _ = std::fs::remove_dir_all(&dir);
     hub.shutdown().await;
 }
 

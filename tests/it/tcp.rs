@@ -453,23 +453,13 @@ async fn tcp_malformed_datagrams_close_with_a_diagnostic_and_the_hub_stays_healt
 #[tokio::test]
 async fn tcp_over_tls_runs_the_same_session() {
     use std::sync::Arc;
-    let dir = std::env::temp_dir().join(format!("fanhub-tcp-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
-    let pem = |label: &str, der: &[u8]| {
-        use base64::Engine as _;
-        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-        let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|l| std::str::from_utf8(l).unwrap()).collect();
-        format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
-    };
-    std::fs::write(dir.join("cert.pem"), pem("CERTIFICATE", cert.cert.der())).unwrap();
-    std::fs::write(dir.join("key.pem"), pem("PRIVATE KEY", &cert.signing_key.serialize_der())).unwrap();
+    let cert = crate::common::SelfSigned::new("tcp-tls");
     let mut config = tcp_config();
-    config.tcp.tls.cert_path = dir.join("cert.pem");
-    config.tcp.tls.key_path = dir.join("key.pem");
+    config.tcp.tls.cert_path = cert.cert_path();
+    config.tcp.tls.key_path = cert.key_path();
     let hub = spawn_hub(config).await;
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
+    roots.add(rustls::pki_types::CertificateDer::from(cert.der.clone())).unwrap();
     let client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -485,7 +475,6 @@ async fn tcp_over_tls_runs_the_same_session() {
     assert_eq!(t.records(1).await[0].payload, b"sealed");
     t.send(Kind::Bye, br#"{"reason":"normal","message":""}"#).await;
     t.until_eof().await;
-    let _ = std::fs::remove_dir_all(&dir);
     hub.shutdown().await;
 }
 

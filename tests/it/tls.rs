@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
 use fanhub::config::{Config, ConfigError};
 use fanhub::{Listeners, Server};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
@@ -24,7 +23,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
-use crate::common::{test_config, Client, API_KEY, TIMEOUT};
+use crate::common::{pem, test_config, Client, API_KEY, TIMEOUT};
 
 /// A temporary directory with a test CA, removed on drop.
 struct Pki {
@@ -38,17 +37,6 @@ struct Leaf {
     cert_pem: String,
     key_pem: String,
     der: CertificateDer<'static>,
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
 }
 
 impl Pki {

@@ -701,3 +701,43 @@ pub fn node_command(args: &[&str]) -> tokio::process::Child {
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run node ({e}); run web-demo/ci-setup.sh"))
 }
+
+/// `der` as PEM text under `label` (`CERTIFICATE`, `PRIVATE KEY`).
+pub fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|l| std::str::from_utf8(l).unwrap()).collect();
+    format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
+}
+
+/// A self-signed certificate for 127.0.0.1, as `cert.pem` and `key.pem` in a fresh temporary
+/// directory (removed on drop).
+pub struct SelfSigned {
+    pub dir: std::path::PathBuf,
+    pub der: Vec<u8>,
+}
+
+impl SelfSigned {
+    pub fn new(name: &str) -> SelfSigned {
+        let dir = std::env::temp_dir().join(format!("fanhub-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        std::fs::write(dir.join("cert.pem"), pem("CERTIFICATE", cert.cert.der())).unwrap();
+        std::fs::write(dir.join("key.pem"), pem("PRIVATE KEY", &cert.signing_key.serialize_der())).unwrap();
+        SelfSigned { dir, der: cert.cert.der().to_vec() }
+    }
+
+    pub fn cert_path(&self) -> std::path::PathBuf {
+        self.dir.join("cert.pem")
+    }
+
+    pub fn key_path(&self) -> std::path::PathBuf {
+        self.dir.join("key.pem")
+    }
+}
+
+impl Drop for SelfSigned {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
