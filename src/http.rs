@@ -26,6 +26,8 @@ pub struct AppState {
     pub ctx: Arc<HubContext>,
     /// When the server started (uptime).
     pub started: Instant,
+    /// The upstream sources this node consumes.
+    pub sources: Arc<crate::source::Sources>,
 }
 
 /// An error answered over HTTP: `{"code": …, "message": …}` with the code's status (or, for
@@ -155,6 +157,11 @@ pub fn health_body(s: &AppState, ready: bool) -> serde_json::Value {
         "connections": s.ctx.live.load(Ordering::Relaxed),
         "broker": { "kind": s.ctx.broker.kind(), "ready": s.ctx.broker.is_ready() },
     });
+    if !s.sources.is_empty() {
+        // Named, not counted against readiness: the node serves its clients while an upstream
+        // is away, and their topics resume when it is back.
+        body["sources"] = serde_json::json!({ "not_connected": s.sources.not_connected() });
+    }
     #[cfg(feature = "tls")]
     if let Some(tls) = &s.ctx.tls {
         body["tls"] = serde_json::json!(tls.stats());

@@ -57,6 +57,25 @@ pub const BROKER_PUBLISHED: &str = "fanhub_broker_published_total";
 pub const BROKER_REFUSED: &str = "fanhub_broker_publishes_refused_total";
 /// Broker records never delivered on this node (gone from history too) — counter.
 pub const BROKER_LOST: &str = "fanhub_broker_records_lost_total";
+/// A source consumer connected (1) or not (0), by `source`, `group` — gauge.
+pub const SOURCE_UP: &str = "fanhub_source_up";
+/// Records fetched from upstream, by `source`, `mapping` — counter.
+pub const SOURCE_RECORDS: &str = "fanhub_source_records_total";
+/// Record payload bytes fetched, by `source`, `mapping` — counter.
+pub const SOURCE_BYTES: &str = "fanhub_source_bytes_total";
+/// Records published into the hub, by `source`, `mapping` — counter.
+pub const SOURCE_PUBLISHED: &str = "fanhub_source_published_total";
+/// Records not published, by `source`, `mapping`, `reason` (`drop_oldest`, `drop_newest`,
+/// `duplicate`, `dead_letter`) — counter.
+pub const SOURCE_DROPPED: &str = "fanhub_source_dropped_total";
+/// Upstream positions committed, by `source`, `mapping` — counter.
+pub const SOURCE_COMMITS: &str = "fanhub_source_commits_total";
+/// Records behind the upstream head, by `source`, `mapping` — gauge.
+pub const SOURCE_LAG: &str = "fanhub_source_lag";
+/// Records buffered between upstream and hub, by `source`, `mapping` — gauge.
+pub const SOURCE_BUFFERED: &str = "fanhub_source_buffered";
+/// Failed connection attempts, by `source`, `group` — counter.
+pub const SOURCE_FAILURES: &str = "fanhub_source_connect_failures_total";
 /// Live cluster nodes seen in the registry — gauge.
 pub const CLUSTER_NODES: &str = "fanhub_cluster_nodes";
 /// Messages the router received (every publish, local or from the broker) — counter.
@@ -181,6 +200,17 @@ impl Metrics {
 
     fn gauge(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
         self.recorder.register_gauge(&key(name, labels), &META)
+    }
+
+    /// Sets a counter kept elsewhere (the sources' counters, copied at scrape time); labels come
+    /// from configuration only.
+    pub fn set_counter(&self, name: &'static str, labels: &[(&'static str, &str)], value: u64) {
+        self.counter(name, labels).absolute(value);
+    }
+
+    /// Sets a gauge kept elsewhere, as [`Self::set_counter`].
+    pub fn set_gauge(&self, name: &'static str, labels: &[(&'static str, &str)], value: f64) {
+        self.gauge(name, labels).set(value);
     }
 
     /// Folds recorded histogram samples into their buckets (call about once a second).

@@ -104,6 +104,7 @@ pub struct Server {
     tcp_tls: ListenerTls,
     shutdown_tx: watch::Sender<bool>,
     started: Instant,
+    sources: Arc<crate::source::Sources>,
 }
 
 impl Server {
@@ -180,7 +181,8 @@ impl Server {
             #[cfg(feature = "tls")]
             tls,
         });
-        Ok(Self { ctx, tcp_tls, shutdown_tx, started: Instant::now() })
+        let sources = Arc::new(crate::source::Sources::new(&ctx.config.sources));
+        Ok(Self { ctx, tcp_tls, shutdown_tx, started: Instant::now(), sources })
     }
 
     /// The connection manager.
@@ -191,6 +193,11 @@ impl Server {
     /// The session manager.
     pub fn sessions(&self) -> Arc<SessionManager> {
         self.ctx.sessions.clone()
+    }
+
+    /// The upstream sources (`[[sources]]`).
+    pub fn sources(&self) -> Arc<crate::source::Sources> {
+        self.sources.clone()
     }
 
     /// Shared context (for embedding and tests).
@@ -226,7 +233,7 @@ impl Server {
             #[cfg(not(feature = "webrtc"))]
             tracing::info!("WebRTC is not built in (cargo feature `webrtc`); signaling answers not_found");
         }
-        let app = AppState { ctx: ctx.clone(), started: self.started };
+        let app = AppState { ctx: ctx.clone(), started: self.started, sources: self.sources.clone() };
         let admin = crate::admin::AdminState::new(app.clone());
         #[cfg(feature = "tls")]
         let public_tls = ctx.tls.clone();
@@ -255,10 +262,13 @@ impl Server {
         let cluster = ctx.broker.cluster().map(|c| c.start(ctx.shutdown.clone()));
         #[cfg(not(feature = "redis"))]
         let cluster: Option<tokio::task::JoinHandle<()>> = None;
+        self.sources.start(&ctx);
         tracing::info!(node_id = %ctx.node_id, url = %ctx.public_url, "fanhub serving");
 
         shutdown.await;
         tracing::info!(connections = ctx.live.load(Ordering::Relaxed), "shutting down");
+        // Sources first: nothing new comes in, and what was published is committed upstream.
+        self.sources.stop(Duration::from_millis(ctx.config.server.shutdown_grace_ms.max(1000))).await;
         ctx.draining.store(true, Ordering::Relaxed);
         let _ = self.shutdown_tx.send(true);
         let grace = Duration::from_millis(ctx.config.server.shutdown_grace_ms + ctx.config.session.close_timeout_ms);

@@ -19,6 +19,7 @@
 mod cluster;
 mod connections;
 mod drain;
+mod sources;
 mod stats;
 mod topics;
 
@@ -94,6 +95,7 @@ async fn require_admin(State(gate): State<Gate>, req: Request, next: Next) -> Re
 /// Prometheus metrics, text exposition format.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain"), (status = 401, body = ErrorBody)))]
 pub(super) async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
+    sources::record_metrics(&s.ctx.metrics, &s.sources.view());
     let text = s.ctx.metrics.render(&s.ctx.manager, &s.ctx.broker, &s.ctx.node_id, s.started.elapsed().as_secs_f64());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
 }
@@ -124,6 +126,7 @@ fn routes_and_openapi(state: &AdminState) -> (Router<AdminState>, utoipa::openap
         .routes(routes!(topics::get_policy, topics::put_policy, topics::reset_policy))
         .routes(routes!(stats::get_stats))
         .routes(routes!(cluster::cluster_view))
+        .routes(routes!(sources::list_sources))
         .routes(routes!(stats::stats_stream))
         .routes(routes!(drain::start_drain, drain::get_drain, drain::stop_drain))
         .routes(routes!(crate::http::publish));

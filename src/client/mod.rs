@@ -48,7 +48,7 @@
 //! ```
 
 mod actor;
-pub mod backoff;
+pub use crate::protocol::backoff;
 pub mod breaker;
 mod frame;
 mod health;

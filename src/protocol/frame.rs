@@ -6,15 +6,20 @@
 //!
 //!   ```text
 //!   0  u8   kind = 0x01
-//!   1  u8   flags (bit 0: payload is JSON text)
+//!   1  u8   flags (bit 0: payload is JSON text; bit 1: metadata precedes the payload)
 //!   2  u16  topic length T
-//!   4  u32  payload length L
+//!   4  u32  payload length L (with the metadata block when bit 1 is set)
 //!   8  u64  offset
 //!   16 u64  epoch
 //!   24 u64  publish time, µs since the UNIX epoch (server clock)
 //!   32 T    topic, UTF-8
 //!   32+T L  payload
 //!   ```
+//!
+//!   With flag bit 1 ([`FLAG_META`]) the `L` bytes are a metadata block, then the payload:
+//!   `u16 M`, `M` bytes of a JSON object (UTF-8: where a message came from — an upstream
+//!   source's name, position, key and headers), the payload. The hub sets it only on messages
+//!   it publishes itself; a client's publish never carries it.
 //!
 //! * **Publish** (client → server), one per binary WebSocket message:
 //!
@@ -35,6 +40,10 @@ pub const KIND_MESSAGE: u8 = 0x01;
 pub const KIND_PUBLISH: u8 = 0x02;
 /// Flag bit: the payload is JSON text (it was published with the JSON `publish` op).
 pub const FLAG_JSON: u8 = 0x01;
+/// Flag bit: a metadata block (`u16` length, JSON object) precedes the payload.
+pub const FLAG_META: u8 = 0x02;
+/// Longest metadata block's JSON, in bytes.
+pub const MAX_META_LEN: usize = u16::MAX as usize;
 /// Size of the fixed message-record header.
 pub const RECORD_HEADER_LEN: usize = 32;
 /// Size of the fixed publish-frame header.
@@ -60,6 +69,9 @@ pub enum FrameError {
     /// The payload does not fit the 32-bit length field.
     #[error("payload of {0} bytes does not fit a record")]
     TooLarge(usize),
+    /// The metadata block is longer than the payload field or not UTF-8.
+    #[error("record metadata is malformed")]
+    BadMeta,
 }
 
 /// The fields of a message record, borrowed from a received frame.
@@ -75,7 +87,9 @@ pub struct RecordRef<'a> {
     pub timestamp_us: u64,
     /// Topic name.
     pub topic: &'a str,
-    /// Payload bytes.
+    /// The metadata JSON object, when the record has one ([`FLAG_META`]).
+    pub meta: Option<&'a str>,
+    /// Payload bytes (after the metadata block).
     pub payload: &'a [u8],
 }
 
@@ -190,6 +204,7 @@ fn decode_one_record(b: &[u8]) -> Result<(RecordRef<'_>, usize), FrameError> {
     }
     let topic = std::str::from_utf8(&b[RECORD_HEADER_LEN..RECORD_HEADER_LEN + topic_len])
         .map_err(|_| FrameError::TopicNotUtf8)?;
+    let (meta, payload) = split_meta(b[1], &b[RECORD_HEADER_LEN + topic_len..need])?;
     Ok((
         RecordRef {
             flags: b[1],
@@ -197,10 +212,47 @@ fn decode_one_record(b: &[u8]) -> Result<(RecordRef<'_>, usize), FrameError> {
             epoch: be_u64(b, 16),
             timestamp_us: be_u64(b, 24),
             topic,
-            payload: &b[RECORD_HEADER_LEN + topic_len..need],
+            meta,
+            payload,
         },
         need,
     ))
+}
+
+/// Splits a record's payload field into its metadata (with [`FLAG_META`] in `flags`) and the
+/// payload.
+///
+/// # Errors
+/// [`FrameError::BadMeta`] when the block is cut short or not UTF-8.
+pub fn split_meta(flags: u8, field: &[u8]) -> Result<(Option<&str>, &[u8]), FrameError> {
+    if flags & FLAG_META == 0 {
+        return Ok((None, field));
+    }
+    if field.len() < 2 {
+        return Err(FrameError::BadMeta);
+    }
+    let len = be_u16(field, 0) as usize;
+    let rest = &field[2..];
+    if rest.len() < len {
+        return Err(FrameError::BadMeta);
+    }
+    let meta = std::str::from_utf8(&rest[..len]).map_err(|_| FrameError::BadMeta)?;
+    Ok((Some(meta), &rest[len..]))
+}
+
+/// Builds the payload field of a record with metadata ([`FLAG_META`]): `u16` length, the JSON
+/// object `meta`, then `payload`, in `buf` (cleared first).
+///
+/// # Errors
+/// [`FrameError::TooLarge`] when `meta` is longer than [`MAX_META_LEN`].
+pub fn put_meta_payload(buf: &mut BytesMut, meta: &[u8], payload: &[u8]) -> Result<(), FrameError> {
+    let len = u16::try_from(meta.len()).map_err(|_| FrameError::TooLarge(meta.len()))?;
+    buf.clear();
+    buf.reserve(2 + meta.len() + payload.len());
+    buf.put_u16(len);
+    buf.put_slice(meta);
+    buf.put_slice(payload);
+    Ok(())
 }
 
 /// A decoded client publish frame. `payload` shares the received buffer (no copy).
@@ -295,6 +347,26 @@ mod tests {
             let r: Result<Vec<_>, _> = decode_records(&rec[..cut]).collect();
             assert!(cut == 0 || r.is_err(), "cut at {cut} decoded");
         }
+    }
+
+    #[test]
+    fn metadata_precedes_the_payload_and_is_split_off_when_flagged() {
+        let mut field = BytesMut::new();
+        put_meta_payload(&mut field, br#"{"source":"s"}"#, b"body").unwrap();
+        let h = RecordHeader { flags: FLAG_META | FLAG_JSON, ..header(3) };
+        let rec = encode_record(&h, &field).unwrap();
+        let r = decode_records(&rec).next().unwrap().unwrap();
+        assert_eq!((r.meta, r.payload), (Some(r#"{"source":"s"}"#), &b"body"[..]));
+        // Without the flag the same bytes are all payload.
+        let plain = encode_record(&header(4), &field).unwrap();
+        let r = decode_records(&plain).next().unwrap().unwrap();
+        assert_eq!((r.meta, r.payload.len()), (None, field.len()));
+        // A block longer than the field, or not UTF-8, is an error.
+        assert_eq!(split_meta(FLAG_META, b"\x00\x05abc"), Err(FrameError::BadMeta));
+        assert_eq!(split_meta(FLAG_META, b"\x00"), Err(FrameError::BadMeta));
+        assert_eq!(split_meta(FLAG_META, b"\x00\x01\xff"), Err(FrameError::BadMeta));
+        assert_eq!(split_meta(FLAG_META, b"\x00\x00x"), Ok((Some(""), &b"x"[..])));
+        assert!(put_meta_payload(&mut field, &vec![b' '; MAX_META_LEN + 1], b"").is_err());
     }
 
     #[test]

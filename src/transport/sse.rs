@@ -381,7 +381,7 @@ impl Writer {
         self.buf.put_u8(b'\n');
     }
 
-    /// One record as a `message` event: `{"topic","offset","epoch","ts","encoding","data"}`,
+    /// One record as a `message` event: `{"topic","offset","epoch","ts","meta"?,"encoding","data"}`,
     /// JSON payloads embedded as they are, others in base64.
     fn put_record(&mut self, r: &RecordRef<'_>) {
         if let Some(i) = self.index(Some(r.topic)) {
@@ -394,9 +394,14 @@ impl Writer {
         let encoding = if json { "json" } else { "base64" };
         let _ = write!(
             self.buf,
-            "data: {{\"topic\":\"{}\",\"offset\":{},\"epoch\":{},\"ts\":{},\"encoding\":\"{encoding}\",\"data\":",
+            "data: {{\"topic\":\"{}\",\"offset\":{},\"epoch\":{},\"ts\":{},",
             r.topic, r.offset, r.epoch, r.timestamp_us
         );
+        if let Some(meta) = r.meta {
+            // The hub writes metadata itself, as one line of compact JSON.
+            let _ = write!(self.buf, "\"meta\":{meta},");
+        }
+        let _ = write!(self.buf, "\"encoding\":\"{encoding}\",\"data\":");
         if json {
             // Line breaks in JSON text are whitespace: each line goes in a `data:` line of its
             // own, and the client joins them with `\n`.

@@ -109,13 +109,7 @@ impl Tcp {
     fn keep_records(&mut self, payload: &[u8]) {
         for r in decode_records(payload) {
             let r = r.expect("a well-formed record");
-            self.records.push(Record {
-                topic: r.topic.into(),
-                offset: r.offset,
-                epoch: r.epoch,
-                flags: r.flags,
-                payload: r.payload.to_vec(),
-            });
+            self.records.push(Record::from(&r));
         }
     }
 

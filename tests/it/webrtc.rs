@@ -121,16 +121,7 @@ impl Peer {
     fn push_records(&mut self, reliable: bool, bytes: &[u8]) {
         for r in decode_records(bytes) {
             let r = r.expect("a whole record");
-            self.records.push_back((
-                reliable,
-                Record {
-                    topic: r.topic.to_owned(),
-                    offset: r.offset,
-                    epoch: r.epoch,
-                    flags: r.flags,
-                    payload: r.payload.to_vec(),
-                },
-            ));
+            self.records.push_back((reliable, Record::from(&r)));
         }
     }
 

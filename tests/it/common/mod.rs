@@ -262,7 +262,22 @@ pub struct Record {
     pub offset: u64,
     pub epoch: u64,
     pub flags: u8,
+    /// The metadata block (messages from upstream sources).
+    pub meta: Option<Value>,
     pub payload: Vec<u8>,
+}
+
+impl From<&fanhub::protocol::frame::RecordRef<'_>> for Record {
+    fn from(r: &fanhub::protocol::frame::RecordRef<'_>) -> Self {
+        Record {
+            topic: r.topic.into(),
+            offset: r.offset,
+            epoch: r.epoch,
+            flags: r.flags,
+            meta: r.meta.map(|m| serde_json::from_str(m).expect("record metadata is JSON")),
+            payload: r.payload.to_vec(),
+        }
+    }
 }
 
 /// How the server ended the connection.
@@ -345,13 +360,7 @@ impl Client {
             Some(Ok(Message::Binary(b))) => {
                 for r in decode_records(&b) {
                     let r = r.expect("server sent a malformed record");
-                    self.records.push_back(Record {
-                        topic: r.topic.into(),
-                        offset: r.offset,
-                        epoch: r.epoch,
-                        flags: r.flags,
-                        payload: r.payload.to_vec(),
-                    });
+                    self.records.push_back(Record::from(&r));
                 }
                 Ok(())
             }
@@ -588,12 +597,26 @@ fn dechunk(mut s: &str) -> String {
 pub struct RedisServer {
     pub port: u16,
     child: Option<std::process::Child>,
+    /// Where an append-only file keeps the data across restarts ([`Self::start_persistent`]).
+    dir: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
     pub async fn start() -> RedisServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut s = RedisServer { port, child: None };
+        let mut s = RedisServer { port, child: None, dir: None };
+        s.spawn().await;
+        s
+    }
+
+    /// A `redis-server` that writes every command to an append-only file (fsync always): a
+    /// restart keeps everything, as a production upstream does.
+    pub async fn start_persistent() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = std::env::temp_dir().join(format!("fanhub-redis-{port}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut s = RedisServer { port, child: None, dir: Some(dir) };
         s.spawn().await;
         s
     }
@@ -601,7 +624,7 @@ impl RedisServer {
     /// A free port for a Redis that is not running yet ([`Self::restart`] starts it).
     pub fn not_started() -> RedisServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        RedisServer { port, child: None }
+        RedisServer { port, child: None, dir: None }
     }
 
     pub fn url(&self) -> String {
@@ -609,8 +632,15 @@ impl RedisServer {
     }
 
     async fn spawn(&mut self) {
+        let port = self.port.to_string();
+        let mut args = vec!["--port", &port, "--bind", "127.0.0.1", "--save", ""];
+        let dir = self.dir.as_ref().map(|d| d.to_string_lossy().into_owned());
+        match &dir {
+            Some(d) => args.extend(["--appendonly", "yes", "--appendfsync", "always", "--dir", d.as_str()]),
+            None => args.extend(["--appendonly", "no"]),
+        }
         let child = std::process::Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&args)
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server (the test command installs it)");
@@ -647,6 +677,9 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+        if let Some(d) = &self.dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! Reconnect delays: exponential backoff with full jitter (a uniformly random delay between 0
+//! Reconnect delays (clients, and the hub's own upstream consumers): exponential backoff with full jitter (a uniformly random delay between 0
 //! and the exponential cap), so clients cut off together do not come back together. Pure: the
 //! random number is passed in.
 

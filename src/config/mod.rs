@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::hub::{HubConfig, HubLimits, TopicsConfig};
 
+pub mod sources;
+
+pub use sources::{BackpressureMode, ConsumerSettings, MappingConfig, OffsetReset, SourceConfig, SourceKind, Template};
+
 /// The development HS256 secret used when no key is configured. Tokens signed with it are
 /// worthless outside a developer's machine; the server warns loudly when it is in use.
 pub const DEV_SECRET: &str = "fanhub-development-secret-do-not-use-in-production";
@@ -47,6 +51,8 @@ pub struct Config {
     pub tcp: TcpConfig,
     /// The built-in demo publisher.
     pub demo: DemoConfig,
+    /// Upstream logs consumed into topics (`[[sources]]`).
+    pub sources: Vec<SourceConfig>,
     /// `session` keys that were given under their old `[websocket]` names (validation
     /// messages name the key as written).
     #[serde(skip)]
@@ -527,6 +533,7 @@ impl Config {
         range("auth.leeway_secs", self.auth.leeway_secs, 0, 3600);
         range("auth.session_ttl_secs", self.auth.session_ttl_secs, 1, self.auth.max_session_ttl_secs.max(1));
         range("tcp.version_timeout_ms", self.tcp.version_timeout_ms, 10, 600_000);
+        sources::problems(&self.sources, self.limits.max_message_size, &mut p);
         let mut tls = Vec::new();
         self.server.tls.problems("server.tls", &mut tls);
         self.tcp.tls.problems("tcp.tls", &mut tls);
@@ -730,7 +737,7 @@ mod tests {
 
     #[test]
     fn the_example_file_documents_a_valid_config() {
-        let c = Config::from_toml(include_str!("../deploy/fanhub.example.toml")).unwrap();
+        let c = Config::from_toml(include_str!("../../deploy/fanhub.example.toml")).unwrap();
         let d = Config::default();
         assert_eq!(c.server, d.server);
         assert_eq!(c.session, d.session);

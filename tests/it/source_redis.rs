@@ -1,0 +1,334 @@
+//! The Redis Streams source against real `redis-server`s: entries reach WebSocket subscribers in
+//! order with their upstream position; an upstream restart and a hub restart lose and repeat
+//! nothing; a stalled mapping does not hold up the others; poison goes to the dead letter; an
+//! unreachable upstream leaves the node serving.
+
+use std::time::Duration;
+
+use fanhub::config::{BackpressureMode, ConsumerSettings, MappingConfig, SourceConfig};
+use redis::AsyncCommands;
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+fn mapping(upstream: &str, topic: &str) -> MappingConfig {
+    MappingConfig {
+        upstream: upstream.into(),
+        topic: topic.into(),
+        payload_field: None,
+        key_suffix: false,
+        headers: true,
+        max_buffered_messages: 1000,
+        backpressure_mode: BackpressureMode::ApplyBackpressure,
+        exclusive: None,
+    }
+}
+
+fn source(url: &str, mappings: Vec<MappingConfig>) -> SourceConfig {
+    let mut s: SourceConfig = toml_source(url);
+    s.mappings = mappings;
+    s
+}
+
+/// A source from the TOML an operator writes (defaults filled in by the parser).
+fn toml_source(url: &str) -> SourceConfig {
+    let text = format!(
+        "[[sources]]\nname = \"fleet\"\nkind = \"redis\"\nurl = \"{url}\"\nretry_initial_ms = 50\nretry_max_ms = 500\n\
+         [[sources.mappings]]\nupstream = \"x\"\ntopic = \"x\"\n"
+    );
+    let c = fanhub::config::Config::from_toml(&text).expect("source TOML");
+    c.sources.into_iter().next().unwrap()
+}
+
+async fn redis_con(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap()
+}
+
+async fn xadd(con: &mut redis::aio::MultiplexedConnection, key: &str, n: u64) -> String {
+    let payload = json!({ "n": n }).to_string();
+    con.xadd(key, "*", &[("payload", payload.as_str()), ("trace", "t")]).await.unwrap()
+}
+
+async fn sources(hub: &Hub) -> Value {
+    let r = admin(hub, "GET", "/v1/admin/sources", "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}
+
+/// Polls the admin view until `f` holds (an observable, not a clock).
+async fn until(hub: &Hub, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = sources(hub).await;
+        if f(&v) {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {v:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn mapping_view(v: &Value, i: usize) -> &Value {
+    &v["items"][0]["mappings"][i]
+}
+
+fn n_of(r: &Record) -> u64 {
+    serde_json::from_slice::<Value>(&r.payload).unwrap()["n"].as_u64().unwrap()
+}
+
+async fn pending(con: &mut redis::aio::MultiplexedConnection, key: &str) -> u64 {
+    let v: redis::Value = redis::cmd("XPENDING").arg(key).arg("fanhub.fleet").query_async(con).await.unwrap();
+    match v {
+        redis::Value::Array(items) => match items.first() {
+            Some(redis::Value::Int(n)) => *n as u64,
+            _ => 0,
+        },
+        _ => 0,
+    }
+}
+
+#[tokio::test]
+async fn stream_entries_reach_websocket_subscribers_in_order_with_their_upstream_position() {
+    let redis = RedisServer::start().await;
+    let mut con = redis_con(&redis.url()).await;
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        ids.push(xadd(&mut con, "telemetry.car-1", n).await);
+    }
+    let mut config = resumable_config();
+    config.sources = vec![source(&redis.url(), vec![mapping("telemetry.{device}", "rel/telemetry/{device}")])];
+    let hub = spawn_hub(config).await;
+    until(&hub, "the first 20 published", |v| mapping_view(v, 0)["published"] == 20).await;
+
+    let mut sub = hub.connect("sub").await;
+    sub.subscribe_from("rel/telemetry/car-1", 1).await;
+    for n in 20..40 {
+        ids.push(xadd(&mut con, "telemetry.car-1", n).await);
+    }
+    let got = sub.records(40).await;
+    assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), (1..=40).collect::<Vec<_>>());
+    assert_eq!(got.iter().map(n_of).collect::<Vec<_>>(), (0..40).collect::<Vec<_>>());
+    for (r, id) in got.iter().zip(&ids) {
+        assert_eq!(r.flags & 0x01, 0x01, "JSON payloads are flagged JSON");
+        assert_eq!(
+            r.meta.as_ref().unwrap(),
+            &json!({"source":"fleet","upstream":"telemetry.car-1","partition":"telemetry.car-1",
+                    "position": id,"headers":{"trace":"t"}})
+        );
+    }
+    let v = until(&hub, "every entry acknowledged", |v| mapping_view(v, 0)["commits"] == 40).await;
+    let m = mapping_view(&v, 0);
+    assert_eq!((m["received"].as_u64(), m["lag"].as_u64()), (Some(40), Some(0)), "{m:#}");
+    assert_eq!(v["items"][0]["consumers"][0]["state"], "connected");
+    assert_eq!(pending(&mut con, "telemetry.car-1").await, 0, "nothing left unacknowledged");
+    let health = http(hub.addr, "GET", "/readyz", &[], "").await;
+    assert_eq!(health.json()["sources"]["not_connected"], json!([]));
+    let metrics = admin(&hub, "GET", "/metrics", "").await.body;
+    assert!(
+        metrics.contains(r#"fanhub_source_published_total{source="fleet",mapping="telemetry.{device}"} 40"#),
+        "{metrics}"
+    );
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_upstream_restart_mid_stream_loses_nothing_and_repeats_nothing() {
+    let mut redis = RedisServer::start_persistent().await;
+    let mut con = redis_con(&redis.url()).await;
+    let mut config = resumable_config();
+    config.sources = vec![source(&redis.url(), vec![mapping("orders", "rel/orders")])];
+    let hub = spawn_hub(config).await;
+    until(&hub, "connected", |v| v["items"][0]["connected"] == true).await;
+    let mut sub = hub.connect("sub").await;
+    sub.subscribe("rel/orders").await;
+    for n in 0..100 {
+        xadd(&mut con, "orders", n).await;
+    }
+    let first = sub.records(50).await;
+    redis.restart().await;
+    let mut con = redis_con(&redis.url()).await;
+    for n in 100..200 {
+        xadd(&mut con, "orders", n).await;
+    }
+    let mut got = first;
+    got.extend(sub.records(150).await);
+    assert_eq!(got.iter().map(n_of).collect::<Vec<_>>(), (0..200).collect::<Vec<_>>());
+    assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), (1..=200).collect::<Vec<_>>());
+    let v = until(&hub, "all acknowledged", |v| mapping_view(v, 0)["published"] == 200).await;
+    assert!(v["items"][0]["consumers"][0]["failures"].as_u64().unwrap() >= 1, "{v:#}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(sub.buffered_records().is_empty(), "no duplicate after the restart");
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_restarted_hub_resumes_after_the_committed_position() {
+    let redis = RedisServer::start_persistent().await;
+    let mut con = redis_con(&redis.url()).await;
+    let mut config = resumable_config();
+    config.sources = vec![source(&redis.url(), vec![mapping("orders", "rel/orders")])];
+    for n in 0..30 {
+        xadd(&mut con, "orders", n).await;
+    }
+    let hub = spawn_hub(config.clone()).await;
+    until(&hub, "30 published", |v| mapping_view(v, 0)["published"] == 30).await;
+    hub.shutdown().await;
+    assert_eq!(pending(&mut con, "orders").await, 0, "a clean stop commits what it published");
+    for n in 30..60 {
+        xadd(&mut con, "orders", n).await;
+    }
+    let hub = spawn_hub(config).await;
+    until(&hub, "the 30 new ones published", |v| mapping_view(v, 0)["published"] == 30).await;
+    let mut sub = hub.connect("sub").await;
+    sub.subscribe_from("rel/orders", 1).await;
+    let got = sub.records(30).await;
+    assert_eq!(got.iter().map(n_of).collect::<Vec<_>>(), (30..60).collect::<Vec<_>>());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(sub.buffered_records().is_empty(), "nothing published twice");
+    hub.shutdown().await;
+}
+
+/// Two mappings on the shared consumer; `slow/…` has a subscriber that reads nothing on a
+/// `reliable` + `apply_backpressure` topic, so the hub cannot take its records.
+async fn stalled_mapping(mode: BackpressureMode, exclusive: bool) -> (Value, Vec<Record>) {
+    let redis = RedisServer::start().await;
+    let mut con = redis_con(&redis.url()).await;
+    let mut config = test_config();
+    let mut policy = reliable(4);
+    if let fanhub::hub::DeliveryPolicy::Reliable { overflow, backpressure_timeout_ms, .. } = &mut policy {
+        *overflow = fanhub::hub::ReliableOverflow::ApplyBackpressure;
+        *backpressure_timeout_ms = 100;
+    }
+    declare_topics(&mut config, "slow/>", policy, None);
+    let mut slow = mapping("slow", "slow/t");
+    slow.max_buffered_messages = 8;
+    slow.backpressure_mode = mode;
+    if exclusive {
+        slow.exclusive = Some(ConsumerSettings::default());
+    }
+    config.sources = vec![source(&redis.url(), vec![slow, mapping("fast", "fast/t")])];
+    let hub = spawn_hub(config).await;
+    until(&hub, "connected", |v| v["items"][0]["connected"] == true).await;
+    // A subscriber that never reads: its socket buffers fill, then its queue of 4.
+    let mut stalled = hub.connect("stalled").await;
+    stalled.subscribe("slow/t").await;
+    let mut fast = hub.connect("fast").await;
+    fast.subscribe("fast/t").await;
+    let big = "x".repeat(64 * 1024);
+    for n in 0..300 {
+        let payload = json!({ "n": n, "pad": big }).to_string();
+        let _: String = con.xadd("slow", "*", &[("payload", payload.as_str())]).await.unwrap();
+    }
+    let v = until(&hub, "the slow mapping stuck", |v| {
+        let m = mapping_view(v, 0);
+        m["paused"] == true
+            || m["dropped"]["drop_oldest"].as_u64() > Some(0)
+            || m["dropped"]["drop_newest"].as_u64() > Some(0)
+    })
+    .await;
+    assert!(mapping_view(&v, 0)["published"].as_u64().unwrap() < 300, "{v:#}");
+    for n in 0..200 {
+        xadd(&mut con, "fast", n).await;
+    }
+    let got = fast.records(200).await;
+    let v = until(&hub, "the lag measured", |v| {
+        mode != BackpressureMode::ApplyBackpressure || mapping_view(v, 0)["lag"].as_u64() > Some(0)
+    })
+    .await;
+    drop(stalled);
+    hub.shutdown().await;
+    (v, got)
+}
+
+#[tokio::test]
+async fn a_stalled_mapping_under_apply_backpressure_pauses_alone_and_the_other_keeps_flowing() {
+    let (v, fast) = stalled_mapping(BackpressureMode::ApplyBackpressure, false).await;
+    assert_eq!(fast.iter().map(n_of).collect::<Vec<_>>(), (0..200).collect::<Vec<_>>());
+    let slow = mapping_view(&v, 0);
+    assert_eq!(slow["paused"], true, "{slow:#}");
+    assert!(slow["pauses"].as_u64().unwrap() >= 1);
+    assert_eq!(slow["dropped"], json!({"drop_oldest":0,"drop_newest":0,"duplicate":0,"dead_letter":0}));
+    assert!(slow["received"].as_u64().unwrap() < 300, "the paused stream is not fetched: {slow:#}");
+    assert!(slow["lag"].as_u64().unwrap() > 0, "{slow:#}");
+}
+
+#[tokio::test]
+async fn a_stalled_mapping_under_drop_oldest_drops_and_counts_and_the_other_keeps_flowing() {
+    let (v, fast) = stalled_mapping(BackpressureMode::DropOldest, false).await;
+    assert_eq!(fast.iter().map(n_of).collect::<Vec<_>>(), (0..200).collect::<Vec<_>>());
+    let slow = mapping_view(&v, 0);
+    assert!(slow["dropped"]["drop_oldest"].as_u64().unwrap() > 0, "{slow:#}");
+    assert_eq!(slow["paused"], false);
+}
+
+#[tokio::test]
+async fn a_stalled_mapping_with_an_exclusive_consumer_is_isolated() {
+    let (v, fast) = stalled_mapping(BackpressureMode::ApplyBackpressure, true).await;
+    assert_eq!(fast.iter().map(n_of).collect::<Vec<_>>(), (0..200).collect::<Vec<_>>());
+    let consumers = &v["items"][0]["consumers"];
+    assert_eq!(consumers.as_array().unwrap().len(), 2, "{consumers:#}");
+    assert_eq!(consumers[1]["exclusive_mapping"], 0);
+    assert_eq!(consumers[1]["group"], "fanhub.fleet.0");
+    assert_eq!(mapping_view(&v, 0)["paused"], true);
+}
+
+#[tokio::test]
+async fn a_poison_record_goes_to_the_dead_letter_counted_and_the_stream_continues() {
+    let redis = RedisServer::start().await;
+    let mut con = redis_con(&redis.url()).await;
+    let mut config = test_config();
+    let mut m = mapping("events", "events/all");
+    m.payload_field = Some("/data".into());
+    let mut s = source(&redis.url(), vec![m]);
+    s.dead_letter = Some("dead/fleet".into());
+    config.sources = vec![s];
+    let hub = spawn_hub(config).await;
+    until(&hub, "connected", |v| v["items"][0]["connected"] == true).await;
+    let mut sub = hub.connect("sub").await;
+    sub.subscribe("events/all").await;
+    let mut dead = hub.connect("dead").await;
+    dead.subscribe("dead/fleet").await;
+    let _: String = con.xadd("events", "*", &[("payload", r#"{"data":{"n":1}}"#)]).await.unwrap();
+    let bad: String = con.xadd("events", "*", &[("payload", "not json")]).await.unwrap();
+    let _: String = con.xadd("events", "*", &[("payload", r#"{"data":{"n":2}}"#)]).await.unwrap();
+    let got = sub.records(2).await;
+    assert_eq!(
+        got.iter().map(|r| r.payload.clone()).collect::<Vec<_>>(),
+        [br#"{"n":1}"#.to_vec(), br#"{"n":2}"#.to_vec()]
+    );
+    let d = dead.next_record().await;
+    assert_eq!(d.payload, b"not json");
+    let meta = d.meta.unwrap();
+    assert_eq!((meta["reason"].as_str(), meta["position"].as_str()), (Some("payload_field"), Some(bad.as_str())));
+    assert!(meta["error"].as_str().unwrap().contains("not JSON"), "{meta}");
+    let v = until(&hub, "all three committed", |v| mapping_view(v, 0)["commits"] == 3).await;
+    assert_eq!(mapping_view(&v, 0)["dropped"]["dead_letter"], 1);
+    assert_eq!(pending(&mut con, "events").await, 0);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_at_start_leaves_the_node_serving_and_readiness_names_it() {
+    let mut redis = RedisServer::not_started();
+    let mut config = resumable_config();
+    config.sources = vec![source(&redis.url(), vec![mapping("orders", "rel/orders")])];
+    let hub = spawn_hub(config).await;
+    let v = until(&hub, "a failed attempt", |v| v["items"][0]["consumers"][0]["failures"].as_u64() > Some(0)).await;
+    let c = &v["items"][0]["consumers"][0];
+    assert_eq!(c["state"], "retrying");
+    assert!(c["error"].as_str().unwrap().to_lowercase().contains("refused"), "{c:#}");
+    let ready = http(hub.addr, "GET", "/readyz", &[], "").await;
+    assert_eq!(ready.status, 200, "the node serves without its upstream");
+    assert_eq!(ready.json()["sources"]["not_connected"], json!(["fleet"]));
+    let mut sub = hub.connect("sub").await;
+    sub.subscribe("rel/orders").await;
+    redis.restart().await;
+    until(&hub, "connected", |v| v["items"][0]["connected"] == true).await;
+    let mut con = redis_con(&redis.url()).await;
+    for n in 0..10 {
+        xadd(&mut con, "orders", n).await;
+    }
+    let got = sub.records(10).await;
+    assert_eq!(got.iter().map(n_of).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
+    hub.shutdown().await;
+}
