@@ -30,6 +30,11 @@ fn source(url: &str, mappings: Vec<MappingConfig>) -> SourceConfig {
     s
 }
 
+/// A Redis Streams source `fleet` with one mapping (for other tests' use).
+pub(crate) fn redis_source(url: &str, upstream: &str, topic: &str) -> SourceConfig {
+    source(url, vec![mapping(upstream, topic)])
+}
+
 /// A source from the TOML an operator writes (defaults filled in by the parser).
 fn toml_source(url: &str) -> SourceConfig {
     let text = format!(

@@ -6,6 +6,7 @@
 //! wrong one), lists the telemetry page's own WebSocket connection and kicks it (the page connects
 //! again and shows up anew), kicks a test client, changes a topic's delivery policy through its
 //! row (the API agrees), and charts the live stats. A two-node cluster: the nodes card lists both.
+//! A hub with a Redis Streams source: the sources card shows its mapping, consumer and counts.
 
 use std::time::Duration;
 
@@ -68,4 +69,21 @@ async fn dashboard_lists_the_nodes_of_a_cluster_in_chromium() {
     browser_script("dashboard.mjs", &["cluster", &admin_base, ADMIN_TOKEN, "dash-node-a", "dash-node-b"]).await;
     b.shutdown().await;
     a.shutdown().await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn dashboard_shows_an_upstream_source_with_its_mapping_consumer_and_counts_in_chromium() {
+    let redis = RedisServer::start().await;
+    let mut config = test_config();
+    config.sources = vec![crate::source_redis::redis_source(&redis.url(), "orders", "orders/all")];
+    let hub = spawn_hub(config).await;
+    let mut con = redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    for n in 0..5 {
+        let _: String =
+            redis::AsyncCommands::xadd(&mut con, "orders", "*", &[("payload", n.to_string())]).await.unwrap();
+    }
+    let admin_base = format!("http://{}", hub.admin);
+    browser_script("dashboard.mjs", &["sources", &admin_base, ADMIN_TOKEN, "fleet", "orders", "5"]).await;
+    hub.shutdown().await;
 }

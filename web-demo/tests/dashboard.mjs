@@ -1,5 +1,6 @@
 // node web-demo/tests/dashboard.mjs single <public_base_url> <admin_base_url> <admin_token> <subject_to_kick> <policy_topic>
 // node web-demo/tests/dashboard.mjs cluster <admin_base_url> <admin_token> <node_id>…
+// node web-demo/tests/dashboard.mjs sources <admin_base_url> <admin_token> <source> <upstream> <published>
 //
 // single: the operator dashboard of one hub whose caller keeps clients connected (one of them as
 // <subject_to_kick>), publishes to <policy_topic> and subscribes to it.
@@ -15,12 +16,16 @@
 //    in the API; a refused one shows the hub's message and changes nothing.
 //  - The three charts draw, and a screenshot of the final state is saved.
 // cluster: the dashboard's cluster card lists every given node.
+// sources: the upstream sources card shows <source>'s mapping of <upstream>, its consumer
+// connected, and at least <published> records published.
 import { withPage, check, call, shot } from "./browser.mjs";
 
 const [mode, ...args] = process.argv.slice(2);
 const usage = "usage: dashboard.mjs single <public_base_url> <admin_base_url> <admin_token> <subject_to_kick> <policy_topic>\n" +
-  "       dashboard.mjs cluster <admin_base_url> <admin_token> <node_id>…";
-if (!(mode === "single" && args.length === 5) && !(mode === "cluster" && args.length >= 3)) {
+  "       dashboard.mjs cluster <admin_base_url> <admin_token> <node_id>…\n" +
+  "       dashboard.mjs sources <admin_base_url> <admin_token> <source> <upstream> <published>";
+if (!(mode === "single" && args.length === 5) && !(mode === "cluster" && args.length >= 3) &&
+    !(mode === "sources" && args.length === 5)) {
   console.error(usage);
   process.exit(2);
 }
@@ -235,9 +240,28 @@ async function cluster(page) {
   await screenshot(page, "dashboard-cluster");
 }
 
+async function sources(page) {
+  const [adminBase, token, source, upstream, published] = args;
+  await page.goto(`${adminBase}/dashboard#token=${encodeURIComponent(token)}`);
+  await waitLive(page);
+  const row = `#source-table tr[data-source="${source}"]`;
+  await page.waitForFunction(([row, n]) => {
+    const tr = document.querySelector(row);
+    return tr && Number(tr.cells[6].textContent.replace(/\D/g, "")) >= n;
+  }, [row, Number(published)]);
+  const cells = await page.$$eval(`${row} td`, (tds) => tds.map((td) => td.textContent));
+  log(`source row: ${JSON.stringify(cells)}`);
+  check(cells[0].startsWith(source), `the row names ${source}: ${cells[0]}`);
+  check(cells[1].startsWith(`${upstream} → `), `the row shows the mapping of ${upstream}: ${cells[1]}`);
+  check(cells[2].endsWith(": connected"), `the consumer is connected: ${cells[2]}`);
+  check((await text(page, "#sources-summary")).includes("all connected"), "the summary says all connected");
+  check((await page.getAttribute("#sources", "hidden")) === null, "the sources card is shown");
+}
+
 await withPage(async (page, browser) => {
   page.on("dialog", (d) => d.accept());
   await page.setViewportSize({ width: 1440, height: 1000 });
   if (mode === "single") await single(page, browser);
+  else if (mode === "sources") await sources(page);
   else await cluster(page);
 });
