@@ -37,6 +37,10 @@ use crate::config::OffsetReset;
 pub(super) const DISCOVER_EVERY: Duration = Duration::from_secs(5);
 /// How long another consumer's entry stays pending before this one claims it.
 pub(super) const CLAIM_IDLE: Duration = Duration::from_secs(30);
+/// Longest wait for a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for an answer (beyond a blocking read's own wait).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often lag is measured.
 const LAG_EVERY: Duration = Duration::from_secs(1);
 
@@ -86,8 +90,16 @@ struct Session {
 impl Session {
     async fn open(c: &Consumer) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(c.source.config.url.as_str())?;
-        let read = client.get_multiplexed_async_connection().await?;
-        let cmd = client.get_multiplexed_async_connection().await?;
+        // The reading connection waits in `XREADGROUP … BLOCK` up to the fetch wait: its
+        // answer may take that long, and more on a loaded machine, before Redis counts as gone.
+        let config = |answer: Duration| {
+            redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                .set_response_timeout(Some(answer))
+        };
+        let wait = Duration::from_millis(c.settings.wait_ms());
+        let read = client.get_multiplexed_async_connection_with_config(&config(wait + ANSWER_TIMEOUT)).await?;
+        let cmd = client.get_multiplexed_async_connection_with_config(&config(ANSWER_TIMEOUT)).await?;
         let mut s = Self {
             read,
             cmd,
@@ -310,8 +322,7 @@ async fn final_acks(c: &mut Consumer) {
         return;
     }
     let Ok(client) = redis::Client::open(c.source.config.url.as_str()) else { return };
-    let Ok(Ok(mut con)) = tokio::time::timeout(Duration::from_secs(2), client.get_multiplexed_async_connection()).await
-    else {
+    let Ok(Ok(mut con)) = tokio::time::timeout(CONNECT_TIMEOUT, client.get_multiplexed_async_connection()).await else {
         return;
     };
     let mut pipe = redis::pipe();

@@ -121,7 +121,11 @@ async fn stream_entries_reach_websocket_subscribers_in_order_with_their_upstream
                     "position": id,"headers":{"trace":"t"}})
         );
     }
-    let v = until(&hub, "every entry acknowledged", |v| mapping_view(v, 0)["commits"] == 40).await;
+    // Lag is measured every second: wait for a measurement after the last commit.
+    let v = until(&hub, "every entry acknowledged, no lag", |v| {
+        mapping_view(v, 0)["commits"] == 40 && mapping_view(v, 0)["lag"] == 0
+    })
+    .await;
     let m = mapping_view(&v, 0);
     assert_eq!((m["received"].as_u64(), m["lag"].as_u64()), (Some(40), Some(0)), "{m:#}");
     assert_eq!(v["items"][0]["consumers"][0]["state"], "connected");
