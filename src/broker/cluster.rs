@@ -57,6 +57,8 @@ pub struct PublishJob {
     pub flags: u8,
     /// Where the outcome goes.
     pub reply: PublishReply,
+    /// An upstream source's position: published only past its ledger's.
+    pub position: Option<super::SourcePosition>,
 }
 
 /// Where a publish's outcome goes.
@@ -451,13 +453,20 @@ impl Cluster {
     ///
     /// # Errors
     /// [`PublishError`] `unavailable`, or the topic may not be used.
-    pub async fn publish(&self, topic: &TopicName, payload: &[u8], flags: u8) -> Result<PublishReport, PublishError> {
+    pub async fn publish(
+        &self,
+        topic: &TopicName,
+        payload: &[u8],
+        flags: u8,
+        position: Option<super::SourcePosition>,
+    ) -> Result<PublishReport, PublishError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job = PublishJob {
             topic: topic.clone(),
             payload: bytes::Bytes::copy_from_slice(payload),
             flags,
             reply: PublishReply::Waiting(tx),
+            position,
         };
         self.enqueue(job).await?;
         rx.await.map_err(|_| PublishError::unavailable("the node is shutting down"))?
@@ -479,7 +488,7 @@ impl Cluster {
                         max_messages: self.manager.topics().history_for(&j.topic).max_messages as u64,
                         ttl_secs: self.config.history_ttl_secs,
                     };
-                    (&j.topic, j.flags, ts, &j.payload[..], history)
+                    (&j.topic, j.flags, ts, &j.payload[..], history, j.position.as_ref())
                 })
                 .collect();
             match b.publish_many(&items).await {
@@ -515,6 +524,29 @@ impl Cluster {
             });
         }
         results.into_iter().map(|r| r.expect("every job has a result")).collect()
+    }
+
+    /// Takes or renews the lease `name` for this node: `Ok` while it holds it, `Err(Some(holder))`
+    /// when another node does, `Err(None)` when Redis is unreachable.
+    pub async fn lease(&self, name: &str, ttl: Duration) -> Result<(), Option<String>> {
+        let Some(b) = self.broker.get().filter(|_| self.is_ready()) else { return Err(None) };
+        match b.lease(name, &self.node_id, ttl).await {
+            Ok(holder) if holder == self.node_id => Ok(()),
+            Ok(holder) => Err(Some(holder)),
+            Err(e) => {
+                tracing::debug!(lease = name, error = %e, "lease not renewed");
+                Err(None)
+            }
+        }
+    }
+
+    /// Gives up the lease `name` if this node holds it.
+    pub async fn release(&self, name: &str) {
+        if let Some(b) = self.broker.get() {
+            if let Err(e) = b.release(name, &self.node_id).await {
+                tracing::debug!(lease = name, error = %e, "lease not released; it expires");
+            }
+        }
     }
 
     /// Readies topics for a subscribe of connection `id`: joins their channels, syncs their

@@ -32,6 +32,22 @@ use crate::hub::{
     SubscribeItem, TopicName,
 };
 
+/// Where a record an upstream source publishes came from: in cluster mode the publish is
+/// refused (answered with offset 0) when `partition`'s last published position in the source's
+/// `ledger` is at or past this one — atomically with the append, so a record two nodes both
+/// publish (one took over the other's upstream) reaches subscribers once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcePosition {
+    /// The ledger: the source's name.
+    pub ledger: String,
+    /// Where positions are ordered (a stream key, `topic/partition`, a stream, a table).
+    pub partition: String,
+    /// Offset, sequence or id; a stream id's milliseconds.
+    pub major: u64,
+    /// A stream id's sequence; 0 otherwise.
+    pub minor: u64,
+}
+
 /// A node's registry entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfo {
@@ -180,7 +196,7 @@ impl Broker {
             #[cfg(feature = "redis")]
             Self::Redis(c) => {
                 let reply = cluster::PublishReply::Connection { conn, id, seq };
-                c.enqueue(cluster::PublishJob { topic, payload, flags, reply }).await
+                c.enqueue(cluster::PublishJob { topic, payload, flags, reply, position: None }).await
             }
         }
     }
@@ -230,18 +246,52 @@ impl Broker {
         }
     }
 
-    /// Publishes through the broker and waits for the outcome (the HTTP publish API).
+    /// Publishes through the broker and waits for the outcome (the HTTP publish API, upstream
+    /// sources). With a `position`, offset 0 answers a record its ledger already has.
     ///
     /// # Errors
     /// [`PublishError`]; `unavailable` in memory mode (route locally instead).
-    pub async fn publish(&self, topic: &TopicName, payload: &[u8], flags: u8) -> Result<PublishReport, PublishError> {
+    pub async fn publish(
+        &self,
+        topic: &TopicName,
+        payload: &[u8],
+        flags: u8,
+        position: Option<SourcePosition>,
+    ) -> Result<PublishReport, PublishError> {
         match self {
             Self::Memory => {
-                let _ = (topic, payload, flags);
+                let _ = (topic, payload, flags, position);
                 Err(PublishError::unavailable("this node has no cluster broker"))
             }
             #[cfg(feature = "redis")]
-            Self::Redis(c) => c.publish(topic, payload, flags).await,
+            Self::Redis(c) => c.publish(topic, payload, flags, position).await,
         }
+    }
+
+    /// Takes or renews the cluster-wide lease `name` for this node for `ttl`: true while this
+    /// node holds it, else the holder's id in `Err(Some(..))`. In memory mode always true.
+    ///
+    /// # Errors
+    /// `Err(None)` when Redis is unreachable (nobody can be sure to hold it).
+    pub async fn lease(&self, name: &str, ttl: std::time::Duration) -> Result<(), Option<String>> {
+        match self {
+            Self::Memory => {
+                let _ = (name, ttl);
+                Ok(())
+            }
+            #[cfg(feature = "redis")]
+            Self::Redis(c) => c.lease(name, ttl).await,
+        }
+    }
+
+    /// Gives up the lease `name` if this node holds it (at shutdown, so another node takes
+    /// over at once rather than after the lease expires).
+    pub async fn release(&self, name: &str) {
+        #[cfg(feature = "redis")]
+        if let Self::Redis(c) = self {
+            c.release(name).await;
+        }
+        #[cfg(not(feature = "redis"))]
+        let _ = name;
     }
 }

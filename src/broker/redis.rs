@@ -29,6 +29,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, PushInfo, PushKind, Script, Value};
 
+use super::SourcePosition;
+
 use super::NodeInfo;
 use crate::hub::TopicName;
 
@@ -91,6 +93,10 @@ pub struct PolicyChange {
     pub policy: Option<crate::hub::DeliveryPolicy>,
 }
 
+/// One message of [`RedisBroker::publish_many`]: topic, flags, publish time (µs since the UNIX
+/// epoch), payload, history bounds, and an upstream source's position.
+pub type PublishItem<'a> = (&'a TopicName, u8, u64, &'a [u8], RedisHistory, Option<&'a SourcePosition>);
+
 /// Offset and epoch a publish got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Assigned {
@@ -110,8 +116,21 @@ pub struct RedisHistory {
 }
 
 /// Offset assignment, history append and publish, atomically.
-/// KEYS: seq, epoch, hist, channel. ARGV: body, new epoch, max messages, ttl secs.
+/// KEYS: seq, epoch, hist, channel[, source ledger]. ARGV: body, new epoch, max messages, ttl
+/// secs[, partition, position major, position minor]. With a ledger (a record from an upstream
+/// source), a position at or before the partition's last published one is not published:
+/// `{0, 0}` answers it.
 const PUBLISH_LUA: &str = r"
+if KEYS[5] then
+  local last = redis.call('HGET', KEYS[5], ARGV[5])
+  if last then
+    local sep = string.find(last, ':', 1, true)
+    local major, minor = tonumber(string.sub(last, 1, sep - 1)), tonumber(string.sub(last, sep + 1))
+    local pmajor, pminor = tonumber(ARGV[6]), tonumber(ARGV[7])
+    if pmajor < major or (pmajor == major and pminor <= minor) then return {0, 0} end
+  end
+  redis.call('HSET', KEYS[5], ARGV[5], ARGV[6] .. ':' .. ARGV[7])
+end
 local epoch = redis.call('GET', KEYS[2])
 if not epoch then
   epoch = ARGV[2]
@@ -130,6 +149,22 @@ redis.call('EXPIRE', KEYS[2], ttl)
 redis.call('EXPIRE', KEYS[3], ttl)
 redis.call('PUBLISH', KEYS[4], msg)
 return {offset, epoch}
+";
+
+/// Take or renew a lease. KEYS: lease. ARGV: node, ttl ms. Answers the holder.
+const LEASE_LUA: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if not holder or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
+  return ARGV[1]
+end
+return holder
+";
+
+/// Give up a lease if held. KEYS: lease. ARGV: node.
+const RELEASE_LUA: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 ";
 
 /// A topic's head, creating its epoch if it has none, atomically: every node that joins the
@@ -255,41 +290,47 @@ impl RedisBroker {
         payload: &[u8],
         history: RedisHistory,
     ) -> Result<Assigned, BrokerError> {
-        let assigned = self.publish_many(&[(topic, flags, timestamp_us, payload, history)]).await?;
+        let assigned = self.publish_many(&[(topic, flags, timestamp_us, payload, history, None)]).await?;
         assigned.into_iter().next().ok_or(BrokerError::Malformed("no answer to a publish"))
     }
 
     /// [`Self::publish`] of several messages in one round trip (one pipeline of script calls,
     /// executed by Redis in order). One result per message; an error fails the whole batch
-    /// (Redis unreachable), and then some may have been published.
+    /// (Redis unreachable), and then some may have been published. A message with a
+    /// [`SourcePosition`] is published only past its partition's last position (the source
+    /// ledger, updated in the same script); one that is not answers offset 0.
     ///
     /// # Errors
     /// When Redis is unreachable or fails.
     pub async fn publish_many(
         &self,
-        items: &[(&TopicName, u8, u64, &[u8], RedisHistory)],
+        items: &[PublishItem<'_>],
     ) -> Result<Vec<Assigned>, BrokerError> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
-        for &(topic, flags, timestamp_us, payload, history) in items {
+        for &(topic, flags, timestamp_us, payload, history, position) in items {
             let mut body = BytesMut::with_capacity(9 + payload.len());
             body.put_u64(timestamp_us);
             body.put_u8(flags);
             body.put_slice(payload);
             let new_epoch = new_epoch();
-            pipe.cmd("EVALSHA")
+            let cmd = pipe
+                .cmd("EVALSHA")
                 .arg(self.publish.get_hash())
-                .arg(4)
+                .arg(if position.is_some() { 5 } else { 4 })
                 .arg(self.key(topic, "seq"))
                 .arg(self.key(topic, "epoch"))
                 .arg(self.key(topic, "hist"))
-                .arg(self.channel(topic))
-                .arg(&body[..])
-                .arg(new_epoch)
-                .arg(history.max_messages.max(1))
-                .arg(history.ttl_secs.max(1));
+                .arg(self.channel(topic));
+            if let Some(p) = position {
+                cmd.arg(format!("{}:src:{}", self.prefix, p.ledger));
+            }
+            cmd.arg(&body[..]).arg(new_epoch).arg(history.max_messages.max(1)).arg(history.ttl_secs.max(1));
+            if let Some(p) = position {
+                cmd.arg(p.partition.as_str()).arg(p.major).arg(p.minor);
+            }
         }
         let mut con = self.commands.clone();
         let raw: Vec<(u64, u64)> = match pipe.query_async(&mut con).await {
@@ -302,6 +343,36 @@ impl RedisBroker {
             other => other?,
         };
         Ok(raw.into_iter().map(|(offset, epoch)| Assigned { offset, epoch }).collect())
+    }
+
+    /// Takes or renews the lease `name` for `node` for `ttl`, atomically: answers the node holding
+    /// it now (`node` when it got or kept it).
+    ///
+    /// # Errors
+    /// When Redis is unreachable or fails.
+    pub async fn lease(&self, name: &str, node: &str, ttl: Duration) -> Result<String, BrokerError> {
+        let mut con = self.commands.clone();
+        let holder: String = Script::new(LEASE_LUA)
+            .key(format!("{}:lease:{name}", self.prefix))
+            .arg(node)
+            .arg(ttl.as_millis().max(1) as u64)
+            .invoke_async(&mut con)
+            .await?;
+        Ok(holder)
+    }
+
+    /// Gives up the lease `name` if `node` holds it.
+    ///
+    /// # Errors
+    /// When Redis is unreachable or fails.
+    pub async fn release(&self, name: &str, node: &str) -> Result<(), BrokerError> {
+        let mut con = self.commands.clone();
+        let _: i64 = Script::new(RELEASE_LUA)
+            .key(format!("{}:lease:{name}", self.prefix))
+            .arg(node)
+            .invoke_async(&mut con)
+            .await?;
+        Ok(())
     }
 
     /// Messages of `topic` from offset `from` on, oldest first (empty when history starts

@@ -22,7 +22,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{ConsumerSettings, SourceConfig};
+use crate::config::{ConsumerSettings, SourceConfig, SourceKind};
 use crate::hub::TopicName;
 use crate::protocol::backoff::Backoff;
 use crate::transport::HubContext;
@@ -44,6 +44,9 @@ pub enum ConsumerState {
     Connected,
     /// Lost or never reached; waiting to try again.
     Retrying,
+    /// Cluster mode: another node consumes (it holds this consumer's lease); this one takes
+    /// over when that lease expires.
+    Standby,
     /// Stopped (shutdown).
     Stopped,
 }
@@ -100,6 +103,13 @@ pub struct Consumer {
     pub health: Arc<Health>,
     /// The name this node consumes under (its configured node id, else `fanhub`).
     pub node_name: String,
+    /// Flips to true when this consumer must stop: the source stops, or (cluster mode) this
+    /// node lost the consumer's lease.
+    pub stop: watch::Receiver<bool>,
+    /// Cluster mode: this node consumes only while it holds the consumer's lease (of this
+    /// length), and is then the group's only consumer. A blocking fetch must not wait longer
+    /// than a third of it.
+    pub lease: Option<Duration>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -117,9 +127,44 @@ impl Consumer {
         self.lanes.iter().find(|l| l.upstream.matches(name).is_some())
     }
 
+    /// How long a blocking fetch may wait: the configured wait, at most a third of the lease.
+    pub fn fetch_wait(&self) -> Duration {
+        let wait = Duration::from_millis(self.settings.wait_ms());
+        self.lease.map_or(wait, |ttl| wait.min(ttl / 3))
+    }
+
     /// Full-jitter backoff for reconnecting.
     pub fn backoff(&self) -> Backoff {
         self.source.backoff()
+    }
+
+    /// Sleeps `d`; true when the source stops first.
+    async fn sleep_or_stop_source(&self, d: Duration) -> bool {
+        self.source.sleep_or_stop(d).await
+    }
+
+    /// True once this consumer must stop.
+    pub fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Sleeps `d`; true when the consumer must stop first.
+    pub async fn sleep_or_stop(&self, d: Duration) -> bool {
+        let mut stop = self.stop.clone();
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => true,
+            () = tokio::time::sleep(d) => false,
+        }
+    }
+
+    /// Resolves when the source stopped and its publishers are done (at once otherwise: a
+    /// consumer that lost its lease commits what it has without waiting).
+    pub async fn publishers_done(&self) {
+        if !self.source.stopping() {
+            return;
+        }
+        let mut drained = self.source.drained.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(5), drained.wait_for(|d| *d)).await;
     }
 }
 
@@ -233,7 +278,19 @@ impl Sources {
             });
             for (settings, group, lanes, acks, health) in parts {
                 let node_name = String::new();
-                pending.push(Consumer { source: runtime.clone(), settings, group, lanes, acks, health, node_name });
+                let stop = stop.clone();
+                let c = Consumer {
+                    source: runtime.clone(),
+                    settings,
+                    group,
+                    lanes,
+                    acks,
+                    health,
+                    node_name,
+                    stop,
+                    lease: None,
+                };
+                pending.push(c);
             }
             list.push(runtime);
         }
@@ -267,7 +324,7 @@ impl Sources {
             c.node_name.clone_from(&node_name);
             tracing::info!(source = %c.source.config.name, kind = c.source.config.kind.as_str(), group = %c.group,
                 mappings = c.lanes.len(), "source consumer starting");
-            tasks.push(tokio::spawn(run_consumer(c)));
+            tasks.push(tokio::spawn(run_consumer(ctx.clone(), c)));
         }
     }
 
@@ -296,11 +353,11 @@ impl Sources {
         }
     }
 
-    /// Names of sources with a consumer not connected (readiness lists them).
+    /// Names of sources with a consumer neither connected nor on standby (readiness lists them).
     pub fn not_connected(&self) -> Vec<String> {
         self.list
             .iter()
-            .filter(|s| s.consumers.iter().any(|(_, _, h)| h.get().0 != ConsumerState::Connected))
+            .filter(|s| s.consumers.iter().any(|(_, _, h)| !h.get().0.is_up()))
             .map(|s| s.config.name.clone())
             .collect()
     }
@@ -316,11 +373,88 @@ impl Sources {
     }
 }
 
-/// Runs a consumer of its kind.
-async fn run_consumer(c: Consumer) {
+impl ConsumerState {
+    /// Connected, or on standby behind the node that is.
+    pub fn is_up(self) -> bool {
+        matches!(self, Self::Connected | Self::Standby)
+    }
+}
+
+/// Runs a consumer: of its kind, and in cluster mode only while this node holds its lease
+/// (kinds whose upstream assigns consumers itself — Kafka's group protocol, the outbox's
+/// advisory lock — run on every node).
+async fn run_consumer(ctx: Arc<HubContext>, mut c: Consumer) {
+    let leased = ctx.broker.is_clustered() && !matches!(c.source.config.kind, SourceKind::Kafka | SourceKind::Postgres);
+    if !leased {
+        run_kind(&mut c).await;
+        return;
+    }
+    let name = format!("source:{}:{}", c.source.config.name, c.group);
+    let ttl = Duration::from_millis(3 * ctx.config.broker.redis.heartbeat_ms);
+    c.lease = Some(ttl);
+    let mut source_stop = c.source.stop.clone();
+    loop {
+        if c.source.stopping() {
+            break;
+        }
+        let asked = tokio::time::Instant::now();
+        match tokio::time::timeout(ttl / 3, ctx.broker.lease(&name, ttl)).await.unwrap_or(Err(None)) {
+            Ok(()) => {
+                tracing::info!(lease = %name, "this node consumes");
+                let (stop_tx, stop) = watch::channel(false);
+                c.stop = stop;
+                let renew = async {
+                    // The lease expires in Redis at the latest `ttl` after the request that
+                    // took or renewed it. Renew every third of it; unless renewed, stop
+                    // consuming two thirds in: the consumer's reads (each blocking at most a
+                    // third) are then over before another node can take the lease.
+                    let mut renewed = asked;
+                    loop {
+                        let wake = (renewed + ttl / 3).max(tokio::time::Instant::now() + ttl / 12);
+                        tokio::select! {
+                            _ = source_stop.wait_for(|s| *s) => return,
+                            () = tokio::time::sleep_until(wake) => {}
+                        }
+                        let sent = tokio::time::Instant::now();
+                        match tokio::time::timeout(ttl / 6, ctx.broker.lease(&name, ttl)).await {
+                            Ok(Ok(())) => renewed = sent,
+                            Ok(Err(Some(holder))) => {
+                                tracing::warn!(lease = %name, %holder, "lease taken over; this node stops consuming");
+                                return;
+                            }
+                            Ok(Err(None)) | Err(_) => {}
+                        }
+                        if tokio::time::Instant::now() >= renewed + ttl * 2 / 3 {
+                            tracing::warn!(lease = %name, "lease not renewed in time; this node stops consuming");
+                            return;
+                        }
+                    }
+                };
+                let consume = run_kind(&mut c);
+                tokio::pin!(consume);
+                tokio::select! {
+                    () = &mut consume => {}
+                    () = renew => {
+                        let _ = stop_tx.send(true);
+                        consume.await;
+                    }
+                }
+            }
+            Err(Some(holder)) => c.health.set(ConsumerState::Standby, Some(format!("node {holder} consumes"))),
+            Err(None) => c.health.set(ConsumerState::Retrying, Some("the cluster broker is unreachable".into())),
+        }
+        if c.sleep_or_stop_source(ttl / 3).await {
+            break;
+        }
+    }
+    ctx.broker.release(&name).await;
+}
+
+/// Runs a consumer of its kind until it must stop.
+async fn run_kind(c: &mut Consumer) {
     match c.source.config.kind {
         #[cfg(feature = "redis")]
-        crate::config::SourceKind::Redis => redis_streams::run(c).await,
+        SourceKind::Redis => redis_streams::run(c).await,
         kind => {
             // Validation refuses kinds this build has not got; keep the state honest anyway.
             c.health.set(ConsumerState::Retrying, Some(format!("this build has no {} sources", kind.as_str())));
@@ -418,7 +552,7 @@ impl SourceView {
             name: s.config.name.clone(),
             kind: s.config.kind.as_str(),
             url: redact(&s.config.url),
-            connected: consumers.iter().all(|c| c.state == ConsumerState::Connected),
+            connected: consumers.iter().all(|c| c.state.is_up()),
             dead_letter: s.config.dead_letter.clone(),
             consumers,
             mappings: s

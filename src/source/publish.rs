@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 
 use super::lane::{Lane, UpstreamRecord};
 use super::SourceRuntime;
+use crate::broker::SourcePosition;
 use crate::hub::{PublishError, TopicName};
 use crate::protocol::backoff::Backoff;
 use crate::protocol::frame::{put_meta_payload, FLAG_JSON, FLAG_META};
@@ -121,11 +122,24 @@ pub(crate) async fn run(ctx: Arc<HubContext>, source: Arc<SourceRuntime>, lane: 
         }
         let outcome = match prepare(&source.config.name, &lane, &record, max_bytes, &mut buf) {
             Err(p) => Err(p),
-            Ok(msg) => publish(&ctx, &source, &msg).await,
+            Ok(msg) => {
+                // Cluster mode: the ledger in Redis refuses a position another node published.
+                let position = ctx.broker.is_clustered().then(|| SourcePosition {
+                    ledger: source.config.name.clone(),
+                    partition: record.partition.to_string(),
+                    major: record.position.major,
+                    minor: record.position.minor,
+                });
+                publish(&ctx, &source, &msg, position).await
+            }
         };
         match outcome {
-            Ok(()) => {
+            Ok(true) => {
                 lane.stats.published.fetch_add(1, Relaxed);
+                lane.done(record, true);
+            }
+            Ok(false) => {
+                lane.stats.duplicates.fetch_add(1, Relaxed);
                 lane.done(record, true);
             }
             Err(poison) => {
@@ -140,12 +154,19 @@ pub(crate) async fn run(ctx: Arc<HubContext>, source: Arc<SourceRuntime>, lane: 
 /// `apply_backpressure` is full (the mapping stalls, its lane fills, its upstream pauses) and
 /// retries with backoff while the hub is unavailable (cluster mode without Redis). Errors that
 /// retrying cannot mend make the record a dead letter.
-async fn publish(ctx: &HubContext, source: &SourceRuntime, msg: &super::publish::Prepared) -> Result<(), Poison> {
+///
+/// Answers whether it was published (false: the cluster's ledger already had its position).
+async fn publish(
+    ctx: &HubContext,
+    source: &SourceRuntime,
+    msg: &Prepared,
+    position: Option<SourcePosition>,
+) -> Result<bool, Poison> {
     let backoff = source.backoff();
     let mut attempt = 0;
     loop {
-        match crate::transport::publish::publish(ctx, &msg.topic, &msg.body, msg.flags).await {
-            Ok(_) => return Ok(()),
+        match crate::transport::publish::publish_from(ctx, &msg.topic, &msg.body, msg.flags, position.clone()).await {
+            Ok(report) => return Ok(report.offset != 0),
             Err(PublishError::BackpressureTimeout(_)) => {
                 // The subscriber is still full: keep the record and wait again.
             }

@@ -12,7 +12,8 @@
 //!   entries after a restart). At every (re)connect the consumer first reads its own pending
 //!   entries (fetched before but never acknowledged), then new ones; the lanes' ledgers skip
 //!   those already published. Entries another consumer left pending longer than
-//!   [`CLAIM_IDLE`] are claimed (`XAUTOCLAIM`).
+//!   [`CLAIM_IDLE`] are claimed (`XAUTOCLAIM`). In cluster mode one node at a time consumes (it
+//!   holds the consumer's lease); when it takes over it claims every pending entry at once.
 //! * **Backpressure**: a paused lane's streams are left out of `XREADGROUP`; when every lane
 //!   is paused the consumer waits for room.
 //! * **Lag**: `XINFO GROUPS`: entries not yet delivered to the group (`lag`) plus those
@@ -45,18 +46,18 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 const LAG_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs the consumer until the source stops.
-pub(super) async fn run(mut c: Consumer) {
+pub(super) async fn run(c: &mut Consumer) {
     let backoff = c.backoff();
     let mut attempt = 0u32;
     loop {
-        if c.source.stopping() {
+        if c.stopping() {
             break;
         }
-        let error = match Session::open(&c).await {
+        let error = match Session::open(c).await {
             Ok(mut s) => {
                 attempt = 0;
                 c.health.set(ConsumerState::Connected, None);
-                match s.serve(&mut c).await {
+                match s.serve(c).await {
                     Ok(()) => break,
                     Err(e) => e,
                 }
@@ -65,13 +66,13 @@ pub(super) async fn run(mut c: Consumer) {
         };
         tracing::warn!(source = %c.source.config.name, group = %c.group, error = %error, "redis source consumer lost; retrying");
         c.health.set(ConsumerState::Retrying, Some(error.to_string()));
-        if c.source.sleep_or_stop(backoff.delay(attempt, rand::random::<f64>())).await {
+        if c.sleep_or_stop(backoff.delay(attempt, rand::random::<f64>())).await {
             break;
         }
         attempt = attempt.saturating_add(1);
     }
     // Commit what the publishers finished; whatever stays unacknowledged comes again.
-    final_acks(&mut c).await;
+    final_acks(c).await;
 }
 
 struct Session {
@@ -97,7 +98,7 @@ impl Session {
                 .set_connection_timeout(Some(CONNECT_TIMEOUT))
                 .set_response_timeout(Some(answer))
         };
-        let wait = Duration::from_millis(c.settings.wait_ms());
+        let wait = c.fetch_wait();
         let read = client.get_multiplexed_async_connection_with_config(&config(wait + ANSWER_TIMEOUT)).await?;
         let cmd = client.get_multiplexed_async_connection_with_config(&config(ANSWER_TIMEOUT)).await?;
         let mut s = Self {
@@ -111,8 +112,41 @@ impl Session {
             claimed: Instant::now(),
         };
         s.discover(c).await?;
+        if c.lease.is_some() {
+            // The lease holder is the group's only consumer: what another node fetched and
+            // never acknowledged (it lost the lease) is this node's to publish, first.
+            for key in s.streams.keys().cloned().collect::<Vec<_>>() {
+                s.take_over(c, &key).await?;
+            }
+        }
         s.pending = s.streams.keys().cloned().collect();
         Ok(s)
+    }
+
+    /// Makes every pending entry of `key` this consumer's (`XAUTOCLAIM … 0 … JUSTID`), so the
+    /// pending read from id 0 returns them.
+    async fn take_over(&mut self, c: &Consumer, key: &str) -> Result<(), redis::RedisError> {
+        let mut cursor = "0-0".to_owned();
+        loop {
+            let (next, ids, _deleted): (String, Vec<String>, Value) = redis::cmd("XAUTOCLAIM")
+                .arg(key)
+                .arg(&c.group)
+                .arg(&self.consumer)
+                .arg(0)
+                .arg(&cursor)
+                .arg("COUNT")
+                .arg(1000)
+                .arg("JUSTID")
+                .query_async(&mut self.cmd)
+                .await?;
+            if !ids.is_empty() {
+                tracing::info!(source = %c.source.config.name, stream = key, entries = ids.len(), "took over entries another node left unacknowledged");
+            }
+            if next == "0-0" {
+                return Ok(());
+            }
+            cursor = next;
+        }
     }
 
     /// Finds the streams of every lane and makes sure each has the group.
@@ -170,7 +204,7 @@ impl Session {
 
     /// Fetches, routes and acknowledges until the source stops (Ok) or Redis fails (Err).
     async fn serve(&mut self, c: &mut Consumer) -> Result<(), redis::RedisError> {
-        let mut stop = c.source.stop.clone();
+        let mut stop = c.stop.clone();
         loop {
             if *stop.borrow() {
                 return Ok(());
@@ -193,7 +227,7 @@ impl Session {
                 tokio::select! {
                     _ = stop.wait_for(|s| *s) => return Ok(()),
                     _ = rooms => {}
-                    () = tokio::time::sleep(Duration::from_millis(c.settings.wait_ms())) => {}
+                    () = tokio::time::sleep(c.fetch_wait()) => {}
                 }
                 continue;
             }
@@ -202,7 +236,7 @@ impl Session {
             let opts = StreamReadOptions::default()
                 .group(&c.group, &self.consumer)
                 .count(c.settings.batch())
-                .block(c.settings.wait_ms() as usize);
+                .block(c.fetch_wait().as_millis() as usize);
             let read = self.read.xread_options::<_, _, Option<StreamReadReply>>(&keys, &ids, &opts);
             let reply = tokio::select! {
                 _ = stop.wait_for(|s| *s) => return Ok(()),
@@ -312,8 +346,7 @@ impl Session {
 
 /// Acknowledges what the publishers finished before the stop, on a fresh connection.
 async fn final_acks(c: &mut Consumer) {
-    let mut drained = c.source.drained.clone();
-    let _ = tokio::time::timeout(Duration::from_secs(5), drained.wait_for(|d| *d)).await;
+    c.publishers_done().await;
     let mut acks: Vec<Ack> = Vec::new();
     while let Ok(a) = c.acks.try_recv() {
         acks.push(a);

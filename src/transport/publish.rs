@@ -16,9 +16,25 @@ pub async fn publish(
     payload: &[u8],
     flags: u8,
 ) -> Result<PublishReport, PublishError> {
+    publish_from(ctx, topic, payload, flags, None).await
+}
+
+/// [`publish`] for an upstream source: in cluster mode the record is published only past its
+/// `position` in the source's ledger in Redis (offset 0 answers one that is not). In memory
+/// mode the source's own ledger decides, and `position` is not needed.
+///
+/// # Errors
+/// As [`publish`].
+pub async fn publish_from(
+    ctx: &HubContext,
+    topic: &TopicName,
+    payload: &[u8],
+    flags: u8,
+    position: Option<crate::broker::SourcePosition>,
+) -> Result<PublishReport, PublishError> {
     if ctx.broker.is_clustered() {
         ctx.manager.check_fits(topic, payload.len())?;
-        return ctx.broker.publish(topic, payload, flags).await;
+        return ctx.broker.publish(topic, payload, flags, position).await;
     }
     let mut deadline = None;
     loop {

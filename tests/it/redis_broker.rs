@@ -182,3 +182,38 @@ async fn a_policy_set_on_one_node_is_stored_and_announced_to_every_node() {
     assert_eq!(seen_b.lock().unwrap()[1], reset);
     assert!(c.policies().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_source_position_is_published_once_past_its_ledger_and_a_lease_has_one_holder() {
+    let redis = RedisServer::start().await;
+    let (a, _) = node(&redis).await;
+    let (b, _) = node(&redis).await;
+    let t = TopicName::new("orders").unwrap();
+    let at = |major, minor| fanhub::broker::SourcePosition {
+        ledger: "fleet".into(),
+        partition: "orders".into(),
+        major,
+        minor,
+    };
+    async fn publish(node: &RedisBroker, p: fanhub::broker::SourcePosition) -> u64 {
+        let t = TopicName::new("orders").unwrap();
+        node.publish_many(&[(&t, 0, 1, b"x", HIST, Some(&p))]).await.unwrap()[0].offset
+    }
+    assert_eq!(publish(&a, at(10, 2)).await, 1);
+    assert_eq!(publish(&b, at(10, 2)).await, 0, "the same position from another node");
+    assert_eq!(publish(&b, at(9, 99)).await, 0, "an older one");
+    assert_eq!(publish(&b, at(10, 3)).await, 2, "the next one");
+    assert_eq!(publish(&a, at(11, 0)).await, 3);
+    let other = fanhub::broker::SourcePosition { partition: "other".into(), ..at(1, 0) };
+    assert_eq!(publish(&a, other).await, 4, "partitions are independent");
+    assert_eq!(a.publish(&t, 0, 1, b"plain", HIST).await.unwrap().offset, 5, "no position: no ledger");
+
+    let ttl = Duration::from_secs(30);
+    assert_eq!(a.lease("l", "node-a", ttl).await.unwrap(), "node-a");
+    assert_eq!(b.lease("l", "node-b", ttl).await.unwrap(), "node-a", "held by a");
+    assert_eq!(a.lease("l", "node-a", ttl).await.unwrap(), "node-a", "renewed");
+    b.release("l", "node-b").await.unwrap();
+    assert_eq!(b.lease("l", "node-b", ttl).await.unwrap(), "node-a", "only the holder releases");
+    a.release("l", "node-a").await.unwrap();
+    assert_eq!(b.lease("l", "node-b", ttl).await.unwrap(), "node-b");
+}

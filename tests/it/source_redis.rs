@@ -341,3 +341,59 @@ async fn an_unreachable_upstream_at_start_leaves_the_node_serving_and_readiness_
     assert_eq!(got.iter().map(n_of).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
     hub.shutdown().await;
 }
+
+/// A cluster node whose broker Redis is reached through `broker` (a proxy or the server), with
+/// the Redis Streams source `fleet` reading `orders` from `upstream` into `rel/orders`.
+async fn cluster_node(broker: &str, upstream: &RedisServer, id: &str) -> Hub {
+    let redis_stub = RedisServer::not_started();
+    let text = crate::cluster::node_toml(&redis_stub, id, "127.0.0.1:0").replace(&redis_stub.url(), broker);
+    let mut config = fanhub::config::Config::from_toml(&text).expect("node config");
+    config.sources = vec![source(&upstream.url(), vec![mapping("orders", "rel/orders")])];
+    spawn_hub(config).await
+}
+
+fn consumer_state(v: &Value) -> String {
+    v["items"][0]["consumers"][0]["state"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn in_cluster_mode_one_node_consumes_and_a_node_cut_off_hands_over_without_loss_or_duplicate() {
+    let broker = RedisServer::start().await;
+    let upstream = RedisServer::start().await;
+    let mut con = redis_con(&upstream.url()).await;
+    let proxy = Proxy::start(format!("127.0.0.1:{}", broker.port).parse().unwrap()).await;
+    // A first: it takes the lease; B then waits on standby.
+    let a = cluster_node(&format!("redis://{}/", proxy.addr), &upstream, "src-node-a").await;
+    until(&a, "A consumes", |v| consumer_state(v) == "connected").await;
+    let b = cluster_node(&broker.url(), &upstream, "src-node-b").await;
+    let v = until(&b, "B on standby", |v| consumer_state(v) == "standby").await;
+    assert!(v["items"][0]["consumers"][0]["error"].as_str().unwrap().contains("src-node-a"), "{v:#}");
+    let ready = http(b.addr, "GET", "/readyz", &[], "").await;
+    assert_eq!((ready.status, ready.json()["sources"]["not_connected"].clone()), (200, json!([])), "standby is ready");
+
+    let mut sub = b.connect("sub").await;
+    sub.subscribe("rel/orders").await;
+    for n in 0..50 {
+        xadd(&mut con, "orders", n).await;
+    }
+    let mut got = sub.records(50).await;
+    // A loses the cluster's Redis: it cannot publish nor renew its lease; B takes over.
+    proxy.refuse(true);
+    proxy.cut();
+    for n in 50..100 {
+        xadd(&mut con, "orders", n).await;
+    }
+    until(&b, "B consumes", |v| consumer_state(v) == "connected").await;
+    got.extend(sub.records(50).await);
+    assert_eq!(got.iter().map(n_of).collect::<Vec<_>>(), (0..100).collect::<Vec<_>>());
+    assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), (1..=100).collect::<Vec<_>>());
+    // A comes back: on standby, and whatever it still held is refused by the cluster's ledger.
+    proxy.refuse(false);
+    until(&a, "A on standby", |v| consumer_state(v) == "standby").await;
+    until(&a, "A's lane empty", |v| mapping_view(v, 0)["buffered"] == 0).await;
+    xadd(&mut con, "orders", 100).await;
+    let next = sub.next_record().await;
+    assert_eq!((n_of(&next), next.offset), (100, 101), "nothing published twice in between");
+    a.shutdown().await;
+    b.shutdown().await;
+}
