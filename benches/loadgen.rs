@@ -87,6 +87,11 @@ struct Args {
     /// The hub's raw TCP listener, for `--client tcp` (the publisher stays on the WebSocket).
     #[arg(long)]
     tcp: Option<SocketAddr>,
+    /// Publish upstream instead of over the WebSocket: `XADD` to the Redis stream `bench` at
+    /// this URL (field `payload`; pipelined up to 64 at a time), which the hub consumes as a
+    /// source into `bench/load`. Latency is then produce-to-subscriber.
+    #[arg(long)]
+    upstream: Option<String>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -381,10 +386,28 @@ async fn receive(args: Arc<Args>, sub: Sub, shared: Arc<Shared>, expected: u64, 
     lat
 }
 
-fn publish_frame(args: &Args, idx: u64) -> Bytes {
+/// The payload of message `idx`: its index and send time, padded to `--size`.
+fn payload(args: &Args, idx: u64) -> Vec<u8> {
     let mut payload = vec![0u8; args.size.max(16)];
     payload[0..8].copy_from_slice(&idx.to_be_bytes());
     payload[8..16].copy_from_slice(&now_us().to_be_bytes());
+    payload
+}
+
+/// Appends `pending` to the upstream stream `bench` in one pipeline.
+async fn xadd_all(con: &mut redis::aio::MultiplexedConnection, pending: &mut Vec<Vec<u8>>) {
+    if pending.is_empty() {
+        return;
+    }
+    let mut pipe = redis::pipe();
+    for p in pending.drain(..) {
+        pipe.cmd("XADD").arg("bench").arg("*").arg("payload").arg(p).ignore();
+    }
+    pipe.query_async::<()>(con).await.expect("XADD");
+}
+
+fn publish_frame(args: &Args, idx: u64) -> Bytes {
+    let payload = payload(args, idx);
     if args.target == "nats" {
         let mut b = BytesMut::with_capacity(payload.len() + 40);
         b.put_slice(format!("PUB {} {}\r\n", nats_subject(args), payload.len()).as_bytes());
@@ -476,6 +499,11 @@ async fn run(args: Arc<Args>) {
         let w = next_text(&mut publisher).await;
         assert_eq!(w["type"], "welcome", "{w}");
     }
+    let mut upstream = match &args.upstream {
+        Some(url) => Some(redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap()),
+        None => None,
+    };
+    let mut pending: Vec<Vec<u8>> = Vec::new();
     let cpu0 = sum_cpu_secs(pids);
     let own_cpu0 = proc_cpu_secs("self");
     let redis_cpu0 = args.redis_pid.map(proc_cpu_secs);
@@ -496,6 +524,9 @@ async fn run(args: Arc<Args>) {
                 if idx - acked < args.window {
                     break;
                 }
+                if let Some(con) = upstream.as_mut() {
+                    xadd_all(con, &mut pending).await;
+                }
                 // The window is full and its oldest message has not reached every subscriber
                 // for `timeout_secs`: it never will. Stop publishing rather than wait forever.
                 if progress.elapsed() >= Duration::from_secs(args.timeout_secs) {
@@ -511,7 +542,18 @@ async fn run(args: Arc<Args>) {
                 tokio::time::sleep(Duration::from_micros(100)).await;
             }
         }
-        publisher.send(Message::binary(publish_frame(&args, idx))).await.unwrap();
+        match upstream.as_mut() {
+            Some(con) => {
+                pending.push(payload(&args, idx));
+                if pending.len() >= 64 || args.rate.is_some() {
+                    xadd_all(con, &mut pending).await;
+                }
+            }
+            None => publisher.send(Message::binary(publish_frame(&args, idx))).await.unwrap(),
+        }
+    }
+    if let Some(con) = upstream.as_mut() {
+        xadd_all(con, &mut pending).await;
     }
     let expected = args.messages * args.subs as u64;
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
