@@ -418,6 +418,66 @@ async fn tcp_rate_and_size_violations_move_the_connection_to_monitored_violation
 }
 
 #[tokio::test]
+async fn tcp_publishing_over_the_byte_rate_is_refused_then_monitored_then_closed_and_resumes_as_time_passes() {
+    use crate::limits::{byte_rate_config, state_of};
+    let mut config = byte_rate_config();
+    config.tcp.listen = Some("127.0.0.1:0".parse().unwrap());
+    // The hub's clock moves only when the test advances it.
+    let hub = spawn_hub_manual(config).await;
+    let mut watcher = Tcp::connect(&hub, "watcher").await;
+    assert_eq!(watcher.request(json!({"op": "subscribe", "topic": "bytes/t"})).await["type"], "subscribed");
+    let mut t = Tcp::connect(&hub, "flooder").await;
+    let big = [5u8; 600];
+    let refused = |r: &Value| {
+        assert_eq!(
+            (r["type"].as_str(), r["code"].as_str(), r["limit"].as_str()),
+            (Some("error"), Some("rate_limited"), Some("publish_bytes_per_second")),
+            "{r}"
+        );
+    };
+
+    assert_eq!(t.publish("bytes/t", &big).await["offset"], 1);
+    // The burst (1000 bytes) is spent: 600 more need 200 ms more.
+    let r = t.publish("bytes/t", &big).await;
+    refused(&r);
+    assert_eq!(r["retry_after_ms"], 200, "{r}");
+    assert_eq!(state_of(&hub, "flooder").await, "active", "one violation is only counted");
+
+    hub.advance(Duration::from_millis(200));
+    assert_eq!(t.publish("bytes/t", &big).await["offset"], 2, "the refused message passes once the bytes refill");
+    // Sent at once, the next one finds the bucket empty: 600 ms to wait, and not one less.
+    let r = t.publish("bytes/t", &big).await;
+    refused(&r);
+    assert_eq!(r["retry_after_ms"], 600, "{r}");
+    assert_eq!(state_of(&hub, "flooder").await, "monitored_violation");
+    hub.advance(Duration::from_millis(599));
+    let r = t.publish("bytes/t", &big).await;
+    refused(&r);
+    assert_eq!(r["retry_after_ms"], 1, "{r}");
+    hub.advance(Duration::from_millis(1));
+    assert_eq!(t.publish("bytes/t", &big).await["offset"], 3, "monitored, but still served");
+    // The fourth violation: the refusal, then a Bye `violation`, then the close.
+    t.send(Kind::Publish, &encode_publish("bytes/t", 0, 0, &big)).await;
+    let all = t.until_eof().await;
+    ends_with_bye(&all, "violation");
+    let errors: Vec<Value> = all.iter().filter(|d| d.kind == Kind::Control).map(json_of).collect();
+    assert_eq!(errors.len(), 1, "{all:?}");
+    refused(&errors[0]);
+    assert_eq!(errors[0]["publish_seq"], 7, "{}", errors[0]);
+    listed(&hub, 1).await;
+    assert_eq!(hub.manager.connection_stats().violations, 4);
+
+    // The hub stays healthy: the watcher got exactly the accepted messages, in order, and
+    // publishes and receives as before.
+    let got: Vec<u64> = watcher.records(3).await.iter().map(|r| r.offset).collect();
+    assert_eq!(got, [1, 2, 3]);
+    assert_eq!(watcher.publish("bytes/t", b"still fine").await["offset"], 4);
+    assert_eq!(watcher.records(1).await[0].payload, b"still fine");
+    assert_eq!(http(hub.addr, "GET", "/healthz", &[], "").await.status, 200);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
 async fn tcp_malformed_datagrams_close_with_a_diagnostic_and_the_hub_stays_healthy() {
     let hub = spawn_hub(tcp_config()).await;
     let limit = fanhub::transport::ws::frame_limit(hub.manager.limits().max_message_size) + 1;
