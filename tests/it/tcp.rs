@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use fanhub::config::Config;
 use fanhub::protocol::frame::{decode_records, encode_publish};
-use fanhub::protocol::tcp::{encode, Datagram, Decoder, Kind, VERSION};
+use fanhub::protocol::tcp::{encode, token_payload, Datagram, Decoder, Kind, VERSION};
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -53,8 +53,13 @@ impl Tcp {
     }
 
     async fn login(&mut self, token: &str) {
+        self.login_as(token, None).await;
+    }
+
+    /// Sends the version and a Token datagram with `client_id`, expects the welcome.
+    async fn login_as(&mut self, token: &str, client_id: Option<&str>) {
         self.raw(&[VERSION]).await;
-        self.send(Kind::Token, token.as_bytes()).await;
+        self.send(Kind::Token, &token_payload(token, client_id)).await;
         let w = self.next_json().await;
         assert_eq!(w["type"], "welcome", "{w}");
     }
@@ -246,6 +251,83 @@ async fn tcp_an_invalid_expired_or_missing_token_closes_at_once_without_a_bye() 
         assert!(all.is_empty(), "{kind:?}: {all:?}");
     }
     listed(&hub, 0).await;
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn tcp_a_client_id_in_the_token_datagram_is_listed_and_replaces_an_older_connection_as_over_websocket() {
+    let hub = spawn_hub(tcp_config()).await;
+    let mut first = Tcp::open(&hub).await;
+    first.login_as(&hub.token("dev"), Some("sensor-7")).await;
+    let mut plain = Tcp::connect(&hub, "plain").await;
+    let rows = connections(&hub, "?protocol=tcp&user=dev").await;
+    assert_eq!((rows["total"].as_u64(), rows["items"][0]["client_id"].as_str()), (Some(1), Some("sensor-7")), "{rows}");
+    let rows = connections(&hub, "?user=plain").await;
+    assert_eq!(rows["items"][0]["client_id"], Value::Null, "a token alone, as before: {rows}");
+
+    // The same subject and client id over TCP again: the older connection is replaced.
+    let mut second = Tcp::open(&hub).await;
+    second.login_as(&hub.token("dev"), Some("sensor-7")).await;
+    ends_with_bye(&first.until_eof().await, "replaced");
+    // And over a WebSocket: the client id is one, whatever the transport.
+    let token = hub.token("dev");
+    let _ws = hub.connect_with(json!({"op": "connect", "token": token, "client_id": "sensor-7"})).await;
+    ends_with_bye(&second.until_eof().await, "replaced");
+    listed(&hub, 2).await;
+    let rows = connections(&hub, "?user=dev").await;
+    assert_eq!(rows["total"], 1, "{rows}");
+    assert_eq!(
+        (rows["items"][0]["protocol"].as_str(), rows["items"][0]["client_id"].as_str()),
+        (Some("websocket"), Some("sensor-7"))
+    );
+    assert_eq!(plain.request(json!({"op": "subscribe", "topic": "still/here"})).await["type"], "subscribed");
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn tcp_an_invalid_client_id_is_refused_with_the_error_a_websocket_connect_gets_then_a_bye() {
+    let hub = spawn_hub(tcp_config()).await;
+    let token = hub.token("dev");
+    let long = "x".repeat(129);
+    // (what, the client id's bytes in the Token datagram, why it is refused)
+    let cases: [(&str, &[u8], &str); 5] = [
+        ("empty", b"", "1 to 128 bytes long (this one has 0)"),
+        ("129 bytes", long.as_bytes(), "1 to 128 bytes long (this one has 129)"),
+        ("a control character", b"a\nb", "control characters (it has U+000A)"),
+        ("a second 0x00", b"a\0b", "control characters (it has U+0000)"),
+        ("not UTF-8", b"\xff\xfe", "not UTF-8"),
+    ];
+    for (what, id, why) in cases {
+        let mut payload = token.clone().into_bytes();
+        payload.push(0);
+        payload.extend_from_slice(id);
+        let mut t = Tcp::open(&hub).await;
+        t.raw(&[VERSION]).await;
+        t.send(Kind::Token, &payload).await;
+        let all = t.until_eof().await;
+        assert_eq!(all.len(), 2, "{what}: an error, then the Bye: {all:?}");
+        let error = json_of(&all[0]);
+        assert_eq!((all[0].kind, error["type"].as_str()), (Kind::Control, Some("error")), "{what}: {all:?}");
+        ends_with_bye(&all, "unauthenticated");
+        let message = error["message"].as_str().unwrap();
+        assert!(message.contains(why), "{what}: {message}");
+        // The same client id in a WebSocket `connect` (JSON can carry every case but bytes that
+        // are not UTF-8): the same code and the same words, then close 4001.
+        let Ok(id) = std::str::from_utf8(id) else {
+            assert_eq!(error["code"], "unauthenticated", "{what}: {error}");
+            continue;
+        };
+        let mut ws = hub.open().await;
+        ws.send_json(json!({"op": "connect", "token": token, "client_id": id})).await;
+        let closed = ws.expect_close().await;
+        assert_eq!(closed.code, Some(4001), "{what}: {closed:?}");
+        assert_eq!(closed.messages[0]["code"], error["code"], "{what}: {closed:?}");
+        assert_eq!(closed.messages[0]["message"], error["message"], "{what}: {closed:?}");
+    }
+    listed(&hub, 0).await;
+    // The token was fine all along: with a valid client id it connects.
+    let mut ok = Tcp::open(&hub).await;
+    ok.login_as(&token, Some("fixed")).await;
     hub.shutdown().await;
 }
 
