@@ -354,7 +354,9 @@ impl Actor {
     async fn handshake(&mut self, endpoint: &str) -> Result<(Link, u64), ConnectError> {
         let transient = |e: String| ConnectError::Transient(format!("{endpoint}: {e}"));
         let token = self.token.clone().unwrap_or_default();
-        let mut link = match Link::open(endpoint, &self.opts.tls_ca_files, self.opts.transport, &token).await {
+        let client_id = self.opts.client_id.as_deref();
+        let mut link = match Link::open(endpoint, &self.opts.tls_ca_files, self.opts.transport, &token, client_id).await
+        {
             Ok(l) => l,
             Err(OpenError::Unauthenticated(m)) => return Err(ConnectError::Auth(m)),
             Err(OpenError::Failed(m)) => return Err(ConnectError::Transient(m)),

@@ -31,13 +31,14 @@ pub(super) enum Link {
 impl Link {
     /// Connects to `endpoint` (a `ws://` or `wss://` URL, or `tcp://` / `tcps://` for raw TCP;
     /// `ca_files` are trusted for TLS besides the system's roots) over `transport`; `token`
-    /// authenticates WebRTC signaling and is the raw TCP Token datagram (a WebSocket sends it
-    /// in `connect`).
+    /// authenticates WebRTC signaling and is, with `client_id`, the raw TCP Token datagram (a
+    /// WebSocket sends both in `connect`).
     pub(super) async fn open(
         endpoint: &str,
         ca_files: &[PathBuf],
         transport: Transport,
         token: &str,
+        client_id: Option<&str>,
     ) -> Result<Link, OpenError> {
         let failed = |e: String| OpenError::Failed(format!("{endpoint}: {e}"));
         match transport {
@@ -67,7 +68,7 @@ impl Link {
             },
             #[cfg(not(feature = "client-webrtc"))]
             Transport::WebRtc => Err(failed("WebRTC needs the `client-webrtc` cargo feature".into())),
-            Transport::Tcp => match super::tcp::connect(endpoint, ca_files, token).await {
+            Transport::Tcp => match super::tcp::connect(endpoint, ca_files, token, client_id).await {
                 Ok(l) => Ok(Link::Tcp(Box::new(l))),
                 Err(e) => Err(failed(e)),
             },

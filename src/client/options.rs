@@ -28,8 +28,9 @@ pub struct ClientOptions {
     pub token: Option<String>,
     /// A token provider (used instead of, or after, `token`).
     pub token_provider: Option<TokenProvider>,
-    /// Sent in `connect`: a reconnect replaces this client's previous connection at once. Not
-    /// with [`Transport::Tcp`]: the raw TCP handshake carries only the token.
+    /// Sent in `connect` (over [`Transport::Tcp`], in the Token datagram): a reconnect replaces
+    /// this client's previous connection at once. 1 to 128 bytes without control characters,
+    /// as the hub checks it.
     pub client_id: Option<String>,
     /// Reconnect delays (exponential, full jitter).
     pub backoff: Backoff,
@@ -72,8 +73,8 @@ pub enum Transport {
     WebRtc,
     /// The raw TCP transport (`docs/protocol.md` §10d) to each endpoint `tcp://host:port` (the
     /// hub's `tcp.listen`), or `tcps://host:port` for a listener with `[tcp.tls]` (cargo feature
-    /// `client-tls`). The token travels in the Token datagram, so `client_id` cannot be given;
-    /// a refused token closes the connection without a word (counted as a failed attempt); the
+    /// `client-tls`). The token and the `client_id` travel in the Token datagram; a refused
+    /// token closes the connection without a word (counted as a failed attempt); the
     /// WebSocket URLs of the hub's reconnect advice are not followed (the client reconnects
     /// through its own endpoints); `health()` has no HTTP side to ask and says so.
     Tcp,
@@ -170,10 +171,8 @@ impl ClientOptions {
                 return bad(format!("`endpoints[{i}]` = {e:?}: {m}"));
             }
         }
-        if self.transport == Transport::Tcp && self.client_id.is_some() {
-            return bad(
-                "`client_id` cannot be sent over `transport` = tcp (its handshake carries only the token)".into()
-            );
+        if let Some(Err(m)) = self.client_id.as_deref().map(crate::protocol::control::check_client_id) {
+            return bad(format!("`client_id`: {m}"));
         }
         if self.token.is_none() && self.token_provider.is_none() {
             return bad("no `token` and no `token_provider`: the hub authenticates every connection".into());
@@ -385,9 +384,11 @@ mod tests {
         let mut o = ok.clone();
         o.buffer = 0;
         assert!(message(&o).contains("`buffer`"));
-        let mut o = ok;
+        let mut o = ok.clone();
         o.keepalive_timeout = Duration::ZERO;
         assert!(message(&o).contains("`keepalive_interval` and `keepalive_timeout`"));
+        assert!(message(&ok.clone().with_client_id("")).contains("`client_id`: client_id must be 1 to 128 bytes"));
+        assert!(message(&ok.with_client_id("a\tb")).contains("control characters"));
     }
 
     #[test]
@@ -405,7 +406,7 @@ mod tests {
         assert!(message(&tcp("ws://127.0.0.1:8080/ws")).contains("expects a tcp://host:port"));
         assert!(message(&tcp("tcp://127.0.0.1")).contains("no port"));
         assert!(message(&tcp("tcp://127.0.0.1:9000/ws")).contains("nothing may follow"));
-        assert!(message(&tcp("tcp://127.0.0.1:9000").with_client_id("c")).contains("`client_id`"));
+        assert!(tcp("tcp://127.0.0.1:9000").with_client_id("c").validate().is_ok(), "a client id goes over TCP too");
         // A tcp:// address with another transport is refused, naming the fix.
         let ws = ClientOptions::new(["tcp://127.0.0.1:9000"]).with_token("t");
         assert!(message(&ws).contains("needs `transport` = tcp"), "{}", message(&ws));

@@ -1,8 +1,9 @@
 //! The raw TCP link (`docs/protocol.md` §10d, [`super::Transport::Tcp`]): the version byte and
-//! the Token datagram at open, then datagrams through [`crate::protocol::tcp`] mapped to the
-//! frames the actor speaks — Control datagrams as text, Data datagrams as binary, publish
-//! frames as Publish datagrams, the hub's Bye as a `bye` control message. The hub's Ping is
-//! answered with Pong here; the actor's keep-alive stays its JSON `ping`.
+//! the Token datagram (the token and the client id) at open, then datagrams through
+//! [`crate::protocol::tcp`] mapped to the frames the actor speaks — Control datagrams as text,
+//! Data datagrams as binary, publish frames as Publish datagrams, the hub's Bye as a `bye`
+//! control message. The hub's Ping is answered with Pong here; the actor's keep-alive stays its
+//! JSON `ping`.
 //!
 //! Writes go through a buffer drained by single `write` calls, so a receive cancelled while
 //! writing a Pong loses nothing: what was not written is written by the next send or receive.
@@ -14,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::frame::Frame;
-use crate::protocol::tcp::{encode, header, Decoder, Kind, VERSION};
+use crate::protocol::tcp::{encode, header, token_payload, Decoder, Kind, VERSION};
 
 /// The largest datagram accepted from the hub (a WebSocket client's default frame limit).
 const MAX_DATAGRAM: usize = 64 << 20;
@@ -31,9 +32,15 @@ pub(super) struct TcpLink {
 }
 
 /// Connects to `endpoint` (`tcp://host:port`, or `tcps://host:port` trusting the system's roots
-/// and `ca_files`), then sends the version byte and the Token datagram. The hub's answer (the
-/// `welcome`, or a close without a word for a refused token) is read by the caller.
-pub(super) async fn connect(endpoint: &str, ca_files: &[PathBuf], token: &str) -> Result<TcpLink, String> {
+/// and `ca_files`), then sends the version byte and the Token datagram (with `client_id`, when
+/// the client has one). The hub's answer (the `welcome`, or a close without a word for a refused
+/// token) is read by the caller.
+pub(super) async fn connect(
+    endpoint: &str,
+    ca_files: &[PathBuf],
+    token: &str,
+    client_id: Option<&str>,
+) -> Result<TcpLink, String> {
     let (host, port) = super::options::tcp_host_port(endpoint)?;
     let tcp = TcpStream::connect((host.as_str(), port)).await.map_err(|e| e.to_string())?;
     let _ = tcp.set_nodelay(true);
@@ -54,7 +61,7 @@ pub(super) async fn connect(endpoint: &str, ca_files: &[PathBuf], token: &str) -
     let mut link =
         TcpLink { io, rbuf: BytesMut::with_capacity(8192), wbuf: BytesMut::new(), decoder: Decoder::new(MAX_DATAGRAM) };
     link.wbuf.extend_from_slice(&[VERSION]);
-    link.wbuf.extend_from_slice(&encode(Kind::Token, token.as_bytes()));
+    link.wbuf.extend_from_slice(&encode(Kind::Token, &token_payload(token, client_id)));
     link.flush().await.map_err(|()| "the hub closed the connection".to_owned())?;
     Ok(link)
 }

@@ -521,6 +521,7 @@ impl Config {
         range("limits.max_message_size", l.max_message_size as u64, 64, 64 << 20);
         range("limits.publish_rate_per_second", l.publish_rate_per_second.into(), 1, 10_000_000);
         range("limits.publish_burst", l.publish_burst.into(), 1, 10_000_000);
+        range("limits.publish_bytes_per_second", l.publish_bytes_per_second.into(), 0, 1_000_000_000);
         range("limits.violations_window_ms", l.violations_window_ms, 1, 86_400_000);
         range("limits.violations_to_monitor", l.violations_to_monitor.into(), 1, 1_000_000);
         range("limits.violations_to_close", l.violations_to_close.into(), 1, 1_000_000);
@@ -583,6 +584,18 @@ impl Config {
                 key: "demo.enabled".into(),
                 value: "true".into(),
                 allowed: "false, or unset (the demo publisher runs in development mode only)".into(),
+            });
+        }
+        let l = &self.limits;
+        if l.publish_bytes_burst != 0 && (l.publish_bytes_burst as usize) < l.max_message_size {
+            p.push(ConfigProblem {
+                key: "limits.publish_bytes_burst".into(),
+                value: l.publish_bytes_burst.to_string(),
+                allowed: format!(
+                    "0 (the larger of limits.publish_bytes_per_second and limits.max_message_size), or >= \
+                     limits.max_message_size ({}): a message of the largest size must be able to pass",
+                    l.max_message_size
+                ),
             });
         }
         if self.limits.violations_to_close < self.limits.violations_to_monitor {
@@ -815,6 +828,33 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("websocket.idle_timeout_ms = 5: allowed 200..=3600000"), "{msg}");
         assert!(msg.contains("limits.max_connections = 0: allowed 1..=10000000"), "{msg}");
+    }
+
+    #[test]
+    fn the_publish_byte_rate_is_off_by_default_ranged_and_its_burst_holds_the_largest_message() {
+        let d = Config::default().limits;
+        assert_eq!((d.publish_bytes_per_second, d.publish_bytes_burst), (0, 0), "off by default");
+        let c = Config::from_toml("[limits]\npublish_bytes_per_second = 1000\nmax_message_size = 500\n").unwrap();
+        assert_eq!(c.limits.effective_publish_bytes_burst(), 1000, "one second's worth");
+        let c = Config::from_toml("[limits]\npublish_bytes_per_second = 100\nmax_message_size = 500\n").unwrap();
+        assert_eq!(c.limits.effective_publish_bytes_burst(), 500, "the largest message");
+        let env = vec![
+            ("FANHUB_LIMITS__PUBLISH_BYTES_PER_SECOND".to_string(), "2000".to_string()),
+            ("FANHUB_LIMITS__PUBLISH_BYTES_BURST".to_string(), "2097152".to_string()),
+        ];
+        let c = Config::load(None, env).unwrap();
+        assert_eq!((c.limits.publish_bytes_per_second, c.limits.effective_publish_bytes_burst()), (2000, 2_097_152));
+        let e = Config::from_toml("[limits]\npublish_bytes_per_second = 2000000000\n").unwrap_err().to_string();
+        assert!(e.contains("limits.publish_bytes_per_second = 2000000000: allowed 0..=1000000000"), "{e}");
+        let e = Config::from_toml(
+            "[limits]\npublish_bytes_per_second = 1000\npublish_bytes_burst = 100\nmax_message_size = 500\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("limits.publish_bytes_burst = 100") && e.contains(">= limits.max_message_size (500)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -73,6 +73,23 @@ impl RateLimit {
         clock.set(now);
         self.limiter.check().map_err(|not_until| not_until.wait_time_from(clock.now()))
     }
+
+    /// Takes `n` permits at once at `now` (all or none; `n` = 0 takes nothing): a limit on
+    /// bytes, `n` being a message's size.
+    ///
+    /// # Errors
+    /// How long after `now` `n` permits are available; [`Duration::MAX`] when `n` is more than
+    /// the burst (never).
+    pub fn check_n(&self, n: u32, now: Instant) -> Result<(), Duration> {
+        let Some(n) = NonZeroU32::new(n) else { return Ok(()) };
+        let clock = self.limiter.clock();
+        clock.set(now);
+        match self.limiter.check_n(n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(not_until.wait_time_from(clock.now())),
+            Err(_insufficient) => Err(Duration::MAX),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -103,5 +120,19 @@ mod tests {
         assert!(r.check(t0 + Duration::from_secs(5)).is_ok());
         assert!(r.check(t0).is_err(), "judged at the newest time seen: the permit is taken");
         assert_eq!(r.rate(), (1, 1));
+    }
+
+    #[test]
+    fn n_permits_are_taken_all_or_none_and_the_wait_is_for_all_of_them() {
+        let t0 = Instant::now();
+        let r = RateLimit::new(1000, 1500, t0);
+        assert!(r.check_n(1000, t0).is_ok());
+        assert_eq!(r.check_n(600, t0), Err(Duration::from_millis(100)), "500 left: 100 more ms for 600");
+        assert!(r.check_n(500, t0).is_ok(), "a refusal takes nothing");
+        assert_eq!(r.check_n(0, t0), Ok(()), "nothing asked, nothing taken");
+        assert_eq!(r.check_n(250, t0 + Duration::from_millis(200)), Err(Duration::from_millis(50)));
+        assert!(r.check_n(250, t0 + Duration::from_millis(250)).is_ok());
+        assert_eq!(r.check_n(1501, t0 + Duration::from_secs(60)), Err(Duration::MAX), "more than the burst: never");
+        assert!(r.check_n(1500, t0 + Duration::from_secs(60)).is_ok(), "a full bucket holds the burst");
     }
 }

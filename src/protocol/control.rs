@@ -64,8 +64,8 @@ pub enum ClientOp {
         #[serde(default)]
         details: Option<ConnectionDetails>,
         /// Stable client instance id; a new connection with the same subject and client id
-        /// replaces the old one (which gets bye `replaced`).
-        #[serde(default)]
+        /// replaces the old one (which gets bye `replaced`). Checked by [`check_client_id`].
+        #[serde(default, deserialize_with = "client_id")]
         client_id: Option<String>,
         /// Who the client is (name, version), for operators.
         #[serde(default)]
@@ -541,6 +541,34 @@ impl ServerMsg {
     }
 }
 
+/// The longest client id (`connect`'s `client_id`), in bytes.
+pub const MAX_CLIENT_ID_BYTES: usize = 128;
+
+/// Checks a client id, however it came (`connect`'s `client_id`, the raw TCP Token datagram):
+/// 1 to [`MAX_CLIENT_ID_BYTES`] bytes of UTF-8 without control characters.
+///
+/// # Errors
+/// What is wrong, in words for the client.
+pub fn check_client_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_CLIENT_ID_BYTES {
+        return Err(format!("client_id must be 1 to {MAX_CLIENT_ID_BYTES} bytes long (this one has {})", id.len()));
+    }
+    if let Some(c) = id.chars().find(|c| c.is_control()) {
+        return Err(format!("client_id must not contain control characters (it has U+{:04X})", u32::from(c)));
+    }
+    Ok(())
+}
+
+/// Deserializes `connect`'s `client_id`: absent or null is `None`; a string must pass
+/// [`check_client_id`], so a bad one makes the `connect` invalid like a value of the wrong type.
+fn client_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let id = Option::<String>::deserialize(d)?;
+    if let Some(id) = &id {
+        check_client_id(id).map_err(serde::de::Error::custom)?;
+    }
+    Ok(id)
+}
+
 /// Deserializes a field that may hold any JSON value, `null` included: a present field is
 /// `Some` (so `"data": null` publishes JSON `null`); only an absent one is `None` (via
 /// `#[serde(default)]`).
@@ -567,6 +595,29 @@ mod tests {
         assert!(matches!(op, ClientOp::Publish { data: Some(serde_json::Value::Null), .. }), "{op:?}");
         let op = parse_client_op(br#"{"op":"publish","topic":"a","data_b64":"AA=="}"#).unwrap();
         assert!(matches!(op, ClientOp::Publish { data: None, .. }), "{op:?}");
+    }
+
+    #[test]
+    fn a_client_id_is_1_to_128_bytes_without_control_characters() {
+        let connect = |cid: serde_json::Value| {
+            parse_client_op(serde_json::json!({"op": "connect", "token": "t", "client_id": cid}).to_string().as_bytes())
+        };
+        for ok in [serde_json::json!("tab-7"), serde_json::json!("é".repeat(64)), serde_json::Value::Null] {
+            assert!(connect(ok.clone()).is_ok(), "{ok}");
+        }
+        assert!(matches!(connect("a b".into()), Ok(ClientOp::Connect { client_id: Some(c), .. }) if c == "a b"));
+        for (bad, why) in [
+            (serde_json::json!(""), "1 to 128 bytes long (this one has 0)"),
+            (serde_json::json!("x".repeat(129)), "1 to 128 bytes long (this one has 129)"),
+            (serde_json::json!("a\nb"), "control characters (it has U+000A)"),
+            (serde_json::json!("a\u{0}"), "control characters (it has U+0000)"),
+            (serde_json::json!(7), "invalid type"),
+        ] {
+            let e = connect(bad.clone()).unwrap_err();
+            assert_eq!((e.code, e.op.as_deref()), (ErrorCode::InvalidArgument, Some("connect")), "{bad}");
+            assert!(e.message.contains(why), "{bad}: {}", e.message);
+        }
+        assert_eq!(check_client_id("ok"), Ok(()));
     }
 
     #[test]

@@ -23,7 +23,8 @@ pub enum Kind {
     Bye = 0x02,
     /// Server → client: create a new session and connect elsewhere; payload JSON `{"urls":[…]}`.
     Reconnect = 0x03,
-    /// Client → server, once, right after the version: the session token (UTF-8).
+    /// Client → server, once, right after the version: the session token (UTF-8), optionally
+    /// followed by a 0x00 byte and the client id (UTF-8) — see [`token_payload`].
     Token = 0x04,
     /// Either way: a JSON control message (the ops and replies of §4).
     Control = 0x05,
@@ -146,6 +147,18 @@ impl Decoder {
     }
 }
 
+/// The payload of a Token datagram: `token`, and when given a 0x00 byte and `client_id` (the
+/// `client_id` of a WebSocket `connect`). A token never holds a 0x00 byte (a JWT is ASCII
+/// letters, digits, `-`, `_` and `.`), so the first one ends it.
+pub fn token_payload(token: &str, client_id: Option<&str>) -> Vec<u8> {
+    let mut p = token.as_bytes().to_vec();
+    if let Some(id) = client_id {
+        p.push(0);
+        p.extend_from_slice(id.as_bytes());
+    }
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,5 +250,11 @@ mod tests {
             }
         }
         assert_eq!(Kind::from_byte(VERSION), None, "the version byte is not a datagram type");
+    }
+
+    #[test]
+    fn a_token_payload_carries_the_client_id_after_a_zero_byte() {
+        assert_eq!(token_payload("t.k", None), b"t.k");
+        assert_eq!(token_payload("t.k", Some("tab-7")), b"t.k\0tab-7");
     }
 }

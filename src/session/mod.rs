@@ -28,6 +28,7 @@ use bytes::Bytes;
 
 use crate::auth::SessionManager;
 use crate::config::SessionConfig;
+use crate::hub::rate::RateLimit;
 use crate::hub::{AuthFailure, ConnId, ConnState, Connection, ConnectionManager, Now, PublishError, SubscribeError};
 use crate::hub::{SubscribeItem, SubscribeOptions, TopicName};
 use crate::protocol::control::{ConnectionDetails, ServerMsg, SessionInfo};
@@ -225,6 +226,9 @@ pub struct Session {
     /// Publishes read so far (binary frames and JSON `publish` ops): an error about one
     /// carries its number as `publish_seq`.
     publishes: u64,
+    /// The publish byte rate (`limits.publish_bytes_per_second`), when it is on: payload bytes
+    /// on the passed-in `now`, from a full bucket at the accept.
+    publish_bytes: Option<RateLimit>,
     /// A publish went to the broker: at shutdown, its answer is awaited before the `bye`.
     enqueued_any: bool,
     /// The server is shutting down: frames already received are answered `unavailable`,
@@ -272,6 +276,9 @@ impl Session {
     pub fn new(p: SessionParams, now: Now) -> Self {
         p.conn.core().set_state(ConnState::Authenticating);
         let keepalive = p.keepalive.then(|| now.mono + Duration::from_millis(p.config.ping_interval_ms));
+        let limits = p.hub.limits();
+        let publish_bytes = (limits.publish_bytes_per_second > 0)
+            .then(|| RateLimit::new(limits.publish_bytes_per_second, limits.effective_publish_bytes_burst(), now.mono));
         let mut s = Self {
             p,
             token: None,
@@ -281,6 +288,7 @@ impl Session {
             sync_seq: 0,
             clock_offsets: VecDeque::new(),
             publishes: 0,
+            publish_bytes,
             enqueued_any: false,
             shutting_down: false,
             drained: 0,

@@ -346,6 +346,13 @@ impl Session {
         if let Err(e) = self.p.hub.authorize_publish(conn_id, &name, payload.len(), now) {
             return self.publish_failed(id, &name, seq, &e);
         }
+        if let Err(e) = self.check_publish_bytes(payload.len(), now) {
+            // Answered before the violation is counted, so that a publish that closes the
+            // connection is still answered (before the `bye`).
+            self.publish_failed(id, &name, seq, &e);
+            self.p.hub.record_violation(conn_id, now);
+            return;
+        }
         if self.p.brokered {
             if let Err(e) = self.p.hub.check_fits(&name, payload.len()) {
                 return self.publish_failed(id, &name, seq, &e);
@@ -356,6 +363,16 @@ impl Session {
             return self.command(Pending::Enqueue { id, topic: name, seq }, command);
         }
         self.route(PendingPublish { id, seq, topic: name, payload, flags, deadline: now.mono }, true, now);
+    }
+
+    /// The publish byte rate (`limits.publish_bytes_per_second`): takes `len` payload bytes at
+    /// `now`, or refuses the publish (`rate_limited`; nothing taken). The caller counts the
+    /// refusal as a violation, as the message rate does.
+    fn check_publish_bytes(&self, len: usize, now: Now) -> Result<(), PublishError> {
+        let Some(limit) = &self.publish_bytes else { return Ok(()) };
+        let n = u32::try_from(len).unwrap_or(u32::MAX);
+        let Err(retry_after) = limit.check_n(n, now.mono) else { return Ok(()) };
+        Err(PublishError::BytesRateLimited { per_second: limit.rate().0, size: len, retry_after })
     }
 
     /// Routes a checked publish; under backpressure, waits for the full subscriber (the first

@@ -36,7 +36,11 @@ fn config() -> SessionConfig {
 }
 
 fn rig(keepalive: bool, brokered: bool) -> Rig {
-    let hub = Arc::new(ConnectionManager::new(HubConfig::default()).unwrap());
+    rig_with(keepalive, brokered, HubConfig::default())
+}
+
+fn rig_with(keepalive: bool, brokered: bool, hub_config: HubConfig) -> Rig {
+    let hub = Arc::new(ConnectionManager::new(hub_config).unwrap());
     let auth = Arc::new(SessionManager::new(&AuthConfig::default()).unwrap());
     let conn = TestConnection::unregistered(&hub, "nobody", 1);
     let t0 = Instant::now();
@@ -547,4 +551,102 @@ fn errors_about_publishes_carry_their_sequence_number_even_without_a_request_id(
         [("error", Some(1)), ("error", Some(2)), ("error", Some(3)), ("error", Some(5)), ("pong", None)],
         "{c:?}"
     );
+}
+
+/// A hub allowing 1000 payload bytes per second (burst: one second's worth), messages of at
+/// most 600 bytes, and closing at the third violation.
+fn byte_limited(brokered: bool) -> Rig {
+    let mut hub_config = HubConfig::default();
+    hub_config.limits.publish_bytes_per_second = 1000;
+    hub_config.limits.max_message_size = 600;
+    hub_config.limits.violations_to_monitor = 2;
+    hub_config.limits.violations_to_close = 3;
+    hub_config.limits.violations_window_ms = 600_000;
+    let mut r = rig_with(false, brokered, hub_config);
+    r.connect(3600);
+    r
+}
+
+impl Rig {
+    fn publish_bin(&mut self, id: u32, len: usize, ms: u64) {
+        let frame = crate::protocol::frame::encode_publish("b/t", id, 0, &vec![7u8; len]);
+        let now = self.at(ms);
+        self.session.handle_input(Input::Binary(Bytes::from(frame)), now);
+    }
+
+    fn state(&self) -> ConnState {
+        self.conn.state()
+    }
+}
+
+#[test]
+fn publishes_over_the_byte_rate_are_refused_rate_limited_until_the_bytes_refill() {
+    let mut r = byte_limited(false);
+    r.publish_bin(1, 600, 10);
+    r.publish_bin(2, 400, 10);
+    let c = r.control();
+    assert_eq!((c[0]["type"].as_str(), c[1]["type"].as_str()), (Some("published"), Some("published")), "{c:?}");
+    // The burst is spent: 300 bytes need 300 ms.
+    r.publish_bin(3, 300, 10);
+    let e = r.control().remove(0);
+    assert_eq!(
+        (e["id"].as_u64(), e["code"].as_str(), e["limit"].as_str(), e["topic"].as_str(), e["publish_seq"].as_u64()),
+        (Some(3), Some("rate_limited"), Some("publish_bytes_per_second"), Some("b/t"), Some(3)),
+        "{e}"
+    );
+    assert_eq!(e["retry_after_ms"], 300, "{e}");
+    assert!(e["message"].as_str().unwrap().contains("at most 1000 bytes of payload per second"), "{e}");
+    assert_eq!(r.state(), ConnState::Active, "one violation is only counted");
+    // A JSON publish counts its data's JSON text: `"…"` of 98 characters is 100 bytes.
+    r.text(json!({"op": "publish", "id": 4, "topic": "b/t", "data": "x".repeat(98)}), 109);
+    assert_eq!(r.control()[0]["retry_after_ms"], 1, "100 bytes at 109 ms: one more ms");
+    assert_eq!(r.state(), ConnState::MonitoredViolation, "two violations");
+    r.text(json!({"op": "publish", "id": 5, "topic": "b/t", "data": "x".repeat(98)}), 110);
+    assert_eq!(r.control()[0]["type"], "published", "the refusals took nothing");
+    // Time passes: the refused message goes through, an empty one always does.
+    r.publish_bin(6, 300, 410);
+    r.publish_bin(7, 0, 410);
+    let c = r.control();
+    assert_eq!((c[0]["id"].as_u64(), c[0]["type"].as_str()), (Some(6), Some("published")), "{c:?}");
+    assert_eq!((c[1]["id"].as_u64(), c[1]["type"].as_str()), (Some(7), Some("published")), "{c:?}");
+    assert!(r.outputs().is_empty(), "not closed");
+    assert_eq!(r.hub.connection_stats().violations, 2);
+}
+
+#[test]
+fn the_third_byte_rate_violation_closes_the_connection_and_an_oversized_message_is_not_a_byte_rate_matter() {
+    let mut r = byte_limited(false);
+    r.publish_bin(1, 700, 0);
+    assert_eq!(r.control()[0]["limit"], "max_message_size", "checked before the byte rate");
+    r.publish_bin(2, 600, 0);
+    r.publish_bin(3, 500, 0);
+    let c = r.control();
+    assert_eq!(c[0]["type"], "published");
+    assert_eq!(c[1]["limit"], "publish_bytes_per_second", "{c:?}");
+    assert_eq!(r.state(), ConnState::MonitoredViolation);
+    r.publish_bin(4, 500, 50);
+    assert_eq!(r.conn.core().outbound.closing().map(|c| c.reason), Some(CloseReason::Violation));
+    let c = r.control();
+    let seen: Vec<_> = c.iter().map(|m| (m["type"].as_str().unwrap(), m["id"].as_u64())).collect();
+    assert_eq!(seen, [("error", Some(4)), ("bye", None)], "the refusal is answered before the bye: {c:?}");
+    assert_eq!(c[1]["reason"], "violation");
+    assert_eq!(r.hub.connection_stats().violations, 3);
+}
+
+#[test]
+fn in_cluster_mode_the_byte_rate_is_checked_before_the_broker_and_zero_turns_it_off() {
+    let mut r = byte_limited(true);
+    r.publish_bin(1, 600, 0);
+    assert!(matches!(r.outputs()[..], [Output::Command(Command::Publish { .. })]));
+    r.session.handle_reply(Reply::Enqueued(Ok(())), r.at(1));
+    r.publish_bin(2, 600, 2);
+    assert_eq!(r.control()[0]["limit"], "publish_bytes_per_second");
+    assert!(r.outputs().is_empty(), "a refused publish never reaches the broker");
+
+    let mut off = rig(false, false);
+    off.connect(3600);
+    for i in 1..=5 {
+        off.publish_bin(i, 1 << 20, 0);
+    }
+    assert!(off.control().iter().all(|m| m["type"] == "published"), "no byte rate by default");
 }

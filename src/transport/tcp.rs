@@ -8,9 +8,12 @@
 //! when it advises reconnecting) and record batches as Data datagrams: a 5-byte header in front
 //! of the encoded records every subscriber shares, written vectored, never copied. Before the
 //! `welcome` the writer sends nothing, so a missing, invalid or expired token ends the
-//! connection without a word: the client must create a new session.
+//! connection without a word: the client must create a new session. The one refusal it does
+//! write is of an invalid client id (the Token datagram's optional second field), answered as a
+//! WebSocket `connect` with that `client_id` is.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +28,7 @@ use super::HubContext;
 use super::ListenerTls;
 use crate::clock::Clock;
 use crate::hub::{Batch, CloseInfo, ConnCore, Connection, Control, Drain, Protocol};
+use crate::protocol::control::check_client_id;
 use crate::protocol::tcp::{encode, header, Datagram, Decoder, FrameError, Kind, VERSION};
 use crate::protocol::{CloseReason, ErrorCode};
 use crate::session::{Input, Session};
@@ -35,6 +39,9 @@ pub struct TcpConnection {
     core: ConnCore,
     /// Wakes the writer task (a permit is kept when it is busy, so no wake-up is lost).
     writer: tokio::sync::Notify,
+    /// The Token datagram carried an invalid client id: the refusal before the `welcome` is
+    /// written (an `error` and a Bye), not silent as for a token, which may well be valid.
+    refused_aloud: AtomicBool,
 }
 
 impl Connection for TcpConnection {
@@ -128,6 +135,7 @@ where
     let conn = Arc::new(TcpConnection {
         core: ctx.manager.new_core(Protocol::Tcp, remote, ctx.clock.now().unix_ms()),
         writer: tokio::sync::Notify::new(),
+        refused_aloud: AtomicBool::new(false),
     });
     let batch = (ctx.config.websocket.batch_max_records, ctx.config.websocket.batch_max_bytes);
     let mut writer = tokio::spawn(writer_loop(conn.clone(), wr, batch, ctx.metrics.clone(), ctx.clock.clone()));
@@ -223,13 +231,11 @@ impl<R: AsyncRead + Unpin + Send> Transport for Inbound<R> {
 impl<R> Inbound<R> {
     fn input(&mut self, d: Datagram) -> Input {
         if !std::mem::replace(&mut self.connected, true) {
-            return match (d.kind, std::str::from_utf8(&d.payload)) {
-                (Kind::Token, Ok(token)) => {
-                    Input::Text(Bytes::from(serde_json::json!({ "op": "connect", "token": token }).to_string()))
-                }
-                (Kind::Token, Err(_)) => violation(CloseReason::Unauthenticated, "the token is not UTF-8".into()),
-                (k, _) => violation(CloseReason::Unauthenticated, format!("expected the Token datagram, got {k:?}")),
-            };
+            if d.kind != Kind::Token {
+                let message = format!("expected the Token datagram, got {:?}", d.kind);
+                return violation(CloseReason::Unauthenticated, message);
+            }
+            return self.token(&d.payload);
         }
         match d.kind {
             Kind::Control => Input::Text(d.payload),
@@ -244,6 +250,36 @@ impl<R> Inbound<R> {
                 violation(CloseReason::ProtocolError, format!("a {k:?} datagram is not expected from a client here"))
             }
         }
+    }
+}
+
+impl<R> Inbound<R> {
+    /// The Token datagram — the token, then optionally a 0x00 byte and the client id — as the
+    /// session's `connect`. A bad token is refused by the session without a word; a bad client
+    /// id is refused by the session as on a WebSocket (`client_id` in a `connect` that is not
+    /// valid), and this connection's writer says so.
+    fn token(&self, payload: &[u8]) -> Input {
+        let (token, client_id) = match payload.iter().position(|b| *b == 0) {
+            Some(i) => (&payload[..i], Some(&payload[i + 1..])),
+            None => (payload, None),
+        };
+        let Ok(token) = std::str::from_utf8(token) else {
+            return violation(CloseReason::Unauthenticated, "the token is not UTF-8".into());
+        };
+        let mut connect = serde_json::json!({ "op": "connect", "token": token });
+        if let Some(id) = client_id {
+            let Ok(id) = std::str::from_utf8(id) else {
+                self.conn.refused_aloud.store(true, Relaxed);
+                let message = "no_connect: the first message must be a valid connect: the client id in the Token \
+                               datagram is not UTF-8";
+                return violation(CloseReason::Unauthenticated, message.into());
+            };
+            if check_client_id(id).is_err() {
+                self.conn.refused_aloud.store(true, Relaxed);
+            }
+            connect["client_id"] = id.into();
+        }
+        Input::Text(Bytes::from(connect.to_string()))
     }
 }
 
@@ -317,7 +353,7 @@ fn plan<W>(w: &mut ws::Writer<W>, batch: &Batch, max_frame: usize, welcomed: &mu
                 shared += b.len();
             }
             // Before the welcome, the session only ever refuses the connection: closing
-            // without a word is the TCP answer.
+            // without a word is the TCP answer (unless the client id was the problem).
             _ => {}
         }
     }
@@ -353,6 +389,8 @@ async fn writer_loop<W: AsyncWrite + Unpin>(
 ) {
     let mut w = ws::Writer { wr, scratch: Vec::new(), segs: Vec::new() };
     let mut batch = Batch::default();
+    // The welcome was written (or the transport refuses the Token datagram aloud): from here on
+    // everything queued is written.
     let mut welcomed = false;
     let mut batches = 0u64;
     let mut retry = clock.timer();
@@ -360,6 +398,7 @@ async fn writer_loop<W: AsyncWrite + Unpin>(
         batch.clear();
         match conn.core.outbound.drain(&mut batch, max_records, max_bytes, clock.mono()) {
             Drain::Ready => {
+                welcomed |= conn.refused_aloud.load(Relaxed);
                 let bytes = plan(&mut w, &batch, max_bytes, &mut welcomed);
                 if w.segs.is_empty() {
                     continue;

@@ -2,8 +2,9 @@
 //! §10d) against a real hub: subscribe and publish, with WebSocket peers seeing its publishes
 //! and it theirs; a resume exactly once after the connection is cut (through the
 //! fault-injecting proxy, which forwards raw bytes); a refused token (the hub closes without a
-//! word) failing `connect` with a clear error after the initial attempts; an operator's kick
-//! (a Bye datagram) ending it for good; TLS (`tcps://`) trusting a CA file; and
+//! word) failing `connect` with a clear error after the initial attempts; its client id sent in
+//! the Token datagram (listed by the hub, replacing an older client); an operator's kick (a Bye
+//! datagram) ending it for good; TLS (`tcps://`) trusting a CA file; and
 //! `fanhub sub --tcp` printing what `fanhub pub --tcp` publishes. Every wait is bounded.
 
 use std::process::Stdio;
@@ -169,6 +170,36 @@ async fn over_tcp_a_kick_ends_the_client_with_a_typed_error_and_no_reconnect() {
     assert_eq!(bye, Some(fanhub::protocol::CloseReason::Kicked), "the Bye datagram's reason");
     assert!(closed.unwrap().contains("Kicked"));
     assert!(matches!(client.publish("k/t", &b"x"[..]).await, Err(ClientError::Closed)));
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn over_tcp_the_client_sends_its_client_id_which_the_hub_lists_and_a_newer_client_with_it_replaces() {
+    let hub = spawn_hub(with_tcp(test_config())).await;
+    let options = || options(tcp_url(&hub), hub.token("device")).with_client_id("rust-tcp-1");
+    let first = Client::connect(options()).await.expect("connect over tcp with a client id");
+    let mut status = first.status();
+    let rows = admin(&hub, "GET", "/v1/admin/connections?protocol=tcp", "").await.json();
+    assert_eq!(
+        (rows["total"].as_u64(), rows["items"][0]["client_id"].as_str()),
+        (Some(1), Some("rust-tcp-1")),
+        "{rows}"
+    );
+
+    // A second client with the same subject and client id replaces the first, for good.
+    let second = Client::connect(options()).await.expect("the second connects");
+    let closed = loop {
+        match tokio::time::timeout(TIMEOUT, status.recv()).await.unwrap().unwrap() {
+            Status::Closed { error } => break error,
+            Status::Connecting { endpoint } => panic!("reconnected to {endpoint} after being replaced"),
+            _ => {}
+        }
+    };
+    assert!(closed.is_some_and(|e| e.contains("Replaced")), "closed as replaced");
+    hub.eventually("one connection left", |m| m.connection_stats().active_connections == 1).await;
+    let rows = admin(&hub, "GET", "/v1/admin/connections?protocol=tcp", "").await.json();
+    assert_eq!(rows["items"][0]["client_id"], "rust-tcp-1", "{rows}");
+    second.publish("still/here", &b"x"[..]).await.expect("the newer client works");
     hub.shutdown().await;
 }
 

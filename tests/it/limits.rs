@@ -339,3 +339,76 @@ async fn rate_limit_and_subscription_limit_violations_count_towards_enforcement(
     assert_eq!(closed.messages.last().unwrap()["reason"], "violation", "{closed:?}");
     hub.shutdown().await;
 }
+
+/// 1000 payload bytes per second (the burst: one second's worth), messages of at most 600
+/// bytes; the second violation moves the connection to `monitored_violation`, the fourth closes
+/// it. Meant for a manual clock: nothing refills unless the test advances it.
+pub fn byte_rate_config() -> Config {
+    let mut config = small_messages(600);
+    config.limits.publish_bytes_per_second = 1000;
+    config.limits.violations_to_monitor = 2;
+    config.limits.violations_to_close = 4;
+    config.limits.violations_window_ms = 600_000;
+    config
+}
+
+/// The admin API's state of `user`'s connection.
+pub async fn state_of(hub: &Hub, user: &str) -> Value {
+    let rows = admin(hub, "GET", &format!("/v1/admin/connections?user={user}"), "").await.json();
+    assert_eq!(rows["total"], 1, "{rows}");
+    rows["items"][0]["state"].clone()
+}
+
+#[tokio::test]
+async fn publishing_over_the_byte_rate_is_refused_then_monitored_then_closed_and_resumes_as_time_passes() {
+    let hub = spawn_hub_manual(byte_rate_config()).await;
+    let mut watcher = hub.connect("watcher").await;
+    watcher.subscribe("bytes/t").await;
+    let mut c = hub.connect("flooder").await;
+    let big = [5u8; 600];
+
+    assert_eq!(c.publish_bin("bytes/t", &big).await, 1);
+    // The burst is spent: 600 more bytes need 200 ms more.
+    let r = publish_bin_reply(&mut c, "bytes/t", 12, &big).await;
+    assert_error(&r, 12, "rate_limited", "publish_bytes_per_second");
+    assert_eq!((r["retry_after_ms"].as_u64(), r["topic"].as_str()), (Some(200), Some("bytes/t")), "{r}");
+    assert_eq!(state_of(&hub, "flooder").await, "active", "one violation is only counted");
+
+    hub.advance(std::time::Duration::from_millis(200));
+    assert_eq!(c.publish_bin("bytes/t", &big).await, 2, "the refused message passes once the bytes refill");
+    // Sent at once, the next one finds the bucket empty: 600 ms to wait.
+    let r = publish_bin_reply(&mut c, "bytes/t", 14, &big).await;
+    assert_error(&r, 14, "rate_limited", "publish_bytes_per_second");
+    assert_eq!(r["retry_after_ms"], 600, "{r}");
+    assert_eq!(state_of(&hub, "flooder").await, "monitored_violation");
+
+    hub.advance(std::time::Duration::from_millis(599));
+    let r = publish_bin_reply(&mut c, "bytes/t", 15, &big).await;
+    assert_error(&r, 15, "rate_limited", "publish_bytes_per_second");
+    assert_eq!(r["retry_after_ms"], 1, "{r}");
+    assert_eq!(state_of(&hub, "flooder").await, "monitored_violation");
+    hub.advance(std::time::Duration::from_millis(1));
+    assert_eq!(c.publish_bin("bytes/t", &big).await, 3, "monitored, but still served");
+    // The fourth violation: the error, then bye `violation` and 4003.
+    c.publish_bin_noack("bytes/t", &big).await;
+    let closed = c.expect_close().await;
+    assert_eq!(closed.code, Some(4003), "{closed:?}");
+    let error = closed.messages.iter().find(|m| m["type"] == "error").expect("the refusal before the bye");
+    assert_eq!(
+        (error["code"].as_str(), error["limit"].as_str()),
+        (Some("rate_limited"), Some("publish_bytes_per_second"))
+    );
+    let bye = closed.messages.last().unwrap();
+    assert_eq!((bye["type"].as_str(), bye["reason"].as_str()), (Some("bye"), Some("violation")), "{closed:?}");
+    hub.eventually("the flooder unregistered", |m| m.connection_stats().active_connections == 1).await;
+    assert_eq!(hub.manager.connection_stats().violations, 4);
+
+    // The hub stays healthy: the watcher got exactly the accepted messages, in order, and
+    // publishes and receives as before.
+    let got: Vec<u64> = watcher.records(3).await.iter().map(|r| r.offset).collect();
+    assert_eq!(got, [1, 2, 3]);
+    assert_eq!(watcher.publish_bin("bytes/t", b"still fine").await, 4);
+    assert_eq!(watcher.next_record().await.payload, b"still fine");
+    assert_eq!(http(hub.addr, "GET", "/healthz", &[], "").await.status, 200);
+    hub.shutdown().await;
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use fanhub::config::Config;
 use fanhub::protocol::frame::{decode_records, encode_publish};
-use fanhub::protocol::tcp::{encode, Datagram, Decoder, Kind, VERSION};
+use fanhub::protocol::tcp::{encode, token_payload, Datagram, Decoder, Kind, VERSION};
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -53,8 +53,13 @@ impl Tcp {
     }
 
     async fn login(&mut self, token: &str) {
+        self.login_as(token, None).await;
+    }
+
+    /// Sends the version and a Token datagram with `client_id`, expects the welcome.
+    async fn login_as(&mut self, token: &str, client_id: Option<&str>) {
         self.raw(&[VERSION]).await;
-        self.send(Kind::Token, token.as_bytes()).await;
+        self.send(Kind::Token, &token_payload(token, client_id)).await;
         let w = self.next_json().await;
         assert_eq!(w["type"], "welcome", "{w}");
     }
@@ -244,6 +249,83 @@ async fn tcp_an_invalid_expired_or_missing_token_closes_at_once_without_a_bye() 
 }
 
 #[tokio::test]
+async fn tcp_a_client_id_in_the_token_datagram_is_listed_and_replaces_an_older_connection_as_over_websocket() {
+    let hub = spawn_hub(tcp_config()).await;
+    let mut first = Tcp::open(&hub).await;
+    first.login_as(&hub.token("dev"), Some("sensor-7")).await;
+    let mut plain = Tcp::connect(&hub, "plain").await;
+    let rows = connections(&hub, "?protocol=tcp&user=dev").await;
+    assert_eq!((rows["total"].as_u64(), rows["items"][0]["client_id"].as_str()), (Some(1), Some("sensor-7")), "{rows}");
+    let rows = connections(&hub, "?user=plain").await;
+    assert_eq!(rows["items"][0]["client_id"], Value::Null, "a token alone, as before: {rows}");
+
+    // The same subject and client id over TCP again: the older connection is replaced.
+    let mut second = Tcp::open(&hub).await;
+    second.login_as(&hub.token("dev"), Some("sensor-7")).await;
+    ends_with_bye(&first.until_eof().await, "replaced");
+    // And over a WebSocket: the client id is one, whatever the transport.
+    let token = hub.token("dev");
+    let _ws = hub.connect_with(json!({"op": "connect", "token": token, "client_id": "sensor-7"})).await;
+    ends_with_bye(&second.until_eof().await, "replaced");
+    listed(&hub, 2).await;
+    let rows = connections(&hub, "?user=dev").await;
+    assert_eq!(rows["total"], 1, "{rows}");
+    assert_eq!(
+        (rows["items"][0]["protocol"].as_str(), rows["items"][0]["client_id"].as_str()),
+        (Some("websocket"), Some("sensor-7"))
+    );
+    assert_eq!(plain.request(json!({"op": "subscribe", "topic": "still/here"})).await["type"], "subscribed");
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn tcp_an_invalid_client_id_is_refused_with_the_error_a_websocket_connect_gets_then_a_bye() {
+    let hub = spawn_hub(tcp_config()).await;
+    let token = hub.token("dev");
+    let long = "x".repeat(129);
+    // (what, the client id's bytes in the Token datagram, why it is refused)
+    let cases: [(&str, &[u8], &str); 5] = [
+        ("empty", b"", "1 to 128 bytes long (this one has 0)"),
+        ("129 bytes", long.as_bytes(), "1 to 128 bytes long (this one has 129)"),
+        ("a control character", b"a\nb", "control characters (it has U+000A)"),
+        ("a second 0x00", b"a\0b", "control characters (it has U+0000)"),
+        ("not UTF-8", b"\xff\xfe", "not UTF-8"),
+    ];
+    for (what, id, why) in cases {
+        let mut payload = token.clone().into_bytes();
+        payload.push(0);
+        payload.extend_from_slice(id);
+        let mut t = Tcp::open(&hub).await;
+        t.raw(&[VERSION]).await;
+        t.send(Kind::Token, &payload).await;
+        let all = t.until_eof().await;
+        assert_eq!(all.len(), 2, "{what}: an error, then the Bye: {all:?}");
+        let error = json_of(&all[0]);
+        assert_eq!((all[0].kind, error["type"].as_str()), (Kind::Control, Some("error")), "{what}: {all:?}");
+        ends_with_bye(&all, "unauthenticated");
+        let message = error["message"].as_str().unwrap();
+        assert!(message.contains(why), "{what}: {message}");
+        // The same client id in a WebSocket `connect` (JSON can carry every case but bytes that
+        // are not UTF-8): the same code and the same words, then close 4001.
+        let Ok(id) = std::str::from_utf8(id) else {
+            assert_eq!(error["code"], "unauthenticated", "{what}: {error}");
+            continue;
+        };
+        let mut ws = hub.open().await;
+        ws.send_json(json!({"op": "connect", "token": token, "client_id": id})).await;
+        let closed = ws.expect_close().await;
+        assert_eq!(closed.code, Some(4001), "{what}: {closed:?}");
+        assert_eq!(closed.messages[0]["code"], error["code"], "{what}: {closed:?}");
+        assert_eq!(closed.messages[0]["message"], error["message"], "{what}: {closed:?}");
+    }
+    listed(&hub, 0).await;
+    // The token was fine all along: with a valid client id it connects.
+    let mut ok = Tcp::open(&hub).await;
+    ok.login_as(&token, Some("fixed")).await;
+    hub.shutdown().await;
+}
+
+#[tokio::test]
 async fn tcp_subscribe_and_publish_reach_tcp_and_websocket_subscribers_alike() {
     let hub = spawn_hub(tcp_config()).await;
     let mut t = Tcp::connect(&hub, "tcp").await;
@@ -408,6 +490,66 @@ async fn tcp_rate_and_size_violations_move_the_connection_to_monitored_violation
     ends_with_bye(&all, "violation");
     listed(&hub, 0).await;
     assert_eq!(hub.manager.connection_stats().violations, 3);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn tcp_publishing_over_the_byte_rate_is_refused_then_monitored_then_closed_and_resumes_as_time_passes() {
+    use crate::limits::{byte_rate_config, state_of};
+    let mut config = byte_rate_config();
+    config.tcp.listen = Some("127.0.0.1:0".parse().unwrap());
+    // The hub's clock moves only when the test advances it.
+    let hub = spawn_hub_manual(config).await;
+    let mut watcher = Tcp::connect(&hub, "watcher").await;
+    assert_eq!(watcher.request(json!({"op": "subscribe", "topic": "bytes/t"})).await["type"], "subscribed");
+    let mut t = Tcp::connect(&hub, "flooder").await;
+    let big = [5u8; 600];
+    let refused = |r: &Value| {
+        assert_eq!(
+            (r["type"].as_str(), r["code"].as_str(), r["limit"].as_str()),
+            (Some("error"), Some("rate_limited"), Some("publish_bytes_per_second")),
+            "{r}"
+        );
+    };
+
+    assert_eq!(t.publish("bytes/t", &big).await["offset"], 1);
+    // The burst (1000 bytes) is spent: 600 more need 200 ms more.
+    let r = t.publish("bytes/t", &big).await;
+    refused(&r);
+    assert_eq!(r["retry_after_ms"], 200, "{r}");
+    assert_eq!(state_of(&hub, "flooder").await, "active", "one violation is only counted");
+
+    hub.advance(Duration::from_millis(200));
+    assert_eq!(t.publish("bytes/t", &big).await["offset"], 2, "the refused message passes once the bytes refill");
+    // Sent at once, the next one finds the bucket empty: 600 ms to wait, and not one less.
+    let r = t.publish("bytes/t", &big).await;
+    refused(&r);
+    assert_eq!(r["retry_after_ms"], 600, "{r}");
+    assert_eq!(state_of(&hub, "flooder").await, "monitored_violation");
+    hub.advance(Duration::from_millis(599));
+    let r = t.publish("bytes/t", &big).await;
+    refused(&r);
+    assert_eq!(r["retry_after_ms"], 1, "{r}");
+    hub.advance(Duration::from_millis(1));
+    assert_eq!(t.publish("bytes/t", &big).await["offset"], 3, "monitored, but still served");
+    // The fourth violation: the refusal, then a Bye `violation`, then the close.
+    t.send(Kind::Publish, &encode_publish("bytes/t", 0, 0, &big)).await;
+    let all = t.until_eof().await;
+    ends_with_bye(&all, "violation");
+    let errors: Vec<Value> = all.iter().filter(|d| d.kind == Kind::Control).map(json_of).collect();
+    assert_eq!(errors.len(), 1, "{all:?}");
+    refused(&errors[0]);
+    assert_eq!(errors[0]["publish_seq"], 7, "{}", errors[0]);
+    listed(&hub, 1).await;
+    assert_eq!(hub.manager.connection_stats().violations, 4);
+
+    // The hub stays healthy: the watcher got exactly the accepted messages, in order, and
+    // publishes and receives as before.
+    let got: Vec<u64> = watcher.records(3).await.iter().map(|r| r.offset).collect();
+    assert_eq!(got, [1, 2, 3]);
+    assert_eq!(watcher.publish("bytes/t", b"still fine").await["offset"], 4);
+    assert_eq!(watcher.records(1).await[0].payload, b"still fine");
+    assert_eq!(http(hub.addr, "GET", "/healthz", &[], "").await.status, 200);
     hub.shutdown().await;
 }
 

@@ -1,14 +1,15 @@
 //! TLS on the public listener: `wss://` and `https://` with a certificate from a test CA, a
 //! plain-text client refused cleanly, TLS 1.2 with only ECDHE-RSA-AES128-GCM-SHA256 against an
 //! RSA certificate, certificate reload (called directly, on a file change, and on SIGHUP to the
-//! binary) that serves new handshakes the new certificate while open connections keep receiving,
-//! a bad new certificate refused with the old one still serving, and the configuration check of
-//! the files. Certificates are made with rcgen into a temporary directory; every wait is bounded.
+//! binary) that serves new handshakes the new certificate while open connections keep receiving
+//! — under load too: twenty subscribers and a streaming publisher lose no connection and no
+//! message across a reload —, a bad new certificate refused with the old one still serving, and
+//! the configuration check of the files. Certificates are made with rcgen into a temporary directory; every wait is bounded.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -133,6 +134,8 @@ fn replace(path: &Path, text: &str) {
 /// A hub serving TLS on its public listener, in this process.
 struct TlsHub {
     addr: SocketAddr,
+    /// The admin listener (plain HTTP).
+    admin: SocketAddr,
     tls: Arc<fanhub::tls::Tls>,
     sessions: Arc<fanhub::auth::SessionManager>,
     stop: Option<oneshot::Sender<()>>,
@@ -143,6 +146,7 @@ impl TlsHub {
     async fn spawn(config: Config) -> TlsHub {
         let listeners = Listeners::ephemeral().await.expect("bind");
         let addr = listeners.public.local_addr().unwrap();
+        let admin = listeners.admin.local_addr().unwrap();
         let server = Server::new(config, &listeners).expect("server");
         let tls = server.tls().expect("TLS is on");
         let sessions = server.sessions();
@@ -150,7 +154,7 @@ impl TlsHub {
         let task = tokio::spawn(server.run(listeners, async move {
             let _ = rx.await;
         }));
-        TlsHub { addr, tls, sessions, stop: Some(tx), task }
+        TlsHub { addr, admin, tls, sessions, stop: Some(tx), task }
     }
 
     fn url(&self) -> String {
@@ -389,6 +393,115 @@ async fn replaced_files_are_reloaded_by_the_poll() {
     assert!(hub.tls.stats().reloads >= 1);
     open.publish_json("tls/poll", json!(1)).await;
     assert_eq!(open.next_record().await.offset, 1, "the connection from before the reload still works");
+    hub.shutdown().await;
+}
+
+/// The leaf certificate a `wss://` client's handshake got.
+fn peer_leaf(c: &Client) -> CertificateDer<'static> {
+    match c.ws.get_ref() {
+        tokio_tungstenite::MaybeTlsStream::Rustls(s) => {
+            s.get_ref().1.peer_certificates().expect("a certificate")[0].clone().into_owned()
+        }
+        _ => panic!("not a TLS stream"),
+    }
+}
+
+/// Waits (bounded) until `n` holds at least `at_least`.
+async fn until_count(n: &AtomicU64, at_least: u64, what: &str) {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while n.load(Ordering::Relaxed) < at_least {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_reload_under_load_drops_no_connection_and_loses_no_message() {
+    const SUBSCRIBERS: usize = 20;
+    const TOPIC: &str = "rel/tls-load";
+    let pki = Pki::new();
+    let (a, b) = (pki.leaf("a", false), pki.leaf("b", false));
+    pki.install(&a);
+    // The files are polled every 100 ms; the topic is `reliable`, so a subscriber that fell
+    // behind would be disconnected, never skipped.
+    let mut config = pki.config(100);
+    crate::common::declare_topics(&mut config, "rel/>", crate::common::reliable(100_000), None);
+    let hub = TlsHub::spawn(config).await;
+    let tls = pki.client();
+    assert_eq!(served_cert(hub.addr, tls.clone()).await, a.der);
+
+    // Each subscriber is read by its own task until the end marker.
+    let mut readers = Vec::new();
+    for i in 0..SUBSCRIBERS {
+        let mut c = wss_client(&hub.url(), tls.clone(), &hub.token(&format!("sub{i}"))).await;
+        assert_eq!(c.subscribe(TOPIC).await["type"], "subscribed");
+        assert_eq!(peer_leaf(&c), a.der);
+        readers.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let r = c.next_record().await;
+                let end = r.payload == b"\"end\"";
+                got.push((r.offset, r.payload));
+                if end {
+                    return (c, got);
+                }
+            }
+        }));
+    }
+    // One publisher streams, each publish acknowledged, until told to stop; then the end marker.
+    let published = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut publisher = wss_client(&hub.url(), tls.clone(), &hub.token("publisher")).await;
+    let streaming = tokio::spawn({
+        let (published, stop) = (published.clone(), stop.clone());
+        async move {
+            let mut offsets = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                offsets.push(publisher.publish_json(TOPIC, json!(offsets.len())).await);
+                published.store(offsets.len() as u64, Ordering::Relaxed);
+            }
+            let end = publisher.publish_json(TOPIC, json!("end")).await;
+            (publisher, offsets, end)
+        }
+    });
+
+    until_count(&published, 100, "100 messages before the reload").await;
+    pki.install(&b);
+    until_served(hub.addr, &tls, &b.der).await;
+    let at_reload = published.load(Ordering::Relaxed);
+    until_count(&published, at_reload + 100, "100 messages after the reload").await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut publisher, offsets, end) = tokio::time::timeout(TIMEOUT, streaming).await.expect("publisher").unwrap();
+    let n = offsets.len() as u64;
+    assert_eq!(offsets, (1..=n).collect::<Vec<u64>>(), "one topic, one publisher: offsets 1..=n");
+    assert_eq!(end, n + 1);
+    assert!(hub.tls.stats().reloads >= 1);
+
+    // Every subscriber: still open, and every message once, in order, no gap.
+    let expected: Vec<(u64, Vec<u8>)> =
+        (1..=n).map(|o| (o, (o - 1).to_string().into_bytes())).chain([(end, b"\"end\"".to_vec())]).collect();
+    let mut subscribers = Vec::new();
+    for reader in readers {
+        let (mut c, got) = tokio::time::timeout(TIMEOUT, reader).await.expect("a subscriber hung").unwrap();
+        assert_eq!(got.len(), expected.len(), "messages received");
+        assert!(got == expected, "a gap, a duplicate or a change of order");
+        assert_eq!(peer_leaf(&c), a.der, "an open connection keeps the session it began with");
+        c.assert_alive().await;
+        subscribers.push(c);
+    }
+    publisher.assert_alive().await;
+
+    // A new connection gets the new certificate (its leaf, so its fingerprint) and the session.
+    let mut fresh = wss_client(&hub.url(), tls.clone(), &hub.token("fresh")).await;
+    assert_eq!(peer_leaf(&fresh), b.der);
+    assert_ne!(a.der, b.der);
+    assert_eq!(fresh.subscribe(TOPIC).await["type"], "subscribed");
+    assert_eq!(publisher.publish_json(TOPIC, json!("after")).await, end + 1);
+    assert_eq!(fresh.next_record().await.offset, end + 1);
+    let listed = crate::common::http(hub.admin, "GET", "/v1/admin/connections", &[crate::common::ADMIN_AUTH], "").await;
+    assert_eq!(listed.json()["total"], SUBSCRIBERS + 2, "{}", listed.body);
+    assert!(listed.json()["items"].as_array().unwrap().iter().all(|c| c["state"] == "active"), "{}", listed.body);
+    drop(subscribers);
     hub.shutdown().await;
 }
 

@@ -214,6 +214,20 @@ pub enum PublishError {
         /// When the next publish would be accepted.
         retry_after: Duration,
     },
+    /// Publish byte rate exceeded (`limits.publish_bytes_per_second`, checked by the session).
+    #[error(
+        "publish byte rate exceeded: at most {per_second} bytes of payload per second; this message of {size} bytes \
+         would pass in {} ms",
+        retry_after.as_millis()
+    )]
+    BytesRateLimited {
+        /// The connection's allowance, bytes per second.
+        per_second: u32,
+        /// The refused payload's size.
+        size: usize,
+        /// When this publish would be accepted.
+        retry_after: Duration,
+    },
     /// A `reliable` + `apply_backpressure` subscriber is full: wait for its queue to drain
     /// (`OutboundQueue::space_freed`), then retry, until the policy's timeout.
     #[error("a subscriber of {topic} is full; publish delayed")]
@@ -273,7 +287,7 @@ impl PublishError {
             | Self::Backpressure { .. }
             | Self::BackpressureTimeout(_)
             | Self::ExceedsQueue { .. } => ErrorCode::ResourceExhausted,
-            Self::RateLimited { .. } => ErrorCode::RateLimited,
+            Self::RateLimited { .. } | Self::BytesRateLimited { .. } => ErrorCode::RateLimited,
         }
     }
 
@@ -287,14 +301,14 @@ impl PublishError {
             limit: self.limit().map(str::to_owned),
             publish_seq: Some(seq),
             // Rounded up: retrying at the advised time is never too early.
-            retry_after_ms: self.retry_after().map(|d| d.as_micros().div_ceil(1000) as u64),
+            retry_after_ms: self.retry_after().map(|d| u64::try_from(d.as_micros().div_ceil(1000)).unwrap_or(u64::MAX)),
         }
     }
 
     /// How long to wait before retrying, when the hub knows (`rate_limited`).
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::RateLimited { retry_after, .. } => Some(*retry_after),
+            Self::RateLimited { retry_after, .. } | Self::BytesRateLimited { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -305,6 +319,7 @@ impl PublishError {
             Self::Request(e) => e.limit(),
             Self::TooLarge { .. } => Some("max_message_size"),
             Self::RateLimited { .. } => Some("publish_rate_per_second"),
+            Self::BytesRateLimited { .. } => Some("publish_bytes_per_second"),
             Self::Backpressure { .. } | Self::BackpressureTimeout(_) => Some("backpressure_timeout_ms"),
             Self::ExceedsQueue { .. } => Some("queue_bytes"),
         }

@@ -62,6 +62,12 @@ pub struct HubLimits {
     pub publish_rate_per_second: u32,
     /// Publish burst per connection.
     pub publish_burst: u32,
+    /// Payload bytes per second a connection may publish, sustained; 0 = no limit. Checked by
+    /// the session (every transport's) after the message rate; a refusal counts as a violation.
+    pub publish_bytes_per_second: u32,
+    /// Payload bytes a connection may publish at once above that rate; 0 = one second's worth
+    /// or `max_message_size`, whichever is larger ([`Self::effective_publish_bytes_burst`]).
+    pub publish_bytes_burst: u32,
     /// Window in which violations are counted, ms.
     pub violations_window_ms: u64,
     /// Violations within the window that move a connection to `monitored_violation`.
@@ -82,11 +88,25 @@ impl Default for HubLimits {
             max_message_size: 1024 * 1024,
             publish_rate_per_second: 10_000,
             publish_burst: 10_000,
+            publish_bytes_per_second: 0,
+            publish_bytes_burst: 0,
             violations_window_ms: 10_000,
             violations_to_monitor: 5,
             violations_to_close: 10,
             queue: QueueLimits::default(),
         }
+    }
+}
+
+impl HubLimits {
+    /// The burst of the publish byte rate: `publish_bytes_burst`, or when 0 the larger of one
+    /// second's worth and `max_message_size` (so a message of the largest size can pass).
+    pub fn effective_publish_bytes_burst(&self) -> u32 {
+        if self.publish_bytes_burst > 0 {
+            return self.publish_bytes_burst;
+        }
+        let max_message = u32::try_from(self.max_message_size).unwrap_or(u32::MAX);
+        self.publish_bytes_per_second.max(max_message)
     }
 }
 
