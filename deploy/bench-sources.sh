@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# What consuming an upstream costs beside publishing over a WebSocket, for the same fan-out
+# (1000 WebSocket subscribers of `bench/load`, 256-byte messages, 10 000 messages, window 256):
+# `ws` publishes over the hub's WebSocket; `redis` appends to a Redis stream (XADD, pipelined
+# up to 64) that the hub consumes as a source into the same topic. Alternating, RUNS times
+# each, on one hub and one private redis-server. Latency is publish-to-subscriber (`ws`) and
+# produce-to-subscriber (`redis`: through Redis, the source's fetch, lane and publish); hub CPU
+# per record is the server CPU divided by the messages. Output: target/bench-sources.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+RUNS=${RUNS:-3}
+N=${N:-10000}
+
+cargo build --release --locked --bin fanhub --bench loadgen -q
+LOADGEN=$(ls -t target/release/deps/loadgen-* | grep -v '\.d$' | head -1)
+
+. deploy/bench-common.sh   # tmp, pids + cleanup, free_port, wait_port, bench_limits_toml
+
+RP=$(free_port)
+redis-server --port "$RP" --bind 127.0.0.1 --save "" --appendonly no --logfile "$tmp/redis.log" --daemonize no &
+RPID=$!; pids+=("$RPID")
+wait_port "$RP"
+
+FP=$(free_port); FA=$(free_port)
+{ bench_limits_toml; cat <<TOML
+[[sources]]
+name = "bench"
+kind = "redis"
+url = "redis://127.0.0.1:$RP"
+[sources.consumer]
+max_poll_records = 512
+fetch_max_wait_ms = 100
+[[sources.mappings]]
+upstream = "bench"
+topic = "bench/load"
+headers = false
+max_buffered_messages = 4096
+TOML
+} > "$tmp/fanhub.toml"
+target/release/fanhub serve --config "$tmp/fanhub.toml" --listen "127.0.0.1:$FP" --admin-listen "127.0.0.1:$FA" --log-level warn 2>"$tmp/fanhub.log" &
+FPID=$!; pids+=("$FPID")
+wait_port "$FP"
+TOKEN=$(target/release/fanhub token --config "$tmp/fanhub.toml" --sub bench)
+
+out=target/bench-sources.md
+echo "fanhub $(git rev-parse --short HEAD 2>/dev/null || echo '?') sources, $(nproc) cores, $(date -u +%F)" > "$out"
+for run in $(seq "$RUNS"); do
+  for via in ws redis; do
+    upstream=()
+    [ "$via" = redis ] && upstream=(--upstream "redis://127.0.0.1:$RP/")
+    "$LOADGEN" --label "$via $run" --target fanhub --url "ws://127.0.0.1:$FP/ws" --token "$TOKEN" \
+      --server-pid "$FPID" --redis-pid "$RPID" --subs 1000 --size 256 --messages "$N" --window 256 \
+      "${upstream[@]}" | tee -a "$out"
+  done
+done
+echo "results in $out"
