@@ -62,9 +62,14 @@ pub(crate) struct SubArgs {
     /// Exit after this many messages.
     #[arg(long)]
     count: Option<u64>,
-    /// Print each message as one JSON object per line (topic, offset, epoch, payload).
+    /// Print each message as one JSON object per line (topic, offset, epoch, payload, and
+    /// `meta` when the message has metadata).
     #[arg(long)]
     json: bool,
+    /// Show each message's metadata (where a message from an upstream source came from: source,
+    /// upstream, partition, position, …) in the text output too: `[topic #offset meta {…}]`.
+    #[arg(long)]
+    meta: bool,
     /// Receive over WebRTC data channels (signaled on `--url`'s host and port) instead of the
     /// WebSocket.
     #[cfg(feature = "client-webrtc")]
@@ -180,10 +185,17 @@ pub(crate) async fn sub(args: SubArgs) -> anyhow::Result<()> {
                 (false, Some(t)) => json!(t),
                 _ => json!({ "base64": base64_encode(&m.payload) }),
             };
-            writeln!(out, "{}", json!({"topic": m.topic, "offset": m.offset, "epoch": m.epoch, "payload": payload}))?;
+            let mut line = json!({"topic": m.topic, "offset": m.offset, "epoch": m.epoch, "payload": payload});
+            if m.meta.is_some() {
+                line["meta"] = m.meta_json().unwrap_or_else(|| json!(m.meta_str()));
+            }
+            writeln!(out, "{line}")?;
         } else {
             let shown = text.map_or_else(|| format!("<{} bytes>", m.payload.len()), str::to_owned);
-            writeln!(out, "[{} #{}] {shown}", m.topic, m.offset)?;
+            match m.meta_str().filter(|_| args.meta) {
+                Some(meta) => writeln!(out, "[{} #{} meta {meta}] {shown}", m.topic, m.offset)?,
+                None => writeln!(out, "[{} #{}] {shown}", m.topic, m.offset)?,
+            }
         }
         out.flush()?;
         seen += 1;

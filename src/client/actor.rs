@@ -13,7 +13,7 @@ use super::link::{Frame, Link, OpenError};
 use super::resume::{Position, Verdict};
 use super::{ClientError, ClientOptions, Event, From, Message, Published, Status};
 use crate::protocol::control::{ServerMsg, SubscriptionInfo};
-use crate::protocol::frame::{decode_records, encode_publish, FLAG_JSON};
+use crate::protocol::frame::{decode_records, encode_publish, RecordRef, FLAG_JSON};
 use crate::protocol::{CloseReason, ErrorCode};
 
 /// Longest a `close` waits for the hub's `closed` after its `bye`.
@@ -678,14 +678,7 @@ impl Actor {
                 return;
             };
             let Some(sub) = self.subs.get_mut(r.topic) else { continue };
-            let message = || Message {
-                topic: sub.topic.clone(),
-                offset: r.offset,
-                epoch: r.epoch,
-                timestamp_us: r.timestamp_us,
-                flags: r.flags,
-                payload: buf.slice_ref(r.payload),
-            };
+            let message = || message(&sub.topic, buf, &r);
             match sub.pos.on_record(r.topic, r.offset, r.epoch) {
                 Verdict::Duplicate => {}
                 Verdict::Deliver => {
@@ -747,6 +740,21 @@ impl Actor {
 }
 
 /// Reasons after which reconnecting is pointless (the hub or an operator ended this client).
+/// The message a subscription yields for record `r` of data message `buf`: payload and metadata
+/// are slices of `buf` (the metadata block is split off the payload by the decoder, whatever the
+/// transport brought `buf`: WebSocket, TCP or reassembled WebRTC chunks).
+fn message(topic: &std::sync::Arc<str>, buf: &Bytes, r: &RecordRef<'_>) -> Message {
+    Message {
+        topic: topic.clone(),
+        offset: r.offset,
+        epoch: r.epoch,
+        timestamp_us: r.timestamp_us,
+        flags: r.flags,
+        payload: buf.slice_ref(r.payload),
+        meta: r.meta.map(|m| buf.slice_ref(m.as_bytes())),
+    }
+}
+
 fn permanent(r: CloseReason) -> bool {
     matches!(r, CloseReason::Kicked | CloseReason::Replaced | CloseReason::Violation)
 }
@@ -793,4 +801,40 @@ fn subscribe_op(id: u64, topic: &str, offset: Option<u64>, epoch: Option<u64>) -
         op["epoch"] = json!(e);
     }
     op.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::*;
+    use crate::protocol::frame::{encode_record, put_meta_payload, RecordHeader, FLAG_META};
+
+    fn record(flags: u8, offset: u64, field: &[u8]) -> Bytes {
+        encode_record(&RecordHeader { flags, offset, epoch: 3, timestamp_us: 9, topic: "src/t" }, field).unwrap()
+    }
+
+    #[test]
+    fn a_record_with_metadata_yields_the_payload_without_the_block_and_the_metadata() {
+        let meta = r#"{"source":"fleet","upstream":"orders","partition":"orders","position":"1-0"}"#;
+        let mut field = BytesMut::new();
+        put_meta_payload(&mut field, meta.as_bytes(), br#"{"n":1}"#).unwrap();
+        // One data message: a record with metadata, then one without (as the hub batches them).
+        let mut batch = BytesMut::new();
+        batch.extend_from_slice(&record(FLAG_META | FLAG_JSON, 1, &field));
+        batch.extend_from_slice(&record(FLAG_JSON, 2, br#"{"n":2}"#));
+        let buf = batch.freeze();
+        let topic: std::sync::Arc<str> = "src/t".into();
+        let got: Vec<Message> = decode_records(&buf).map(|r| message(&topic, &buf, &r.unwrap())).collect();
+
+        assert_eq!(&got[0].payload[..], br#"{"n":1}"#, "the payload excludes the metadata block");
+        assert!(got[0].is_json());
+        assert_eq!(got[0].meta_str(), Some(meta));
+        let parsed = got[0].meta_json().unwrap();
+        assert_eq!((parsed["source"].as_str(), parsed["position"].as_str()), (Some("fleet"), Some("1-0")));
+        assert_eq!((got[0].offset, got[0].epoch, got[0].timestamp_us), (1, 3, 9));
+
+        assert_eq!((&got[1].payload[..], got[1].meta.as_ref()), (&br#"{"n":2}"#[..], None));
+        assert_eq!((got[1].meta_str(), got[1].meta_json()), (None, None));
+    }
 }

@@ -161,16 +161,34 @@ pub struct Message {
     pub epoch: u64,
     /// Publish time, µs since the UNIX epoch (hub clock).
     pub timestamp_us: u64,
-    /// Record flags.
+    /// Record flags (bit 0: the payload is JSON text; bit 1: the record carried [`Self::meta`]).
     pub flags: u8,
-    /// Payload.
+    /// Payload (never the metadata block).
     pub payload: Bytes,
+    /// The record's metadata (flag bit 1, `docs/protocol.md` §5.1): the JSON object's text as
+    /// the hub sent it — where a message from an upstream source came from (`source`,
+    /// `upstream`, `partition`, `position`, and `key`, `headers`, `reason`, `error` when they
+    /// apply). `None` for messages without it (every client's publish). It is kept as a slice of
+    /// the received buffer, like the payload — no copy and no parse per message; read it with
+    /// [`Self::meta_str`] or [`Self::meta_json`] when it is wanted.
+    pub meta: Option<Bytes>,
 }
 
 impl Message {
     /// Whether the payload is JSON text (published with JSON `data`).
     pub fn is_json(&self) -> bool {
         self.flags & crate::protocol::frame::FLAG_JSON != 0
+    }
+
+    /// The metadata's JSON text; `None` without metadata (the hub's is always UTF-8).
+    pub fn meta_str(&self) -> Option<&str> {
+        self.meta.as_deref().and_then(|m| std::str::from_utf8(m).ok())
+    }
+
+    /// The metadata parsed (a JSON object); `None` without metadata or when it is not JSON
+    /// (never from the hub). Parses on every call.
+    pub fn meta_json(&self) -> Option<serde_json::Value> {
+        self.meta.as_deref().and_then(|m| serde_json::from_slice(m).ok())
     }
 }
 

@@ -4,8 +4,10 @@
 //! fault-injecting proxy, which forwards raw bytes); a refused token (the hub closes without a
 //! word) failing `connect` with a clear error after the initial attempts; its client id sent in
 //! the Token datagram (listed by the hub, replacing an older client); an operator's kick (a Bye
-//! datagram) ending it for good; TLS (`tcps://`) trusting a CA file; and
-//! `fanhub sub --tcp` printing what `fanhub pub --tcp` publishes. Every wait is bounded.
+//! datagram) ending it for good; TLS (`tcps://`) trusting a CA file;
+//! `fanhub sub --tcp` printing what `fanhub pub --tcp` publishes; and the metadata of an
+//! upstream source's messages (a Redis Streams source) reaching the client over TCP and a
+//! WebSocket alike, and `fanhub sub`'s output. Every wait is bounded.
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -279,5 +281,74 @@ async fn the_cli_client_sub_tcp_prints_what_pub_tcp_publishes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    hub.shutdown().await;
+}
+
+/// Entries of a Redis Streams source reach the Rust client with their metadata split off the
+/// payload — over a WebSocket and over raw TCP alike — and `fanhub sub` shows it: a `meta`
+/// field with `--json`, `[topic #offset meta {…}]` with `--meta`.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_sources_messages_reach_the_client_over_websocket_and_tcp_with_their_metadata_and_sub_prints_it() {
+    use redis::AsyncCommands;
+    let redis = RedisServer::start().await;
+    let mut con = redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let mut ids: Vec<String> = Vec::new();
+    for n in 0..3 {
+        let payload = json!({ "n": n }).to_string();
+        ids.push(
+            con.xadd("orders", "*", &[("payload", payload.as_str()), ("key", "car-7"), ("trace", "t")]).await.unwrap(),
+        );
+    }
+    let mut config = with_tcp(resumable_config());
+    config.sources = vec![redis_source(&redis.url(), "orders", "rel/orders")];
+    let hub = spawn_hub(config).await;
+    let meta = |id: &str| {
+        json!({"source": "fleet", "upstream": "orders", "partition": "orders", "position": id,
+               "key": "car-7", "headers": {"trace": "t"}})
+    };
+
+    let mut ws = options(hub.ws_url(), hub.token("ws-client"));
+    ws.transport = Transport::WebSocket;
+    for (name, o) in [("websocket", ws), ("tcp", options(tcp_url(&hub), hub.token("tcp-client")))] {
+        let client = Client::connect(o).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut sub = client.subscribe("rel/orders", From::Oldest).await.unwrap();
+        for (n, id) in ids.iter().enumerate() {
+            let m = next_message(&mut sub).await;
+            assert_eq!(m.offset, n as u64 + 1, "{name}");
+            assert_eq!(&m.payload[..], json!({ "n": n }).to_string().as_bytes(), "{name}: payload without the block");
+            assert!(m.is_json(), "{name}: {m:?}");
+            assert_eq!(m.meta_json(), Some(meta(id)), "{name}: {:?}", m.meta_str());
+        }
+        // A client's own publish on the same topic has none.
+        client.publish("rel/orders", &b"mine"[..]).await.unwrap();
+        let m = next_message(&mut sub).await;
+        assert_eq!((&m.payload[..], m.meta.as_ref()), (&b"mine"[..], None), "{name}");
+        client.close().await;
+    }
+
+    let token = hub.token("cli");
+    let sub = |extra: &[&str]| {
+        let mut args = vec!["sub", "rel/orders", "--offset", "1", "--count", "3", "--url"];
+        args.extend_from_slice(extra);
+        args.extend(["--token", token.as_str()]);
+        fanhub().args(&args).output()
+    };
+    let tcp = tcp_url(&hub);
+    let ws_url = hub.ws_url();
+    let (json_out, text_out) = tokio::join!(sub(&[tcp.as_str(), "--tcp", "--json"]), sub(&[ws_url.as_str(), "--meta"]));
+    let (json_out, text_out) = (json_out.unwrap(), text_out.unwrap());
+    assert!(json_out.status.success(), "{}", String::from_utf8_lossy(&json_out.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(json_out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!((&lines[0]["payload"], &lines[0]["meta"]), (&json!({"n": 0}), &meta(&ids[0])));
+    assert_eq!((&lines[2]["payload"], &lines[2]["meta"]), (&json!({"n": 2}), &meta(&ids[2])));
+    assert!(text_out.status.success(), "{}", String::from_utf8_lossy(&text_out.stderr));
+    let text = String::from_utf8(text_out.stdout).unwrap();
+    let first = text.lines().next().unwrap_or_default();
+    let (head, payload) = first.split_once("] ").unwrap_or_else(|| panic!("{text}"));
+    let shown: serde_json::Value = serde_json::from_str(head.strip_prefix("[rel/orders #1 meta ").unwrap()).unwrap();
+    assert_eq!((shown, payload), (meta(&ids[0]), r#"{"n":0}"#), "{text}");
     hub.shutdown().await;
 }

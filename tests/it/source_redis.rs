@@ -24,25 +24,11 @@ fn mapping(upstream: &str, topic: &str) -> MappingConfig {
     }
 }
 
+/// The source `fleet` (as [`redis_source`] parses it) with these mappings.
 fn source(url: &str, mappings: Vec<MappingConfig>) -> SourceConfig {
-    let mut s: SourceConfig = toml_source(url);
+    let mut s = redis_source(url, "x", "x");
     s.mappings = mappings;
     s
-}
-
-/// A Redis Streams source `fleet` with one mapping (for other tests' use).
-pub(crate) fn redis_source(url: &str, upstream: &str, topic: &str) -> SourceConfig {
-    source(url, vec![mapping(upstream, topic)])
-}
-
-/// A source from the TOML an operator writes (defaults filled in by the parser).
-fn toml_source(url: &str) -> SourceConfig {
-    let text = format!(
-        "[[sources]]\nname = \"fleet\"\nkind = \"redis\"\nurl = \"{url}\"\nretry_initial_ms = 50\nretry_max_ms = 500\n\
-         [[sources.mappings]]\nupstream = \"x\"\ntopic = \"x\"\n"
-    );
-    let c = fanhub::config::Config::from_toml(&text).expect("source TOML");
-    c.sources.into_iter().next().unwrap()
 }
 
 async fn redis_con(url: &str) -> redis::aio::MultiplexedConnection {

@@ -3,9 +3,10 @@
 //! a script that drives it against a real hub through a drain — reconnect with backoff, resume
 //! of a `reliable` topic with every message exactly once and in order — and one that meets
 //! faults from the TCP proxy of `common` on the script's cue: repeated cuts, a refusing first
-//! endpoint, a black-holed connection; `health()`; and the WebRTC transport in headless
-//! Chromium. The committed `dist/` equals a fresh `tsc` build, and the hub serves every module of
-//! it. `web-demo/ci-setup.sh` installs Chromium, playwright-core and the package's dev tools.
+//! endpoint, a black-holed connection; `health()`; the WebRTC transport in headless Chromium;
+//! and the metadata of an upstream source's messages (a Redis Streams source). The committed
+//! `dist/` equals a fresh `tsc` build, and the hub serves every module of it.
+//! `web-demo/ci-setup.sh` installs Chromium, playwright-core and the package's dev tools.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -214,5 +215,29 @@ async fn ts_client_subscribes_over_webrtc_in_chromium_and_resumes_with_a_new_pee
     let public = format!("http://{}", hub.addr);
     node("web-demo/client/test/webrtc-browser.mjs", &["web-demo/client/test/webrtc-browser.mjs", &public, &token])
         .await;
+    hub.shutdown().await;
+}
+
+/// Entries of a Redis Streams source reach the TS client with their metadata (`meta`) split off
+/// the payload; its own publish has none.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn ts_client_gets_a_sources_messages_with_their_metadata_and_the_payload_without_it() {
+    use redis::AsyncCommands;
+    let redis = RedisServer::start().await;
+    let mut con = redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let mut ids: Vec<String> = Vec::new();
+    for n in 0..3 {
+        let payload = json!({ "n": n }).to_string();
+        ids.push(
+            con.xadd("orders", "*", &[("payload", payload.as_str()), ("key", "car-7"), ("trace", "t")]).await.unwrap(),
+        );
+    }
+    let mut config = resumable_config();
+    config.sources = vec![redis_source(&redis.url(), "orders", "rel/orders")];
+    let hub = spawn_hub(config).await;
+    let (token, ids) = (hub.token("ts-source"), json!(ids).to_string());
+    let script = "web-demo/client/test/source-meta.mjs";
+    node(script, &[script, &hub.ws_url(), &token, "rel/orders", &ids]).await;
     hub.shutdown().await;
 }

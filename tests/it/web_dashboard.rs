@@ -76,7 +76,7 @@ async fn dashboard_lists_the_nodes_of_a_cluster_in_chromium() {
 async fn dashboard_shows_an_upstream_source_with_its_mapping_consumer_and_counts_in_chromium() {
     let redis = RedisServer::start().await;
     let mut config = test_config();
-    config.sources = vec![crate::source_redis::redis_source(&redis.url(), "orders", "orders/all")];
+    config.sources = vec![redis_source(&redis.url(), "orders", "orders/all")];
     let hub = spawn_hub(config).await;
     let mut con = redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
     for n in 0..5 {

@@ -1,7 +1,7 @@
 import { type CircuitState, type EndpointEvent } from "./breaker.js";
 import { FanhubError } from "./errors.js";
 import { type ConnectOptions } from "./options.js";
-import { type DataRecord, type Offset } from "./records.js";
+import { type DataRecord, type Offset, type RecordMeta } from "./records.js";
 import { type GapEvent, TopicTracker } from "./tracker.js";
 /** A delivered message. */
 export interface MessageEvent {
@@ -10,9 +10,15 @@ export interface MessageEvent {
     offset: Offset;
     epoch: number;
     publishTimeUs: number;
+    /** The payload (never the metadata block). */
     payload: Uint8Array;
     /** The payload is JSON text (published with JSON `data`). */
     json: boolean;
+    /**
+     * Where a message that an upstream source published came from (§5.1 metadata: `source`,
+     * `upstream`, `partition`, `position`, …); absent on other messages.
+     */
+    meta?: RecordMeta;
     /** The payload as UTF-8 text. */
     text(): string;
     /** The payload parsed as JSON. */

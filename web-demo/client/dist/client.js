@@ -105,6 +105,8 @@ export class Subscription extends Emitter {
             text: () => utf8.decode(payload),
             parse: () => JSON.parse(utf8.decode(payload)),
         };
+        if (r.meta)
+            ev.meta = r.meta;
         this.push("message", ev);
     }
     /** @internal */ failed(e) {

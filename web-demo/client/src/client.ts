@@ -6,7 +6,7 @@ import { backoffDelay } from "./backoff.js";
 import { type CircuitState, type EndpointEvent, Endpoints } from "./breaker.js";
 import { FanhubError } from "./errors.js";
 import { type ConnectOptions, type ResolvedOptions, type WebSocketLike, resolveOptions } from "./options.js";
-import { type DataRecord, type Offset, encodePublishFrame, parseRecords } from "./records.js";
+import { type DataRecord, type Offset, type RecordMeta, encodePublishFrame, parseRecords } from "./records.js";
 import { type GapEvent, TopicTracker } from "./tracker.js";
 import { KeepAlive } from "./keepalive.js";
 
@@ -17,9 +17,15 @@ export interface MessageEvent {
   offset: Offset;
   epoch: number;
   publishTimeUs: number;
+  /** The payload (never the metadata block). */
   payload: Uint8Array;
   /** The payload is JSON text (published with JSON `data`). */
   json: boolean;
+  /**
+   * Where a message that an upstream source published came from (§5.1 metadata: `source`,
+   * `upstream`, `partition`, `position`, …); absent on other messages.
+   */
+  meta?: RecordMeta;
   /** The payload as UTF-8 text. */
   text(): string;
   /** The payload parsed as JSON. */
@@ -218,6 +224,7 @@ export class Subscription extends Emitter<{ message: MessageEvent; gap: GapEvent
       text: () => utf8.decode(payload),
       parse: <T>() => JSON.parse(utf8.decode(payload)) as T,
     };
+    if (r.meta) ev.meta = r.meta;
     this.push("message", ev);
   }
 

@@ -7,7 +7,7 @@ export type { ConnectOptions, WebSocketConstructor, WebSocketLike, FetchLike, Fe
 export { webrtc, RtcSocket, offerUrl, CONTROL_CHANNEL, LOSSY_CHANNEL, type WebRtcOptions, type RTCPeerConnectionConstructor } from "./rtc.js";
 export { resolveOptions } from "./options.js";
 export { type BackoffOptions, DEFAULT_BACKOFF, backoffCeiling, backoffDelay } from "./backoff.js";
-export { type DataRecord, type Offset, parseRecords, encodePublishFrame } from "./records.js";
+export { type DataRecord, type Offset, type RecordMeta, parseRecords, encodePublishFrame } from "./records.js";
 export { TopicTracker, type SubscribedAnswer, type RecordVerdict, type GapReason } from "./tracker.js";
 export { type BreakerOptions, type CircuitState, type EndpointEvent, type Pick, DEFAULT_BREAKER, CircuitBreaker, Endpoints } from "./breaker.js";
 export { KeepAlive, type KeepAliveAction } from "./keepalive.js";

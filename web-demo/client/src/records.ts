@@ -14,13 +14,43 @@ export interface DataRecord {
   publishTimeUs: number;
   /** The payload is JSON text (published with JSON `data`). */
   json: boolean;
+  /** The payload, never the metadata block. */
   payload: Uint8Array;
+  /** The record's metadata (flag bit 1), parsed; absent on records without it. */
+  meta?: RecordMeta;
+}
+
+/**
+ * A record's metadata (§5.1, flag bit 1): where a message that an upstream source published came
+ * from. The hub sets it on such messages only (never on a client's publish).
+ */
+export interface RecordMeta {
+  /** The configured source's name. */
+  source: string;
+  /** The upstream topic, subject, stream or outbox topic the record came from. */
+  upstream: string;
+  /** Where positions are ordered (a Kafka partition, a stream key, …). */
+  partition: string;
+  /** The upstream position as text: Kafka offset, JetStream sequence, Redis stream id, outbox id. */
+  position: string;
+  /** The upstream record's key, when it has one. */
+  key?: string;
+  /** The upstream record's headers. */
+  headers?: Record<string, string>;
+  /** On dead letters: why (`topic`, `payload_field`, `too_large`, `refused`). */
+  reason?: string;
+  /** On dead letters: the details. */
+  error?: string;
+  /** Fields added later. */
+  [field: string]: unknown;
 }
 
 const RECORD_HEADER = 32;
 const PUBLISH_HEADER = 8;
 const KIND_MESSAGE = 0x01;
 const KIND_PUBLISH = 0x02;
+const FLAG_JSON = 0x01;
+const FLAG_META = 0x02;
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
 /** A u64 as a `number` when it is exact, otherwise the `bigint`. */
@@ -33,9 +63,11 @@ const encoder = new TextEncoder();
 
 /**
  * Splits one binary data message into its records (§5.1). Payloads are views into `data`, not
- * copies. Reserved flag bits are ignored.
+ * copies. A record with flag bit 1 has its metadata block (`u16` length, JSON object) split off
+ * the payload and parsed into `meta`. Reserved flag bits are ignored.
  *
- * @throws {RangeError} when a record is truncated or has an unknown kind.
+ * @throws {RangeError} when a record is truncated, has an unknown kind, or its metadata block is
+ * longer than its payload field or not a UTF-8 JSON object.
  */
 export function parseRecords(data: ArrayBuffer | Uint8Array): DataRecord[] {
   const bytes = data instanceof Uint8Array ? data : new Uint8Array(data);
@@ -53,17 +85,41 @@ export function parseRecords(data: ArrayBuffer | Uint8Array): DataRecord[] {
     const plen = dv.getUint32(p + 4);
     const end = p + RECORD_HEADER + tlen + plen;
     if (end > bytes.byteLength) throw new RangeError(`truncated record at byte ${p}`);
-    out.push({
+    let start = p + RECORD_HEADER + tlen;
+    let meta: RecordMeta | undefined;
+    if (flags & FLAG_META) {
+      const mlen = end - start >= 2 ? dv.getUint16(start) : -1;
+      if (mlen < 0 || start + 2 + mlen > end) throw new RangeError(`truncated record metadata at byte ${p}`);
+      meta = parseMeta(bytes.subarray(start + 2, start + 2 + mlen), p);
+      start += 2 + mlen;
+    }
+    const record: DataRecord = {
       topic: decoder.decode(bytes.subarray(p + RECORD_HEADER, p + RECORD_HEADER + tlen)),
       offset: u64(dv.getBigUint64(p + 8)),
       epoch: Number(dv.getBigUint64(p + 16)),
       publishTimeUs: Number(dv.getBigUint64(p + 24)),
-      json: (flags & 1) === 1,
-      payload: bytes.subarray(p + RECORD_HEADER + tlen, end),
-    });
+      json: (flags & FLAG_JSON) === FLAG_JSON,
+      payload: bytes.subarray(start, end),
+    };
+    if (meta) record.meta = meta;
+    out.push(record);
     p = end;
   }
   return out;
+}
+
+/** The metadata block's JSON object; a RangeError when it is not one. */
+function parseMeta(block: Uint8Array, at: number): RecordMeta {
+  let v: unknown;
+  try {
+    v = JSON.parse(decoder.decode(block));
+  } catch (e) {
+    throw new RangeError(`record metadata at byte ${at} is not UTF-8 JSON: ${String(e)}`);
+  }
+  if (typeof v !== "object" || v === null || Array.isArray(v)) {
+    throw new RangeError(`record metadata at byte ${at} is not a JSON object`);
+  }
+  return v as RecordMeta;
 }
 
 /**

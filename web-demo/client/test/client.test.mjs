@@ -207,6 +207,24 @@ test("after a drop it reconnects to the same endpoint and resumes after the last
   c.close();
 });
 
+test("a message from an upstream source carries its metadata; its payload and parse() exclude the block", async () => {
+  const { c } = client();
+  const ws = await nthSocket(1);
+  ws.welcome();
+  const sub = c.subscribe("src/t");
+  const got = [];
+  sub.on("message", (m) => got.push(m));
+  const s = ws.ops("subscribe")[0];
+  ws.push({ type: "subscribed", id: s.id, topic: "src/t", epoch: 1, offset: 1, head: 1, replayed: 0, recovered: true });
+  const meta = { source: "fleet", upstream: "orders", partition: "orders", position: "5-0" };
+  ws.pushBinary(new Uint8Array([...record("src/t", 1, 1, '{"n":1}', true, meta), ...record("src/t", 2, 1, '{"n":2}')]));
+  assert.deepEqual(got.map((m) => [m.offset, m.parse(), m.text(), m.meta]), [
+    [1, { n: 1 }, '{"n":1}', meta],
+    [2, { n: 2 }, '{"n":2}', undefined],
+  ]);
+  c.close();
+});
+
 test("a resume that is not recovered emits a gap with the missing range", async () => {
   const { c } = client();
   const ws1 = await nthSocket(1);

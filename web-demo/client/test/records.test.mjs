@@ -1,8 +1,9 @@
-// Binary frames of protocol §5: several records in one data message, the JSON flag, big
-// offsets, and the publish frame's exact bytes.
+// Binary frames of protocol §5: several records in one data message, the JSON flag, the
+// metadata block (flag bit 1), big offsets, and the publish frame's exact bytes.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { parseRecords, encodePublishFrame } from "../dist/index.js";
+import { metaField } from "./support.mjs";
 
 function record({ topic, payload, offset, epoch, ts = 0n, flags = 0 }) {
   const t = new TextEncoder().encode(topic);
@@ -31,7 +32,7 @@ test("several records in one message are all parsed, in order, with their JSON f
   const msg = concat(
     record({ topic: "a/b", payload: new TextEncoder().encode('{"x":1}'), offset: 7, epoch: 77, ts: 1_700_000_000_000_000n, flags: 1 }),
     record({ topic: "c", payload: new Uint8Array([0, 255, 3]), offset: 1, epoch: 5 }),
-    record({ topic: "a/b", payload: new Uint8Array(), offset: 8, epoch: 77, flags: 0b1111_1110 }),
+    record({ topic: "a/b", payload: new Uint8Array(), offset: 8, epoch: 77, flags: 0b1111_1100 }),
   );
   const rs = parseRecords(msg.buffer);
   assert.equal(rs.length, 3);
@@ -44,6 +45,45 @@ test("several records in one message are all parsed, in order, with their JSON f
     ],
   );
   assert.equal(rs[0].publishTimeUs, 1_700_000_000_000_000);
+});
+
+const enc = (s) => new TextEncoder().encode(s);
+const META = { source: "fleet", upstream: "orders", partition: "orders", position: "1700000000000-0", key: "car-7", headers: { trace: "t" } };
+
+test("flag bit 1: the metadata block is split off the payload and parsed; JSON payloads still parse", () => {
+  const msg = concat(
+    record({ topic: "src/t", payload: metaField(enc(JSON.stringify(META)), enc('{"n":1}')), offset: 1, epoch: 3, flags: 0b11 }),
+    record({ topic: "src/t", payload: metaField(enc('{"source":"fleet","reason":"too_large"}'), new Uint8Array([0, 255])), offset: 2, epoch: 3, flags: 0b10 }),
+    record({ topic: "src/t", payload: enc('{"n":3}'), offset: 3, epoch: 3, flags: 1 }),
+    record({ topic: "src/t", payload: metaField(enc("{}"), new Uint8Array()), offset: 4, epoch: 3, flags: 0b10 }),
+  );
+  const [a, b, c, d] = parseRecords(msg);
+  assert.deepEqual(a.meta, META);
+  assert.equal(a.json, true);
+  assert.deepEqual(JSON.parse(new TextDecoder().decode(a.payload)), { n: 1 }, "the payload without the block");
+  assert.deepEqual([b.json, [...b.payload], b.meta], [false, [0, 255], { source: "fleet", reason: "too_large" }]);
+  assert.equal(c.meta, undefined, "no flag, no metadata");
+  assert.ok(!("meta" in c));
+  assert.deepEqual(JSON.parse(new TextDecoder().decode(c.payload)), { n: 3 });
+  assert.deepEqual([d.meta, d.payload.length], [{}, 0]);
+});
+
+test("without flag bit 1 the same bytes are all payload (what an old client sees)", () => {
+  const field = metaField(enc(JSON.stringify(META)), enc("x"));
+  const [r] = parseRecords(record({ topic: "t", payload: field, offset: 1, epoch: 1 }));
+  assert.deepEqual([...r.payload], [...field]);
+  assert.equal(r.meta, undefined);
+});
+
+test("a malformed metadata block is refused: longer than the field, no length, not UTF-8, not a JSON object", () => {
+  const bad = (payload) => record({ topic: "t", payload, offset: 1, epoch: 1, flags: 0b10 });
+  assert.throws(() => parseRecords(bad(new Uint8Array([0, 5, 123, 125]))), /truncated record metadata/);
+  assert.throws(() => parseRecords(bad(new Uint8Array([0]))), /truncated record metadata/);
+  assert.throws(() => parseRecords(bad(new Uint8Array())), /truncated record metadata/);
+  assert.throws(() => parseRecords(bad(metaField(new Uint8Array([0xff]), new Uint8Array()))), /not UTF-8 JSON/);
+  assert.throws(() => parseRecords(bad(metaField(enc("{nope"), new Uint8Array()))), /not UTF-8 JSON/);
+  assert.throws(() => parseRecords(bad(metaField(enc("[1]"), new Uint8Array()))), /not a JSON object/);
+  assert.throws(() => parseRecords(bad(metaField(enc("null"), new Uint8Array()))), /not a JSON object/);
 });
 
 test("a Uint8Array view at a non-zero byte offset parses like its own buffer", () => {
