@@ -302,10 +302,7 @@ impl RedisBroker {
     ///
     /// # Errors
     /// When Redis is unreachable or fails.
-    pub async fn publish_many(
-        &self,
-        items: &[PublishItem<'_>],
-    ) -> Result<Vec<Assigned>, BrokerError> {
+    pub async fn publish_many(&self, items: &[PublishItem<'_>]) -> Result<Vec<Assigned>, BrokerError> {
         if items.is_empty() {
             return Ok(Vec::new());
         }

@@ -28,6 +28,8 @@ use crate::protocol::backoff::Backoff;
 use crate::transport::HubContext;
 
 pub mod lane;
+#[cfg(feature = "postgres")]
+mod postgres;
 pub(crate) mod publish;
 #[cfg(feature = "redis")]
 mod redis_streams;
@@ -455,6 +457,8 @@ async fn run_kind(c: &mut Consumer) {
     match c.source.config.kind {
         #[cfg(feature = "redis")]
         SourceKind::Redis => redis_streams::run(c).await,
+        #[cfg(feature = "postgres")]
+        SourceKind::Postgres => postgres::run(c).await,
         kind => {
             // Validation refuses kinds this build has not got; keep the state honest anyway.
             c.health.set(ConsumerState::Retrying, Some(format!("this build has no {} sources", kind.as_str())));

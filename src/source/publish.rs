@@ -124,9 +124,11 @@ pub(crate) async fn run(ctx: Arc<HubContext>, source: Arc<SourceRuntime>, lane: 
             Err(p) => Err(p),
             Ok(msg) => {
                 // Cluster mode: the ledger in Redis refuses a position another node published.
+                // Per mapping: mappings may share a partition (an outbox table) and publish
+                // its positions at their own pace.
                 let position = ctx.broker.is_clustered().then(|| SourcePosition {
                     ledger: source.config.name.clone(),
-                    partition: record.partition.to_string(),
+                    partition: format!("{}/{}", lane.index, record.partition),
                     major: record.position.major,
                     minor: record.position.minor,
                 });
@@ -142,6 +144,9 @@ pub(crate) async fn run(ctx: Arc<HubContext>, source: Arc<SourceRuntime>, lane: 
                 lane.stats.duplicates.fetch_add(1, Relaxed);
                 lane.done(record, true);
             }
+            // Stopping with the record in hand: it stays uncommitted and comes again after a
+            // restart (handing it back would commit it unpublished).
+            Err(poison) if poison.reason == "stopped" => return,
             Err(poison) => {
                 dead_letter(&ctx, &source, &lane, &record, &poison).await;
                 lane.done(record, false);
@@ -168,7 +173,10 @@ async fn publish(
         match crate::transport::publish::publish_from(ctx, &msg.topic, &msg.body, msg.flags, position.clone()).await {
             Ok(report) => return Ok(report.offset != 0),
             Err(PublishError::BackpressureTimeout(_)) => {
-                // The subscriber is still full: keep the record and wait again.
+                // The subscriber is still full: keep the record and wait again (unless stopping).
+                if source.stopping() {
+                    return Err(Poison { reason: "stopped", error: String::new() });
+                }
             }
             Err(e @ PublishError::Request(crate::hub::RequestError::Unavailable(_))) => {
                 if attempt == 0 {
@@ -188,9 +196,6 @@ async fn publish(
 /// Sends `record` to the source's dead-letter topic (its original payload, the reason in the
 /// metadata), or drops it when there is none; counted either way.
 async fn dead_letter(ctx: &HubContext, source: &SourceRuntime, lane: &Lane, record: &UpstreamRecord, poison: &Poison) {
-    if poison.reason == "stopped" {
-        return;
-    }
     lane.stats.dead_letters.fetch_add(1, Relaxed);
     tracing::warn!(source = %source.config.name, upstream = %record.upstream, position = %record.position_text,
         reason = poison.reason, error = %poison.error, "source record sent to the dead letter");
