@@ -28,6 +28,8 @@ use crate::protocol::backoff::Backoff;
 use crate::transport::HubContext;
 
 pub mod lane;
+#[cfg(feature = "nats")]
+mod nats;
 pub(crate) mod publish;
 #[cfg(feature = "redis")]
 mod redis_streams;
@@ -319,6 +321,8 @@ impl Sources {
 /// Runs a consumer of its kind.
 async fn run_consumer(c: Consumer) {
     match c.source.config.kind {
+        #[cfg(feature = "nats")]
+        crate::config::SourceKind::Nats => nats::run(c).await,
         #[cfg(feature = "redis")]
         crate::config::SourceKind::Redis => redis_streams::run(c).await,
         kind => {
