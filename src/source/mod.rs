@@ -28,6 +28,8 @@ use crate::protocol::backoff::Backoff;
 use crate::transport::HubContext;
 
 pub mod lane;
+#[cfg(feature = "nats")]
+mod nats;
 #[cfg(feature = "postgres")]
 mod postgres;
 pub(crate) mod publish;
@@ -455,6 +457,8 @@ async fn run_consumer(ctx: Arc<HubContext>, mut c: Consumer) {
 /// Runs a consumer of its kind until it must stop.
 async fn run_kind(c: &mut Consumer) {
     match c.source.config.kind {
+        #[cfg(feature = "nats")]
+        SourceKind::Nats => nats::run(c).await,
         #[cfg(feature = "redis")]
         SourceKind::Redis => redis_streams::run(c).await,
         #[cfg(feature = "postgres")]

@@ -1,0 +1,523 @@
+//! The NATS JetStream source against real `nats-server -js`es (one per test, on a free port, with
+//! its own store): messages reach WebSocket subscribers in order with their stream sequence; an
+//! upstream restart and a hub restart lose and repeat nothing; a stalled mapping does not hold
+//! up the others; poison goes to the dead letter; an unreachable upstream (or a missing stream)
+//! leaves the node serving.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use fanhub::config::{BackpressureMode, ConsumerSettings, MappingConfig, SourceConfig};
+use serde_json::{json, Value};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+use crate::common::*;
+
+/// The stream every test creates.
+const STREAM: &str = "FLEET";
+
+/// A private `nats-server` with JetStream on a free loopback port and its own store directory
+/// (removed on drop); [`Self::restart`] brings it back on the same port with the same store.
+struct NatsServer {
+    port: u16,
+    dir: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl NatsServer {
+    async fn start() -> NatsServer {
+        let mut s = NatsServer::not_started();
+        s.spawn().await;
+        s
+    }
+
+    /// A free port and a fresh store for a server that is not running yet ([`Self::restart`]
+    /// starts it).
+    fn not_started() -> NatsServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = std::env::temp_dir().join(format!("fanhub-nats-{port}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        NatsServer { port, dir, child: None }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    async fn spawn(&mut self) {
+        let port = self.port.to_string();
+        let dir = self.dir.to_string_lossy().into_owned();
+        let child = std::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd", &dir])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server (the test command installs it)");
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            if let Ok(mut tcp) = TcpStream::connect(("127.0.0.1", self.port)).await {
+                let mut buf = [0u8; 5];
+                if tcp.read_exact(&mut buf).await.is_ok() && &buf == b"INFO " {
+                    return;
+                }
+            }
+            assert!(tokio::time::Instant::now() < deadline, "nats-server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills the server (SIGKILL: nothing is flushed on the way out).
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    async fn restart(&mut self) {
+        self.stop();
+        self.spawn().await;
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn mapping(upstream: &str, topic: &str) -> MappingConfig {
+    MappingConfig {
+        upstream: upstream.into(),
+        topic: topic.into(),
+        payload_field: None,
+        key_suffix: false,
+        headers: true,
+        max_buffered_messages: 1000,
+        backpressure_mode: BackpressureMode::ApplyBackpressure,
+        exclusive: None,
+    }
+}
+
+fn source(url: &str, mappings: Vec<MappingConfig>) -> SourceConfig {
+    let mut s: SourceConfig = toml_source(url);
+    s.mappings = mappings;
+    s
+}
+
+/// A source from the TOML an operator writes (defaults filled in by the parser).
+fn toml_source(url: &str) -> SourceConfig {
+    let text = format!(
+        "[[sources]]\nname = \"fleet\"\nkind = \"nats\"\nurl = \"{url}\"\nstream = \"{STREAM}\"\n\
+         retry_initial_ms = 50\nretry_max_ms = 500\n[[sources.mappings]]\nupstream = \"x\"\ntopic = \"x\"\n"
+    );
+    let c = fanhub::config::Config::from_toml(&text).expect("source TOML");
+    c.sources.into_iter().next().unwrap()
+}
+
+async fn js(url: &str) -> jetstream::Context {
+    jetstream::new(async_nats::connect(url).await.unwrap())
+}
+
+async fn create_stream(js: &jetstream::Context, subjects: &[&str]) {
+    let config = jetstream::stream::Config {
+        name: STREAM.into(),
+        subjects: subjects.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    js.create_stream(config).await.unwrap();
+}
+
+/// Publishes `{"n": n}` on `subject` with the headers `trace: t` and `key: <key>`; its stream
+/// sequence.
+async fn publish(js: &jetstream::Context, subject: &str, key: &str, n: u64) -> u64 {
+    publish_raw(js, subject, key, json!({ "n": n }).to_string().into_bytes()).await
+}
+
+async fn publish_raw(js: &jetstream::Context, subject: &str, key: &str, payload: Vec<u8>) -> u64 {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("trace", "t");
+    headers.insert("key", key);
+    let ack = js.publish_with_headers(subject.to_owned(), headers, payload.into()).await.unwrap();
+    ack.await.unwrap().sequence
+}
+
+/// Deliveries of `durable` not acknowledged yet.
+async fn unacknowledged(js: &jetstream::Context, durable: &str) -> usize {
+    let stream = js.get_stream(STREAM).await.unwrap();
+    stream.consumer_info(durable).await.unwrap().num_ack_pending
+}
+
+/// Polls `durable` until every delivery is acknowledged (JetStream takes acks asynchronously).
+async fn until_all_acknowledged(js: &jetstream::Context, durable: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = unacknowledged(js, durable).await;
+        if n == 0 {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{n} deliveries of {durable} still unacknowledged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn sources(hub: &Hub) -> Value {
+    let r = admin(hub, "GET", "/v1/admin/sources", "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}
+
+/// Polls the admin view until `f` holds (an observable, not a clock).
+async fn until(hub: &Hub, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = sources(hub).await;
+        if f(&v) {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {v:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn mapping_view(v: &Value, i: usize) -> &Value {
+    &v["items"][0]["mappings"][i]
+}
+
+fn n_of(r: &Record) -> u64 {
+    serde_json::from_slice::<Value>(&r.payload).unwrap()["n"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn stream_messages_reach_websocket_subscribers_in_order_with_their_stream_sequence() {
+    let nats = NatsServer::start().await;
+    let js = js(&nats.url()).await;
+    create_stream(&js, &["telemetry.>"]).await;
+    let mut seqs = Vec::new();
+    for n in 0..20 {
+        seqs.push(publish(&js, "telemetry.car-1", "car-1", n).await);
+    }
+    let mut config = resumable_config();
+    config.sources = vec![source(&nats.url(), vec![mapping("telemetry.{device}", "rel/telemetry/{device}")])];
+    let hub = spawn_hub(config).await;
+    until(&hub, "the first 20 published", |v| mapping_view(v, 0)["published"] == 20).await;
+
+    let mut sub = hub.connect("sub").await;
+    sub.subscribe_from("rel/telemetry/car-1", 1).await;
+    for n in 20..40 {
+        seqs.push(publish(&js, "telemetry.car-1", "car-1", n).await);
+    }
+    let got = sub.records(40).await;
+    assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), (1..=40).collect::<Vec<_>>());
+    assert_eq!(got.iter().map(n_of).collect::<Vec<_>>(), (0..40).collect::<Vec<_>>());
+    for (r, seq) in got.iter().zip(&seqs) {
+        assert_eq!(r.flags & 0x01, 0x01, "JSON payloads are flagged JSON");
+        assert_eq!(
+            r.meta.as_ref().unwrap(),
+            &json!({"source":"fleet","upstream":"telemetry.car-1","partition":STREAM,
+                    "position": seq.to_string(),"key":"car-1","headers":{"trace":"t"}})
+        );
+    }
+    let v = until(&hub, "every message acknowledged", |v| mapping_view(v, 0)["commits"] == 40).await;
+    let m = mapping_view(&v, 0);
+    assert_eq!(m["received"].as_u64(), Some(40), "{m:#}");
+    assert_eq!(v["items"][0]["consumers"][0]["state"], "connected");
+    assert_eq!(v["items"][0]["consumers"][0]["group"], "fanhub.fleet");
+    until_all_acknowledged(&js, "fanhub_fleet-0").await;
+    until(&hub, "no lag", |v| mapping_view(v, 0)["lag"] == 0).await;
+    let health = http(hub.addr, "GET", "/readyz", &[], "").await;
+    assert_eq!(health.json()["sources"]["not_connected"], json!([]));
+    let metrics = admin(&hub, "GET", "/metrics", "").await.body;
+    assert!(
+        metrics.contains(r#"fanhub_source_published_total{source="fleet",mapping="telemetry.{device}"} 40"#),
+        "{metrics}"
+    );
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_upstream_restart_mid_stream_loses_nothing_and_repeats_nothing() {
+    let mut nats = NatsServer::start().await;
+    let js1 = js(&nats.url()).await;
+    create_stream(&js1, &["orders"]).await;
+    let mut config = resumable_config();
+    config.sources = vec![source(&nats.url(), vec![mapping("orders", "rel/orders")])];
+    let hub = spawn_hub(config).await;
+    until(&hub, "connected", |v| v["items"][0]["connected"] == true).await;
+    let mut sub = hub.connect("sub").await;
+    sub.subscribe("rel/orders").await;
+    for n in 0..100 {
+        publish(&js1, "orders", "o", n).await;
+    }
+    let first = sub.records(50).await;
+    nats.restart().await;
+    drop(js1);
+    let js = js(&nats.url()).await;
+    for n in 100..200 {
+        publish(&js, "orders", "o", n).await;
+    }
+    let mut got = first;
+    got.extend(sub.records(150).await);
+    assert_eq!(got.iter().map(n_of).collect::<Vec<_>>(), (0..200).collect::<Vec<_>>());
+    assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), (1..=200).collect::<Vec<_>>());
+    let v = until(&hub, "all published", |v| mapping_view(v, 0)["published"] == 200).await;
+    assert!(v["items"][0]["consumers"][0]["failures"].as_u64().unwrap() >= 1, "{v:#}");
+    // Whatever JetStream delivers again (acknowledgements lost with the server) is skipped.
+    until_all_acknowledged(&js, "fanhub_fleet-0").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(sub.buffered_records().is_empty(), "no duplicate after the restart");
+    assert_eq!(mapping_view(&sources(&hub).await, 0)["published"], 200);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_restarted_hub_resumes_after_the_committed_position() {
+    let nats = NatsServer::start().await;
+    let js = js(&nats.url()).await;
+    create_stream(&js, &["orders"]).await;
+    let mut config = resumable_config();
+    config.sources = vec![source(&nats.url(), vec![mapping("orders", "rel/orders")])];
+    for n in 0..30 {
+        publish(&js, "orders", "o", n).await;
+    }
+    let hub = spawn_hub(config.clone()).await;
+    until(&hub, "30 published", |v| mapping_view(v, 0)["published"] == 30).await;
+    hub.shutdown().await;
+    until_all_acknowledged(&js, "fanhub_fleet-0").await;
+    let info = js.get_stream(STREAM).await.unwrap().consumer_info("fanhub_fleet-0").await.unwrap();
+    assert_eq!(info.ack_floor.stream_sequence, 30, "a clean stop commits what it published");
+    for n in 30..60 {
+        publish(&js, "orders", "o", n).await;
+    }
+    let hub = spawn_hub(config).await;
+    until(&hub, "the 30 new ones published", |v| mapping_view(v, 0)["published"] == 30).await;
+    let mut sub = hub.connect("sub").await;
+    sub.subscribe_from("rel/orders", 1).await;
+    let got = sub.records(30).await;
+    assert_eq!(got.iter().map(n_of).collect::<Vec<_>>(), (30..60).collect::<Vec<_>>());
+    assert_eq!(got[0].meta.as_ref().unwrap()["position"], "31");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(sub.buffered_records().is_empty(), "nothing published twice");
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn deliveries_a_dead_node_left_unacknowledged_come_again_at_once_and_in_order() {
+    let nats = NatsServer::start().await;
+    let js = js(&nats.url()).await;
+    create_stream(&js, &["orders"]).await;
+    for n in 0..100 {
+        publish(&js, "orders", "o", n).await;
+    }
+    // A node that pulled 60 and died after acknowledging the first 20: 40 deliveries stay
+    // unacknowledged, and JetStream would send them again only after its 30 s ack wait.
+    let stream = js.get_stream(STREAM).await.unwrap();
+    let durable: jetstream::consumer::PullConsumer = stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some("fanhub_fleet-0".into()),
+            filter_subject: "orders".into(),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut batch = durable.fetch().max_messages(60).messages().await.unwrap();
+    let mut pulled = 0;
+    while let Some(m) = futures_util::StreamExt::next(&mut batch).await {
+        let m = m.unwrap();
+        if pulled < 20 {
+            m.ack().await.unwrap();
+        }
+        pulled += 1;
+    }
+    assert_eq!(pulled, 60);
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while stream.consumer_info("fanhub_fleet-0").await.unwrap().ack_floor.stream_sequence < 20 {
+        assert!(tokio::time::Instant::now() < deadline, "the 20 acknowledgements did not land");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(batch);
+
+    let mut config = resumable_config();
+    config.sources = vec![source(&nats.url(), vec![mapping("orders", "rel/orders")])];
+    let hub = spawn_hub(config).await;
+    let mut sub = hub.connect("sub").await;
+    sub.subscribe_from("rel/orders", 1).await;
+    let got = tokio::time::timeout(Duration::from_secs(15), sub.records(80))
+        .await
+        .expect("the unacknowledged ones come again well before the ack wait");
+    assert_eq!(got.iter().map(n_of).collect::<Vec<_>>(), (20..100).collect::<Vec<_>>());
+    assert_eq!(got[0].meta.as_ref().unwrap()["position"], "21");
+    until_all_acknowledged(&js, "fanhub_fleet-0").await;
+    until(&hub, "80 committed", |v| mapping_view(v, 0)["commits"] == 80).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(sub.buffered_records().is_empty(), "nothing published twice");
+    hub.shutdown().await;
+}
+
+/// Two mappings on the shared consumer; `slow…` has a subscriber that reads nothing on a
+/// `reliable` + `apply_backpressure` topic, so the hub cannot take its records.
+async fn stalled_mapping(mode: BackpressureMode, exclusive: bool) -> (Value, Vec<Record>) {
+    let nats = NatsServer::start().await;
+    let js = js(&nats.url()).await;
+    create_stream(&js, &["slow", "fast"]).await;
+    let mut config = test_config();
+    let mut policy = reliable(4);
+    if let fanhub::hub::DeliveryPolicy::Reliable { overflow, backpressure_timeout_ms, .. } = &mut policy {
+        *overflow = fanhub::hub::ReliableOverflow::ApplyBackpressure;
+        *backpressure_timeout_ms = 100;
+    }
+    declare_topics(&mut config, "slow/>", policy, None);
+    let mut slow = mapping("slow", "slow/t");
+    slow.max_buffered_messages = 8;
+    slow.backpressure_mode = mode;
+    if exclusive {
+        slow.exclusive = Some(ConsumerSettings::default());
+    }
+    config.sources = vec![source(&nats.url(), vec![slow, mapping("fast", "fast/t")])];
+    let hub = spawn_hub(config).await;
+    until(&hub, "connected", |v| v["items"][0]["connected"] == true).await;
+    // A subscriber that never reads: its socket buffers fill, then its queue of 4.
+    let mut stalled = hub.connect("stalled").await;
+    stalled.subscribe("slow/t").await;
+    let mut fast = hub.connect("fast").await;
+    fast.subscribe("fast/t").await;
+    let big = "x".repeat(64 * 1024);
+    for n in 0..300 {
+        publish_raw(&js, "slow", "s", json!({ "n": n, "pad": big }).to_string().into_bytes()).await;
+    }
+    let v = until(&hub, "the slow mapping stuck", |v| {
+        let m = mapping_view(v, 0);
+        m["paused"] == true
+            || m["dropped"]["drop_oldest"].as_u64() > Some(0)
+            || m["dropped"]["drop_newest"].as_u64() > Some(0)
+    })
+    .await;
+    assert!(mapping_view(&v, 0)["published"].as_u64().unwrap() < 300, "{v:#}");
+    for n in 0..200 {
+        publish(&js, "fast", "f", n).await;
+    }
+    let got = fast.records(200).await;
+    let v = until(&hub, "the lag measured", |v| {
+        mode != BackpressureMode::ApplyBackpressure || mapping_view(v, 0)["lag"].as_u64() > Some(0)
+    })
+    .await;
+    drop(stalled);
+    hub.shutdown().await;
+    (v, got)
+}
+
+#[tokio::test]
+async fn a_stalled_mapping_under_apply_backpressure_pauses_alone_and_the_other_keeps_flowing() {
+    let (v, fast) = stalled_mapping(BackpressureMode::ApplyBackpressure, false).await;
+    assert_eq!(fast.iter().map(n_of).collect::<Vec<_>>(), (0..200).collect::<Vec<_>>());
+    let slow = mapping_view(&v, 0);
+    assert_eq!(slow["paused"], true, "{slow:#}");
+    assert!(slow["pauses"].as_u64().unwrap() >= 1);
+    assert_eq!(slow["dropped"], json!({"drop_oldest":0,"drop_newest":0,"duplicate":0,"dead_letter":0}));
+    assert!(slow["received"].as_u64().unwrap() < 300, "the paused durable is not pulled: {slow:#}");
+    assert!(slow["lag"].as_u64().unwrap() > 0, "{slow:#}");
+    assert_eq!(mapping_view(&v, 1)["published"], 200);
+}
+
+#[tokio::test]
+async fn a_stalled_mapping_under_drop_oldest_drops_and_counts_and_the_other_keeps_flowing() {
+    let (v, fast) = stalled_mapping(BackpressureMode::DropOldest, false).await;
+    assert_eq!(fast.iter().map(n_of).collect::<Vec<_>>(), (0..200).collect::<Vec<_>>());
+    let slow = mapping_view(&v, 0);
+    assert!(slow["dropped"]["drop_oldest"].as_u64().unwrap() > 0, "{slow:#}");
+    assert_eq!(slow["paused"], false);
+}
+
+#[tokio::test]
+async fn a_stalled_mapping_with_an_exclusive_consumer_is_isolated() {
+    let (v, fast) = stalled_mapping(BackpressureMode::ApplyBackpressure, true).await;
+    assert_eq!(fast.iter().map(n_of).collect::<Vec<_>>(), (0..200).collect::<Vec<_>>());
+    let consumers = &v["items"][0]["consumers"];
+    assert_eq!(consumers.as_array().unwrap().len(), 2, "{consumers:#}");
+    assert_eq!(consumers[1]["exclusive_mapping"], 0);
+    assert_eq!(consumers[1]["group"], "fanhub.fleet.0");
+    assert_eq!(mapping_view(&v, 0)["paused"], true);
+}
+
+#[tokio::test]
+async fn a_poison_record_goes_to_the_dead_letter_counted_and_the_stream_continues() {
+    let nats = NatsServer::start().await;
+    let js = js(&nats.url()).await;
+    create_stream(&js, &["events"]).await;
+    let mut config = test_config();
+    let mut m = mapping("events", "events/all");
+    m.payload_field = Some("/data".into());
+    let mut s = source(&nats.url(), vec![m]);
+    s.dead_letter = Some("dead/fleet".into());
+    config.sources = vec![s];
+    let hub = spawn_hub(config).await;
+    until(&hub, "connected", |v| v["items"][0]["connected"] == true).await;
+    let mut sub = hub.connect("sub").await;
+    sub.subscribe("events/all").await;
+    let mut dead = hub.connect("dead").await;
+    dead.subscribe("dead/fleet").await;
+    publish_raw(&js, "events", "e", br#"{"data":{"n":1}}"#.to_vec()).await;
+    let bad = publish_raw(&js, "events", "e", b"not json".to_vec()).await;
+    publish_raw(&js, "events", "e", br#"{"data":{"n":2}}"#.to_vec()).await;
+    let got = sub.records(2).await;
+    assert_eq!(
+        got.iter().map(|r| r.payload.clone()).collect::<Vec<_>>(),
+        [br#"{"n":1}"#.to_vec(), br#"{"n":2}"#.to_vec()]
+    );
+    let d = dead.next_record().await;
+    assert_eq!(d.payload, b"not json");
+    let meta = d.meta.unwrap();
+    assert_eq!(
+        (meta["reason"].as_str(), meta["position"].as_str()),
+        (Some("payload_field"), Some(bad.to_string().as_str()))
+    );
+    assert!(meta["error"].as_str().unwrap().contains("not JSON"), "{meta}");
+    let v = until(&hub, "all three committed", |v| mapping_view(v, 0)["commits"] == 3).await;
+    assert_eq!(mapping_view(&v, 0)["dropped"]["dead_letter"], 1);
+    until_all_acknowledged(&js, "fanhub_fleet-0").await;
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_or_a_missing_stream_leaves_the_node_serving_and_readiness_names_it() {
+    let mut nats = NatsServer::not_started();
+    let mut config = resumable_config();
+    config.sources = vec![source(&nats.url(), vec![mapping("orders", "rel/orders")])];
+    let hub = spawn_hub(config).await;
+    let v = until(&hub, "a failed attempt", |v| v["items"][0]["consumers"][0]["failures"].as_u64() > Some(0)).await;
+    let c = &v["items"][0]["consumers"][0];
+    assert_eq!(c["state"], "retrying");
+    assert!(c["error"].as_str().unwrap().to_lowercase().contains("refused"), "{c:#}");
+    let ready = http(hub.addr, "GET", "/readyz", &[], "").await;
+    assert_eq!(ready.status, 200, "the node serves without its upstream");
+    assert_eq!(ready.json()["sources"]["not_connected"], json!(["fleet"]));
+    let mut sub = hub.connect("sub").await;
+    sub.subscribe("rel/orders").await;
+
+    // The server comes up without the stream: still not connected, and the error says why.
+    nats.restart().await;
+    let v = until(&hub, "the missing stream reported", |v| {
+        v["items"][0]["consumers"][0]["error"].as_str().is_some_and(|e| e.contains("not found"))
+    })
+    .await;
+    assert_eq!(v["items"][0]["consumers"][0]["state"], "retrying", "{v:#}");
+    assert!(v["items"][0]["consumers"][0]["error"].as_str().unwrap().contains(STREAM), "{v:#}");
+
+    let js = js(&nats.url()).await;
+    create_stream(&js, &["orders"]).await;
+    until(&hub, "connected", |v| v["items"][0]["connected"] == true).await;
+    for n in 0..10 {
+        publish(&js, "orders", "o", n).await;
+    }
+    let got = sub.records(10).await;
+    assert_eq!(got.iter().map(n_of).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
+    let ready = http(hub.addr, "GET", "/readyz", &[], "").await;
+    assert_eq!(ready.json()["sources"]["not_connected"], json!([]));
+    hub.shutdown().await;
+}
