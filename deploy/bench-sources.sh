@@ -5,12 +5,15 @@
 # up to 64) that the hub consumes as a source into the same topic. Alternating, RUNS times
 # each, on one hub and one private redis-server. Latency is publish-to-subscriber (`ws`) and
 # produce-to-subscriber (`redis`: through Redis, the source's fetch, lane and publish); hub CPU
-# per record is the server CPU divided by the messages. Output: target/bench-sources.md.
+# per record is the server CPU divided by the messages. Then the latency at a steady rate (PACED
+# messages per second, 5 s): how long a record takes from the producer to every subscriber when
+# nothing queues. Output: target/bench-sources.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 RUNS=${RUNS:-3}
 N=${N:-10000}
+PACED=${PACED:-500}
 
 cargo build --release --locked --bin fanhub --bench loadgen -q
 LOADGEN=$(ls -t target/release/deps/loadgen-* | grep -v '\.d$' | head -1)
@@ -51,6 +54,15 @@ for run in $(seq "$RUNS"); do
     [ "$via" = redis ] && upstream=(--upstream "redis://127.0.0.1:$RP/")
     "$LOADGEN" --label "$via $run" --target fanhub --url "ws://127.0.0.1:$FP/ws" --token "$TOKEN" \
       --server-pid "$FPID" --redis-pid "$RPID" --subs 1000 --size 256 --messages "$N" --window 256 \
+      "${upstream[@]}" | tee -a "$out"
+  done
+done
+for run in $(seq "$RUNS"); do
+  for via in ws redis; do
+    upstream=()
+    [ "$via" = redis ] && upstream=(--upstream "redis://127.0.0.1:$RP/")
+    "$LOADGEN" --label "$via paced $run" --target fanhub --url "ws://127.0.0.1:$FP/ws" --token "$TOKEN" \
+      --server-pid "$FPID" --redis-pid "$RPID" --subs 1000 --size 256 --messages $((PACED * 5)) --rate "$PACED" \
       "${upstream[@]}" | tee -a "$out"
   done
 done
