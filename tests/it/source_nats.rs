@@ -91,33 +91,8 @@ impl Drop for NatsServer {
     }
 }
 
-fn mapping(upstream: &str, topic: &str) -> MappingConfig {
-    MappingConfig {
-        upstream: upstream.into(),
-        topic: topic.into(),
-        payload_field: None,
-        key_suffix: false,
-        headers: true,
-        max_buffered_messages: 1000,
-        backpressure_mode: BackpressureMode::ApplyBackpressure,
-        exclusive: None,
-    }
-}
-
 fn source(url: &str, mappings: Vec<MappingConfig>) -> SourceConfig {
-    let mut s: SourceConfig = toml_source(url);
-    s.mappings = mappings;
-    s
-}
-
-/// A source from the TOML an operator writes (defaults filled in by the parser).
-fn toml_source(url: &str) -> SourceConfig {
-    let text = format!(
-        "[[sources]]\nname = \"fleet\"\nkind = \"nats\"\nurl = \"{url}\"\nstream = \"{STREAM}\"\n\
-         retry_initial_ms = 50\nretry_max_ms = 500\n[[sources.mappings]]\nupstream = \"x\"\ntopic = \"x\"\n"
-    );
-    let c = fanhub::config::Config::from_toml(&text).expect("source TOML");
-    c.sources.into_iter().next().unwrap()
+    source_of("nats", url, &format!("stream = \"{STREAM}\""), mappings)
 }
 
 async fn js(url: &str) -> jetstream::Context {
@@ -164,33 +139,6 @@ async fn until_all_acknowledged(js: &jetstream::Context, durable: &str) {
         assert!(tokio::time::Instant::now() < deadline, "{n} deliveries of {durable} still unacknowledged");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-async fn sources(hub: &Hub) -> Value {
-    let r = admin(hub, "GET", "/v1/admin/sources", "").await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.json()
-}
-
-/// Polls the admin view until `f` holds (an observable, not a clock).
-async fn until(hub: &Hub, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let v = sources(hub).await;
-        if f(&v) {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {v:#}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn mapping_view(v: &Value, i: usize) -> &Value {
-    &v["items"][0]["mappings"][i]
-}
-
-fn n_of(r: &Record) -> u64 {
-    serde_json::from_slice::<Value>(&r.payload).unwrap()["n"].as_u64().unwrap()
 }
 
 #[tokio::test]

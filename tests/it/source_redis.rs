@@ -11,24 +11,9 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 
-fn mapping(upstream: &str, topic: &str) -> MappingConfig {
-    MappingConfig {
-        upstream: upstream.into(),
-        topic: topic.into(),
-        payload_field: None,
-        key_suffix: false,
-        headers: true,
-        max_buffered_messages: 1000,
-        backpressure_mode: BackpressureMode::ApplyBackpressure,
-        exclusive: None,
-    }
-}
-
 /// The source `fleet` (as [`redis_source`] parses it) with these mappings.
 fn source(url: &str, mappings: Vec<MappingConfig>) -> SourceConfig {
-    let mut s = redis_source(url, "x", "x");
-    s.mappings = mappings;
-    s
+    source_of("redis", url, "", mappings)
 }
 
 async fn redis_con(url: &str) -> redis::aio::MultiplexedConnection {
@@ -38,33 +23,6 @@ async fn redis_con(url: &str) -> redis::aio::MultiplexedConnection {
 async fn xadd(con: &mut redis::aio::MultiplexedConnection, key: &str, n: u64) -> String {
     let payload = json!({ "n": n }).to_string();
     con.xadd(key, "*", &[("payload", payload.as_str()), ("trace", "t")]).await.unwrap()
-}
-
-async fn sources(hub: &Hub) -> Value {
-    let r = admin(hub, "GET", "/v1/admin/sources", "").await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.json()
-}
-
-/// Polls the admin view until `f` holds (an observable, not a clock).
-async fn until(hub: &Hub, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let v = sources(hub).await;
-        if f(&v) {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {v:#}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn mapping_view(v: &Value, i: usize) -> &Value {
-    &v["items"][0]["mappings"][i]
-}
-
-fn n_of(r: &Record) -> u64 {
-    serde_json::from_slice::<Value>(&r.payload).unwrap()["n"].as_u64().unwrap()
 }
 
 async fn pending(con: &mut redis::aio::MultiplexedConnection, key: &str) -> u64 {
@@ -336,10 +294,6 @@ async fn cluster_node(broker: &str, upstream: &RedisServer, id: &str) -> Hub {
     let mut config = fanhub::config::Config::from_toml(&text).expect("node config");
     config.sources = vec![source(&upstream.url(), vec![mapping("orders", "rel/orders")])];
     spawn_hub(config).await
-}
-
-fn consumer_state(v: &Value) -> String {
-    v["items"][0]["consumers"][0]["state"].as_str().unwrap_or_default().to_owned()
 }
 
 #[tokio::test]

@@ -4,8 +4,10 @@
 #![allow(dead_code)]
 
 mod proxy;
+mod sources;
 #[allow(unused_imports)] // used by the client tests (feature `client`)
 pub use proxy::Proxy;
+pub use sources::*;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -686,14 +688,8 @@ impl Drop for RedisServer {
 /// A Redis Streams source named `fleet` at `url` with one mapping, stream `upstream` → hub topic
 /// `topic`, as an operator writes it (the parser fills in the defaults: headers copied into the
 /// metadata, groups created at the stream's start).
-#[cfg(feature = "redis")]
 pub fn redis_source(url: &str, upstream: &str, topic: &str) -> fanhub::config::SourceConfig {
-    let text = format!(
-        "[[sources]]\nname = \"fleet\"\nkind = \"redis\"\nurl = \"{url}\"\nretry_initial_ms = 50\nretry_max_ms = 500\n\
-         [[sources.mappings]]\nupstream = \"{upstream}\"\ntopic = \"{topic}\"\n"
-    );
-    let c = Config::from_toml(&text).expect("source TOML");
-    c.sources.into_iter().next().unwrap()
+    source_of("redis", url, "", vec![mapping(upstream, topic)])
 }
 
 /// Runs `web-demo/tests/{script}` with Node (piped stdout and stderr, killed when dropped): the

@@ -1,0 +1,70 @@
+//! What the upstream source tests share: mappings and sources as an operator writes them, the
+//! admin view of the sources, and waiting on it.
+
+use std::time::Duration;
+
+use fanhub::config::{BackpressureMode, MappingConfig, SourceConfig};
+use serde_json::Value;
+
+use super::{admin, Hub, Record};
+
+/// A mapping `upstream` → `topic` with the defaults (buffer 1000, `apply_backpressure`).
+pub fn mapping(upstream: &str, topic: &str) -> MappingConfig {
+    MappingConfig {
+        upstream: upstream.into(),
+        topic: topic.into(),
+        payload_field: None,
+        key_suffix: false,
+        headers: true,
+        max_buffered_messages: 1000,
+        backpressure_mode: BackpressureMode::ApplyBackpressure,
+        exclusive: None,
+    }
+}
+
+/// A source `fleet` of `kind` at `url` from the TOML an operator writes (the parser fills in
+/// the defaults; `extra` adds kind-specific keys), with `mappings`; quick reconnects.
+pub fn source_of(kind: &str, url: &str, extra: &str, mappings: Vec<MappingConfig>) -> SourceConfig {
+    let text = format!(
+        "[[sources]]\nname = \"fleet\"\nkind = \"{kind}\"\nurl = \"{url}\"\nretry_initial_ms = 50\nretry_max_ms = 500\n\
+         {extra}\n[[sources.mappings]]\nupstream = \"x\"\ntopic = \"x\"\n"
+    );
+    let mut s = fanhub::config::Config::from_toml(&text).expect("source TOML").sources.remove(0);
+    s.mappings = mappings;
+    s
+}
+
+/// `GET /v1/admin/sources`.
+pub async fn sources(hub: &Hub) -> Value {
+    let r = admin(hub, "GET", "/v1/admin/sources", "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}
+
+/// Polls the admin view until `f` holds (an observable, not a clock).
+pub async fn until(hub: &Hub, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = sources(hub).await;
+        if f(&v) {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {v:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Mapping `i` of the first source in an admin view.
+pub fn mapping_view(v: &Value, i: usize) -> &Value {
+    &v["items"][0]["mappings"][i]
+}
+
+/// The first consumer's state in an admin view.
+pub fn consumer_state(v: &Value) -> String {
+    v["items"][0]["consumers"][0]["state"].as_str().unwrap_or_default().to_owned()
+}
+
+/// The `n` of a record whose payload is `{"n": …}`.
+pub fn n_of(r: &Record) -> u64 {
+    serde_json::from_slice::<Value>(&r.payload).unwrap()["n"].as_u64().unwrap()
+}
