@@ -89,20 +89,21 @@ pub(super) async fn run(c: &mut Consumer) {
     c.publishers_done().await;
     drain_acks(c, &consumer.context().tracker);
     let commit = consumer.context().tracker.lock().expect("tracker lock").take_commits();
-    let closing = consumer.clone();
+    // Closing waits for the group to answer: on the blocking pool, so a broker that does not
+    // answer holds a blocking thread, not the runtime (the stop goes on after the timeout).
     let _ = tokio::time::timeout(
         REQUEST_TIMEOUT * 2,
         tokio::task::spawn_blocking(move || {
             if let Some((tpl, counts)) = commit {
-                if closing.commit(&tpl, CommitMode::Sync).is_ok() {
+                if consumer.commit(&tpl, CommitMode::Sync).is_ok() {
                     count_commits(&counts);
                 }
             }
-            closing.unsubscribe();
+            consumer.unsubscribe();
+            drop(consumer);
         }),
     )
     .await;
-    drop(consumer);
 }
 
 /// A member of the consumer's group, shared with the tasks measuring lag and closing it.
