@@ -27,6 +27,8 @@ use crate::hub::TopicName;
 use crate::protocol::backoff::Backoff;
 use crate::transport::HubContext;
 
+#[cfg(feature = "kafka")]
+mod kafka;
 pub mod lane;
 #[cfg(feature = "nats")]
 mod nats;
@@ -457,12 +459,16 @@ async fn run_consumer(ctx: Arc<HubContext>, mut c: Consumer) {
 /// Runs a consumer of its kind until it must stop.
 async fn run_kind(c: &mut Consumer) {
     match c.source.config.kind {
+        #[cfg(feature = "kafka")]
+        SourceKind::Kafka => kafka::run(c).await,
         #[cfg(feature = "nats")]
         SourceKind::Nats => nats::run(c).await,
         #[cfg(feature = "redis")]
         SourceKind::Redis => redis_streams::run(c).await,
         #[cfg(feature = "postgres")]
         SourceKind::Postgres => postgres::run(c).await,
+        // Unreachable when every kind is built.
+        #[allow(unreachable_patterns)]
         kind => {
             // Validation refuses kinds this build has not got; keep the state honest anyway.
             c.health.set(ConsumerState::Retrying, Some(format!("this build has no {} sources", kind.as_str())));

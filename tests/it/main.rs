@@ -41,6 +41,8 @@ mod redis_broker;
 mod sessions_api;
 mod shutdown;
 mod slow_client;
+#[cfg(feature = "kafka")]
+mod source_kafka;
 #[cfg(feature = "nats")]
 mod source_nats;
 #[cfg(feature = "postgres")]
