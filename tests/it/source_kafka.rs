@@ -143,64 +143,17 @@ async fn produce_raw(p: &FutureProducer, topic: &str, partitions: i32, records: 
     offsets
 }
 
-fn mapping(upstream: &str, topic: &str) -> MappingConfig {
-    MappingConfig {
-        upstream: upstream.into(),
-        topic: topic.into(),
-        payload_field: None,
-        key_suffix: false,
-        headers: true,
-        max_buffered_messages: 1000,
-        backpressure_mode: BackpressureMode::ApplyBackpressure,
-        exclusive: None,
-    }
-}
-
 /// The source `fleet` as an operator writes it (defaults filled in by the parser), fetching
 /// with a short wait (the broker answers a fetch only when the wait is over).
 fn source(url: &str, mappings: Vec<MappingConfig>) -> SourceConfig {
-    let text = format!(
-        "[[sources]]\nname = \"fleet\"\nkind = \"kafka\"\nurl = \"{url}\"\n\
-         retry_initial_ms = 50\nretry_max_ms = 500\n\
-         [sources.consumer]\nfetch_max_wait_ms = 30\nsession_timeout_ms = 6000\nheartbeat_interval_ms = 500\n\
-         options = {{ \"topic.metadata.refresh.interval.ms\" = \"500\" }}\n\
-         [[sources.mappings]]\nupstream = \"x\"\ntopic = \"x\"\n"
-    );
-    let c = fanhub::config::Config::from_toml(&text).expect("source TOML");
-    let mut s = c.sources.into_iter().next().unwrap();
-    s.mappings = mappings;
-    s
-}
-
-async fn sources(hub: &Hub) -> Value {
-    let r = admin(hub, "GET", "/v1/admin/sources", "").await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.json()
-}
-
-/// Polls the admin view until `f` holds (an observable, not a clock).
-async fn until(hub: &Hub, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let v = sources(hub).await;
-        if f(&v) {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {v:#}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn mapping_view(v: &Value, i: usize) -> &Value {
-    &v["items"][0]["mappings"][i]
+    let consumer =
+        "[sources.consumer]\nfetch_max_wait_ms = 30\nsession_timeout_ms = 6000\nheartbeat_interval_ms = 500\n\
+                    options = { \"topic.metadata.refresh.interval.ms\" = \"500\" }";
+    source_of("kafka", url, consumer, mappings)
 }
 
 fn published(v: &Value) -> u64 {
     mapping_view(v, 0)["published"].as_u64().unwrap()
-}
-
-fn n_of(r: &Record) -> u64 {
-    serde_json::from_slice::<Value>(&r.payload).unwrap()["n"].as_u64().unwrap()
 }
 
 #[tokio::test]
