@@ -510,7 +510,7 @@ async fn writer_loop<W: AsyncWrite + Unpin>(
                     return;
                 }
                 conn.core.record_sent((batch.records.len() + batch.control.len()) as u64, bytes as u64);
-                if batches % crate::metrics::SAMPLE_EVERY_BATCHES == 0 {
+                if batches.is_multiple_of(crate::metrics::SAMPLE_EVERY_BATCHES) {
                     sample(&metrics, &batch, conn.core.outbound.depth(), clock.now().unix_us);
                 }
                 batches += 1;

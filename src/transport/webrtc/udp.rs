@@ -35,7 +35,7 @@ impl<'a> Sender<'a> {
     pub(super) fn push(&mut self, destination: SocketAddr, data: &[u8]) {
         let joins = self.destination == Some(destination)
             && data.len() <= self.segment
-            && self.buf.len() % self.segment == 0 // the batch's last datagram is still full-size
+            && self.buf.len().is_multiple_of(self.segment) // the batch's last datagram is still full-size
             && self.count < self.max_segments()
             && self.buf.len() + data.len() <= GSO_MAX_BYTES;
         if !joins {
