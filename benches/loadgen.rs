@@ -87,9 +87,10 @@ struct Args {
     /// The hub's raw TCP listener, for `--client tcp` (the publisher stays on the WebSocket).
     #[arg(long)]
     tcp: Option<SocketAddr>,
-    /// Publish upstream instead of over the WebSocket: `XADD` to the Redis stream `bench` at
-    /// this URL (field `payload`; pipelined up to 64 at a time), which the hub consumes as a
-    /// source into `bench/load`. Latency is then produce-to-subscriber.
+    /// Publish upstream instead of over the WebSocket, to what the hub consumes as a source into
+    /// `bench/load`: `redis://…` — `XADD` to the stream `bench` (field `payload`); `nats://…` —
+    /// a JetStream publish to `bench.load` (stream `BENCH`, created if absent). Up to 64 at a
+    /// time, acknowledged by the upstream. Latency is then produce-to-subscriber.
     #[arg(long)]
     upstream: Option<String>,
     /// Passed by `cargo bench`; ignored.
@@ -394,16 +395,54 @@ fn payload(args: &Args, idx: u64) -> Vec<u8> {
     payload
 }
 
-/// Appends `pending` to the upstream stream `bench` in one pipeline.
-async fn xadd_all(con: &mut redis::aio::MultiplexedConnection, pending: &mut Vec<Vec<u8>>) {
+/// Where `--upstream` publishes.
+enum Upstream {
+    Redis(redis::aio::MultiplexedConnection),
+    Nats(async_nats::jetstream::Context),
+}
+
+impl Upstream {
+    async fn connect(url: &str) -> Self {
+        if url.starts_with("nats://") {
+            let client = async_nats::connect(url).await.expect("nats connect");
+            let js = async_nats::jetstream::new(client);
+            js.get_or_create_stream(async_nats::jetstream::stream::Config {
+                name: "BENCH".into(),
+                subjects: vec!["bench.>".into()],
+                ..Default::default()
+            })
+            .await
+            .expect("stream BENCH");
+            Upstream::Nats(js)
+        } else {
+            Upstream::Redis(redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap())
+        }
+    }
+}
+
+/// Publishes `pending` upstream: one Redis pipeline, or JetStream publishes awaited together.
+async fn xadd_all(up: &mut Upstream, pending: &mut Vec<Vec<u8>>) {
     if pending.is_empty() {
         return;
     }
-    let mut pipe = redis::pipe();
-    for p in pending.drain(..) {
-        pipe.cmd("XADD").arg("bench").arg("*").arg("payload").arg(p).ignore();
+    match up {
+        Upstream::Redis(con) => {
+            let mut pipe = redis::pipe();
+            for p in pending.drain(..) {
+                pipe.cmd("XADD").arg("bench").arg("*").arg("payload").arg(p).ignore();
+            }
+            pipe.query_async::<()>(con).await.expect("XADD");
+        }
+        Upstream::Nats(js) => {
+            let mut acks = Vec::with_capacity(pending.len());
+            for p in pending.drain(..) {
+                acks.push(js.publish("bench.load", p.into()).await.expect("publish"));
+            }
+            for a in acks {
+                a.await.expect("JetStream ack");
+            }
+        }
     }
-    pipe.query_async::<()>(con).await.expect("XADD");
 }
 
 fn publish_frame(args: &Args, idx: u64) -> Bytes {
@@ -500,7 +539,7 @@ async fn run(args: Arc<Args>) {
         assert_eq!(w["type"], "welcome", "{w}");
     }
     let mut upstream = match &args.upstream {
-        Some(url) => Some(redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap()),
+        Some(url) => Some(Upstream::connect(url).await),
         None => None,
     };
     let mut pending: Vec<Vec<u8>> = Vec::new();
