@@ -144,11 +144,6 @@ impl Consumer {
         self.source.backoff()
     }
 
-    /// Sleeps `d`; true when the source stops first.
-    async fn sleep_or_stop_source(&self, d: Duration) -> bool {
-        self.source.sleep_or_stop(d).await
-    }
-
     /// True once this consumer must stop.
     pub fn stopping(&self) -> bool {
         *self.stop.borrow()
@@ -372,11 +367,6 @@ impl Sources {
     pub fn view(&self) -> Vec<SourceView> {
         self.list.iter().map(|s| SourceView::of(s)).collect()
     }
-
-    /// The sources at run time.
-    pub fn list(&self) -> &[Arc<SourceRuntime>] {
-        &self.list
-    }
 }
 
 impl ConsumerState {
@@ -449,7 +439,7 @@ async fn run_consumer(ctx: Arc<HubContext>, mut c: Consumer) {
             Err(Some(holder)) => c.health.set(ConsumerState::Standby, Some(format!("node {holder} consumes"))),
             Err(None) => c.health.set(ConsumerState::Retrying, Some("the cluster broker is unreachable".into())),
         }
-        if c.sleep_or_stop_source(ttl / 3).await {
+        if c.source.sleep_or_stop(ttl / 3).await {
             break;
         }
     }
