@@ -35,7 +35,7 @@ struct Args {
     target: String,
     /// WebSocket URL (loopback only). Repeatable or comma-separated: subscribers are spread
     /// round-robin over the URLs, the publisher uses the first.
-    #[arg(long, required = true, value_delimiter = ',')]
+    #[arg(long, required_unless_present = "prepare_upstream", value_delimiter = ',')]
     url: Vec<String>,
     /// fanhub token.
     #[arg(long, default_value = "")]
@@ -89,10 +89,17 @@ struct Args {
     tcp: Option<SocketAddr>,
     /// Publish upstream instead of over the WebSocket, to what the hub consumes as a source into
     /// `bench/load`: `redis://…` — `XADD` to the stream `bench` (field `payload`); `nats://…` —
-    /// a JetStream publish to `bench.load` (stream `BENCH`, created if absent). Up to 64 at a
-    /// time, acknowledged by the upstream. Latency is then produce-to-subscriber.
+    /// a JetStream publish to `bench.load` (stream `BENCH`, created if absent); `postgres://…` —
+    /// rows of `fanhub_bench_outbox` (topic `bench.load`; the table and its notification
+    /// trigger created if absent) in one `INSERT` per batch; `kafka://…` (built with the `kafka`
+    /// feature) — records of the topic `bench.load` (one partition, created if absent). Up to
+    /// 64 at a time, acknowledged by the upstream. Latency is then produce-to-subscriber.
     #[arg(long)]
     upstream: Option<String>,
+    /// Only create what `--upstream` publishes to (stream, table, topic) and exit, so the hub's
+    /// source finds it when it starts.
+    #[arg(long, requires = "upstream")]
+    prepare_upstream: bool,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -399,7 +406,22 @@ fn payload(args: &Args, idx: u64) -> Vec<u8> {
 enum Upstream {
     Redis(redis::aio::MultiplexedConnection),
     Nats(async_nats::jetstream::Context),
+    /// The connection, and the paced inserts under way (each its own transaction, so a slow
+    /// commit does not hold back the rate: the connection pipelines them).
+    Postgres(Arc<tokio_postgres::Client>, Vec<tokio::task::JoinHandle<()>>),
+    #[cfg(feature = "kafka")]
+    Kafka(rdkafka::producer::FutureProducer),
 }
+
+/// The bench outbox, as an application would create it (the hub only reads it).
+const BENCH_OUTBOX: &str = "
+    CREATE TABLE IF NOT EXISTS fanhub_bench_outbox (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, topic text NOT NULL, key text,
+        headers jsonb, payload bytea NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
+    CREATE OR REPLACE FUNCTION fanhub_bench_outbox_notify() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN PERFORM pg_notify('fanhub_bench_outbox', ''); RETURN NULL; END $$;
+    CREATE OR REPLACE TRIGGER fanhub_bench_outbox_notify AFTER INSERT ON fanhub_bench_outbox
+        FOR EACH STATEMENT EXECUTE FUNCTION fanhub_bench_outbox_notify();";
 
 impl Upstream {
     async fn connect(url: &str) -> Self {
@@ -414,14 +436,48 @@ impl Upstream {
             .await
             .expect("stream BENCH");
             Upstream::Nats(js)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("postgres connect");
+            tokio::spawn(connection);
+            client.batch_execute(BENCH_OUTBOX).await.expect("bench outbox");
+            Upstream::Postgres(Arc::new(client), Vec::new())
+        } else if let Some(brokers) = url.strip_prefix("kafka://") {
+            Self::kafka(brokers).await
         } else {
             Upstream::Redis(redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap())
         }
     }
+
+    #[cfg(feature = "kafka")]
+    async fn kafka(brokers: &str) -> Self {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        use rdkafka::client::DefaultClientContext;
+        use rdkafka::ClientConfig;
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", brokers).create().expect("kafka admin");
+        let topic = NewTopic::new("bench.load", 1, TopicReplication::Fixed(1));
+        let created = admin.create_topics(&[topic], &AdminOptions::new()).await.expect("create topic");
+        if let Err((name, e)) = &created[0] {
+            assert_eq!(*e, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists, "topic {name}: {e}");
+        }
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("linger.ms", "0")
+            .create()
+            .expect("kafka producer");
+        Upstream::Kafka(producer)
+    }
+
+    #[cfg(not(feature = "kafka"))]
+    async fn kafka(_: &str) -> Self {
+        panic!("--upstream kafka://… needs the load generator built with --features kafka")
+    }
 }
 
-/// Publishes `pending` upstream: one Redis pipeline, or JetStream publishes awaited together.
-async fn xadd_all(up: &mut Upstream, pending: &mut Vec<Vec<u8>>) {
+/// Publishes `pending` upstream: one Redis pipeline, JetStream publishes or Kafka records
+/// awaited together, or one multi-row `INSERT` (not awaited when `paced`: see
+/// [`Upstream::Postgres`]; [`finish`] awaits them).
+async fn xadd_all(up: &mut Upstream, pending: &mut Vec<Vec<u8>>, paced: bool) {
     if pending.is_empty() {
         return;
     }
@@ -441,6 +497,47 @@ async fn xadd_all(up: &mut Upstream, pending: &mut Vec<Vec<u8>>) {
             for a in acks {
                 a.await.expect("JetStream ack");
             }
+        }
+        Upstream::Postgres(db, under_way) => {
+            let rows: Vec<Vec<u8>> = std::mem::take(pending);
+            let db = db.clone();
+            let insert = async move {
+                db.execute(
+                    "INSERT INTO fanhub_bench_outbox (topic, payload) SELECT 'bench.load', unnest($1::bytea[])",
+                    &[&rows],
+                )
+                .await
+                .expect("INSERT");
+            };
+            if paced {
+                under_way.retain(|h| !h.is_finished());
+                under_way.push(tokio::spawn(insert));
+            } else {
+                insert.await;
+            }
+        }
+        #[cfg(feature = "kafka")]
+        Upstream::Kafka(producer) => {
+            let records: Vec<Vec<u8>> = std::mem::take(pending);
+            let sends: Vec<_> = records
+                .iter()
+                .map(|p| {
+                    let record = rdkafka::producer::FutureRecord::<(), Vec<u8>>::to("bench.load").payload(p);
+                    producer.send(record, Duration::from_secs(30))
+                })
+                .collect();
+            for s in sends {
+                s.await.expect("Kafka produce");
+            }
+        }
+    }
+}
+
+/// Waits for what [`xadd_all`] left under way.
+async fn finish(up: &mut Upstream) {
+    if let Upstream::Postgres(_, under_way) = up {
+        for h in under_way.drain(..) {
+            h.await.expect("INSERT");
         }
     }
 }
@@ -474,6 +571,10 @@ fn pct(sorted: &[u32], p: f64) -> f64 {
 }
 
 async fn run(args: Arc<Args>) {
+    if args.prepare_upstream {
+        Upstream::connect(args.upstream.as_deref().unwrap_or_default()).await;
+        return;
+    }
     let pids = &args.server_pid;
     let rss_before = sum_rss_kb(pids);
     let open_cpu0 = sum_cpu_secs(pids);
@@ -564,7 +665,7 @@ async fn run(args: Arc<Args>) {
                     break;
                 }
                 if let Some(con) = upstream.as_mut() {
-                    xadd_all(con, &mut pending).await;
+                    xadd_all(con, &mut pending, false).await;
                 }
                 // The window is full and its oldest message has not reached every subscriber
                 // for `timeout_secs`: it never will. Stop publishing rather than wait forever.
@@ -585,14 +686,15 @@ async fn run(args: Arc<Args>) {
             Some(con) => {
                 pending.push(payload(&args, idx));
                 if pending.len() >= 64 || args.rate.is_some() {
-                    xadd_all(con, &mut pending).await;
+                    xadd_all(con, &mut pending, args.rate.is_some()).await;
                 }
             }
             None => publisher.send(Message::binary(publish_frame(&args, idx))).await.unwrap(),
         }
     }
     if let Some(con) = upstream.as_mut() {
-        xadd_all(con, &mut pending).await;
+        xadd_all(con, &mut pending, false).await;
+        finish(con).await;
     }
     let expected = args.messages * args.subs as u64;
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);

@@ -17,9 +17,13 @@
 //!   unacknowledged (records this node held, or a restarted node's) is created again from its
 //!   ack floor: they come again first and in order, as a Redis consumer reads its own pending
 //!   entries first, instead of after [`ACK_WAIT`] and behind newer ones.
+//! * **Pulls**: each durable's pull requests (`max_poll_records` messages, expiring after
+//!   `fetch_max_wait_ms`) answer on one inbox, and messages are taken as they come. A request
+//!   is topped up when half of it came and renewed before it expires ([`Pulls`]), so neither
+//!   a batch filling up nor the server's expiry notice is waited for.
 //! * **Backpressure**: a paused lane's durable is not pulled (the others go on); under
-//!   `apply_backpressure` a pull asks for no more than the lane has room for, and a pull under
-//!   way is taken to its end.
+//!   `apply_backpressure` a pull asks for no more than the lane has room for, and what
+//!   requests already asked for is taken when it comes.
 //! * **Lag**: each durable's `num_pending + num_ack_pending`, every second.
 //!
 //! A lost connection ends the session: the consumer reconnects with backoff (the client's own
@@ -30,6 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, stream::Stream};
+use async_nats::StatusCode;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::Notify;
@@ -39,6 +44,9 @@ use crate::config::{BackpressureMode, ConsumerSettings, OffsetReset};
 
 /// How long JetStream waits for an acknowledgement before it delivers a message again.
 pub(super) const ACK_WAIT: Duration = Duration::from_secs(30);
+/// The shortest life of a pull request on the server (`fetch_max_wait_ms` below it would only
+/// renew requests more often: messages are taken as they come, whatever the expiry).
+const MIN_EXPIRES: Duration = Duration::from_millis(10);
 /// How often lag is measured.
 const LAG_EVERY: Duration = Duration::from_secs(1);
 /// The longest a connection attempt or a JetStream request may take.
@@ -108,7 +116,6 @@ pub(super) async fn run(c: &mut Consumer) {
 struct Durable {
     lane: Arc<Lane>,
     name: String,
-    consumer: consumer::PullConsumer,
 }
 
 struct Session {
@@ -166,8 +173,8 @@ impl Session {
         let mut durables = Vec::with_capacity(c.lanes.len());
         for lane in &c.lanes {
             let name = durable_name(&c.group, lane.index);
-            let consumer = open_durable(c, &stream, &name, lane).await?;
-            durables.push(Durable { lane: lane.clone(), name, consumer });
+            open_durable(c, &stream, &name, lane).await?;
+            durables.push(Durable { lane: lane.clone(), name });
         }
         Ok(Self { client, js, stream, partition: Arc::from(name.as_str()), durables, lost })
     }
@@ -178,7 +185,7 @@ impl Session {
         if *stop.borrow() {
             return Ok(());
         }
-        let expires = c.fetch_wait();
+        let expires = c.fetch_wait().max(MIN_EXPIRES);
         let (source, settings, acks) = (&*c.source, &c.settings, &mut c.acks);
         let pulls =
             futures_util::future::try_join_all(self.durables.iter().map(|d| self.pull(source, settings, d, expires)));
@@ -190,7 +197,9 @@ impl Session {
         }
     }
 
-    /// Pulls one durable while its lane has room, until an error.
+    /// Pulls one durable while its lane has room, until an error: every pull request of the
+    /// durable answers on one inbox, so messages are taken as they come, whichever request
+    /// brought them, and a request given up on loses nothing ([`Pulls`] decides when to ask).
     async fn pull(
         &self,
         source: &SourceRuntime,
@@ -198,21 +207,49 @@ impl Session {
         d: &Durable,
         expires: Duration,
     ) -> Result<(), Error> {
+        let pull_err = |e: &dyn std::fmt::Display| Error::Pull(d.name.clone(), e.to_string());
+        let inbox = self.client.new_inbox();
+        let mut inbox_sub = self.client.subscribe(inbox.clone()).await.map_err(|e| pull_err(&e))?;
+        let api = format!("{JS_API}.CONSUMER.MSG.NEXT.{}.{}", self.partition, d.name);
+        let mut pulls = Pulls::new(settings.batch(), expires);
         loop {
-            // A full lane (apply_backpressure): this mapping's durable waits, the others go on.
-            d.lane.room().await;
-            let mut batch = d
-                .consumer
-                .batch()
-                .max_messages(pull_size(&d.lane, settings))
-                .expires(expires)
-                .messages()
-                .await
-                .map_err(|e| Error::Pull(d.name.clone(), e.to_string()))?;
-            // Messages already pulled are all taken, paused or not: they are on their way.
-            while let Some(m) = batch.next().await {
-                let m = m.map_err(|e| Error::Pull(d.name.clone(), e.to_string()))?;
-                self.take(source, d, m);
+            let due = pulls.due(Instant::now());
+            let wake = tokio::time::Instant::from_std(pulls.wake_at().unwrap_or_else(Instant::now));
+            tokio::select! {
+                biased;
+                // A full lane (apply_backpressure): this mapping's durable asks for nothing more
+                // until it has room; the others go on.
+                () = d.lane.room(), if due => {
+                    let n = pull_size(&d.lane, settings);
+                    let request = serde_json::json!({ "batch": n, "expires": expires.as_nanos() as u64 });
+                    self.client
+                        .publish_with_reply(api.clone(), inbox.clone(), request.to_string().into())
+                        .await
+                        .map_err(|e| pull_err(&e))?;
+                    pulls.sent(Instant::now(), n);
+                }
+                m = inbox_sub.next() => {
+                    let m = m.ok_or(Error::Disconnected)?;
+                    match m.status.unwrap_or(StatusCode::OK) {
+                        StatusCode::OK => {
+                            pulls.message();
+                            // Taken paused or not: what a pull brought is on its way.
+                            self.take(source, d, jetstream::Message { message: m, context: self.js.clone() });
+                        }
+                        StatusCode::IDLE_HEARTBEAT => {}
+                        // A request expired (408) or found nothing (404): what it did not bring.
+                        StatusCode::TIMEOUT | StatusCode::NOT_FOUND => pulls.ended(pending_messages(&m)),
+                        status => {
+                            let why = m.description.as_deref().unwrap_or_default();
+                            if pull_refusal_is_final(why) {
+                                return Err(pull_err(&format_args!("{status} {why}")));
+                            }
+                            tracing::debug!(source = %source.config.name, durable = %d.name, %status, why, "pull refused; asking again later");
+                            pulls.refused(Instant::now());
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(wake), if !due => {}
             }
         }
     }
@@ -281,7 +318,7 @@ impl Session {
 /// Opens `name`, the durable of `lane`: created when missing; created again from its ack floor
 /// when it has deliveries not acknowledged (they come again first, in order); created again
 /// from the start when its filter is not the mapping's any more.
-async fn open_durable(c: &Consumer, stream: &Stream, name: &str, lane: &Lane) -> Result<consumer::PullConsumer, Error> {
+async fn open_durable(c: &Consumer, stream: &Stream, name: &str, lane: &Lane) -> Result<(), Error> {
     let err = |e: &dyn std::fmt::Display| Error::Durable(name.to_owned(), e.to_string());
     let filter = filter_subject(lane);
     let deliver = match c.settings.offset_reset.or(c.source.config.consumer.offset_reset).unwrap_or_default() {
@@ -320,17 +357,14 @@ async fn open_durable(c: &Consumer, stream: &Stream, name: &str, lane: &Lane) ->
         }
         Some(info) => {
             // Keep where it is; update what may change (ack wait, max ack pending).
-            match stream.create_consumer(config(info.config.deliver_policy)).await {
-                Ok(consumer) => return Ok(consumer),
-                Err(e) => {
-                    tracing::warn!(source = %c.source.config.name, durable = name, error = %e,
-                        "the durable's settings cannot be updated; using it as it is");
-                    return stream.get_consumer(name).await.map_err(|e| err(&e));
-                }
+            if let Err(e) = stream.create_consumer::<consumer::pull::Config>(config(info.config.deliver_policy)).await {
+                tracing::warn!(source = %c.source.config.name, durable = name, error = %e,
+                    "the durable's settings cannot be updated; using it as it is");
             }
+            return Ok(());
         }
     };
-    stream.create_consumer(config(deliver)).await.map_err(|e| err(&e))
+    stream.create_consumer::<consumer::pull::Config>(config(deliver)).await.map(|_| ()).map_err(|e| err(&e))
 }
 
 /// How many messages one pull asks for: a fetch, and under `apply_backpressure` no more than
@@ -342,6 +376,91 @@ fn pull_size(lane: &Lane, settings: &ConsumerSettings) -> usize {
     }
     let room = (lane.config.max_buffered_messages as usize).saturating_sub(lane.buffered());
     batch.min(room.max(1))
+}
+
+/// The JetStream API prefix (the default domain) pull requests go to.
+const JS_API: &str = "$JS.API";
+
+/// The pull requests of one durable, without IO (time passed in): how many messages the live
+/// requests may still bring, and when to ask again.
+///
+/// * A request is renewed at three quarters of its expiry rather than on the server's 408,
+///   which a server does not send for a request that brought part of its batch: waiting for
+///   it (or for the client library's own fallback, seconds later) stalled the durable.
+/// * It is topped up once half of the batch came, so a busy durable never waits for a round
+///   trip between batches.
+/// * A refused request (409: too many waiting, a leader change…) is asked again after a
+///   quarter of the expiry, not at once.
+///
+/// What a given-up request still brings arrives on the same inbox, so the count may be low:
+/// then the server gets one request more than needed, bounded by `max_ack_pending`.
+struct Pulls {
+    batch: usize,
+    expires: Duration,
+    /// Messages the live requests may still bring.
+    outstanding: usize,
+    /// When the newest request is renewed; None before the first.
+    renew_at: Option<Instant>,
+    /// No request before this (after a refusal).
+    hold_until: Option<Instant>,
+}
+
+impl Pulls {
+    fn new(batch: usize, expires: Duration) -> Self {
+        Self { batch, expires, outstanding: 0, renew_at: None, hold_until: None }
+    }
+
+    /// Whether a request is due at `now`.
+    fn due(&self, now: Instant) -> bool {
+        if self.hold_until.is_some_and(|t| now < t) {
+            return false;
+        }
+        self.outstanding <= self.batch / 2 || self.renew_at.is_none_or(|t| now >= t)
+    }
+
+    /// When a request falls due without a message arriving.
+    fn wake_at(&self) -> Option<Instant> {
+        // A refusal left nothing outstanding: due when the hold ends.
+        self.hold_until.or(self.renew_at)
+    }
+
+    /// A request for `n` messages went out at `now`: it replaces a request due for renewal and
+    /// adds to one being topped up.
+    fn sent(&mut self, now: Instant, n: usize) {
+        let renewing = self.renew_at.is_none_or(|t| now >= t);
+        self.outstanding = if renewing { n } else { self.outstanding.saturating_add(n) };
+        self.renew_at = Some(now + self.expires * 3 / 4);
+        self.hold_until = None;
+    }
+
+    /// A message came.
+    fn message(&mut self) {
+        self.outstanding = self.outstanding.saturating_sub(1);
+    }
+
+    /// A request ended (expired or nothing to deliver) with `unfilled` messages it will not
+    /// bring (all of them when the server does not say).
+    fn ended(&mut self, unfilled: Option<usize>) {
+        self.outstanding = unfilled.map_or(0, |u| self.outstanding.saturating_sub(u));
+    }
+
+    /// A request was refused at `now`: ask again a quarter of the expiry later.
+    fn refused(&mut self, now: Instant) {
+        self.outstanding = 0;
+        self.hold_until = Some(now + self.expires / 4);
+    }
+}
+
+/// The messages an ended request did not bring (`Nats-Pending-Messages`).
+fn pending_messages(m: &async_nats::Message) -> Option<usize> {
+    m.headers.as_ref()?.get("Nats-Pending-Messages")?.as_str().parse().ok()
+}
+
+/// Whether a refused pull ends the session (the durable is gone or does not take pull
+/// requests such as ours: reconnecting creates it again or reports it) rather than being
+/// asked again.
+fn pull_refusal_is_final(why: &str) -> bool {
+    ["Consumer Deleted", "push based", "Bad Request", "MaxRequest"].iter().any(|w| why.contains(w))
 }
 
 /// Unacknowledged deliveries a durable may have out: the lane's buffer plus one fetch, so a
@@ -480,5 +599,74 @@ mod tests {
         let l = lane("x", BackpressureMode::DropOldest, 8);
         assert_eq!(pull_size(&l, &settings), 100, "drop modes take a whole fetch and drop");
         assert_eq!(max_ack_pending(&l, &settings), 108);
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn pulls_top_up_at_half_a_batch_and_renew_before_expiry() {
+        let t0 = Instant::now();
+        let mut p = Pulls::new(100, ms(400));
+        assert!(p.due(t0), "the first request is due at once");
+        assert_eq!(p.wake_at(), None);
+        p.sent(t0, 100);
+        assert!(!p.due(t0));
+        assert_eq!(p.wake_at(), Some(t0 + ms(300)), "renewed at three quarters of the expiry");
+        for _ in 0..49 {
+            p.message();
+        }
+        assert!(!p.due(t0), "51 of 100 still to come");
+        p.message();
+        assert!(p.due(t0), "half came: top up");
+        p.sent(t0 + ms(10), 50);
+        assert_eq!(p.outstanding, 100, "a top-up adds to what the live request still brings");
+        assert_eq!(p.wake_at(), Some(t0 + ms(310)));
+    }
+
+    #[test]
+    fn a_request_that_expires_unannounced_after_part_of_its_batch_is_renewed_by_the_clock() {
+        // The server expires a request that brought 3 of 100 without a 408: 97 never come.
+        let t0 = Instant::now();
+        let mut p = Pulls::new(100, ms(400));
+        p.sent(t0, 100);
+        for _ in 0..3 {
+            p.message();
+        }
+        assert!(!p.due(t0 + ms(299)));
+        assert!(p.due(t0 + ms(300)), "due before the server's expiry, without its notice");
+        p.sent(t0 + ms(300), 100);
+        assert_eq!(p.outstanding, 100, "a renewal replaces the old request's count");
+    }
+
+    #[test]
+    fn an_expiry_notice_counts_what_the_request_did_not_bring() {
+        let t0 = Instant::now();
+        let mut p = Pulls::new(100, ms(400));
+        p.sent(t0, 100);
+        p.sent(t0 + ms(300), 100);
+        p.ended(Some(40));
+        assert_eq!(p.outstanding, 60, "the older request's 40 will not come");
+        assert!(!p.due(t0 + ms(300)));
+        p.ended(None);
+        assert!(p.due(t0 + ms(300)), "a notice without a count ends every request");
+    }
+
+    #[test]
+    fn a_refused_request_is_asked_again_a_quarter_of_the_expiry_later() {
+        let t0 = Instant::now();
+        let mut p = Pulls::new(100, ms(400));
+        p.sent(t0, 100);
+        p.refused(t0 + ms(5));
+        assert!(!p.due(t0 + ms(104)));
+        assert_eq!(p.wake_at(), Some(t0 + ms(105)));
+        assert!(p.due(t0 + ms(105)));
+        p.sent(t0 + ms(105), 100);
+        assert_eq!(p.wake_at(), Some(t0 + ms(405)));
+        assert!(pull_refusal_is_final("Consumer Deleted"));
+        assert!(pull_refusal_is_final("Exceeded MaxRequestBatch of 10"));
+        assert!(!pull_refusal_is_final("Exceeded MaxWaiting"));
+        assert!(!pull_refusal_is_final("Leadership Change"));
     }
 }
