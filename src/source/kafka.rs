@@ -14,7 +14,10 @@
 //!   loop turn that finished some. A partition revoked by a rebalance has what is done
 //!   committed synchronously first, and its state dropped (its new owner fetches from there).
 //!   At stop, after the publishers finished, what is done is committed synchronously and the
-//!   member leaves the group (so the others rebalance at once).
+//!   member leaves the group (so the others rebalance at once). An asynchronous commit's records
+//!   count (`commits`) once the group's committed offset, read with the lag, is at or past it
+//!   (the client library reports no asynchronous commit), so a failed one counts when a later
+//!   one covers it; synchronous ones count when they return.
 //! * **Backpressure**: a lane full under `apply_backpressure` has its assigned partitions paused
 //!   (only its own: the other mappings go on) and resumed once it has room.
 //! * **Lag**: every [`LAG_EVERY`], per assigned partition, the high watermark less the
@@ -94,11 +97,12 @@ pub(super) async fn run(c: &mut Consumer) {
     let _ = tokio::time::timeout(
         REQUEST_TIMEOUT * 2,
         tokio::task::spawn_blocking(move || {
-            if let Some((tpl, counts)) = commit {
-                if consumer.commit(&tpl, CommitMode::Sync).is_ok() {
-                    count_commits(&counts);
-                }
+            let ctx = consumer.context();
+            let mut partitions = ctx.unconfirmed.partitions();
+            if let Some((tpl, _)) = &commit {
+                partitions.extend(committed_offsets(tpl).into_keys());
             }
+            ctx.commit_sync(&*consumer, commit, &partitions);
             consumer.unsubscribe();
             drop(consumer);
         }),
@@ -119,6 +123,7 @@ async fn open(c: &Consumer) -> Result<Member, Error> {
         brokers: brokers.clone(),
         rebalanced: AtomicBool::new(false),
         down: AtomicBool::new(false),
+        unconfirmed: Unconfirmed::default(),
     };
     let consumer: StreamConsumer<Context> =
         client_config(c, &brokers).create_with_context(context).map_err(Error::Config)?;
@@ -248,11 +253,8 @@ async fn serve(c: &mut Consumer, consumer: &Member) {
                 }
                 let commit = t.take_commits();
                 drop(t);
-                if let Some((tpl, counts)) = commit {
-                    match consumer.commit(&tpl, CommitMode::Async) {
-                        Ok(()) => count_commits(&counts),
-                        Err(e) => tracing::warn!(source = %c.source.config.name, error = %e, "kafka commit failed; retried with the next one"),
-                    }
+                if let Some(commit) = commit {
+                    ctx.commit_async(consumer, commit, &c.source.config.name);
                 }
             }
             () = room => resync = true,
@@ -264,9 +266,10 @@ async fn serve(c: &mut Consumer, consumer: &Member) {
                             c.health.set(ConsumerState::Connected, None);
                         }
                         let mut per_lane: HashMap<usize, u64> = HashMap::new();
-                        for (topic, n) in partitions {
-                            if let Some(l) = c.route(&topic) {
-                                *per_lane.entry(l.index).or_default() += n.max(0) as u64;
+                        for p in partitions {
+                            ctx.unconfirmed.confirm(&p.topic, p.partition, p.committed, false);
+                            if let Some(l) = c.route(&p.topic) {
+                                *per_lane.entry(l.index).or_default() += p.lag.max(0) as u64;
                             }
                         }
                         for l in &lanes {
@@ -346,7 +349,13 @@ fn measure(consumer: &StreamConsumer<Context>) -> Measured {
             Offset::Offset(o) => o,
             _ => low,
         };
-        out.push((e.topic().to_owned(), (high - from).max(0)));
+        let committed = matches!(e.offset(), Offset::Offset(_)).then_some(from);
+        out.push(PartitionLag {
+            topic: e.topic().to_owned(),
+            partition: e.partition(),
+            committed,
+            lag: (high - from).max(0),
+        });
     }
     Ok(out)
 }
@@ -366,6 +375,17 @@ fn drain_acks(c: &mut Consumer, tracker: &Mutex<Tracker>) {
     while let Ok(a) = c.acks.try_recv() {
         t.finished(&a.partition, a.position);
     }
+}
+
+/// The offsets a list commits, per topic and partition.
+fn committed_offsets(tpl: &TopicPartitionList) -> HashMap<(String, i32), i64> {
+    tpl.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some(((e.topic().to_owned(), e.partition()), o)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn count_commits(counts: &[(Arc<Lane>, u64)]) {
@@ -403,8 +423,76 @@ fn to_record(m: &BorrowedMessage<'_>) -> UpstreamRecord {
 /// Offsets to commit, and how many records that commits per lane.
 type Commit = (TopicPartitionList, Vec<(Arc<Lane>, u64)>);
 
-/// A lag measurement: per assigned partition, its topic and the records behind the head.
-type Measured = Result<Vec<(String, i64)>, KafkaError>;
+/// A lag measurement: per assigned partition, its committed offset and the records behind the
+/// head.
+type Measured = Result<Vec<PartitionLag>, KafkaError>;
+
+/// Asynchronous commits not yet confirmed: per topic and partition, per committed offset, its
+/// lane and how many records it commits.
+#[derive(Default)]
+struct Unconfirmed(Mutex<HashMap<(String, i32), BTreeMap<i64, LaneCount>>>);
+
+/// A lane and how many of its records a commit commits.
+type LaneCount = (Arc<Lane>, u64);
+
+impl Unconfirmed {
+    /// An asynchronous commit of `tpl` went out, committing `counts` records per lane.
+    fn add(&self, tpl: &TopicPartitionList, counts: Vec<LaneCount>) {
+        let mut unconfirmed = self.0.lock().expect("unconfirmed lock");
+        for (e, (lane, n)) in tpl.elements().iter().zip(counts) {
+            if let Offset::Offset(o) = e.offset() {
+                unconfirmed.entry((e.topic().to_owned(), e.partition())).or_default().insert(o, (lane, n));
+            }
+        }
+    }
+
+    /// The partitions with commits not yet confirmed.
+    fn partitions(&self) -> HashSet<(String, i32)> {
+        self.0.lock().expect("unconfirmed lock").keys().cloned().collect()
+    }
+
+    /// Adds to `tpl`, for each of `partitions` it has no offset for, the latest unconfirmed
+    /// commit's offset.
+    fn cover(&self, tpl: &mut TopicPartitionList, partitions: &HashSet<(String, i32)>) {
+        let unconfirmed = self.0.lock().expect("unconfirmed lock");
+        for (topic, partition) in partitions {
+            if tpl.find_partition(topic, *partition).is_some() {
+                continue;
+            }
+            if let Some((&o, _)) = unconfirmed.get(&(topic.clone(), *partition)).and_then(|c| c.last_key_value()) {
+                let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(o));
+            }
+        }
+    }
+
+    /// The group's committed offset of `topic`/`partition` is `committed`: the commits at or
+    /// before it count. With `forget`, the partition's other commits are dropped uncounted (it
+    /// is no longer assigned).
+    fn confirm(&self, topic: &str, partition: i32, committed: Option<i64>, forget: bool) {
+        let mut unconfirmed = self.0.lock().expect("unconfirmed lock");
+        let key = (topic.to_owned(), partition);
+        let Some(commits) = unconfirmed.get_mut(&key) else { return };
+        if let Some(committed) = committed {
+            let later = commits.split_off(&(committed + 1));
+            for (lane, n) in std::mem::replace(commits, later).into_values() {
+                lane.stats.commits.fetch_add(n, Relaxed);
+            }
+        }
+        if forget || commits.is_empty() {
+            unconfirmed.remove(&key);
+        }
+    }
+}
+
+/// One assigned partition in a lag measurement.
+struct PartitionLag {
+    topic: String,
+    partition: i32,
+    /// The group's committed offset, if any.
+    committed: Option<i64>,
+    /// Records between it (or the low watermark) and the head.
+    lag: i64,
+}
 
 /// One partition's fetched offsets not yet committed.
 struct Partition {
@@ -502,9 +590,48 @@ struct Context {
     rebalanced: AtomicBool,
     /// Set while the brokers are unreachable.
     down: AtomicBool,
+    /// Asynchronous commits not yet seen in the group's committed offsets.
+    unconfirmed: Unconfirmed,
 }
 
 impl Context {
+    /// Commits asynchronously; the records count once the committed offsets show it
+    /// ([`Unconfirmed::confirm`]).
+    fn commit_async(&self, consumer: &StreamConsumer<Context>, (tpl, counts): Commit, source: &str) {
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+            tracing::warn!(source, error = %e, "kafka commit failed; retried with the next one");
+            return;
+        }
+        self.unconfirmed.add(&tpl, counts);
+    }
+
+    /// Commits synchronously `commit` (what is done) and, for each of `partitions` it has no
+    /// offset for, the latest asynchronous commit not yet confirmed (committed again: the
+    /// answer confirms it). Then `partitions` are forgotten by [`Unconfirmed`]: their records
+    /// counted if the commit went through, dropped uncounted if not. For a stop or a revoke.
+    fn commit_sync<C: rdkafka::consumer::Consumer<Context>>(
+        &self,
+        consumer: &C,
+        commit: Option<Commit>,
+        partitions: &HashSet<(String, i32)>,
+    ) {
+        let (mut tpl, counts) = commit.unwrap_or_else(|| (TopicPartitionList::new(), Vec::new()));
+        self.unconfirmed.cover(&mut tpl, partitions);
+        let mut committed = HashMap::new();
+        if tpl.count() > 0 {
+            match consumer.commit(&tpl, CommitMode::Sync) {
+                Ok(()) => {
+                    count_commits(&counts);
+                    committed = committed_offsets(&tpl);
+                }
+                Err(e) => tracing::warn!(error = %e, "kafka commit failed"),
+            }
+        }
+        for p in partitions {
+            self.unconfirmed.confirm(&p.0, p.1, committed.get(p).copied(), true);
+        }
+    }
+
     fn set_down(&self, error: &str) {
         self.down.store(true, Relaxed);
         self.health.set(ConsumerState::Retrying, Some(format!("brokers {} unreachable: {error}", self.brokers)));
@@ -528,12 +655,8 @@ impl ConsumerContext for Context {
         // forget them: records of theirs still in the lanes may be published, the rest come
         // again to the new owner.
         let commit = self.tracker.lock().expect("tracker lock").revoke(revoked);
-        if let Some((tpl, counts)) = commit {
-            match consumer.commit(&tpl, CommitMode::Sync) {
-                Ok(()) => count_commits(&counts),
-                Err(e) => tracing::warn!(error = %e, "kafka commit at revoke failed"),
-            }
-        }
+        let partitions: HashSet<_> = revoked.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+        self.commit_sync(consumer, commit, &partitions);
         for e in revoked.elements() {
             let key = format!("{}/{}", e.topic(), e.partition());
             for lane in &self.lanes {
@@ -640,5 +763,33 @@ mod tests {
     fn the_url_gives_the_bootstrap_servers() {
         assert_eq!(brokers("kafka://a:9092,b:9093"), "a:9092,b:9093");
         assert_eq!(brokers("kafka://a:9092/"), "a:9092");
+    }
+
+    #[test]
+    fn asynchronous_commits_count_once_the_committed_offset_covers_them() {
+        let (a, b) = (lane(), lane());
+        let u = Unconfirmed::default();
+        let list = |offsets: &[(&str, i32, i64)]| {
+            let mut tpl = TopicPartitionList::new();
+            for (t, p, o) in offsets {
+                tpl.add_partition_offset(t, *p, Offset::Offset(*o)).unwrap();
+            }
+            tpl
+        };
+        u.add(&list(&[("orders", 0, 5), ("orders", 1, 3)]), vec![(a.clone(), 5), (b.clone(), 3)]);
+        u.add(&list(&[("orders", 0, 9)]), vec![(a.clone(), 4)]);
+        u.confirm("orders", 0, None, false);
+        assert_eq!(a.stats.commits.load(Relaxed), 0, "nothing committed yet");
+        u.confirm("orders", 0, Some(5), false);
+        assert_eq!(a.stats.commits.load(Relaxed), 5, "the first commit only");
+        // The commit of 9 failed; a later one (12) covers its records.
+        u.add(&list(&[("orders", 0, 12)]), vec![(a.clone(), 3)]);
+        u.confirm("orders", 0, Some(12), false);
+        assert_eq!(a.stats.commits.load(Relaxed), 12);
+        // Partition 1 revoked before its commit showed: dropped uncounted.
+        u.confirm("orders", 1, None, true);
+        u.confirm("orders", 1, Some(3), false);
+        assert_eq!(b.stats.commits.load(Relaxed), 0);
+        assert!(u.0.lock().unwrap().is_empty());
     }
 }
