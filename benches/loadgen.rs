@@ -437,7 +437,8 @@ impl Upstream {
             .expect("stream BENCH");
             Upstream::Nats(js)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("postgres connect");
+            let (client, connection) =
+                tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("postgres connect");
             tokio::spawn(connection);
             client.batch_execute(BENCH_OUTBOX).await.expect("bench outbox");
             Upstream::Postgres(Arc::new(client), Vec::new())
