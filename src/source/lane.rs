@@ -136,6 +136,8 @@ pub struct LaneStats {
     pub dead_letters: AtomicU64,
     /// Dead letters written to the upstream's own dead letter (`upstream_dead_letter`).
     pub upstream_dead_letters: AtomicU64,
+    /// Attempts to write the upstream's dead letter that failed (each retried).
+    pub upstream_dead_letter_failures: AtomicU64,
     /// Positions committed upstream.
     pub commits: AtomicU64,
     /// Records behind the upstream head (last measured).

@@ -537,6 +537,9 @@ pub struct MappingView {
     pub dropped: std::collections::BTreeMap<&'static str, u64>,
     /// Dead letters written to the upstream's dead letter (`upstream_dead_letter`).
     pub upstream_dead_letters: u64,
+    /// Failed attempts at the upstream's dead letter (the lane waits behind the record while
+    /// they are retried).
+    pub upstream_dead_letter_failures: u64,
     /// Positions committed upstream.
     pub commits: u64,
     /// Times the buffer filled and paused the upstream.
@@ -594,6 +597,7 @@ impl SourceView {
                         .into_iter()
                         .collect(),
                         upstream_dead_letters: st.upstream_dead_letters.load(Relaxed),
+                        upstream_dead_letter_failures: st.upstream_dead_letter_failures.load(Relaxed),
                         commits: st.commits.load(Relaxed),
                         pauses: st.pauses.load(Relaxed),
                     }

@@ -247,6 +247,7 @@ async fn upstream_dead_letter(source: &SourceRuntime, lane: &Lane, record: &Upst
                 return true;
             }
             Err(e) => {
+                lane.stats.upstream_dead_letter_failures.fetch_add(1, Relaxed);
                 // Every failure, not only the first: the lane is stalled behind this record.
                 tracing::warn!(source = %source.config.name, name = writer.name(), upstream = %record.upstream,
                     position = %record.position_text, attempt, error = %e,

@@ -378,7 +378,10 @@ async fn an_upstream_dead_letter_that_cannot_be_written_keeps_the_record_uncommi
         async move { (xadd_calls(&mut con).await >= 5).then_some(()) }
     })
     .await;
-    let v = until(&hub, "the first record committed", |v| mapping_view(v, 0)["commits"] == 1).await;
+    let v = until(&hub, "the first record committed, the failures counted", |v| {
+        mapping_view(v, 0)["commits"] == 1 && mapping_view(v, 0)["upstream_dead_letter_failures"].as_u64() >= Some(2)
+    })
+    .await;
     let m = mapping_view(&v, 0);
     assert_eq!((m["published"].as_u64(), m["upstream_dead_letters"].as_u64()), (Some(1), Some(0)), "{m:#}");
     assert_eq!(pending(&mut con, "events").await, 2, "the poison and the record behind it stay uncommitted");
