@@ -10,7 +10,8 @@
 //! * **Groups**: the consumer's group (`XGROUP CREATE … 0|$`, by `offset_reset`), consumer
 //!   name the node id (`fanhub` when none is configured, so one node finds its own pending
 //!   entries after a restart). At every (re)connect the consumer first reads its own pending
-//!   entries (fetched before but never acknowledged), then new ones; the lanes' ledgers skip
+//!   entries (fetched before but never acknowledged; paging through them, so an entry still in
+//!   a lane is not offered again), then new ones; the lanes' ledgers skip
 //!   those already published. Entries another consumer left pending longer than
 //!   [`CLAIM_IDLE`] are claimed (`XAUTOCLAIM`). In cluster mode one node at a time consumes (it
 //!   holds the consumer's lease); when it takes over it claims every pending entry at once.
