@@ -68,6 +68,12 @@ pub const SOURCE_PUBLISHED: &str = "fanhub_source_published_total";
 /// Records not published, by `source`, `mapping`, `reason` (`drop_oldest`, `drop_newest`,
 /// `duplicate`, `dead_letter`) — counter.
 pub const SOURCE_DROPPED: &str = "fanhub_source_dropped_total";
+/// Dead letters written to the upstream's own dead letter (`upstream_dead_letter`), by
+/// `source`, `mapping` — counter.
+pub const SOURCE_UPSTREAM_DEAD_LETTERS: &str = "fanhub_source_upstream_dead_letters_total";
+/// Failed attempts at the upstream's own dead letter (each retried while the record waits
+/// uncommitted), by `source`, `mapping` — counter.
+pub const SOURCE_UPSTREAM_DEAD_LETTER_FAILURES: &str = "fanhub_source_upstream_dead_letter_failures_total";
 /// Upstream positions committed, by `source`, `mapping` — counter.
 pub const SOURCE_COMMITS: &str = "fanhub_source_commits_total";
 /// Records behind the upstream head, by `source`, `mapping` — gauge.

@@ -12,7 +12,7 @@ use crate::source::{ConsumerState, SourceView};
 /// (buffer, pause, lag, counters).
 #[utoipa::path(get, path = "/v1/admin/sources",
     responses(
-        (status = 200, body = Object, description = "`{\"items\":[{name, kind, url, connected, dead_letter, consumers[{group, exclusive_mapping, state, state_secs, error, failures}], mappings[{upstream, topic, backpressure_mode, exclusive, buffered, max_buffered, paused, lag, received, bytes, published, dropped{drop_oldest, drop_newest, duplicate, dead_letter}, commits, pauses}]}]}`"),
+        (status = 200, body = Object, description = "`{\"items\":[{name, kind, url, connected, dead_letter, upstream_dead_letter, consumers[{group, exclusive_mapping, state, state_secs, error, failures}], mappings[{upstream, topic, backpressure_mode, exclusive, buffered, max_buffered, paused, lag, received, bytes, published, dropped{drop_oldest, drop_newest, duplicate, dead_letter}, upstream_dead_letters, upstream_dead_letter_failures, commits, pauses}]}]}`"),
         (status = 401, body = ErrorBody)))]
 pub(super) async fn list_sources(State(s): State<AdminState>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "items": s.sources.view() }))
@@ -32,6 +32,8 @@ pub(super) fn record_metrics(m: &Metrics, views: &[SourceView]) {
             m.set_counter(metrics::SOURCE_RECORDS, &labels, map.received);
             m.set_counter(metrics::SOURCE_BYTES, &labels, map.bytes);
             m.set_counter(metrics::SOURCE_PUBLISHED, &labels, map.published);
+            m.set_counter(metrics::SOURCE_UPSTREAM_DEAD_LETTERS, &labels, map.upstream_dead_letters);
+            m.set_counter(metrics::SOURCE_UPSTREAM_DEAD_LETTER_FAILURES, &labels, map.upstream_dead_letter_failures);
             m.set_counter(metrics::SOURCE_COMMITS, &labels, map.commits);
             m.set_gauge(metrics::SOURCE_LAG, &labels, map.lag as f64);
             m.set_gauge(metrics::SOURCE_BUFFERED, &labels, map.buffered as f64);

@@ -7,6 +7,7 @@
 //! kind = "redis"                      # kafka | nats | redis | postgres
 //! url = "redis://127.0.0.1:6379"
 //! dead_letter = "dead/fleet"          # hub topic for records that cannot be published
+//! upstream_dead_letter = "fleet.dead" # and/or a stream / subject / topic in the upstream itself
 //! [sources.consumer]                  # the consumer every mapping shares
 //! max_poll_records = 256
 //! [[sources.mappings]]
@@ -55,6 +56,29 @@ impl SourceKind {
             Self::Nats => &["nats://"],
             Self::Redis => &["redis://"],
             Self::Postgres => &["postgres://", "postgresql://"],
+        }
+    }
+
+    /// Checks `name` as this kind's upstream dead letter; the allowed-value text of a config
+    /// problem otherwise.
+    fn dead_letter_name(self, name: &str) -> Result<(), &'static str> {
+        let plain = !name.is_empty() && !name.contains(|c: char| c.is_whitespace() || c.is_control());
+        match self {
+            Self::Postgres => Err("unset: not supported for postgres sources; use dead_letter (a hub topic)"),
+            Self::Redis if !plain => Err("a Redis stream key (non-empty, no whitespace)"),
+            Self::Nats if !plain || name.contains(['*', '>']) || name.split('.').any(str::is_empty) => {
+                Err("a NATS subject without wildcards (tokens separated by ., no whitespace, * or >)")
+            }
+            Self::Kafka
+                if name.len() > 249
+                    || name == "."
+                    || name == ".."
+                    || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+                    || name.is_empty() =>
+            {
+                Err("a Kafka topic name (1 to 249 of a-z A-Z 0-9 . _ -, not . or ..)")
+            }
+            _ => Ok(()),
         }
     }
 
@@ -260,6 +284,12 @@ pub struct SourceConfig {
     /// counted.
     #[serde(default)]
     pub dead_letter: Option<String>,
+    /// Where in the upstream itself records that cannot be published are written (besides
+    /// `dead_letter` when both are set): a Redis stream (`XADD`), a JetStream subject (a
+    /// stream must capture it) or a Kafka topic, with the original payload and the reason.
+    /// The record's position is committed only once that write succeeded. Not for `postgres`.
+    #[serde(default)]
+    pub upstream_dead_letter: Option<String>,
     /// Largest record payload taken, bytes (0: `limits.max_message_size`); larger ones are dead
     /// letters.
     #[serde(default)]
@@ -337,6 +367,20 @@ impl SourceConfig {
         if let Some(t) = &self.dead_letter {
             if TopicName::new(t).is_err() {
                 push("dead_letter", t, "a valid topic name");
+            }
+        }
+        if let Some(name) = &self.upstream_dead_letter {
+            if let Err(allowed) = self.kind.dead_letter_name(name) {
+                push("upstream_dead_letter", name, allowed);
+            } else if let Some(m) =
+                self.mappings.iter().find(|m| Template::parse(&m.upstream).is_ok_and(|t| t.matches(name).is_some()))
+            {
+                // Its records would come back through that mapping, poison again: a loop.
+                push(
+                    "upstream_dead_letter",
+                    name,
+                    &format!("a name no mapping of this source reads ({:?} matches it)", m.upstream),
+                );
             }
         }
         if self.max_record_bytes as usize > max_message_size {
@@ -602,6 +646,7 @@ mod tests {
             url: url.into(),
             consumer: ConsumerSettings::default(),
             dead_letter: None,
+            upstream_dead_letter: None,
             max_record_bytes: 0,
             retry_initial_ms: 200,
             retry_max_ms: 30_000,
@@ -662,5 +707,70 @@ mod tests {
         let s = source(SourceKind::Kafka, "kafka://h:9092");
         assert_eq!(s.group(None), "fanhub.s");
         assert_eq!(s.group(Some(0)), "fanhub.s.0");
+    }
+
+    /// The problems of a source of `kind` whose upstream dead letter is `name`, on its key.
+    fn dead_letter_problems(kind: SourceKind, name: &str) -> Vec<ConfigProblem> {
+        let url = match kind {
+            SourceKind::Kafka => "kafka://h:9092",
+            SourceKind::Nats => "nats://h:4222",
+            SourceKind::Redis => "redis://h:6379",
+            SourceKind::Postgres => "postgres://u@h/db",
+        };
+        let mut s = source(kind, url);
+        s.stream = Some("S".into());
+        s.upstream_dead_letter = Some(name.into());
+        let mut p = Vec::new();
+        s.problems("sources[0]", 1 << 20, &mut p);
+        p.retain(|p| p.key == "sources[0].upstream_dead_letter");
+        p
+    }
+
+    #[test]
+    fn an_upstream_dead_letter_is_refused_for_postgres_with_a_pointer_to_dead_letter() {
+        let p = dead_letter_problems(SourceKind::Postgres, "dead");
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert_eq!(p[0].value, "dead");
+        assert!(p[0].allowed.contains("not supported for postgres"), "{p:#?}");
+        assert!(p[0].allowed.contains("use dead_letter (a hub topic)"), "{p:#?}");
+    }
+
+    #[test]
+    fn upstream_dead_letter_names_follow_each_kind_s_rules() {
+        let good = [
+            (SourceKind::Redis, "fleet:dead"),
+            (SourceKind::Redis, "dead.{x}"),
+            (SourceKind::Nats, "dead.fleet"),
+            (SourceKind::Kafka, "fleet.dead-letters_1"),
+            (SourceKind::Kafka, &"k".repeat(249)),
+        ];
+        for (kind, name) in good {
+            let p = dead_letter_problems(kind, name);
+            assert!(p.is_empty(), "{} {name:?}: {p:#?}", kind.as_str());
+        }
+        let bad = [
+            (SourceKind::Redis, "", "Redis stream"),
+            (SourceKind::Redis, "dead letters", "Redis stream"),
+            (SourceKind::Nats, "", "NATS subject"),
+            (SourceKind::Nats, "dead.*", "NATS subject"),
+            (SourceKind::Nats, "dead.>", "NATS subject"),
+            (SourceKind::Nats, "dead..fleet", "NATS subject"),
+            (SourceKind::Nats, ".dead", "NATS subject"),
+            (SourceKind::Nats, "dead fleet", "NATS subject"),
+            (SourceKind::Kafka, "", "Kafka topic"),
+            (SourceKind::Kafka, "dead/fleet", "Kafka topic"),
+            (SourceKind::Kafka, "dead fleet", "Kafka topic"),
+            (SourceKind::Kafka, "..", "Kafka topic"),
+            (SourceKind::Kafka, &"k".repeat(250), "Kafka topic"),
+            // A name the source's own mapping (`a.{x}`) reads: its dead letters would loop.
+            (SourceKind::Redis, "a.dead", "no mapping"),
+            (SourceKind::Nats, "a.dead", "no mapping"),
+            (SourceKind::Kafka, "a.dead", "no mapping"),
+        ];
+        for (kind, name, allowed) in bad {
+            let p = dead_letter_problems(kind, name);
+            assert_eq!(p.len(), 1, "{} {name:?}: {p:#?}", kind.as_str());
+            assert!(p[0].allowed.contains(allowed), "{} {name:?}: {p:#?}", kind.as_str());
+        }
     }
 }

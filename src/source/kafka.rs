@@ -140,7 +140,7 @@ async fn open(c: &Consumer) -> Result<Member, Error> {
 }
 
 /// `kafka://a:1,b:2` → `a:1,b:2`.
-fn brokers(url: &str) -> String {
+pub(super) fn brokers(url: &str) -> String {
     url.strip_prefix("kafka://").unwrap_or(url).trim_end_matches('/').to_owned()
 }
 

@@ -134,6 +134,10 @@ pub struct LaneStats {
     pub duplicates: AtomicU64,
     /// Records sent to the dead letter (or dropped when there is none).
     pub dead_letters: AtomicU64,
+    /// Dead letters written to the upstream's own dead letter (`upstream_dead_letter`).
+    pub upstream_dead_letters: AtomicU64,
+    /// Attempts to write the upstream's dead letter that failed (each retried).
+    pub upstream_dead_letter_failures: AtomicU64,
     /// Positions committed upstream.
     pub commits: AtomicU64,
     /// Records behind the upstream head (last measured).
@@ -280,8 +284,8 @@ impl Lane {
         self.ledger.lock().expect("ledger lock").get(&record.partition).is_some_and(|p| record.position <= *p)
     }
 
-    /// Hands a finished record back to its consumer to commit; `published` records move the
-    /// ledger.
+    /// Hands a finished record back to its consumer to commit; `published` records (and dead
+    /// letters: taken in order too) move the ledger.
     pub fn done(&self, record: UpstreamRecord, published: bool) {
         if published {
             let mut ledger = self.ledger.lock().expect("ledger lock");

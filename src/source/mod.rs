@@ -27,6 +27,7 @@ use crate::hub::TopicName;
 use crate::protocol::backoff::Backoff;
 use crate::transport::HubContext;
 
+mod dead_letter;
 #[cfg(feature = "kafka")]
 mod kafka;
 pub mod lane;
@@ -175,6 +176,8 @@ pub struct SourceRuntime {
     pub config: SourceConfig,
     /// The dead-letter topic, parsed.
     pub dead_letter: Option<TopicName>,
+    /// Where dead letters also go in the upstream itself, and the connection to write there.
+    pub(crate) upstream_dead_letter: Option<dead_letter::UpstreamDeadLetter>,
     /// One lane per mapping, in order.
     pub lanes: Vec<Arc<Lane>>,
     /// Consumers: the shared one first (when a mapping uses it), then the exclusive ones.
@@ -272,6 +275,7 @@ impl Sources {
             let runtime = Arc::new(SourceRuntime {
                 config: config.clone(),
                 dead_letter: config.dead_letter.as_deref().and_then(|t| TopicName::new(t).ok()),
+                upstream_dead_letter: dead_letter::UpstreamDeadLetter::new(config),
                 lanes,
                 consumers,
                 stop: stop.clone(),
@@ -479,6 +483,8 @@ pub struct SourceView {
     pub connected: bool,
     /// Dead-letter topic.
     pub dead_letter: Option<String>,
+    /// Dead-letter stream, subject or topic in the upstream.
+    pub upstream_dead_letter: Option<String>,
     /// Consumers.
     pub consumers: Vec<ConsumerView>,
     /// Mappings.
@@ -529,6 +535,11 @@ pub struct MappingView {
     pub published: u64,
     /// Drops by reason (`drop_oldest`, `drop_newest`, `duplicate`, `dead_letter`).
     pub dropped: std::collections::BTreeMap<&'static str, u64>,
+    /// Dead letters written to the upstream's dead letter (`upstream_dead_letter`).
+    pub upstream_dead_letters: u64,
+    /// Failed attempts at the upstream's dead letter (the lane waits behind the record while
+    /// they are retried).
+    pub upstream_dead_letter_failures: u64,
     /// Positions committed upstream.
     pub commits: u64,
     /// Times the buffer filled and paused the upstream.
@@ -558,6 +569,7 @@ impl SourceView {
             url: redact(&s.config.url),
             connected: consumers.iter().all(|c| c.state.is_up()),
             dead_letter: s.config.dead_letter.clone(),
+            upstream_dead_letter: s.config.upstream_dead_letter.clone(),
             consumers,
             mappings: s
                 .lanes
@@ -584,6 +596,8 @@ impl SourceView {
                         ]
                         .into_iter()
                         .collect(),
+                        upstream_dead_letters: st.upstream_dead_letters.load(Relaxed),
+                        upstream_dead_letter_failures: st.upstream_dead_letter_failures.load(Relaxed),
                         commits: st.commits.load(Relaxed),
                         pauses: st.pauses.load(Relaxed),
                     }

@@ -1,8 +1,9 @@
 //! A lane's publisher: takes the mapping's records in order and publishes each into the hub —
 //! topic from the mapping's templates, payload (or one JSON field of it), metadata with the
 //! upstream position — waiting while the hub has no room, retrying while it is unavailable,
-//! and sending what cannot be published to the dead letter. Every record is handed back to its
-//! consumer to commit only after that.
+//! and sending what cannot be published to the dead letters (the upstream's own, retried until
+//! it is written, and the hub topic). Every record is handed back to its consumer to commit
+//! only after that.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -148,8 +149,16 @@ pub(crate) async fn run(ctx: Arc<HubContext>, source: Arc<SourceRuntime>, lane: 
             // restart (handing it back would commit it unpublished).
             Err(poison) if poison.reason == "stopped" => return,
             Err(poison) => {
+                // The upstream's dead letter first: the record is committed only once it is
+                // there, and a stop before that leaves it uncommitted (it comes again after a
+                // restart, and only then goes to the hub's dead letter, once).
+                if !upstream_dead_letter(&source, &lane, &record, &poison).await {
+                    return;
+                }
                 dead_letter(&ctx, &source, &lane, &record, &poison).await;
-                lane.done(record, false);
+                // Dealt with, in order like a published record: the ledger moves past it, so
+                // the upstream delivering it again does not make a second dead letter.
+                lane.done(record, true);
             }
         }
     }
@@ -209,6 +218,46 @@ async fn dead_letter(ctx: &HubContext, source: &SourceRuntime, lane: &Lane, reco
     }
     if let Err(e) = crate::transport::publish::publish(ctx, topic, &body, FLAG_META).await {
         tracing::warn!(source = %source.config.name, topic = %topic, error = %e, "the dead letter was refused too; record dropped");
+    }
+}
+
+/// Writes `record` to the source's upstream dead letter, when it has one, retrying with the
+/// source's backoff until it is written: true then (or when there is none), false when the
+/// source stops first (the record must then stay uncommitted).
+async fn upstream_dead_letter(source: &SourceRuntime, lane: &Lane, record: &UpstreamRecord, poison: &Poison) -> bool {
+    let Some(writer) = source.upstream_dead_letter.as_ref() else { return true };
+    let backoff = source.backoff();
+    let mut stop = source.stop.clone();
+    let mut attempt = 0u32;
+    loop {
+        // A write cut short by the stop may still land: the record then comes again after a
+        // restart and is written twice (at least once, as everything a source does).
+        let written = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return false,
+            r = writer.write(record, poison) => r,
+        };
+        match written {
+            Ok(()) => {
+                lane.stats.upstream_dead_letters.fetch_add(1, Relaxed);
+                if attempt > 0 {
+                    tracing::info!(source = %source.config.name, name = writer.name(), attempts = attempt + 1,
+                        "upstream dead letter written");
+                }
+                return true;
+            }
+            Err(e) => {
+                lane.stats.upstream_dead_letter_failures.fetch_add(1, Relaxed);
+                // Every failure, not only the first: the lane is stalled behind this record.
+                tracing::warn!(source = %source.config.name, name = writer.name(), upstream = %record.upstream,
+                    position = %record.position_text, attempt, error = %e,
+                    "cannot write the upstream dead letter; the record stays uncommitted, retrying");
+                if source.sleep_or_stop(backoff.delay(attempt, rand::random::<f64>())).await {
+                    return false;
+                }
+                attempt = attempt.saturating_add(1);
+            }
+        }
     }
 }
 

@@ -10,7 +10,8 @@
 //! * **Groups**: the consumer's group (`XGROUP CREATE … 0|$`, by `offset_reset`), consumer
 //!   name the node id (`fanhub` when none is configured, so one node finds its own pending
 //!   entries after a restart). At every (re)connect the consumer first reads its own pending
-//!   entries (fetched before but never acknowledged), then new ones; the lanes' ledgers skip
+//!   entries (fetched before but never acknowledged; paging through them, so an entry still in
+//!   a lane is not offered again), then new ones; the lanes' ledgers skip
 //!   those already published. Entries another consumer left pending longer than
 //!   [`CLAIM_IDLE`] are claimed (`XAUTOCLAIM`). In cluster mode one node at a time consumes (it
 //!   holds the consumer's lease); when it takes over it claims every pending entry at once.
@@ -80,8 +81,10 @@ struct Session {
     cmd: MultiplexedConnection,
     /// Stream key → the lane it feeds.
     streams: BTreeMap<String, Arc<Lane>>,
-    /// Keys whose own pending entries are still being read (id `0`), before new ones (`>`).
-    pending: Vec<String>,
+    /// Keys whose own pending entries are still being read, before new ones (`>`), each with
+    /// the id to read after (`0` at first, then the last one read: an entry still in a lane,
+    /// not yet acknowledged, is not read again and offered twice).
+    pending: HashMap<String, String>,
     consumer: String,
     discovered: Instant,
     measured: Instant,
@@ -105,7 +108,7 @@ impl Session {
             read,
             cmd,
             streams: BTreeMap::new(),
-            pending: Vec::new(),
+            pending: HashMap::new(),
             consumer: c.node_name.clone(),
             discovered: Instant::now(),
             measured: Instant::now() - LAG_EVERY,
@@ -119,7 +122,7 @@ impl Session {
                 s.take_over(c, &key).await?;
             }
         }
-        s.pending = s.streams.keys().cloned().collect();
+        s.pending = s.streams.keys().map(|k| (k.clone(), "0".to_owned())).collect();
         Ok(s)
     }
 
@@ -178,7 +181,7 @@ impl Session {
                     continue;
                 }
                 self.ensure_group(c, &key, lane.upstream.is_literal()).await?;
-                self.pending.push(key.clone());
+                self.pending.insert(key.clone(), "0".to_owned());
                 self.streams.insert(key, lane.clone());
             }
         }
@@ -231,8 +234,9 @@ impl Session {
                 }
                 continue;
             }
-            // Own pending entries first (id 0), then new ones (>).
-            let ids: Vec<&str> = keys.iter().map(|k| if self.pending.contains(k) { "0" } else { ">" }).collect();
+            // Own pending entries first (after the last one read), then new ones (>).
+            let ids: Vec<String> =
+                keys.iter().map(|k| self.pending.get(k).map_or(">", String::as_str).to_owned()).collect();
             let opts = StreamReadOptions::default()
                 .group(&c.group, &self.consumer)
                 .count(c.settings.batch())
@@ -256,6 +260,9 @@ impl Session {
             let mut got: HashMap<String, usize> = HashMap::new();
             for sk in reply.map(|r| r.keys).unwrap_or_default() {
                 got.insert(sk.key.clone(), sk.ids.len());
+                if let (Some(after), Some(last)) = (self.pending.get_mut(&sk.key), sk.ids.last()) {
+                    after.clone_from(&last.id);
+                }
                 let Some(lane) = self.streams.get(&sk.key).cloned() else { continue };
                 let upstream: Arc<str> = Arc::from(sk.key.as_str());
                 for entry in sk.ids {
@@ -265,8 +272,8 @@ impl Session {
                     }
                 }
             }
-            // A key read from 0 that returned nothing has no pending entries left.
-            self.pending.retain(|k| !(keys.contains(k) && got.get(k).copied().unwrap_or(0) == 0));
+            // A key whose pending read returned nothing has no pending entries left.
+            self.pending.retain(|k, _| !(keys.contains(k) && got.get(k).copied().unwrap_or(0) == 0));
         }
     }
 

@@ -1,7 +1,8 @@
 //! The Kafka source against a real broker (a private `tansu` per test, SQLite storage in a
 //! temporary directory): records reach WebSocket subscribers in order with their metadata; a
 //! broker restart and a hub restart lose and repeat nothing; a stalled mapping does not hold up
-//! the others; poison goes to the dead letter; an unreachable broker leaves the node serving;
+//! the others; poison goes to the dead letter (a hub topic, and a topic of the broker that is
+//! committed past only once delivered); an unreachable broker leaves the node serving;
 //! two hubs in one group split the partitions and hand them over without loss or duplicate.
 
 use std::path::PathBuf;
@@ -363,6 +364,67 @@ async fn a_poison_kafka_record_goes_to_the_dead_letter_counted_and_the_stream_co
     })
     .await;
     assert_eq!(mapping_view(&v, 0)["dropped"]["dead_letter"], 1);
+    hub.shutdown().await;
+}
+
+/// The first record of partition 0 of `topic`, read from its start.
+async fn first_record(kafka: &Tansu, topic: &str) -> rdkafka::message::OwnedMessage {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka.brokers())
+        .set("group.id", "test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning).unwrap();
+    consumer.assign(&tpl).unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await.unwrap().unwrap();
+    m.detach()
+}
+
+#[tokio::test]
+async fn a_poison_kafka_record_goes_to_the_upstream_dead_letter_topic_and_is_committed_after_it() {
+    use rdkafka::message::{Headers, Message};
+    let kafka = Tansu::start().await;
+    kafka.create_topic("events", 1).await;
+    kafka.create_topic("events.dead", 1).await;
+    let mut config = test_config();
+    let mut s = source(&kafka.url(), vec![data_field_mapping()]);
+    s.upstream_dead_letter = Some("events.dead".into());
+    config.sources = vec![s];
+    let hub = spawn_hub(config).await;
+    let v = until(&hub, "connected", |v| v["items"][0]["connected"] == true).await;
+    assert_eq!(v["items"][0]["upstream_dead_letter"], "events.dead");
+    let mut sub = hub.connect("sub").await;
+    sub.subscribe("events/all").await;
+    let records =
+        vec![(0, br#"{"data":{"n":1}}"#.to_vec()), (1, b"not json".to_vec()), (2, br#"{"data":{"n":2}}"#.to_vec())];
+    let offsets = produce_raw(&kafka.producer(), "events", 1, records).await;
+    let got = sub.records(2).await;
+    assert_eq!(got.iter().map(n_of).collect::<Vec<_>>(), [1, 2]);
+    let v = until(&hub, "all three committed, no lag", |v| {
+        mapping_view(v, 0)["commits"] == 3 && mapping_view(v, 0)["lag"] == 0
+    })
+    .await;
+    let m = mapping_view(&v, 0);
+    assert_eq!((m["upstream_dead_letters"].as_u64(), m["dropped"]["dead_letter"].as_u64()), (Some(1), Some(1)));
+
+    let d = first_record(&kafka, "events.dead").await;
+    assert_eq!((d.payload(), d.key()), (Some(&b"not json"[..]), Some(&b"k1"[..])));
+    let headers: std::collections::HashMap<String, String> = d
+        .headers()
+        .unwrap()
+        .iter()
+        .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+        .collect();
+    let header = |k: &str| headers.get(k).map(String::as_str);
+    let bad = offsets[1].to_string();
+    assert_eq!(
+        ["fanhub-source", "fanhub-upstream", "fanhub-partition", "fanhub-offset", "fanhub-reason", "trace"].map(header),
+        [Some("fleet"), Some("events"), Some("0"), Some(bad.as_str()), Some("payload_field"), Some("t")]
+    );
+    assert!(header("fanhub-error").unwrap().contains("not JSON"), "{headers:?}");
     hub.shutdown().await;
 }
 

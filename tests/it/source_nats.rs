@@ -1,7 +1,8 @@
 //! The NATS JetStream source against real `nats-server -js`es (one per test, on a free port, with
 //! its own store): messages reach WebSocket subscribers in order with their stream sequence; an
 //! upstream restart and a hub restart lose and repeat nothing; a stalled mapping does not hold
-//! up the others; poison goes to the dead letter; an unreachable upstream (or a missing stream)
+//! up the others; poison goes to the dead letter (a hub topic, and a subject of a stream upstream
+//! that is acknowledged past only once written); an unreachable upstream (or a missing stream)
 //! leaves the node serving.
 
 use std::path::PathBuf;
@@ -429,6 +430,101 @@ async fn a_poison_record_goes_to_the_dead_letter_counted_and_the_stream_continue
     let v = until(&hub, "all three committed", |v| mapping_view(v, 0)["commits"] == 3).await;
     assert_eq!(mapping_view(&v, 0)["dropped"]["dead_letter"], 1);
     until_all_acknowledged(&js, "fanhub_fleet-0").await;
+    hub.shutdown().await;
+}
+
+/// The source `fleet` reading `events` through [`data_field_mapping`], its upstream dead letter
+/// the subject `dead.fleet`.
+fn dead_letter_source(url: &str) -> SourceConfig {
+    let mut s = source(url, vec![data_field_mapping()]);
+    s.upstream_dead_letter = Some("dead.fleet".into());
+    s
+}
+
+/// Publishes `{"data":{"n": n}}` to `events` (key `e`), or, without `n`, a payload that is not JSON;
+/// its stream sequence.
+async fn publish_event(js: &jetstream::Context, n: Option<u64>) -> u64 {
+    let payload = n.map_or(b"not json".to_vec(), |n| json!({ "data": { "n": n } }).to_string().into_bytes());
+    publish_raw(js, "events", "e", payload).await
+}
+
+/// The fanhub headers of a dead letter, and the record's own `key` and `trace`, in that order.
+fn dead_letter_headers(h: &async_nats::HeaderMap) -> Vec<Option<String>> {
+    ["Fanhub-Source", "Fanhub-Upstream", "Fanhub-Position", "Fanhub-Reason", "key", "trace"]
+        .iter()
+        .map(|n| h.get(*n).map(|v| v.as_str().to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_poison_record_goes_to_the_upstream_dead_letter_subject_and_is_acknowledged_after_it() {
+    let nats = NatsServer::start().await;
+    let js = js(&nats.url()).await;
+    create_stream(&js, &["events", "dead.fleet"]).await;
+    let mut config = test_config();
+    config.sources = vec![dead_letter_source(&nats.url())];
+    let hub = spawn_hub(config).await;
+    let v = until(&hub, "connected", |v| v["items"][0]["connected"] == true).await;
+    assert_eq!(v["items"][0]["upstream_dead_letter"], "dead.fleet");
+    let mut sub = hub.connect("sub").await;
+    sub.subscribe("events/all").await;
+    publish_event(&js, Some(1)).await;
+    let bad = publish_event(&js, None).await;
+    publish_event(&js, Some(2)).await;
+    let got = sub.records(2).await;
+    assert_eq!(got.iter().map(n_of).collect::<Vec<_>>(), [1, 2]);
+    let v = until(&hub, "all three committed", |v| mapping_view(v, 0)["commits"] == 3).await;
+    let m = mapping_view(&v, 0);
+    assert_eq!((m["upstream_dead_letters"].as_u64(), m["dropped"]["dead_letter"].as_u64()), (Some(1), Some(1)));
+    until_all_acknowledged(&js, "fanhub_fleet-0").await;
+
+    let stream = js.get_stream(STREAM).await.unwrap();
+    let d = stream.get_last_raw_message_by_subject("dead.fleet").await.unwrap();
+    assert_eq!(&d.payload[..], b"not json");
+    assert_eq!(d.sequence, bad + 2, "one dead letter, after the three records");
+    let bad = bad.to_string();
+    let expected = ["fleet", "events", bad.as_str(), "payload_field", "e", "t"];
+    assert_eq!(dead_letter_headers(&d.headers), expected.map(|s| Some(s.to_owned())));
+    let error = d.headers.get("Fanhub-Error").unwrap().as_str();
+    assert!(error.contains("not JSON"), "{error}");
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_upstream_dead_letter_subject_no_stream_captures_is_retried_until_one_does() {
+    let nats = NatsServer::start().await;
+    let js = js(&nats.url()).await;
+    create_stream(&js, &["events"]).await;
+    let mut config = test_config();
+    config.sources = vec![dead_letter_source(&nats.url())];
+    let hub = spawn_hub(config).await;
+    until(&hub, "connected", |v| v["items"][0]["connected"] == true).await;
+    let mut sub = hub.connect("sub").await;
+    sub.subscribe("events/all").await;
+    publish_event(&js, Some(1)).await;
+    let bad = publish_event(&js, None).await;
+    publish_event(&js, Some(2)).await;
+    assert_eq!(n_of(&sub.next_record().await), 1);
+    let v =
+        until(&hub, "two failed attempts", |v| mapping_view(v, 0)["upstream_dead_letter_failures"].as_u64() >= Some(2))
+            .await;
+    let m = mapping_view(&v, 0);
+    assert_eq!((m["published"].as_u64(), m["upstream_dead_letters"].as_u64()), (Some(1), Some(0)), "{m:#}");
+    assert!(m["commits"].as_u64() <= Some(1), "nothing committed past the poison: {m:#}");
+    assert!(unacknowledged(&js, "fanhub_fleet-0").await >= 2, "the poison and the record behind it");
+
+    // A stream captures the subject now: the dead letter lands and the stream goes on.
+    let mut info = js.get_stream(STREAM).await.unwrap().cached_info().config.clone();
+    info.subjects.push("dead.fleet".into());
+    js.update_stream(&info).await.unwrap();
+    assert_eq!(n_of(&sub.next_record().await), 2);
+    until(&hub, "all three committed", |v| {
+        mapping_view(v, 0)["commits"] == 3 && mapping_view(v, 0)["upstream_dead_letters"] == 1
+    })
+    .await;
+    until_all_acknowledged(&js, "fanhub_fleet-0").await;
+    let d = js.get_stream(STREAM).await.unwrap().get_last_raw_message_by_subject("dead.fleet").await.unwrap();
+    assert_eq!(d.headers.get("Fanhub-Position").unwrap().as_str(), bad.to_string());
     hub.shutdown().await;
 }
 

@@ -1,8 +1,10 @@
 //! The Redis Streams source against real `redis-server`s: entries reach WebSocket subscribers in
 //! order with their upstream position; an upstream restart and a hub restart lose and repeat
-//! nothing; a stalled mapping does not hold up the others; poison goes to the dead letter; an
+//! nothing; a stalled mapping does not hold up the others; poison goes to the dead letter (a hub
+//! topic, and a stream in the upstream that is committed past only once written); an
 //! unreachable upstream leaves the node serving.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use fanhub::config::{BackpressureMode, ConsumerSettings, MappingConfig, SourceConfig};
@@ -257,6 +259,178 @@ async fn a_poison_record_goes_to_the_dead_letter_counted_and_the_stream_continue
     let v = until(&hub, "all three committed", |v| mapping_view(v, 0)["commits"] == 3).await;
     assert_eq!(mapping_view(&v, 0)["dropped"]["dead_letter"], 1);
     assert_eq!(pending(&mut con, "events").await, 0);
+    hub.shutdown().await;
+}
+
+/// The entries of the stream `key`: id and fields (values as text, lossy).
+async fn entries(con: &mut redis::aio::MultiplexedConnection, key: &str) -> Vec<(String, HashMap<String, String>)> {
+    let reply: redis::streams::StreamRangeReply = con.xrange_all(key).await.unwrap();
+    reply
+        .ids
+        .into_iter()
+        .map(|e| {
+            let fields = e
+                .map
+                .into_iter()
+                .map(|(k, v)| match v {
+                    redis::Value::BulkString(b) => (k, String::from_utf8_lossy(&b).into_owned()),
+                    other => panic!("field {k}: {other:?}"),
+                })
+                .collect();
+            (e.id, fields)
+        })
+        .collect()
+}
+
+/// Successful and failed `XADD`s the server ran (`INFO commandstats`).
+async fn xadd_calls(con: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(con).await.unwrap();
+    let calls = info.lines().find_map(|l| l.strip_prefix("cmdstat_xadd:calls="));
+    calls.map_or(0, |c| c.split(',').next().unwrap().parse().unwrap())
+}
+
+/// The source `fleet` reading `events` through [`data_field_mapping`], its upstream dead letter
+/// the stream `events.dead`.
+fn dead_letter_source(url: &str) -> SourceConfig {
+    let mut s = source(url, vec![data_field_mapping()]);
+    s.upstream_dead_letter = Some("events.dead".into());
+    s
+}
+
+/// `{"data":{"n":n}}` (key `k<n>`), or a payload that is not JSON (key `bad`), to `events`; its id.
+async fn add_event(con: &mut redis::aio::MultiplexedConnection, n: Option<u64>) -> String {
+    match n {
+        Some(n) => {
+            let payload = json!({ "data": { "n": n } }).to_string();
+            con.xadd("events", "*", &[("payload", payload.as_str()), ("key", &format!("k{n}"))]).await.unwrap()
+        }
+        None => con.xadd("events", "*", &[("payload", "not json"), ("key", "bad"), ("trace", "t")]).await.unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn a_poison_record_goes_to_the_upstream_dead_letter_stream_and_the_hub_topic_and_is_committed() {
+    let redis = RedisServer::start().await;
+    let mut con = redis_con(&redis.url()).await;
+    let mut config = test_config();
+    let mut s = dead_letter_source(&redis.url());
+    s.dead_letter = Some("dead/fleet".into());
+    config.sources = vec![s];
+    let hub = spawn_hub(config).await;
+    let v = until(&hub, "connected", |v| v["items"][0]["connected"] == true).await;
+    assert_eq!(v["items"][0]["upstream_dead_letter"], "events.dead");
+    let mut sub = hub.connect("sub").await;
+    sub.subscribe("events/all").await;
+    let mut dead = hub.connect("dead").await;
+    dead.subscribe("dead/fleet").await;
+    add_event(&mut con, Some(1)).await;
+    let bad = add_event(&mut con, None).await;
+    add_event(&mut con, Some(2)).await;
+    let got = sub.records(2).await;
+    assert_eq!(
+        got.iter().map(|r| r.payload.clone()).collect::<Vec<_>>(),
+        [br#"{"n":1}"#.to_vec(), br#"{"n":2}"#.to_vec()]
+    );
+    let v = until(&hub, "all three committed", |v| mapping_view(v, 0)["commits"] == 3).await;
+    let m = mapping_view(&v, 0);
+    assert_eq!((m["upstream_dead_letters"].as_u64(), m["dropped"]["dead_letter"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(pending(&mut con, "events").await, 0, "the committed position moved past the poison");
+
+    let dlq = entries(&mut con, "events.dead").await;
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    let f = &dlq[0].1;
+    let field = |k: &str| f.get(k).map(String::as_str);
+    assert_eq!(
+        [field("payload"), field("source"), field("upstream"), field("position"), field("reason"), field("key")],
+        [Some("not json"), Some("fleet"), Some("events"), Some(bad.as_str()), Some("payload_field"), Some("bad")]
+    );
+    assert!(field("error").unwrap().contains("not JSON"), "{f:?}");
+    // Both dead letters got it: the hub topic too, as before.
+    let d = dead.next_record().await;
+    assert_eq!((d.payload.as_slice(), d.meta.unwrap()["position"].as_str()), (&b"not json"[..], Some(bad.as_str())));
+    let metrics = admin(&hub, "GET", "/metrics", "").await.body;
+    assert!(
+        metrics.contains(r#"fanhub_source_upstream_dead_letters_total{source="fleet",mapping="events"} 1"#),
+        "{metrics}"
+    );
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_upstream_dead_letter_that_cannot_be_written_keeps_the_record_uncommitted_and_is_retried() {
+    let redis = RedisServer::start().await;
+    let mut con = redis_con(&redis.url()).await;
+    // A string where the dead-letter stream should be: every XADD to it fails (WRONGTYPE).
+    let _: () = con.set("events.dead", "x").await.unwrap();
+    let mut config = test_config();
+    config.sources = vec![dead_letter_source(&redis.url())];
+    let hub = spawn_hub(config).await;
+    until(&hub, "connected", |v| v["items"][0]["connected"] == true).await;
+    let mut sub = hub.connect("sub").await;
+    sub.subscribe("events/all").await;
+    add_event(&mut con, Some(1)).await;
+    add_event(&mut con, None).await;
+    add_event(&mut con, Some(2)).await;
+    assert_eq!(n_of(&sub.next_record().await), 1);
+    // The test's own 3 XADDs, then the hub's attempts: at least two, so it retried.
+    poll("two attempts at the dead letter", || {
+        let mut con = con.clone();
+        async move { (xadd_calls(&mut con).await >= 5).then_some(()) }
+    })
+    .await;
+    let v = until(&hub, "the first record committed, the failures counted", |v| {
+        mapping_view(v, 0)["commits"] == 1 && mapping_view(v, 0)["upstream_dead_letter_failures"].as_u64() >= Some(2)
+    })
+    .await;
+    let m = mapping_view(&v, 0);
+    assert_eq!((m["published"].as_u64(), m["upstream_dead_letters"].as_u64()), (Some(1), Some(0)), "{m:#}");
+    assert_eq!(pending(&mut con, "events").await, 2, "the poison and the record behind it stay uncommitted");
+
+    // The stream can be written now: the poison lands, and the stream goes on behind it.
+    let _: () = con.del("events.dead").await.unwrap();
+    assert_eq!(n_of(&sub.next_record().await), 2);
+    add_event(&mut con, Some(3)).await;
+    assert_eq!(n_of(&sub.next_record().await), 3);
+    let v = until(&hub, "all four committed", |v| mapping_view(v, 0)["commits"] == 4).await;
+    assert_eq!(mapping_view(&v, 0)["upstream_dead_letters"], 1);
+    assert_eq!(pending(&mut con, "events").await, 0);
+    let dlq = entries(&mut con, "events.dead").await;
+    assert_eq!(dlq.len(), 1, "written once: {dlq:?}");
+    assert_eq!(dlq[0].1["payload"], "not json");
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stop_while_the_upstream_dead_letter_fails_leaves_the_record_for_the_next_start() {
+    let redis = RedisServer::start().await;
+    let mut con = redis_con(&redis.url()).await;
+    let _: () = con.set("events.dead", "x").await.unwrap();
+    let mut config = test_config();
+    config.sources = vec![dead_letter_source(&redis.url())];
+    let hub = spawn_hub(config.clone()).await;
+    until(&hub, "connected", |v| v["items"][0]["connected"] == true).await;
+    add_event(&mut con, Some(1)).await;
+    let bad = add_event(&mut con, None).await;
+    poll("an attempt at the dead letter", || {
+        let mut con = con.clone();
+        async move { (xadd_calls(&mut con).await >= 3).then_some(()) }
+    })
+    .await;
+    until(&hub, "the first record committed", |v| mapping_view(v, 0)["commits"] == 1).await;
+    hub.shutdown().await;
+    assert_eq!(pending(&mut con, "events").await, 1, "the poison stays uncommitted over the stop");
+
+    let _: () = con.del("events.dead").await.unwrap();
+    let hub = spawn_hub(config).await;
+    let mut sub = hub.connect("sub").await;
+    sub.subscribe("events/all").await;
+    let v = until(&hub, "the poison written and committed", |v| mapping_view(v, 0)["commits"] == 1).await;
+    assert_eq!(mapping_view(&v, 0)["upstream_dead_letters"], 1);
+    assert_eq!(pending(&mut con, "events").await, 0);
+    let dlq = entries(&mut con, "events.dead").await;
+    assert_eq!((dlq.len(), dlq[0].1["position"].as_str()), (1, bad.as_str()));
+    add_event(&mut con, Some(2)).await;
+    assert_eq!(n_of(&sub.next_record().await), 2);
     hub.shutdown().await;
 }
 

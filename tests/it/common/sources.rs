@@ -22,6 +22,14 @@ pub fn mapping(upstream: &str, topic: &str) -> MappingConfig {
     }
 }
 
+/// The poison tests' mapping: `events` → `events/all`, publishing the JSON field `/data`, so a
+/// record that is not JSON is poison (`payload_field`).
+pub fn data_field_mapping() -> MappingConfig {
+    let mut m = mapping("events", "events/all");
+    m.payload_field = Some("/data".into());
+    m
+}
+
 /// A source `fleet` of `kind` at `url` from the TOML an operator writes (the parser fills in
 /// the defaults; `extra` adds kind-specific keys), with `mappings`; quick reconnects.
 pub fn source_of(kind: &str, url: &str, extra: &str, mappings: Vec<MappingConfig>) -> SourceConfig {
@@ -50,6 +58,22 @@ pub async fn until(hub: &Hub, what: &str, f: impl Fn(&Value) -> bool) -> Value {
             return v;
         }
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {v:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `f` until it answers something (a condition upstream, not a clock): that answer.
+pub async fn poll<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
