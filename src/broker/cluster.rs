@@ -125,8 +125,9 @@ pub struct Cluster {
     /// the channel under them.
     in_flight: DashMap<TopicName, usize>,
     nodes: RwLock<Vec<NodeInfo>>,
-    /// Topics whose mirror was behind the Redis head at the last pass, with its next offset.
-    stalled: Mutex<HashMap<TopicName, u64>>,
+    /// Topics whose mirror was behind the Redis head at the last pass: the Redis epoch then and
+    /// the mirror's next offset.
+    stalled: Mutex<HashMap<TopicName, (Option<u64>, u64)>>,
     /// Traffic counters.
     pub counters: BrokerCounters,
     jobs_tx: mpsc::Sender<Job>,
@@ -384,18 +385,35 @@ impl Cluster {
         let mut stalled = self.stalled.lock();
         let mut fills = Vec::new();
         for ((t, epoch, next), (head, redis_epoch)) in synced.into_iter().zip(heads) {
-            if redis_epoch != Some(epoch) || head <= next {
+            let behind = match redis_epoch {
+                Some(e) if e == epoch => head > next,
+                // Redis lost the topic (a restart without persistence) and has records of a new
+                // epoch: all of them are new here, and no later record may come to reveal them.
+                Some(_) => head > 1,
+                None => false,
+            };
+            if !behind {
                 stalled.remove(&t);
                 continue;
             }
-            // Behind twice in a row at the same offset: not just records in flight.
-            if stalled.get(&t) == Some(&next) {
+            // Behind twice in a row at the same place: not just records in flight.
+            let mark = (redis_epoch, next);
+            if stalled.get(&t) == Some(&mark) {
                 stalled.remove(&t);
-                if let Some(from) = self.manager.fill_if_behind(&t, epoch, head) {
-                    fills.push((t, from, epoch));
+                match redis_epoch {
+                    Some(e) if e != epoch => {
+                        if self.manager.fill_new_epoch(&t, e) {
+                            fills.push((t, 1, e));
+                        }
+                    }
+                    _ => {
+                        if let Some(from) = self.manager.fill_if_behind(&t, epoch, head) {
+                            fills.push((t, from, epoch));
+                        }
+                    }
                 }
             } else {
-                stalled.insert(t, next);
+                stalled.insert(t, mark);
             }
         }
         drop(stalled);

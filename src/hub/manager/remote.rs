@@ -305,6 +305,25 @@ impl ConnectionManager {
         Some(st.next_offset)
     }
 
+    /// Moves the mirror of `topic` to the broker's new `epoch` (the broker lost the topic, and
+    /// records of the new epoch came while this node was not on the channel) and asks for a
+    /// fill from its first offset. False when nothing changes: not synced, a fill running,
+    /// publishing locally during an outage (the broker's next record switches it back), or
+    /// already in that epoch.
+    pub fn fill_new_epoch(&self, topic: &TopicName, epoch: u64) -> bool {
+        let Some(t) = self.registry.get(topic) else { return false };
+        let mut st = t.state.lock();
+        if !st.remote.synced || st.remote.filling || st.remote.detached || st.epoch == epoch {
+            return false;
+        }
+        st.epoch = epoch;
+        st.next_offset = 1;
+        st.history.clear();
+        st.remote.pending.clear();
+        st.remote.filling = true;
+        true
+    }
+
     /// Publishes locally while the broker is unreachable (best-effort topics only): the mirror
     /// switches to a node-local epoch so these offsets never collide with the broker's; the
     /// broker's next record switches it back. Subscribers see both epoch changes.
@@ -460,6 +479,21 @@ mod tests {
         assert_eq!(m.fill_if_behind(&t(), EPOCH + 1, 9), None, "another epoch: the next record resets");
         assert_eq!(m.fill_if_behind(&t(), EPOCH, 5), Some(3));
         assert_eq!(m.fill_if_behind(&t(), EPOCH, 5), None, "a fill is running");
+    }
+
+    #[test]
+    fn a_new_epoch_no_record_revealed_is_filled_from_its_start() {
+        let (m, c) = synced(1);
+        m.route_remote(&t(), &rec(1, EPOCH), now());
+        // Redis restarted without persistence; epoch 99's records 1..=3 went out while this
+        // node was off the channel, and nothing came after them.
+        assert!(m.fill_new_epoch(&t(), 99));
+        assert!(!m.fill_new_epoch(&t(), 99), "a fill is running");
+        // A live record of the new epoch waits for the fill.
+        assert_eq!(m.route_remote(&t(), &rec(4, 99), now()), RemoteOutcome::Held);
+        m.fill_remote(&t(), 99, &[rec(1, 99), rec(2, 99), rec(3, 99)], now());
+        assert_eq!(c.drain_positions(), [(1, EPOCH), (1, 99), (2, 99), (3, 99), (4, 99)]);
+        assert!(!m.fill_new_epoch(&t(), 99), "already in that epoch");
     }
 
     #[test]
