@@ -28,7 +28,9 @@
 //! * **Positions**: partition the table, position the row id.
 //! * **Gaps**: ids are handed out before their transactions commit, so a row may appear after a
 //!   higher one was read. A scan stops before a gap in the ids and goes past it only once every
-//!   transaction that was open when the gap was seen has ended (or after [`GAP_GIVE_UP`]).
+//!   transaction that was open when the gap was seen has ended (or after [`GAP_GIVE_UP`]);
+//!   that clears every gap below the highest id then visible at once, so concurrent writers
+//!   cost one settling per scan, not one per gap.
 //! * **One node per consumer**: the query connection holds
 //!   `pg_try_advisory_lock(hashtext(source), hashtext(group))`; a node that cannot take it
 //!   retries (`retrying`, "another node holds the outbox lock") and takes over when the holder's
@@ -68,7 +70,7 @@ const COMMIT_DELAY: Duration = Duration::from_millis(20);
 /// its row has no transaction id to wait for yet).
 const GAP_SETTLE: Duration = Duration::from_millis(100);
 /// How often an open gap is looked at again.
-const GAP_CHECK: Duration = Duration::from_millis(50);
+const GAP_CHECK: Duration = Duration::from_millis(20);
 /// Longest a gap is waited for; then the scan goes past it (logged).
 pub(super) const GAP_GIVE_UP: Duration = Duration::from_secs(60);
 
@@ -365,6 +367,10 @@ impl Tracker {
 struct Gap {
     /// The first missing id.
     expected: i64,
+    /// The highest id visible when the gap was first seen: every id below it had been handed
+    /// out by then, so once the transactions open after the settling are over, every gap below
+    /// it is over too (the scan then goes past all of them at once, not one per settling).
+    horizon: i64,
     since: Instant,
     /// The snapshot taken once the gap settled, and the first id visible in it.
     snapshot: Option<(String, i64)>,
@@ -383,6 +389,9 @@ struct Session {
     scan_due: bool,
     commit_at: Option<Instant>,
     gap: Option<Gap>,
+    /// The last gap's horizon and when it was first seen: a gap found below that horizon after
+    /// the first was filled has settled already.
+    seen: Option<(i64, Instant)>,
 }
 
 impl Drop for Session {
@@ -497,6 +506,7 @@ impl Session {
             scan_due: true,
             commit_at: None,
             gap: None,
+            seen: None,
         })
     }
 
@@ -600,6 +610,7 @@ impl Session {
         );
         let rows = timed(self.client.query(&sql, &[&t.fetched, &batch])).await?;
         let n = rows.len();
+        let last = rows.last().map(|r| r.try_get::<_, i64>(0)).transpose()?.unwrap_or(t.fetched);
         let mut skipped = 0u64;
         for row in rows {
             let id: i64 = row.try_get(0)?;
@@ -608,7 +619,12 @@ impl Session {
                 let expected = t.fetched + 1;
                 if self.gap.as_ref().is_none_or(|g| g.expected != expected) {
                     let now = Instant::now();
-                    self.gap = Some(Gap { expected, since: now, snapshot: None, next_check: now + GAP_SETTLE });
+                    let (horizon, since) = match self.seen {
+                        Some((horizon, since)) if expected < horizon => (horizon, since),
+                        _ => (last, now),
+                    };
+                    self.seen = Some((horizon, since));
+                    self.gap = Some(Gap { expected, horizon, since, snapshot: None, next_check: since + GAP_SETTLE });
                 }
                 return Ok(Fetched::Done);
             }
@@ -713,7 +729,7 @@ impl Session {
                         tracing::warn!(source = %c.source.config.name, from = gap.expected, to = first - 1, open,
                             "outbox ids missing for {GAP_GIVE_UP:?} while transactions stay open; reading past them");
                     }
-                    t.gap_cleared = *first;
+                    t.gap_cleared = (*first).max(gap.horizon);
                     self.gap = None;
                     self.scan_due = true;
                 }

@@ -579,3 +579,42 @@ async fn a_row_committed_after_a_higher_id_is_waited_for_not_skipped() {
     until(&hub, "both committed", |v| mapping_view(v, 0)["commits"] == 2).await;
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn rows_of_concurrent_writers_committed_out_of_order_come_in_id_order_and_a_rolled_back_id_is_passed() {
+    logs();
+    let pgdb = TestDb::create().await;
+    let db = pg(&pgdb.url()).await;
+    let mut config = resumable_config();
+    config.sources = vec![source(&pgdb.url(), vec![mapping("orders", "rel/orders")])];
+    let hub = spawn_hub(config).await;
+    until(&hub, "connected", |v| v["items"][0]["connected"] == true).await;
+    let mut sub = hub.connect("sub").await;
+    sub.subscribe("rel/orders").await;
+    // Five writers take ids 0..5 in order and hold their transactions open; a sixth row commits
+    // above them. Then they end out of order, and writer 2 rolls back: ids 0..5 but 2 come, in
+    // id order, after several gaps below the highest id the scan saw.
+    let mut writers = Vec::new();
+    for _ in 0..5 {
+        writers.push(pg(&pgdb.url()).await);
+    }
+    let mut txs = Vec::new();
+    for (n, w) in writers.iter_mut().enumerate() {
+        let tx = w.transaction().await.unwrap();
+        let payload = format!("{{\"n\":{n}}}");
+        tx.execute("INSERT INTO outbox (topic, payload) VALUES ('orders', $1::text::bytea)", &[&payload])
+            .await
+            .unwrap();
+        txs.push(Some(tx));
+    }
+    insert(&db, "orders", 5..6).await;
+    until(&hub, "the committed row counted", |v| mapping_view(v, 0)["lag"].as_u64() > Some(0)).await;
+    for i in [3, 1, 4, 0] {
+        txs[i].take().unwrap().commit().await.unwrap();
+    }
+    txs[2].take().unwrap().rollback().await.unwrap();
+    let got = sub.records(5).await;
+    assert_eq!(got.iter().map(n_of).collect::<Vec<_>>(), [0, 1, 3, 4, 5], "in id order, nothing lost");
+    until(&hub, "all committed", |v| mapping_view(v, 0)["commits"] == 5).await;
+    hub.shutdown().await;
+}
