@@ -18,12 +18,13 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 RUNS=${RUNS:-3}
 N=${N:-10000}
 PACED=${PACED:-500}
+FETCH_WAIT_MS=${FETCH_WAIT_MS:-100}   # every source's fetch_max_wait_ms
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 KAFKA=$(command -v tansu >/dev/null && echo kafka || true)
 VIAS=${VIAS:-ws redis nats postgres $KAFKA}   # which publish paths to measure, in this order
 
 features=()
-case " $VIAS " in *" kafka "*) features=(--features kafka) ;; esac
+case " $VIAS " in *" kafka "*) features=(--features kafka) ;; *) KAFKA= ;; esac
 cargo build --release --locked --bin fanhub --bench loadgen -q "${features[@]}"
 LOADGEN=$(ls -t target/release/deps/loadgen-* | grep -v '\.d$' | head -1)
 
@@ -71,7 +72,7 @@ retry_max_ms = 500
 $4
 [sources.consumer]
 max_poll_records = 512
-fetch_max_wait_ms = 100
+fetch_max_wait_ms = $FETCH_WAIT_MS
 [[sources.mappings]]
 upstream = "$5"
 topic = "bench/load"
