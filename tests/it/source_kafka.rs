@@ -519,3 +519,62 @@ async fn two_hubs_in_one_group_split_the_partitions_and_a_clean_stop_hands_them_
     assert_eq!(published(&sources(&a).await) + b1, produced, "nothing came twice");
     a.shutdown().await;
 }
+
+/// A cluster node on `redis` consuming `orders` (2 partitions) into the reliable `rel/orders`.
+async fn cluster_node(redis: &RedisServer, kafka: &Tansu, id: &str) -> Hub {
+    let text = crate::cluster::node_toml(redis, id, "127.0.0.1:0");
+    let mut config = fanhub::config::Config::from_toml(&text).expect("node config");
+    config.sources = vec![source(&kafka.url(), vec![mapping("orders", "rel/orders")])];
+    spawn_hub(config).await
+}
+
+#[tokio::test]
+async fn in_cluster_mode_two_nodes_split_the_partitions_and_a_stop_hands_them_over_with_one_offset_each() {
+    let kafka = Tansu::start().await;
+    kafka.create_topic("orders", 2).await;
+    let producer = kafka.producer();
+    let redis = RedisServer::start().await;
+    let a = cluster_node(&redis, &kafka, "kafka-node-a").await;
+    until(&a, "A connected", |v| v["items"][0]["connected"] == true).await;
+    let b = cluster_node(&redis, &kafka, "kafka-node-b").await;
+    until(&b, "B connected", |v| v["items"][0]["connected"] == true).await;
+    let mut sub = a.connect("sub").await;
+    sub.subscribe("rel/orders").await;
+    // Probe until both nodes publish: the group has split the partitions between them.
+    let mut produced = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let before = (published(&sources(&a).await), published(&sources(&b).await));
+        produce(&producer, "orders", 2, produced..produced + 2).await;
+        produced += 2;
+        until_totals(&a, Some(&b), "a probe round", produced).await;
+        let after = (published(&sources(&a).await), published(&sources(&b).await));
+        if after.0 == before.0 + 1 && after.1 == before.1 + 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the partitions were never split");
+    }
+    produce(&producer, "orders", 2, produced..produced + 100).await;
+    produced += 100;
+    // B stops cleanly mid-stream (commits and leaves): A takes its partition from there.
+    b.shutdown().await;
+    produce(&producer, "orders", 2, produced..produced + 100).await;
+    produced += 100;
+    // Every record once, through both nodes' publishes into one cluster topic: contiguous
+    // offsets, each record's number once, in order per partition (keys k<n> → partition n % 2).
+    let got = sub.records(produced as usize).await;
+    assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), (1..=produced).collect::<Vec<_>>());
+    let mut ns: Vec<u64> = got.iter().map(n_of).collect();
+    for p in 0..2 {
+        let of_p: Vec<u64> = ns.iter().copied().filter(|n| n % 2 == p).collect();
+        assert!(of_p.windows(2).all(|w| w[0] < w[1]), "partition {p} out of order: {of_p:?}");
+    }
+    ns.sort_unstable();
+    assert_eq!(ns, (0..produced).collect::<Vec<_>>(), "each record once");
+    // Nothing else was published in between: the next offset is the marker's.
+    let mut publisher = a.connect("pub").await;
+    publisher.publish_json("rel/orders", json!({ "n": 9999 })).await;
+    let next = sub.next_record().await;
+    assert_eq!((n_of(&next), next.offset), (9999, produced + 1));
+    a.shutdown().await;
+}
