@@ -41,6 +41,16 @@ history = {{ max_messages = 10000 }}
     )
 }
 
+/// A cluster node whose broker Redis is at `broker` (the server, or a proxy in front of it),
+/// consuming `sources`.
+pub(crate) async fn source_node(broker: &str, id: &str, sources: Vec<fanhub::config::SourceConfig>) -> Hub {
+    let stub = RedisServer::not_started();
+    let text = node_toml(&stub, id, "127.0.0.1:0").replace(&stub.url(), broker);
+    let mut config = fanhub::config::Config::from_toml(&text).expect("node config");
+    config.sources = sources;
+    spawn_hub(config).await
+}
+
 pub(crate) async fn wait_ready(addr: std::net::SocketAddr) {
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     loop {

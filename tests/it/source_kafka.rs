@@ -463,6 +463,24 @@ async fn totals(a: &Hub, b: Option<&Hub>) -> (u64, u64) {
     sum
 }
 
+/// Produces one record per partition of `orders` (2) at a time until both hubs publish one:
+/// the group has split the partitions between them. Returns how many were produced.
+async fn until_split(producer: &FutureProducer, a: &Hub, b: &Hub) -> u64 {
+    let mut produced = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let before = (published(&sources(a).await), published(&sources(b).await));
+        produce(producer, "orders", 2, produced..produced + 2).await;
+        produced += 2;
+        until_totals(a, Some(b), "a probe round", produced).await;
+        let after = (published(&sources(a).await), published(&sources(b).await));
+        if after.0 == before.0 + 1 && after.1 == before.1 + 1 {
+            return produced;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the partitions were never split");
+    }
+}
+
 async fn until_totals(a: &Hub, b: Option<&Hub>, what: &str, n: u64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -487,21 +505,7 @@ async fn two_hubs_in_one_group_split_the_partitions_and_a_clean_stop_hands_them_
     until(&a, "A connected", |v| v["items"][0]["connected"] == true).await;
     let b = spawn_hub(config).await;
     until(&b, "B connected", |v| v["items"][0]["connected"] == true).await;
-    // One record per partition at a time until both hubs publish: the group has split the
-    // partitions between them.
-    let mut produced = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let before = (published(&sources(&a).await), published(&sources(&b).await));
-        produce(&producer, "orders", 2, produced..produced + 2).await;
-        produced += 2;
-        until_totals(&a, Some(&b), "a probe round", produced).await;
-        let after = (published(&sources(&a).await), published(&sources(&b).await));
-        if after.0 == before.0 + 1 && after.1 == before.1 + 1 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the partitions were never split");
-    }
+    let mut produced = until_split(&producer, &a, &b).await;
     let (a0, b0) = (published(&sources(&a).await), published(&sources(&b).await));
     produce(&producer, "orders", 2, produced..produced + 100).await;
     produced += 100;
@@ -522,10 +526,8 @@ async fn two_hubs_in_one_group_split_the_partitions_and_a_clean_stop_hands_them_
 
 /// A cluster node on `redis` consuming `orders` (2 partitions) into the reliable `rel/orders`.
 async fn cluster_node(redis: &RedisServer, kafka: &Tansu, id: &str) -> Hub {
-    let text = crate::cluster::node_toml(redis, id, "127.0.0.1:0");
-    let mut config = fanhub::config::Config::from_toml(&text).expect("node config");
-    config.sources = vec![source(&kafka.url(), vec![mapping("orders", "rel/orders")])];
-    spawn_hub(config).await
+    crate::cluster::source_node(&redis.url(), id, vec![source(&kafka.url(), vec![mapping("orders", "rel/orders")])])
+        .await
 }
 
 #[tokio::test]
@@ -540,20 +542,7 @@ async fn in_cluster_mode_two_nodes_split_the_partitions_and_a_stop_hands_them_ov
     until(&b, "B connected", |v| v["items"][0]["connected"] == true).await;
     let mut sub = a.connect("sub").await;
     sub.subscribe("rel/orders").await;
-    // Probe until both nodes publish: the group has split the partitions between them.
-    let mut produced = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let before = (published(&sources(&a).await), published(&sources(&b).await));
-        produce(&producer, "orders", 2, produced..produced + 2).await;
-        produced += 2;
-        until_totals(&a, Some(&b), "a probe round", produced).await;
-        let after = (published(&sources(&a).await), published(&sources(&b).await));
-        if after.0 == before.0 + 1 && after.1 == before.1 + 1 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the partitions were never split");
-    }
+    let mut produced = until_split(&producer, &a, &b).await;
     produce(&producer, "orders", 2, produced..produced + 100).await;
     produced += 100;
     // B stops cleanly mid-stream (commits and leaves): A takes its partition from there.

@@ -549,8 +549,9 @@ async fn of_two_hubs_on_one_outbox_one_consumes_and_the_other_takes_over_when_it
     b.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_row_committed_after_a_higher_id_is_waited_for_not_skipped() {
+/// A fresh database, a connection to it, a hub consuming its outbox's `orders` rows into the
+/// reliable `rel/orders`, and a subscriber of that topic.
+async fn orders_hub() -> (TestDb, tokio_postgres::Client, Hub, Client) {
     logs();
     let pgdb = TestDb::create().await;
     let db = pg(&pgdb.url()).await;
@@ -560,6 +561,12 @@ async fn a_row_committed_after_a_higher_id_is_waited_for_not_skipped() {
     until(&hub, "connected", |v| v["items"][0]["connected"] == true).await;
     let mut sub = hub.connect("sub").await;
     sub.subscribe("rel/orders").await;
+    (pgdb, db, hub, sub)
+}
+
+#[tokio::test]
+async fn a_row_committed_after_a_higher_id_is_waited_for_not_skipped() {
+    let (pgdb, db, hub, mut sub) = orders_hub().await;
     // The lower id's transaction stays open while a higher id commits.
     let mut slow = pg(&pgdb.url()).await;
     let tx = slow.transaction().await.unwrap();
@@ -582,15 +589,7 @@ async fn a_row_committed_after_a_higher_id_is_waited_for_not_skipped() {
 
 #[tokio::test]
 async fn rows_of_concurrent_writers_committed_out_of_order_come_in_id_order_and_a_rolled_back_id_is_passed() {
-    logs();
-    let pgdb = TestDb::create().await;
-    let db = pg(&pgdb.url()).await;
-    let mut config = resumable_config();
-    config.sources = vec![source(&pgdb.url(), vec![mapping("orders", "rel/orders")])];
-    let hub = spawn_hub(config).await;
-    until(&hub, "connected", |v| v["items"][0]["connected"] == true).await;
-    let mut sub = hub.connect("sub").await;
-    sub.subscribe("rel/orders").await;
+    let (pgdb, db, hub, mut sub) = orders_hub().await;
     // Five writers take ids 0..5 in order and hold their transactions open; a sixth row commits
     // above them. Then they end out of order, and writer 2 rolls back: ids 0..5 but 2 come, in
     // id order, after several gaps below the highest id the scan saw.

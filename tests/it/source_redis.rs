@@ -463,11 +463,7 @@ async fn an_unreachable_upstream_at_start_leaves_the_node_serving_and_readiness_
 /// A cluster node whose broker Redis is reached through `broker` (a proxy or the server), with
 /// the Redis Streams source `fleet` reading `orders` from `upstream` into `rel/orders`.
 async fn cluster_node(broker: &str, upstream: &RedisServer, id: &str) -> Hub {
-    let redis_stub = RedisServer::not_started();
-    let text = crate::cluster::node_toml(&redis_stub, id, "127.0.0.1:0").replace(&redis_stub.url(), broker);
-    let mut config = fanhub::config::Config::from_toml(&text).expect("node config");
-    config.sources = vec![source(&upstream.url(), vec![mapping("orders", "rel/orders")])];
-    spawn_hub(config).await
+    crate::cluster::source_node(broker, id, vec![source(&upstream.url(), vec![mapping("orders", "rel/orders")])]).await
 }
 
 #[tokio::test]
