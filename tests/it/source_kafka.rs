@@ -253,45 +253,19 @@ async fn stalled_mapping(mode: BackpressureMode, exclusive: bool) -> (Value, Vec
     let kafka = Tansu::start().await;
     kafka.create_topic("slow", 1).await;
     kafka.create_topic("fast", 1).await;
-    let mut config = test_config();
-    let mut policy = reliable(4);
-    if let fanhub::hub::DeliveryPolicy::Reliable { overflow, backpressure_timeout_ms, .. } = &mut policy {
-        *overflow = fanhub::hub::ReliableOverflow::ApplyBackpressure;
-        *backpressure_timeout_ms = 100;
-    }
-    declare_topics(&mut config, "slow/>", policy, None);
-    let mut slow = mapping("slow", "slow/t");
-    slow.max_buffered_messages = 8;
-    slow.backpressure_mode = mode;
-    if exclusive {
-        slow.exclusive = Some(ConsumerSettings { fetch_max_wait_ms: Some(30), ..Default::default() });
-    }
-    config.sources = vec![source(&kafka.url(), vec![slow, mapping("fast", "fast/t")])];
-    let hub = spawn_hub(config).await;
-    until(&hub, "connected", |v| v["items"][0]["connected"] == true).await;
-    // A subscriber that never reads: its socket buffers fill, then its queue of 4.
-    let mut stalled = hub.connect("stalled").await;
-    stalled.subscribe("slow/t").await;
-    let mut fast = hub.connect("fast").await;
-    fast.subscribe("fast/t").await;
-    let producer = kafka.producer();
-    let big = "x".repeat(64 * 1024);
-    let records = (0..300).map(|n| (n, json!({ "n": n, "pad": big }).to_string().into_bytes())).collect();
-    produce_raw(&producer, "slow", 1, records).await;
-    let v = until(&hub, "the slow mapping stuck", |v| {
-        let m = mapping_view(v, 0);
-        m["paused"] == true
-            || m["dropped"]["drop_oldest"].as_u64() > Some(0)
-            || m["dropped"]["drop_newest"].as_u64() > Some(0)
-    })
+    let (hub, stalled, mut fast) = stalled_hub(
+        mode,
+        exclusive.then(|| ConsumerSettings { fetch_max_wait_ms: Some(30), ..Default::default() }),
+        |m| source(&kafka.url(), m),
+    )
     .await;
-    assert!(published(&v) < 300, "{v:#}");
+    let producer = kafka.producer();
+    let records = (0..300).map(|n| (n, stalled_payload(n))).collect();
+    produce_raw(&producer, "slow", 1, records).await;
+    until_stuck(&hub).await;
     produce(&producer, "fast", 1, 0..200).await;
     let got = fast.records(200).await;
-    let v = until(&hub, "the lag measured", |v| {
-        mode != BackpressureMode::ApplyBackpressure || mapping_view(v, 0)["lag"].as_u64() > Some(0)
-    })
-    .await;
+    let v = until_lag_measured(&hub, mode).await;
     drop(stalled);
     hub.shutdown().await;
     (v, got)

@@ -335,46 +335,15 @@ struct Stalled {
 async fn stalled_mapping(mode: BackpressureMode, exclusive: bool) -> Stalled {
     let pgdb = TestDb::create().await;
     let db = pg(&pgdb.url()).await;
-    let mut config = test_config();
-    let mut policy = reliable(4);
-    if let fanhub::hub::DeliveryPolicy::Reliable { overflow, backpressure_timeout_ms, .. } = &mut policy {
-        *overflow = fanhub::hub::ReliableOverflow::ApplyBackpressure;
-        *backpressure_timeout_ms = 100;
-    }
-    declare_topics(&mut config, "slow/>", policy, None);
-    let mut slow = mapping("slow", "slow/t");
-    slow.max_buffered_messages = 8;
-    slow.backpressure_mode = mode;
-    if exclusive {
-        slow.exclusive = Some(ConsumerSettings::default());
-    }
-    config.sources = vec![source(&pgdb.url(), vec![slow, mapping("fast", "fast/t")])];
-    let hub = spawn_hub(config).await;
-    until(&hub, "connected", |v| v["items"][0]["connected"] == true).await;
-    // A subscriber that does not read: its socket buffers fill, then its queue of 4.
-    let mut stalled = hub.connect("stalled").await;
-    stalled.subscribe("slow/t").await;
-    let mut fast = hub.connect("fast").await;
-    fast.subscribe("fast/t").await;
-    let big = "x".repeat(64 * 1024);
+    let (hub, stalled, mut fast) =
+        stalled_hub(mode, exclusive.then(ConsumerSettings::default), |m| source(&pgdb.url(), m)).await;
     for n in 0..300 {
-        let payload = json!({ "n": n, "pad": big }).to_string();
-        insert_raw(&db, "slow", payload.as_bytes()).await;
+        insert_raw(&db, "slow", &stalled_payload(n)).await;
     }
-    let v = until(&hub, "the slow mapping stuck", |v| {
-        let m = mapping_view(v, 0);
-        m["paused"] == true
-            || m["dropped"]["drop_oldest"].as_u64() > Some(0)
-            || m["dropped"]["drop_newest"].as_u64() > Some(0)
-    })
-    .await;
-    assert!(mapping_view(&v, 0)["published"].as_u64().unwrap() < 300, "{v:#}");
+    until_stuck(&hub).await;
     insert(&db, "fast", 0..200).await;
     let got = fast.records(200).await;
-    let view = until(&hub, "the lag measured", |v| {
-        mode != BackpressureMode::ApplyBackpressure || mapping_view(v, 0)["lag"].as_u64() > Some(0)
-    })
-    .await;
+    let view = until_lag_measured(&hub, mode).await;
     let fast_cursor = cursor(&db, "fast").await;
     Stalled { view, fast: got, fast_cursor, stalled, hub, db, _pgdb: pgdb }
 }

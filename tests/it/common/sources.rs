@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use fanhub::config::{BackpressureMode, MappingConfig, SourceConfig};
+use fanhub::config::{BackpressureMode, ConsumerSettings, MappingConfig, SourceConfig};
 use serde_json::Value;
 
-use super::{admin, Hub, Record};
+use super::{admin, declare_topics, reliable, spawn_hub, test_config, Client, Hub, Record};
 
 /// A mapping `upstream` → `topic` with the defaults (buffer 1000, `apply_backpressure`).
 pub fn mapping(upstream: &str, topic: &str) -> MappingConfig {
@@ -91,4 +91,63 @@ pub fn consumer_state(v: &Value) -> String {
 /// The `n` of a record whose payload is `{"n": …}`.
 pub fn n_of(r: &Record) -> u64 {
     serde_json::from_slice::<Value>(&r.payload).unwrap()["n"].as_u64().unwrap()
+}
+
+/// The stalled-mapping scene every kind's tests share. `slow/…` is `reliable` under
+/// `apply_backpressure` with a queue of 4; the source `source(mappings)` gets `slow` → `slow/t`
+/// (8 buffered, `mode`, on its own consumer with `exclusive` when given) and `fast` → `fast/t`.
+/// Returns the connected hub, a subscriber of `slow/t` that never reads (its socket buffers
+/// fill, then its queue) and one of `fast/t`.
+pub async fn stalled_hub(
+    mode: BackpressureMode,
+    exclusive: Option<ConsumerSettings>,
+    source: impl FnOnce(Vec<MappingConfig>) -> SourceConfig,
+) -> (Hub, Client, Client) {
+    let mut config = test_config();
+    let mut policy = reliable(4);
+    if let fanhub::hub::DeliveryPolicy::Reliable { overflow, backpressure_timeout_ms, .. } = &mut policy {
+        *overflow = fanhub::hub::ReliableOverflow::ApplyBackpressure;
+        *backpressure_timeout_ms = 100;
+    }
+    declare_topics(&mut config, "slow/>", policy, None);
+    let mut slow = mapping("slow", "slow/t");
+    slow.max_buffered_messages = 8;
+    slow.backpressure_mode = mode;
+    slow.exclusive = exclusive;
+    config.sources = vec![source(vec![slow, mapping("fast", "fast/t")])];
+    let hub = spawn_hub(config).await;
+    until(&hub, "connected", |v| v["items"][0]["connected"] == true).await;
+    let mut stalled = hub.connect("stalled").await;
+    stalled.subscribe("slow/t").await;
+    let mut fast = hub.connect("fast").await;
+    fast.subscribe("fast/t").await;
+    (hub, stalled, fast)
+}
+
+/// Record `n` of the stalled mapping's upstream: JSON with 64 KiB of padding, so a few fill a
+/// subscriber's socket buffers.
+pub fn stalled_payload(n: u64) -> Vec<u8> {
+    serde_json::json!({ "n": n, "pad": "x".repeat(64 * 1024) }).to_string().into_bytes()
+}
+
+/// Waits until the stalled mapping (index 0) is stuck — paused, or dropping by its mode —
+/// having published fewer than the 300 records its upstream got.
+pub async fn until_stuck(hub: &Hub) {
+    let v = until(hub, "the slow mapping stuck", |v| {
+        let m = mapping_view(v, 0);
+        m["paused"] == true
+            || m["dropped"]["drop_oldest"].as_u64() > Some(0)
+            || m["dropped"]["drop_newest"].as_u64() > Some(0)
+    })
+    .await;
+    assert!(mapping_view(&v, 0)["published"].as_u64().unwrap() < 300, "{v:#}");
+}
+
+/// Waits until the stalled mapping's lag was measured (under `apply_backpressure`; at once
+/// under the drop modes); returns the view.
+pub async fn until_lag_measured(hub: &Hub, mode: BackpressureMode) -> Value {
+    until(hub, "the lag measured", |v| {
+        mode != BackpressureMode::ApplyBackpressure || mapping_view(v, 0)["lag"].as_u64() > Some(0)
+    })
+    .await
 }
