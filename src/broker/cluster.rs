@@ -13,7 +13,7 @@
 //!   history and are staged as backfill for the subscribe (see `hub::manager::remote`).
 //! * **Gaps** (records lost on the channel while the connection was down): filled from the
 //!   Redis history, either when a later record reveals them or when the maintenance pass sees
-//!   the Redis head past the mirror's.
+//!   the Redis head past the mirror's (or records of a new epoch: Redis lost the topic).
 //! * **Faults**: Redis unreachable at start is retried with backoff; while it is down the node
 //!   is not ready, `reliable` publishes answer `unavailable`, best-effort ones are delivered to
 //!   this node's subscribers under a node-local epoch, and subscribes that need Redis history
