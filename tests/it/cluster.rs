@@ -180,7 +180,7 @@ mod tempfile_path {
 }
 
 pub(crate) async fn node_process(redis: &RedisServer, id: &str) -> NodeProcess {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let path = std::env::temp_dir().join(format!("fanhub-cluster-{id}-{}-{port}.toml", std::process::id()));
     std::fs::write(&path, node_toml(redis, id, &addr.to_string())).unwrap();

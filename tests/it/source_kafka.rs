@@ -36,10 +36,8 @@ impl Tansu {
 
     /// A free port and an empty data directory; [`Self::spawn`] starts the broker.
     fn not_started() -> Tansu {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let dir = std::env::temp_dir().join(format!("fanhub-kafka-{port}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let dir = scratch_dir("kafka", port);
         Tansu { port, dir, child: None }
     }
 

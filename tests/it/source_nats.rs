@@ -37,10 +37,8 @@ impl NatsServer {
     /// A free port and a fresh store for a server that is not running yet ([`Self::restart`]
     /// starts it).
     fn not_started() -> NatsServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let dir = std::env::temp_dir().join(format!("fanhub-nats-{port}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let dir = scratch_dir("nats", port);
         NatsServer { port, dir, child: None }
     }
 

@@ -141,10 +141,8 @@ impl PgServer {
 
     /// Initialized, not running (on a port nothing listens on).
     async fn not_started() -> PgServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let dir = std::env::temp_dir().join(format!("fanhub-pg-{port}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let dir = scratch_dir("pg", port);
         let _ = std::process::Command::new("chown").args(["postgres", &dir.to_string_lossy()]).status();
         let mut init = pg_command("initdb");
         init.arg("-D").arg(dir.join("data")).args(["-A", "trust", "-U", "postgres", "-N", "--no-instructions"]);

@@ -603,9 +603,23 @@ pub struct RedisServer {
     dir: Option<std::path::PathBuf>,
 }
 
+/// A loopback port nothing listens on (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// An empty scratch directory for a private server of `kind` on `port` (the caller removes it
+/// when done).
+pub fn scratch_dir(kind: &str, port: u16) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("fanhub-{kind}-{port}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 impl RedisServer {
     pub async fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = free_port();
         let mut s = RedisServer { port, child: None, dir: None };
         s.spawn().await;
         s
@@ -614,10 +628,8 @@ impl RedisServer {
     /// A `redis-server` that writes every command to an append-only file (fsync always): a
     /// restart keeps everything, as a production upstream does.
     pub async fn start_persistent() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let dir = std::env::temp_dir().join(format!("fanhub-redis-{port}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let dir = scratch_dir("redis", port);
         let mut s = RedisServer { port, child: None, dir: Some(dir) };
         s.spawn().await;
         s
@@ -625,7 +637,7 @@ impl RedisServer {
 
     /// A free port for a Redis that is not running yet ([`Self::restart`] starts it).
     pub fn not_started() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = free_port();
         RedisServer { port, child: None, dir: None }
     }
 
