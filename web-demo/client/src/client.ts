@@ -357,8 +357,11 @@ export class Client extends Emitter<{ status: StatusEvent; error: FanhubError }>
   /** Runs `f` after every earlier held publish, and not before `throttledUntil`. */
   private inTurn<T>(f: () => Promise<T>): Promise<T> {
     const turn = this.turns.then(async () => {
-      const d = this.throttledUntil - this.o.now();
-      if (d > 0) await new Promise((r) => setTimeout(r, d));
+      // Again until the clock says so: a timer may fire a little early (the event loop's
+      // cached time), and the hub's retry_after_ms is a floor.
+      for (let d = this.throttledUntil - this.o.now(); d > 0; d = this.throttledUntil - this.o.now()) {
+        await new Promise((r) => setTimeout(r, d));
+      }
       return f();
     });
     this.turns = turn.then(

@@ -1,7 +1,7 @@
 // The client's connection logic against a scripted fake WebSocket: no hub, no network. What a
 // pending request becomes when the socket drops or the answer never comes, how a refused token
 // is handled, where a reconnect goes, and what a resumed subscription asks for and delivers.
-import { test } from "node:test";
+import { afterEach, test } from "node:test";
 import assert from "node:assert/strict";
 import { connect, FanhubError } from "../dist/index.js";
 import { record } from "./support.mjs";
@@ -64,9 +64,17 @@ async function nthSocket(n) {
   return FakeWS.sockets[n - 1];
 }
 
+/** Clients a test made: each is closed after its test, whatever the test did, so no keep-alive
+ * or request timer outlives it and keeps the runner's process alive. */
+const made = [];
+afterEach(() => {
+  for (const c of made.splice(0)) c.close();
+});
+
 function client(extra = {}) {
   FakeWS.sockets = [];
   const c = connect({ endpoints: ["ws://a/ws", "ws://b/ws"], token: "t0", WebSocket: FakeWS, random: () => 0, clientId: "me", ...extra });
+  made.push(c);
   const statuses = [];
   c.on("status", (s) => statuses.push(s));
   c.on("error", () => {});
@@ -130,7 +138,7 @@ test("a rate-limited publish is sent again after the hub's retry_after_ms, and l
   const ws = await nthSocket(1);
   ws.welcome();
   const first = c.publish("t", 1);
-  await tick();
+  for (let i = 0; i < 200 && ws.ops("publish").length < 1; i++) await tick();
   const [op] = ws.ops("publish");
   const refusedAt = Date.now();
   ws.push({ type: "error", id: op.id, code: "rate_limited", message: "slow down", topic: "t", limit: "publish_rate_per_second", retry_after_ms: 30 });
@@ -148,7 +156,7 @@ test("a rate-limited publish is sent again after the hub's retry_after_ms, and l
   assert.deepEqual(await second, { offset: 2, epoch: 7 });
   // Without retry_after_ms (or for another code) the error is the caller's.
   const third = c.publish("t", 3);
-  await tick();
+  for (let i = 0; i < 200 && ws.ops("publish").length < 4; i++) await tick();
   ws.push({ type: "error", id: ws.ops("publish")[3].id, code: "rate_limited", message: "no hint" });
   await assert.rejects(third, (e) => e.code === "rate_limited" && e.retryAfterMs === undefined);
   c.close();
